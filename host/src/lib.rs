@@ -1,0 +1,24 @@
+//! The vigil host: runs untrusted telemetry collectors as WebAssembly
+//! components and lends them narrow, audited slices of what it owns.
+//!
+//! The crate is organised by job:
+//!
+//! * [`plugin`] reads plugin files (`*.vigil-plugin` ini + `.wasm`), checks
+//!   them against the site's rules and keeps the loaded set current while
+//!   the host runs (directory watching).
+//! * [`sandbox`] compiles, caches and runs components under limits, and
+//!   turns every run into a typed [`sandbox::RunOutcome`].
+//! * [`capabilities`] holds each host import plugins may use (log, config,
+//!   key/value, clock): its WIT binding, its per-run state and its limits.
+//! * [`site`] is the operator's configuration: defaults and caps for every
+//!   limit, and which capabilities plugins may be granted.
+//! * [`model`] re-exports the data types plugins exchange with the host.
+
+pub mod capabilities;
+pub mod model;
+pub mod plugin;
+pub mod sandbox;
+pub mod site;
+pub mod units;
+
+mod bindings;

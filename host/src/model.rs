@@ -1,0 +1,41 @@
+//! The data plugins exchange with the host, as generated from
+//! `wit/types.wit`.
+
+pub use crate::bindings::vigil::plugin::types::{
+    AddressFamily, Analysis, Datetime, Dimension, EndpointEvent, EndpointEventKind,
+    EnrichmentGroup, EnrichmentSet, ErrorKind, Finding, FindingKind, Metric, MetricType,
+    MetricValue, MetricsGroup, PluginError, Resource, Severity,
+};
+
+/// The metrics-group schema version vigil accepts (Panoptes v0.2).
+pub const SCHEMA_VERSION: &str = "0.2";
+
+impl Datetime {
+    pub fn from_system(time: std::time::SystemTime) -> Datetime {
+        let since_epoch = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Datetime {
+            seconds: since_epoch.as_secs(),
+            nanoseconds: since_epoch.subsec_nanos(),
+        }
+    }
+}
+
+impl Resource {
+    /// A resource with only an id and endpoint set, for tools and tests.
+    pub fn named(id: &str, endpoint: &str) -> Resource {
+        Resource {
+            id: id.to_owned(),
+            site: String::new(),
+            endpoint: endpoint.to_owned(),
+            class: String::new(),
+            subclass: String::new(),
+            type_: String::new(),
+            creation_plugin: String::new(),
+            creation_timestamp: Datetime::from_system(std::time::SystemTime::now()),
+            ttl_seconds: 0,
+            metadata: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! Compiling, caching and running plugin components under limits.
+//!
+//! A [`Sandbox`] owns one wasmtime engine, the linker with every host import
+//! and the precompiled-artifact cache. [`Sandbox::prepare`] turns a checked
+//! manifest into a [`PreparedPlugin`] (component + `InstancePre`, world
+//! checked against the plugin kind); [`Sandbox::run`] executes one run in a
+//! fresh instance and returns a [`RunReport`] whatever happens inside.
+//!
+//! Isolation per run: a new `Store` and instance; WASI with no directories
+//! (unless granted), no sockets, no environment, no arguments, stdin empty,
+//! stdout/stderr captured to small buffers; a memory/table limiter; fuel;
+//! and an epoch deadline backed by an async timeout for time spent in host
+//! calls.
+
+pub mod cache;
+pub mod engine;
+pub mod limits;
+pub mod outcome;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{Base, analysis, discovery, enrichment, polling};
+use crate::capabilities::kv::{KvBackend, MemoryKv};
+use crate::capabilities::log::RunLog;
+use crate::model::{EndpointEvent, Resource};
+use crate::plugin::{PluginKind, PluginManifest};
+use crate::site::SiteConfig;
+pub use cache::{ArtifactCache, CacheOutcome, sha256_hex};
+pub use engine::{AllocatorChoice, AllocatorKind, EngineSettings};
+pub use outcome::{RejectReason, RunOutcome, RunOutput, RunReport, TrapReason};
+
+/// Bytes of guest stdout/stderr kept per run (enough for a panic message).
+const CAPTURE_BYTES: usize = 16 << 10;
+/// Extra time the async timeout allows past the deadline, so a CPU-bound
+/// plugin is stopped by the epoch check (with a precise reason) first.
+const DEADLINE_GRACE: Duration = Duration::from_millis(200);
+/// Where a granted directory appears inside the guest.
+pub const GUEST_DATA_DIR: &str = "/data";
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub enum RunInput {
+    Discover,
+    Enrich(Resource),
+    Poll(Resource),
+    Analyze {
+        event: EndpointEvent,
+        prior_state: Option<Vec<u8>>,
+    },
+}
+
+impl RunInput {
+    fn kind(&self) -> PluginKind {
+        match self {
+            RunInput::Discover => PluginKind::Discovery,
+            RunInput::Enrich(_) => PluginKind::Enrichment,
+            RunInput::Poll(_) => PluginKind::Polling,
+            RunInput::Analyze { .. } => PluginKind::Analysis,
+        }
+    }
+
+    fn resource(&self) -> Option<&Resource> {
+        match self {
+            RunInput::Enrich(r) | RunInput::Poll(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Per-run facts the host imports need.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub scheduled: SystemTime,
+    pub resource_id: Option<String>,
+}
+
+/// The store data of one run: WASI, the plugin's grants and the run's
+/// accounting. Capability modules implement their WIT traits on it.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) plugin: Arc<PluginManifest>,
+    pub(crate) context: RunContext,
+    pub(crate) kv: Arc<dyn KvBackend>,
+    pub(crate) log: RunLog,
+    pub(crate) host_calls: u64,
+    limiter: Limiter,
+    quota_hit: bool,
+    deadline_hit: bool,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl HostState {
+    /// Charges one call against the run's host-call quota; past the quota
+    /// the call traps.
+    pub(crate) fn charge(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.plugin.limits.max_host_calls {
+            self.quota_hit = true;
+            return Err(wasmtime::Error::msg("host-call quota exceeded"));
+        }
+        Ok(())
+    }
+}
+
+/// Enforces the memory and table limits and remembers what was refused.
+struct Limiter {
+    memory_limit: u64,
+    table_limit: u64,
+    peak_memory: u64,
+    memory_refused: Option<u64>,
+    table_refused: Option<u64>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        if desired > self.memory_limit {
+            self.memory_refused = Some(desired);
+            // An error (not `false`) ends the run at once: a guest allocator
+            // seeing `false` would just abort with a less precise trap.
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        self.peak_memory = self.peak_memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        if desired > self.table_limit {
+            self.table_refused = Some(desired);
+            return Err(wasmtime::Error::msg("table limit exceeded"));
+        }
+        Ok(true)
+    }
+}
+
+/// Which world's pre-instantiated bindings a plugin has.
+#[derive(Clone)]
+enum KindPre {
+    Discovery(discovery::DiscoveryPre<HostState>),
+    Enrichment(enrichment::EnrichmentPre<HostState>),
+    Polling(polling::PollingPre<HostState>),
+    Analysis(analysis::AnalysisPre<HostState>),
+}
+
+/// A plugin ready to run: manifest, compiled component, linked imports.
+#[derive(Clone)]
+pub struct PreparedPlugin {
+    pub manifest: Arc<PluginManifest>,
+    /// SHA-256 of the `.wasm` file.
+    pub wasm_sha256: String,
+    pub wasm_bytes: u64,
+    pub cache: CacheOutcome,
+    /// The component's imports, for `vigil plugins check`.
+    pub imports: Vec<String>,
+    pre: KindPre,
+}
+
+/// Settings for building a [`Sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub cache_dir: PathBuf,
+    pub engine: EngineSettings,
+}
+
+impl SandboxSettings {
+    pub fn from_site(site: &SiteConfig) -> SandboxSettings {
+        SandboxSettings {
+            cache_dir: site.cache_dir.clone(),
+            engine: EngineSettings {
+                max_concurrent_runs: site.max_concurrent_runs,
+                max_memory: site.limit_caps.memory,
+                max_table_elements: site.limit_caps.table_elements,
+                allocator: AllocatorChoice::Auto,
+            },
+        }
+    }
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: ArtifactCache,
+    allocator: AllocatorKind,
+    kv: Arc<dyn KvBackend>,
+    _ticker: engine::EpochTicker,
+}
+
+impl Sandbox {
+    pub fn new(settings: &SandboxSettings) -> anyhow::Result<Sandbox> {
+        Sandbox::with_kv(settings, Arc::new(MemoryKv::default()))
+    }
+
+    pub fn with_kv(settings: &SandboxSettings, kv: Arc<dyn KvBackend>) -> anyhow::Result<Sandbox> {
+        let (engine, allocator) = engine::build_engine(&settings.engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Base::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let cache = ArtifactCache::open(&settings.cache_dir, &engine)?;
+        let ticker = engine::EpochTicker::start(&engine).context("starting the epoch ticker")?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache,
+            allocator,
+            kv,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn allocator(&self) -> AllocatorKind {
+        self.allocator
+    }
+
+    pub fn kv(&self) -> &Arc<dyn KvBackend> {
+        &self.kv
+    }
+
+    /// Loads the manifest's component (from the cache when possible) and
+    /// checks that it exports the world of its declared kind and imports
+    /// nothing the host does not provide.
+    pub fn prepare(&self, manifest: Arc<PluginManifest>) -> anyhow::Result<PreparedPlugin> {
+        let module = &manifest.module;
+        let bytes =
+            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+        let wasm_sha256 = sha256_hex(&bytes);
+        let (component, cache) = self
+            .cache
+            .load(&self.engine, &bytes, &wasm_sha256)
+            .with_context(|| format!("{}: not a valid WebAssembly component", module.display()))?;
+        check_world(&self.engine, &component, manifest.kind)
+            .with_context(|| format!("{}", module.display()))?;
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: imports something vigil does not provide: {e:#}",
+                module.display()
+            )
+        })?;
+        let bind_error = |e: wasmtime::Error| anyhow::anyhow!("{}: {e:#}", module.display());
+        let pre = match manifest.kind {
+            PluginKind::Discovery => {
+                KindPre::Discovery(discovery::DiscoveryPre::new(instance_pre).map_err(bind_error)?)
+            }
+            PluginKind::Enrichment => KindPre::Enrichment(
+                enrichment::EnrichmentPre::new(instance_pre).map_err(bind_error)?,
+            ),
+            PluginKind::Polling => {
+                KindPre::Polling(polling::PollingPre::new(instance_pre).map_err(bind_error)?)
+            }
+            PluginKind::Analysis => {
+                KindPre::Analysis(analysis::AnalysisPre::new(instance_pre).map_err(bind_error)?)
+            }
+        };
+        Ok(PreparedPlugin {
+            manifest,
+            wasm_sha256,
+            wasm_bytes: bytes.len() as u64,
+            cache,
+            imports,
+            pre,
+        })
+    }
+
+    /// Runs `plugin` once in a fresh instance. Never panics and never
+    /// returns early: every way a run can end is a [`RunOutcome`].
+    pub async fn run(
+        &self,
+        plugin: &PreparedPlugin,
+        input: RunInput,
+        context: RunContext,
+    ) -> RunReport {
+        let started = Instant::now();
+        let manifest = plugin.manifest.clone();
+        let limits = manifest.limits;
+        let resource_id = context.resource_id.clone();
+        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+
+        let mut report = RunReport {
+            plugin: manifest.name.clone(),
+            kind: manifest.kind,
+            resource_id,
+            outcome: RunOutcome::HostFailure(String::new()),
+            duration: Duration::ZERO,
+            fuel_consumed: 0,
+            peak_memory: 0,
+            host_calls: 0,
+            log: Vec::new(),
+            log_dropped: 0,
+            stderr: String::new(),
+        };
+        if input.kind() != manifest.kind {
+            report.outcome = RunOutcome::HostFailure(format!(
+                "a {} plugin cannot be asked to {:?}",
+                manifest.kind,
+                input.kind()
+            ));
+            return report;
+        }
+
+        let wasi = match self.wasi_context(&manifest, &stderr) {
+            Ok(wasi) => wasi,
+            Err(e) => {
+                report.outcome = RunOutcome::HostFailure(format!("{e:#}"));
+                return report;
+            }
+        };
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            plugin: manifest.clone(),
+            context,
+            kv: self.kv.clone(),
+            log: RunLog::default(),
+            host_calls: 0,
+            limiter: Limiter {
+                memory_limit: limits.memory,
+                table_limit: limits.table_elements,
+                peak_memory: 0,
+                memory_refused: None,
+                table_refused: None,
+            },
+            quota_hit: false,
+            deadline_hit: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let fuel = limits.fuel.unwrap_or(u64::MAX);
+        if let Err(e) = store.set_fuel(fuel) {
+            report.outcome = RunOutcome::HostFailure(format!("setting fuel: {e:#}"));
+            return report;
+        }
+        // Set before instantiating: instantiation runs guest code too.
+        let deadline = started + limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut cx| {
+            if Instant::now() >= deadline {
+                cx.data_mut().deadline_hit = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Yield every tick so a CPU-bound plugin never starves the
+                // other tasks on this worker thread.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let polled = input.resource().cloned();
+        let call = call_plugin(&mut store, &plugin.pre, input);
+        let result = tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await;
+
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        report.fuel_consumed = fuel - fuel_left;
+        let state = store.data_mut();
+        report.peak_memory = state.limiter.peak_memory;
+        report.host_calls = state.host_calls;
+        report.log = std::mem::take(&mut state.log.lines);
+        report.log_dropped = state.log.dropped;
+        report.stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        report.outcome = match result {
+            Err(_elapsed) => RunOutcome::Trap(TrapReason::Deadline {
+                limit: limits.deadline,
+            }),
+            Ok(Err(CallError::Instantiate(e))) => {
+                classify_error(e, state, &limits, &report.stderr, true)
+            }
+            Ok(Err(CallError::Call(e))) => classify_error(e, state, &limits, &report.stderr, false),
+            Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
+            Ok(Ok(Ok(output))) => {
+                match validate::check(&output, limits.max_output, polled.as_ref()) {
+                    Ok(()) => RunOutcome::Ok(output),
+                    Err(reason) => RunOutcome::OutputRejected(reason),
+                }
+            }
+        };
+        report.duration = started.elapsed();
+        report
+    }
+
+    fn wasi_context(
+        &self,
+        manifest: &PluginManifest,
+        stderr: &MemoryOutputPipe,
+    ) -> anyhow::Result<WasiCtx> {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stdout(MemoryOutputPipe::new(CAPTURE_BYTES))
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        if let Some(dir) = &manifest.grants.files {
+            builder
+                .preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadOnly)
+                .map_err(|e| anyhow::anyhow!("granting {}: {e:#}", dir.display()))?;
+        }
+        Ok(builder.build())
+    }
+}
+
+enum CallError {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+type CallResult = Result<Result<RunOutput, crate::model::PluginError>, CallError>;
+
+async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInput) -> CallResult {
+    use CallError::{Call, Instantiate};
+    match (pre, input) {
+        (KindPre::Discovery(pre), RunInput::Discover) => {
+            let bindings = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Instantiate)?;
+            let result = bindings
+                .vigil_plugin_discoverer()
+                .call_discover(&mut *store)
+                .await
+                .map_err(Call)?;
+            Ok(result.map(RunOutput::Resources))
+        }
+        (KindPre::Enrichment(pre), RunInput::Enrich(resource)) => {
+            let bindings = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Instantiate)?;
+            let result = bindings
+                .vigil_plugin_enricher()
+                .call_enrich(&mut *store, &resource)
+                .await
+                .map_err(Call)?;
+            Ok(result.map(RunOutput::Enrichments))
+        }
+        (KindPre::Polling(pre), RunInput::Poll(resource)) => {
+            let bindings = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Instantiate)?;
+            let result = bindings
+                .vigil_plugin_poller()
+                .call_poll(&mut *store, &resource)
+                .await
+                .map_err(Call)?;
+            Ok(result.map(RunOutput::Metrics))
+        }
+        (KindPre::Analysis(pre), RunInput::Analyze { event, prior_state }) => {
+            let bindings = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Instantiate)?;
+            let result = bindings
+                .vigil_plugin_analyzer()
+                .call_analyze(&mut *store, &event, prior_state.as_deref())
+                .await
+                .map_err(Call)?;
+            Ok(result.map(RunOutput::Analysis))
+        }
+        _ => Err(Call(wasmtime::Error::msg(
+            "run input does not match the plugin kind",
+        ))),
+    }
+}
+
+/// Names the reason a run failed, preferring what the host itself recorded
+/// (deadline, limits, quotas) over the shape of the error.
+fn classify_error(
+    error: wasmtime::Error,
+    state: &HostState,
+    limits: &limits::Limits,
+    stderr: &str,
+    instantiating: bool,
+) -> RunOutcome {
+    if state.deadline_hit {
+        return RunOutcome::Trap(TrapReason::Deadline {
+            limit: limits.deadline,
+        });
+    }
+    if let Some(requested) = state.limiter.memory_refused {
+        return RunOutcome::Trap(TrapReason::MemoryLimit {
+            requested,
+            limit: limits.memory,
+        });
+    }
+    if let Some(requested) = state.limiter.table_refused {
+        return RunOutcome::Trap(TrapReason::TableLimit {
+            requested,
+            limit: limits.table_elements,
+        });
+    }
+    if state.quota_hit {
+        return RunOutcome::Trap(TrapReason::HostCallQuota {
+            limit: limits.max_host_calls,
+        });
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return RunOutcome::Trap(match trap {
+            Trap::OutOfFuel => TrapReason::OutOfFuel {
+                limit: limits.fuel.unwrap_or(u64::MAX),
+            },
+            Trap::StackOverflow => TrapReason::StackOverflow,
+            Trap::Interrupt => TrapReason::Deadline {
+                limit: limits.deadline,
+            },
+            Trap::UnreachableCodeReached => TrapReason::Panic {
+                message: panic_message(stderr),
+            },
+            other => TrapReason::Fault(other.to_string()),
+        });
+    }
+    let message = format!("{error:#}");
+    if message.contains("utf-8") || message.contains("UTF-8") || message.contains("utf8") {
+        return RunOutcome::OutputRejected(RejectReason::Invalid(format!(
+            "invalid UTF-8 in output: {message}"
+        )));
+    }
+    if instantiating && message.contains("concurrent") {
+        // The pooling allocator is full: a capacity problem of the host.
+        return RunOutcome::HostFailure(message);
+    }
+    RunOutcome::Trap(TrapReason::Fault(message))
+}
+
+/// The panic message a Rust guest printed (`panicked at FILE:LINE:COL:\nMSG`).
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at")?;
+    let text = &stderr[start..];
+    let mut lines = text.lines();
+    let location = lines.next()?.trim_end_matches(':');
+    match lines.next() {
+        Some(message) if !message.trim().is_empty() => {
+            Some(format!("{} ({location})", message.trim()))
+        }
+        _ => Some(location.to_owned()),
+    }
+}
+
+/// Checks the component exports the interface of `kind`, and names what it
+/// does export when it does not.
+fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> anyhow::Result<()> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.iter().any(|e| e == kind.export_interface()) {
+        return Ok(());
+    }
+    let actual = PluginKind::ALL
+        .into_iter()
+        .find(|k| exports.iter().any(|e| e == k.export_interface()));
+    match actual {
+        Some(actual) => anyhow::bail!(
+            "[Core] kind is {kind}, but the component is a {actual} plugin (it exports {})",
+            actual.export_interface()
+        ),
+        None => anyhow::bail!(
+            "the component exports none of vigil's plugin interfaces (expected {} for a {kind} plugin; it exports: {}). Was it built with vigil-sdk for vigil:plugin@0.1.0?",
+            kind.export_interface(),
+            if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn extracts_rust_panic_messages() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:33:24:\nhostile fixture panicked on purpose\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("hostile fixture panicked on purpose (panicked at src/lib.rs:33:24)")
+        );
+        assert_eq!(panic_message("nothing here"), None);
+    }
+}

@@ -1,0 +1,401 @@
+//! The operator's site configuration (`site.toml`): where plugins live, the
+//! defaults and ceilings for every sandbox limit, and which capabilities
+//! plugins may be granted.
+//!
+//! Unknown keys are errors, and every error names the file, the line and the
+//! key. Without a site file vigil uses [`SiteConfig::embedded`]: built-in
+//! limits and no capability granted to anyone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::plugin::ini::LocatedError;
+use crate::sandbox::limits::{LimitSpec, Limits};
+
+/// Capabilities a plugin can ask for, and whether this host provides them.
+pub const CAPABILITIES: &[(&str, bool, &str)] = &[
+    (
+        "files",
+        true,
+        "read-only access to one directory under a site file root, mounted at /data",
+    ),
+    (
+        "snmp",
+        false,
+        "SNMP to the endpoint of the resource being polled",
+    ),
+    (
+        "http",
+        false,
+        "HTTP to the endpoint of the resource being polled",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The site file, if there was one.
+    pub path: Option<PathBuf>,
+    pub name: String,
+    pub plugin_directories: Vec<PathBuf>,
+    pub cache_dir: PathBuf,
+    /// How many plugin runs may execute at once (also sizes the instance pool).
+    pub max_concurrent_runs: u32,
+    /// Limits a plugin gets unless its `[sandbox]` section says otherwise.
+    pub default_limits: Limits,
+    /// Limits no plugin may exceed.
+    pub limit_caps: Limits,
+    /// Capabilities plugins may be granted.
+    pub allowed_capabilities: Vec<String>,
+    /// Directories a `files` grant may point into (canonical paths).
+    pub file_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    site: SiteSection,
+    #[serde(default)]
+    plugins: PluginsSection,
+    #[serde(default)]
+    sandbox: SandboxSection,
+    #[serde(default)]
+    capabilities: CapabilitiesSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteSection {
+    name: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginsSection {
+    #[serde(default)]
+    directories: Vec<PathBuf>,
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxSection {
+    max_concurrent_runs: Option<Spanned<u32>>,
+    #[serde(default)]
+    defaults: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    caps: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapabilitiesSection {
+    #[serde(default)]
+    allowed: Vec<Spanned<String>>,
+    #[serde(default)]
+    file_roots: Vec<Spanned<PathBuf>>,
+}
+
+/// Upper bound on `max_concurrent_runs`: each slot reserves address space
+/// for a pooled instance.
+const MAX_CONCURRENT_RUNS: u32 = 4096;
+
+impl SiteConfig {
+    /// The configuration used when no site file is given: built-in limits,
+    /// nothing granted, the cache under the user's cache directory.
+    pub fn embedded() -> SiteConfig {
+        SiteConfig {
+            path: None,
+            name: "local".to_owned(),
+            plugin_directories: Vec::new(),
+            cache_dir: default_cache_dir(),
+            max_concurrent_runs: 32,
+            default_limits: Limits::builtin_defaults(),
+            limit_caps: Limits::builtin_caps(),
+            allowed_capabilities: Vec::new(),
+            file_roots: Vec::new(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<SiteConfig, LocatedError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LocatedError::new(path, 0, format!("cannot read site config: {e}")))?;
+        SiteConfig::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<SiteConfig, LocatedError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            LocatedError::new(path, line_of(text, span.start), message)
+        };
+        let file: SiteFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            LocatedError::new(path, line, e.message().to_owned())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut site = SiteConfig::embedded();
+        site.path = Some(path.to_owned());
+
+        let name = file.site.name.get_ref().trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(at(
+                file.site.name.span(),
+                format!("site.name {name:?} must be non-empty letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        site.name = name.to_owned();
+        site.plugin_directories = file
+            .plugins
+            .directories
+            .iter()
+            .map(|d| base.join(d))
+            .collect();
+        if let Some(cache) = file.plugins.cache_dir {
+            site.cache_dir = base.join(cache);
+        }
+
+        if let Some(runs) = file.sandbox.max_concurrent_runs {
+            let value = *runs.get_ref();
+            if value == 0 || value > MAX_CONCURRENT_RUNS {
+                return Err(at(
+                    runs.span(),
+                    format!(
+                        "sandbox.max_concurrent_runs must be 1 to {MAX_CONCURRENT_RUNS}, found {value}"
+                    ),
+                ));
+            }
+            site.max_concurrent_runs = value;
+        }
+
+        // Caps first: they only ever lower the built-in ceilings.
+        for (key, value) in &file.sandbox.caps {
+            let (spec, parsed) = parse_limit("sandbox.caps", key, value, &at)?;
+            if parsed > spec.cap {
+                return Err(at(
+                    value.span(),
+                    format!(
+                        "sandbox.caps.{} = {} is above vigil's ceiling of {}",
+                        spec.key,
+                        spec.format(parsed),
+                        spec.format(spec.cap)
+                    ),
+                ));
+            }
+            spec.set(&mut site.limit_caps, parsed);
+        }
+        for (key, value) in &file.sandbox.defaults {
+            let (spec, parsed) = parse_limit("sandbox.defaults", key, value, &at)?;
+            spec.set(&mut site.default_limits, parsed);
+        }
+        // A default above a lowered cap would make every plugin fail to load.
+        for spec in crate::sandbox::limits::LIMITS {
+            let Some(cap) = spec.get(&site.limit_caps) else {
+                continue;
+            };
+            let default = spec.get(&site.default_limits).unwrap_or(0);
+            if default > cap {
+                let written = file
+                    .sandbox
+                    .defaults
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == spec.key);
+                let span = written
+                    .map(|(_, v)| v.span())
+                    .or_else(|| {
+                        file.sandbox
+                            .caps
+                            .iter()
+                            .find(|(k, _)| k.get_ref() == spec.key)
+                            .map(|(_, v)| v.span())
+                    })
+                    .unwrap_or(0..0);
+                return Err(at(
+                    span,
+                    format!(
+                        "sandbox.defaults.{key} = {} is above sandbox.caps.{key} = {}",
+                        spec.format(default),
+                        spec.format(cap),
+                        key = spec.key
+                    ),
+                ));
+            }
+        }
+
+        for capability in &file.capabilities.allowed {
+            let name = capability.get_ref();
+            match CAPABILITIES.iter().find(|(known, _, _)| known == name) {
+                None => {
+                    return Err(at(
+                        capability.span(),
+                        format!(
+                            "capabilities.allowed: unknown capability {name:?} (known: {})",
+                            capability_names()
+                        ),
+                    ));
+                }
+                Some((_, false, _)) => {
+                    return Err(at(
+                        capability.span(),
+                        format!(
+                            "capabilities.allowed: {name:?} is not provided by this version of vigil"
+                        ),
+                    ));
+                }
+                Some(_) => site.allowed_capabilities.push(name.clone()),
+            }
+        }
+        for root in &file.capabilities.file_roots {
+            let joined = base.join(root.get_ref());
+            let canonical = joined.canonicalize().map_err(|e| {
+                at(
+                    root.span(),
+                    format!("capabilities.file_roots: {}: {e}", joined.display()),
+                )
+            })?;
+            if !canonical.is_dir() {
+                return Err(at(
+                    root.span(),
+                    format!(
+                        "capabilities.file_roots: {} is not a directory",
+                        joined.display()
+                    ),
+                ));
+            }
+            site.file_roots.push(canonical);
+        }
+        Ok(site)
+    }
+
+    pub fn allows(&self, capability: &str) -> bool {
+        self.allowed_capabilities.iter().any(|c| c == capability)
+    }
+}
+
+fn parse_limit(
+    table: &str,
+    key: &Spanned<String>,
+    value: &Spanned<toml::Value>,
+    at: &impl Fn(std::ops::Range<usize>, String) -> LocatedError,
+) -> Result<(&'static LimitSpec, u64), LocatedError> {
+    let spec = LimitSpec::find(key.get_ref()).ok_or_else(|| {
+        let known: Vec<&str> = crate::sandbox::limits::LIMITS
+            .iter()
+            .map(|s| s.key)
+            .collect();
+        at(
+            key.span(),
+            format!(
+                "{table}: unknown limit {:?} (known: {})",
+                key.get_ref(),
+                known.join(", ")
+            ),
+        )
+    })?;
+    let text = match value.get_ref() {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        other => {
+            return Err(at(
+                value.span(),
+                format!(
+                    "{table}.{}: expected a string or integer, found {}",
+                    spec.key,
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    let parsed = spec
+        .parse(&text)
+        .map_err(|e| at(value.span(), format!("{table}.{}: {e}", spec.key)))?;
+    Ok((spec, parsed))
+}
+
+pub fn capability_names() -> String {
+    CAPABILITIES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|prefix| prefix.matches('\n').count() + 1)
+        .unwrap_or(0)
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("vigil");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".cache").join("vigil");
+    }
+    PathBuf::from(".vigil-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<SiteConfig, LocatedError> {
+        SiteConfig::parse(Path::new("/etc/vigil/site.toml"), text)
+    }
+
+    #[test]
+    fn minimal_site_uses_builtin_limits() {
+        let site = parse("[site]\nname = \"lab\"\n").expect("valid");
+        assert_eq!(site.name, "lab");
+        assert_eq!(site.default_limits, Limits::builtin_defaults());
+        assert!(site.allowed_capabilities.is_empty());
+    }
+
+    #[test]
+    fn defaults_and_caps() {
+        let site = parse(
+            "[site]\nname = \"lab\"\n[sandbox]\nmax_concurrent_runs = 8\n[sandbox.defaults]\ndeadline = \"5s\"\n[sandbox.caps]\nmemory = \"128MiB\"\n",
+        )
+        .expect("valid");
+        assert_eq!(site.default_limits.deadline, Duration::from_secs(5));
+        assert_eq!(site.limit_caps.memory, 128 << 20);
+        assert_eq!(site.max_concurrent_runs, 8);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let err = parse("[site]\nname = \"lab\"\ncolour = \"red\"\n").expect_err("unknown key");
+        assert_eq!(err.line, 3);
+        assert!(err.message.contains("colour"), "{err}");
+
+        let err = parse("[site]\nname = \"lab\"\n[sandbox.defaults]\nmemory = \"lots\"\n")
+            .expect_err("bad size");
+        assert_eq!(err.line, 4);
+        assert!(
+            err.to_string()
+                .starts_with("/etc/vigil/site.toml:4: sandbox.defaults.memory"),
+            "{err}"
+        );
+
+        let err = parse("[site]\nname = \"lab\"\n[sandbox.defaults]\nmemory = \"256MiB\"\n[sandbox.caps]\nmemory = \"128MiB\"\n")
+            .expect_err("default above cap");
+        assert_eq!(err.line, 4);
+
+        let err = parse("[site]\nname = \"lab\"\n[sandbox.caps]\ndeadline = \"1h\"\n")
+            .expect_err("above ceiling");
+        assert!(err.message.contains("ceiling"), "{err}");
+
+        let err = parse("[site]\nname = \"lab\"\n[capabilities]\nallowed = [\"telnet\"]\n")
+            .expect_err("capability");
+        assert_eq!(err.line, 4);
+        let err = parse("[site]\nname = \"lab\"\n[sandbox.defaults]\nspeed = 3\n")
+            .expect_err("unknown limit");
+        assert_eq!(err.line, 4);
+    }
+}

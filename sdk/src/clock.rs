@@ -1,0 +1,15 @@
+//! Time as the host sees it.
+
+use crate::__private::vigil::plugin::clock as host;
+use crate::Datetime;
+
+/// The host's wall clock (UTC).
+pub fn now() -> Datetime {
+    host::now()
+}
+
+/// When this run was scheduled to start: stamp metrics with this so series
+/// stay aligned to the polling interval.
+pub fn scheduled() -> Datetime {
+    host::scheduled()
+}
