@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "base",
     imports: { default: trappable },
+    additional_derives: [PartialEq],
 });
 
 macro_rules! kind_world {

@@ -1,1 +1,101 @@
+//! Shared helpers for vigil's integration tests and benchmarks: the paths of
+//! the guest plugins built by `build.rs`, a writer for plugin ini files, and
+//! the location of the `vigil` binary.
 
+use std::path::{Path, PathBuf};
+
+/// Paths of the built guest plugins (`HEARTBEAT`, `BENCH_POLLER`,
+/// `FIXTURE_HOSTILE`).
+pub mod artifacts {
+    include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+}
+
+/// Builds a `*.vigil-plugin` file.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    name: String,
+    kind: String,
+    module: PathBuf,
+    frequency: String,
+    sections: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl PluginFile {
+    pub fn new(name: &str, kind: &str, module: impl AsRef<Path>) -> PluginFile {
+        PluginFile {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            module: module.as_ref().to_owned(),
+            frequency: "60".to_owned(),
+            sections: Vec::new(),
+        }
+    }
+
+    pub fn frequency(mut self, frequency: &str) -> PluginFile {
+        self.frequency = frequency.to_owned();
+        self
+    }
+
+    /// Adds `key = value` to `[section]` (created on first use).
+    pub fn set(mut self, section: &str, key: &str, value: &str) -> PluginFile {
+        match self.sections.iter_mut().find(|(s, _)| s == section) {
+            Some((_, entries)) => entries.push((key.to_owned(), value.to_owned())),
+            None => self
+                .sections
+                .push((section.to_owned(), vec![(key.to_owned(), value.to_owned())])),
+        }
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "[Core]\nName = {}\nKind = {}\nModule = {}\n\n[main]\nexecute_frequency = {}\n",
+            self.name,
+            self.kind,
+            self.module.display(),
+            self.frequency
+        );
+        for (section, entries) in &self.sections {
+            if section != "main" {
+                text.push_str(&format!("\n[{section}]\n"));
+            }
+            for (key, value) in entries {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        text
+    }
+
+    /// Writes `<dir>/<file_stem>.vigil-plugin` and returns its path.
+    pub fn write(&self, dir: &Path, file_stem: &str) -> PathBuf {
+        // `[main]` extras must follow execute_frequency inside [main].
+        let path = dir.join(format!("{file_stem}.vigil-plugin"));
+        std::fs::write(&path, self.render()).expect("writing plugin file");
+        path
+    }
+}
+
+/// The `vigil` binary cargo built for this test run.
+pub fn vigil_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/vigil
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join(format!("vigil{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Peak resident memory of this process, in bytes (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -30,6 +30,7 @@ impl Polling for Hostile {
             "log-flood" => log_flood(),
             "panic" => panic!("hostile fixture panicked on purpose"),
             "read-passwd" => Ok(vec![probe(&resource, "result", &read_passwd())]),
+            "read-granted" => Ok(vec![read_granted(&resource)]),
             "tcp-connect" => Ok(vec![probe(&resource, "result", &tcp_connect())]),
             "environment" => Ok(vec![environment(&resource)]),
             "kv-exhaust" => kv_exhaust(&resource),
@@ -72,21 +73,22 @@ fn allocate_1gib(resource: &Resource) -> Result<Vec<MetricsGroup>, PluginError> 
 
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
-    let frame = black_box([depth; 32]);
-    recurse(black_box(depth + 1)) + frame[7]
+    // Locals stay in wasm locals (no address taken), so this exhausts the
+    // engine's native wasm stack rather than the guest's shadow stack;
+    // `black_box` keeps LLVM from turning the recursion into a loop.
+    black_box(recurse(black_box(depth + 1))).wrapping_add(depth)
 }
 
 fn output_100mb(resource: &Resource) -> Vec<MetricsGroup> {
-    // 100 groups of 10,000 metrics with 100-byte names: ~100 MB once lifted.
+    // 100 groups, each with a 1 MiB dimension value: ~100 MB once lifted.
     let at = clock::now();
+    let value = "x".repeat(1 << 20);
     (0..100)
-        .map(|group| {
-            let mut builder = MetricsGroupBuilder::new("flood", 60, resource, at);
-            for metric in 0..10_000 {
-                let name = format!("m{group:04}_{metric:05}_{}", "x".repeat(88));
-                builder = builder.gauge(&name, 1u64);
-            }
-            builder.build()
+        .map(|_| {
+            MetricsGroupBuilder::new("flood", 60, resource, at)
+                .dimension("payload", value.clone())
+                .gauge("size", value.len() as u64)
+                .build()
         })
         .collect()
 }
@@ -103,6 +105,25 @@ fn read_passwd() -> String {
         Ok(text) => format!("read {} bytes", text.len()),
         Err(e) => format!("denied: {e}"),
     }
+}
+
+/// With a `files` grant: reads `/data/probe.txt` and tries to write next to it.
+fn read_granted(resource: &Resource) -> MetricsGroup {
+    let read =
+        std::fs::read_to_string("/data/probe.txt").unwrap_or_else(|e| format!("denied: {e}"));
+    let write = match std::fs::write("/data/planted.txt", b"owned") {
+        Ok(()) => "written".to_owned(),
+        Err(e) => format!("denied: {e}"),
+    };
+    let escape = std::fs::read_to_string("/data/../etc/passwd")
+        .map(|t| format!("read {} bytes", t.len()))
+        .unwrap_or_else(|e| format!("denied: {e}"));
+    MetricsGroupBuilder::new("probe", 60, resource, clock::now())
+        .dimension("read", read.trim().to_owned())
+        .dimension("write", write)
+        .dimension("escape", escape)
+        .gauge("done", 1u64)
+        .build()
 }
 
 fn tcp_connect() -> String {
