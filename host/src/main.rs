@@ -17,6 +17,12 @@ use vigil_host::sandbox::{
 use vigil_host::site::SiteConfig;
 use vigil_host::units::format_size;
 
+/// Lifting plugin output allocates many small strings; mimalloc handles
+/// that pattern markedly faster than the system allocator (see the sandbox
+/// benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vigil",
@@ -265,7 +271,7 @@ fn list(
     }
     let registry = PluginRegistry::new(sandbox, site, dirs);
     registry.rescan();
-    println!("{:<28} {:<11} {:<10} {}", "NAME", "KIND", "EVERY", "FILE");
+    println!("{:<28} {:<11} {:<10} FILE", "NAME", "KIND", "EVERY");
     for plugin in registry.plugins() {
         let m = plugin.manifest();
         println!(

@@ -134,6 +134,13 @@ impl SiteConfig {
             LocatedError::new(path, line, e.message().to_owned())
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // `base.join(".")` would print as `dir/./file`; drop `.` components.
+        let join = |relative: &Path| -> PathBuf {
+            base.join(relative)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect()
+        };
         let mut site = SiteConfig::embedded();
         site.path = Some(path.to_owned());
 
@@ -149,14 +156,9 @@ impl SiteConfig {
             ));
         }
         site.name = name.to_owned();
-        site.plugin_directories = file
-            .plugins
-            .directories
-            .iter()
-            .map(|d| base.join(d))
-            .collect();
+        site.plugin_directories = file.plugins.directories.iter().map(|d| join(d)).collect();
         if let Some(cache) = file.plugins.cache_dir {
-            site.cache_dir = base.join(cache);
+            site.cache_dir = join(&cache);
         }
 
         if let Some(runs) = file.sandbox.max_concurrent_runs {

@@ -23,7 +23,23 @@ impl MetricsGroupBuilder {
                 interval_seconds,
                 creation_timestamp: at,
                 schema_version: crate::SCHEMA_VERSION.to_owned(),
-                resource: resource.clone(),
+                // The host fills in the rest of the resource from its own
+                // record; sending the id alone keeps the output small.
+                resource: Resource {
+                    id: resource.id.clone(),
+                    site: String::new(),
+                    endpoint: String::new(),
+                    class: String::new(),
+                    subclass: String::new(),
+                    type_: String::new(),
+                    creation_plugin: String::new(),
+                    creation_timestamp: Datetime {
+                        seconds: 0,
+                        nanoseconds: 0,
+                    },
+                    ttl_seconds: 0,
+                    metadata: Vec::new(),
+                },
                 dimensions: Vec::new(),
                 metrics: Vec::new(),
             },

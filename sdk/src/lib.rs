@@ -205,3 +205,8 @@ macro_rules! export {
         $crate::__private::analysis::__export_analysis!(__VigilExport with_types_in $crate::__private::analysis);
     };
 }
+
+/// Compiles the examples in `sdk/README.md`, so the guide cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

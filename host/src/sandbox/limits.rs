@@ -108,7 +108,9 @@ pub static LIMITS: &[LimitSpec] = &[
         key: "max_log_lines",
         unit: LimitUnit::Count,
         default: Some(100),
-        cap: 100_000,
+        // Kept lines stay in the run report: bound them (each is at most a
+        // few KiB after truncation).
+        cap: 10_000,
         doc: "log lines kept per run (more are dropped and counted)",
         get: |l| Some(l.max_log_lines),
         set: |l, v| l.max_log_lines = v,
@@ -162,7 +164,7 @@ impl LimitSpec {
         match self.unit {
             LimitUnit::Duration => {
                 let d = Duration::from_millis(value);
-                if value % 1000 == 0 {
+                if value.is_multiple_of(1000) {
                     format!("{}s", d.as_secs())
                 } else {
                     format!("{value}ms")

@@ -96,6 +96,8 @@ pub struct HostState {
     limiter: Limiter,
     quota_hit: bool,
     deadline_hit: bool,
+    /// When the current call must end; checked on every epoch tick.
+    deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -336,51 +338,15 @@ impl Sandbox {
             return report;
         }
 
-        let wasi = match self.wasi_context(&manifest, &stderr) {
-            Ok(wasi) => wasi,
+        let mut store = match self.new_store(&manifest, context, &stderr, started + limits.deadline)
+        {
+            Ok(store) => store,
             Err(e) => {
                 report.outcome = RunOutcome::HostFailure(format!("{e:#}"));
                 return report;
             }
         };
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            plugin: manifest.clone(),
-            context,
-            kv: self.kv.clone(),
-            log: RunLog::default(),
-            host_calls: 0,
-            limiter: Limiter {
-                memory_limit: limits.memory,
-                table_limit: limits.table_elements,
-                peak_memory: 0,
-                memory_refused: None,
-                table_refused: None,
-            },
-            quota_hit: false,
-            deadline_hit: false,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
         let fuel = limits.fuel.unwrap_or(u64::MAX);
-        if let Err(e) = store.set_fuel(fuel) {
-            report.outcome = RunOutcome::HostFailure(format!("setting fuel: {e:#}"));
-            return report;
-        }
-        // Set before instantiating: instantiation runs guest code too.
-        let deadline = started + limits.deadline;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut cx| {
-            if Instant::now() >= deadline {
-                cx.data_mut().deadline_hit = true;
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Yield every tick so a CPU-bound plugin never starves the
-                // other tasks on this worker thread.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
 
         let polled = input.resource().cloned();
         let call = call_plugin(&mut store, &plugin.pre, input);
@@ -403,15 +369,103 @@ impl Sandbox {
             }
             Ok(Err(CallError::Call(e))) => classify_error(e, state, &limits, &report.stderr, false),
             Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
-            Ok(Ok(Ok(output))) => {
+            Ok(Ok(Ok(mut output))) => {
                 match validate::check(&output, limits.max_output, polled.as_ref()) {
-                    Ok(()) => RunOutcome::Ok(output),
+                    Ok(()) => {
+                        validate::adopt_resource(&mut output, polled.as_ref());
+                        RunOutcome::Ok(output)
+                    }
                     Err(reason) => RunOutcome::OutputRejected(reason),
                 }
             }
         };
         report.duration = started.elapsed();
         report
+    }
+
+    /// A store for one run (or one live instance): WASI as granted, the
+    /// limiter, fuel and the epoch deadline, all set before any guest code
+    /// (instantiation included) runs.
+    fn new_store(
+        &self,
+        manifest: &Arc<PluginManifest>,
+        context: RunContext,
+        stderr: &MemoryOutputPipe,
+        deadline: Instant,
+    ) -> anyhow::Result<Store<HostState>> {
+        let limits = manifest.limits;
+        let state = HostState {
+            wasi: self.wasi_context(manifest, stderr)?,
+            table: ResourceTable::new(),
+            plugin: manifest.clone(),
+            context,
+            kv: self.kv.clone(),
+            log: RunLog::default(),
+            host_calls: 0,
+            limiter: Limiter {
+                memory_limit: limits.memory,
+                table_limit: limits.table_elements,
+                peak_memory: 0,
+                memory_refused: None,
+                table_refused: None,
+            },
+            quota_hit: false,
+            deadline_hit: false,
+            deadline,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store
+            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| anyhow::anyhow!("setting fuel: {e:#}"))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut cx| {
+            if Instant::now() >= cx.data().deadline {
+                cx.data_mut().deadline_hit = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Yield every tick so a CPU-bound plugin never starves the
+                // other tasks on this worker thread.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+
+    /// Instantiates a polling plugin once for many calls.
+    ///
+    /// The scheduler never does this: a fresh instance per run is what
+    /// guarantees one run cannot leave anything behind for the next. A live
+    /// instance is for callers that deliberately trade that for speed
+    /// (benchmarks, batch tools). Each call still gets the plugin's
+    /// deadline and fuel; after any failure the instance is unusable.
+    pub async fn instantiate_polling(
+        &self,
+        plugin: &PreparedPlugin,
+    ) -> anyhow::Result<LiveInstance> {
+        let KindPre::Polling(pre) = &plugin.pre else {
+            anyhow::bail!(
+                "{} is a {} plugin, not a polling plugin",
+                plugin.manifest.name,
+                plugin.manifest.kind
+            );
+        };
+        let context = RunContext {
+            scheduled: SystemTime::now(),
+            resource_id: None,
+        };
+        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+        let deadline = Instant::now() + plugin.manifest.limits.deadline;
+        let mut store = self.new_store(&plugin.manifest, context, &stderr, deadline)?;
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok(LiveInstance {
+            store,
+            bindings,
+            limits: plugin.manifest.limits,
+        })
     }
 
     fn wasi_context(
@@ -433,6 +487,48 @@ impl Sandbox {
                 .map_err(|e| anyhow::anyhow!("granting {}: {e:#}", dir.display()))?;
         }
         Ok(builder.build())
+    }
+}
+
+/// A polling plugin instantiated once for many calls; see
+/// [`Sandbox::instantiate_polling`].
+pub struct LiveInstance {
+    store: Store<HostState>,
+    bindings: polling::Polling,
+    limits: limits::Limits,
+}
+
+impl LiveInstance {
+    /// Polls `resource` on this instance, with a fresh deadline and fuel
+    /// budget, and checks the output like a normal run.
+    pub async fn poll(&mut self, resource: &Resource) -> RunOutcome {
+        let limits = self.limits;
+        self.store.data_mut().deadline = Instant::now() + limits.deadline;
+        self.store.data_mut().host_calls = 0;
+        if let Err(e) = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)) {
+            return RunOutcome::HostFailure(format!("setting fuel: {e:#}"));
+        }
+        let call = self
+            .bindings
+            .vigil_plugin_poller()
+            .call_poll(&mut self.store, resource);
+        match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
+            Err(_elapsed) => RunOutcome::Trap(TrapReason::Deadline {
+                limit: limits.deadline,
+            }),
+            Ok(Err(e)) => classify_error(e, self.store.data(), &limits, "", false),
+            Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
+            Ok(Ok(Ok(groups))) => {
+                let mut output = RunOutput::Metrics(groups);
+                match validate::check(&output, limits.max_output, Some(resource)) {
+                    Ok(()) => {
+                        validate::adopt_resource(&mut output, Some(resource));
+                        RunOutcome::Ok(output)
+                    }
+                    Err(reason) => RunOutcome::OutputRejected(reason),
+                }
+            }
+        }
     }
 }
 

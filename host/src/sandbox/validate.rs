@@ -196,6 +196,16 @@ pub fn check(
     Ok(())
 }
 
+/// Replaces the resource in every metrics group with the host's own record
+/// of the polled resource (plugins only supply its id, checked above).
+pub fn adopt_resource(output: &mut RunOutput, polled: Option<&Resource>) {
+    if let (RunOutput::Metrics(groups), Some(polled)) = (output, polled) {
+        for group in groups {
+            group.resource = polled.clone();
+        }
+    }
+}
+
 fn check_metrics_group(
     i: usize,
     g: &MetricsGroup,

@@ -17,6 +17,13 @@ pub struct InterfaceSample {
     pub utilisation_permille: u64,
 }
 
+/// A seed derived from a resource id (FNV-1a).
+pub fn seed(resource_id: &str) -> u64 {
+    resource_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// Renders a deterministic interface table with `interfaces` rows.
 pub fn synthetic_table(seed: u64, interfaces: usize) -> String {
     let mut state = seed | 1;

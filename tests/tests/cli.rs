@@ -1,0 +1,163 @@
+//! The `vigil` binary as an operator uses it: `plugins check`, `plugins
+//! list`, `plugins run`, and the allocator fallback on a machine that
+//! cannot reserve the instance pool.
+
+use std::process::{Command, Output};
+
+use vigil_tests::{PluginFile, artifacts, vigil_bin};
+
+fn vigil(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(vigil_bin())
+        .args(args)
+        // Keep the cache inside the test's directory.
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env_remove("VIGIL_SITE")
+        .output()
+        .expect("running vigil")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn check_describes_a_good_plugin_and_locates_errors_in_a_bad_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
+        .set("main", "resource_filter", "resource_class = \"network\"")
+        .set("sandbox", "deadline", "3s")
+        .write(dir.path(), "good");
+    let output = vigil(
+        dir.path(),
+        &["plugins", "check", good.to_str().expect("utf-8 path")],
+    );
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("kind            polling (exports vigil:plugin/poller@0.1.0)"),
+        "{text}"
+    );
+    assert!(text.contains("deadline 3s, memory 64 MiB"), "{text}");
+    assert!(
+        text.contains("resource filter resource_class = \"network\""),
+        "{text}"
+    );
+    assert!(text.contains("capabilities    none"), "{text}");
+
+    let bad = PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
+        .set("sandbox", "memory", "a lot")
+        .write(dir.path(), "bad");
+    let output = vigil(
+        dir.path(),
+        &[
+            "plugins",
+            "check",
+            good.to_str().expect("path"),
+            bad.to_str().expect("path"),
+        ],
+    );
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{}: FAILED", bad.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}:10: [sandbox] memory: \"a lot\" is not a size",
+            bad.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn list_shows_loaded_and_broken_plugins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
+        .frequency("30s")
+        .write(dir.path(), "a");
+    PluginFile::new("broken", "polling", artifacts::HEARTBEAT)
+        .frequency("0")
+        .write(dir.path(), "b");
+    let output = vigil(
+        dir.path(),
+        &[
+            "plugins",
+            "list",
+            "--dir",
+            dir.path().to_str().expect("path"),
+        ],
+    );
+    let text = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "broken plugins make list fail: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("heartbeat") && l.contains("polling") && l.contains("30s")),
+        "{text}"
+    );
+    assert!(
+        text.contains("b.vigil-plugin:7: [main] execute_frequency"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_executes_a_plugin_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
+        .set("heartbeat", "label", "lab")
+        .write(dir.path(), "hb");
+    let output = vigil(
+        dir.path(),
+        &[
+            "plugins",
+            "run",
+            path.to_str().expect("path"),
+            "--resource-id",
+            "sw1",
+        ],
+    );
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("outcome: ok (1 metrics groups)"), "{text}");
+    assert!(
+        text.contains(
+            "heartbeat [resource_class=\"network\" label=\"lab\"] up=1 runs=1 interval_seconds=60"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path =
+        PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT).write(dir.path(), "hb");
+    // 16 GiB of address space: enough for one on-demand instance, far too
+    // little for a pool of 32 instances with 4 GiB reservations each.
+    let script = format!(
+        "ulimit -v 16777216 && exec {} plugins run {}",
+        vigil_bin().display(),
+        path.display()
+    );
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .expect("sh");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{log}", stdout(&output));
+    assert!(log.contains("pooling allocator unavailable"), "{log}");
+    assert!(log.contains("instance allocator: on-demand"), "{log}");
+    assert!(
+        stdout(&output).contains("outcome: ok"),
+        "{}",
+        stdout(&output)
+    );
+}
