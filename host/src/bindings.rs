@@ -24,6 +24,7 @@ macro_rules! kind_world {
                     "vigil:plugin/config": crate::bindings::vigil::plugin::config,
                     "vigil:plugin/kv": crate::bindings::vigil::plugin::kv,
                     "vigil:plugin/clock": crate::bindings::vigil::plugin::clock,
+                    "vigil:plugin/enrichment-cache": crate::bindings::vigil::plugin::enrichment_cache,
                 },
             });
         }

@@ -14,11 +14,17 @@
 //!   limit, and which capabilities plugins may be granted.
 //! * [`model`] re-exports the data types plugins exchange with the host.
 
+pub mod agent;
 pub mod capabilities;
+pub mod filter;
 pub mod model;
+pub mod pipeline;
 pub mod plugin;
 pub mod sandbox;
+pub mod scheduler;
 pub mod site;
+pub mod store;
+pub mod transform;
 pub mod units;
 
 mod bindings;

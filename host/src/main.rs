@@ -8,6 +8,8 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use vigil_host::agent::{self, AgentSettings};
+use vigil_host::filter::ResourceFilter;
 use vigil_host::model::{MetricValue, Resource};
 use vigil_host::plugin::{PluginKind, PluginManifest, PluginRegistry};
 use vigil_host::sandbox::{
@@ -15,6 +17,8 @@ use vigil_host::sandbox::{
     SandboxSettings,
 };
 use vigil_host::site::SiteConfig;
+use vigil_host::store::Storage;
+use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::units::format_size;
 
 /// Lifting plugin output allocates many small strings; mimalloc handles
@@ -49,6 +53,39 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run vigil: load the site's plugins, discover resources, poll them on
+    /// schedule and write telemetry, until SIGINT or SIGTERM.
+    Run,
+    /// What the running (or last) vigil of this site is doing.
+    Status {
+        /// Print the raw status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The discovered resources (optionally filtered with the filter DSL).
+    Resources {
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// The latest value of every series.
+    Metrics {
+        /// Only resources matching this filter.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only this metrics group type (e.g. `interface`).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Recent plugin runs, newest first.
+    Runs {
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with plugin files.
     Plugins {
         #[command(subcommand)]
@@ -124,31 +161,236 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let _guard = runtime.enter();
-    let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site))?);
     match cli.command {
-        Command::Plugins { command } => match command {
-            PluginsCommand::Check { paths } => Ok(check(&sandbox, &site, &paths)),
-            PluginsCommand::List { dirs } => list(sandbox, site, dirs),
-            PluginsCommand::Run {
-                path,
-                resource_id,
-                endpoint,
-                class,
-            } => {
-                let prepared = match prepare(&sandbox, &site, &path) {
-                    Ok(prepared) => prepared,
-                    Err(error) => {
-                        eprintln!("{error}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                };
-                let mut resource = Resource::named(&resource_id, &endpoint);
-                resource.class = class;
-                resource.site = site.name.clone();
-                runtime.block_on(run_once(&sandbox, &prepared, resource))
+        Command::Run => {
+            if cli.site.is_none() {
+                anyhow::bail!("`vigil run` needs a site config: --site FILE (or VIGIL_SITE)");
             }
-        },
+            runtime.block_on(agent::run(
+                site,
+                AgentSettings::default(),
+                shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => status(&site, json),
+        Command::Resources { filter } => resources(&site, filter.as_deref()),
+        Command::Metrics { filter, group } => metrics(&site, filter.as_deref(), group.as_deref()),
+        Command::Runs {
+            plugin,
+            limit,
+            json,
+        } => runs(&site, plugin.as_deref(), limit, json),
+        Command::Plugins { command } => {
+            let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site))?);
+            match command {
+                PluginsCommand::Check { paths } => Ok(check(&sandbox, &site, &paths)),
+                PluginsCommand::List { dirs } => list(sandbox, site, dirs),
+                PluginsCommand::Run {
+                    path,
+                    resource_id,
+                    endpoint,
+                    class,
+                } => {
+                    let prepared = match prepare(&sandbox, &site, &path) {
+                        Ok(prepared) => prepared,
+                        Err(error) => {
+                            eprintln!("{error}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    };
+                    let mut resource = Resource::named(&resource_id, &endpoint);
+                    resource.class = class;
+                    resource.site = site.name.clone();
+                    runtime.block_on(run_once(&sandbox, &prepared, resource))
+                }
+            }
+        }
     }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn open_store(site: &SiteConfig) -> anyhow::Result<SqliteStorage> {
+    if !site.database.is_file() {
+        anyhow::bail!(
+            "no vigil database at {} (has `vigil run` run with this site config?)",
+            site.database.display()
+        );
+    }
+    SqliteStorage::open_read_only(&site.database)
+        .with_context(|| format!("opening {}", site.database.display()))
+}
+
+fn parse_filter(text: Option<&str>) -> anyhow::Result<Option<ResourceFilter>> {
+    match text {
+        None => Ok(None),
+        Some(text) => ResourceFilter::parse(text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--filter: {e}\n{}", e.render(text))),
+    }
+}
+
+fn ago(at: f64) -> String {
+    let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
+    format!("{:.0}s ago", (now - at).max(0.0))
+}
+
+fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(site)?;
+    let Some(status) = store.status()? else {
+        anyhow::bail!("vigil has not written a status yet");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "site {} (pid {}), up since {}, status updated {}",
+        status.site,
+        status.pid,
+        ago(status.started_at),
+        ago(status.updated_at)
+    );
+    println!("{} live resources", status.resources);
+    println!(
+        "{:<26} {:<11} {:<16} {:>7} {:>7} {:>9} {:>9}  OUTCOMES",
+        "PLUGIN", "KIND", "SCHEDULE", "RUNS", "SKIPPED", "LATE p50", "LATE p99"
+    );
+    for p in &status.plugins {
+        let outcomes: Vec<String> = p.outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<26} {:<11} {:<16} {:>7} {:>7} {:>7.0}ms {:>7.0}ms  {}",
+            p.name,
+            p.kind,
+            p.schedule,
+            p.runs,
+            p.skipped,
+            p.lateness_p50_ms,
+            p.lateness_p99_ms,
+            outcomes.join(" ")
+        );
+    }
+    for (path, error) in &status.broken {
+        println!("broken: {path}");
+        for line in error.lines() {
+            println!("    {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resources(site: &SiteConfig, filter: Option<&str>) -> anyhow::Result<ExitCode> {
+    let filter = parse_filter(filter)?;
+    let store = open_store(site)?;
+    let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
+    println!(
+        "{:<24} {:<8} {:<16} {:<24} {:<12} {}",
+        "ID", "SITE", "ENDPOINT", "CLASS/SUBCLASS/TYPE", "EXPIRES", "DISCOVERED BY"
+    );
+    for stored in store.live_resources(now)? {
+        let r = &stored.resource;
+        if filter.as_ref().is_some_and(|f| !f.matches(r)) {
+            continue;
+        }
+        println!(
+            "{:<24} {:<8} {:<16} {:<24} {:<12} {}",
+            r.id,
+            r.site,
+            r.endpoint,
+            format!("{}/{}/{}", r.class, r.subclass, r.type_),
+            format!("in {:.0}s", stored.expires_at - now),
+            stored.discovered_by
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn metrics(
+    site: &SiteConfig,
+    filter: Option<&str>,
+    group: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let filter = parse_filter(filter)?;
+    let store = open_store(site)?;
+    let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
+    let resources: std::collections::HashMap<String, Resource> = store
+        .live_resources(now)?
+        .into_iter()
+        .map(|s| (s.resource.id.clone(), s.resource))
+        .collect();
+    for series in store.latest(group)? {
+        if let Some(filter) = &filter {
+            match resources.get(&series.resource_id) {
+                Some(resource) if filter.matches(resource) => {}
+                _ => continue,
+            }
+        }
+        let dimensions: Vec<String> = series
+            .dimensions
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        println!(
+            "{} {} [{}] {} = {} ({}, {})",
+            series.resource_id,
+            series.group_type,
+            dimensions.join(" "),
+            series.metric,
+            series.value,
+            series.metric_type,
+            ago(series.at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runs(
+    site: &SiteConfig,
+    plugin: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(site)?;
+    for run in store.recent_runs(plugin, limit)? {
+        if json {
+            println!("{}", serde_json::to_string(&run)?);
+            continue;
+        }
+        println!(
+            "{:.3} {:<24} {:<20} {:<22} late {:>6.0}ms took {:>7.1}ms {}",
+            run.started_at,
+            run.plugin,
+            run.resource_id.as_deref().unwrap_or("-"),
+            run.outcome,
+            (run.started_at - run.scheduled_at) * 1000.0,
+            (run.finished_at - run.started_at) * 1000.0,
+            run.detail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn prepare(sandbox: &Sandbox, site: &SiteConfig, path: &Path) -> Result<PreparedPlugin, String> {
@@ -214,10 +456,12 @@ fn describe(path: &Path, prepared: &PreparedPlugin) {
             row(label, value);
         }
     }
-    row("schedule", &format!("every {:?}", m.execute_frequency));
+    row("schedule", &m.schedule.to_string());
     row(
         "resource filter",
-        m.resource_filter.as_deref().unwrap_or("(every resource)"),
+        &m.resource_filter
+            .as_ref()
+            .map_or("(every resource)".to_owned(), |f| f.source().to_owned()),
     );
     row("limits", &m.limits.to_string());
     let grants = match &m.grants.files {
@@ -278,7 +522,7 @@ fn list(
             "{:<28} {:<11} {:<10} {}",
             m.name,
             m.kind.name(),
-            format!("{:?}", m.execute_frequency),
+            format!("{:?}", m.schedule.interval()),
             m.path.display()
         );
     }
@@ -316,10 +560,10 @@ async fn run_once(
             "`plugins run` does not drive analysis plugins (they need endpoint events)"
         ),
     };
-    let context = RunContext {
-        scheduled: SystemTime::now(),
-        resource_id: (kind != PluginKind::Discovery).then(|| resource.id.clone()),
-    };
+    let context = RunContext::new(
+        SystemTime::now(),
+        (kind != PluginKind::Discovery).then(|| resource.id.clone()),
+    );
     let report = sandbox.run(prepared, input, context).await;
     println!("outcome: {}", report.outcome);
     println!(

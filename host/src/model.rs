@@ -39,3 +39,24 @@ impl Resource {
         }
     }
 }
+
+impl crate::filter::FilterSubject for Resource {
+    fn field(&self, field: crate::filter::Field) -> &str {
+        use crate::filter::Field;
+        match field {
+            Field::Site => &self.site,
+            Field::Class => &self.class,
+            Field::Subclass => &self.subclass,
+            Field::Type => &self.type_,
+            Field::Id => &self.id,
+            Field::Endpoint => &self.endpoint,
+        }
+    }
+
+    fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}

@@ -51,7 +51,20 @@ pub struct SiteConfig {
     pub allowed_capabilities: Vec<String>,
     /// Directories a `files` grant may point into (canonical paths).
     pub file_roots: Vec<PathBuf>,
+    /// The embedded database (resources, run history, latest values, status).
+    pub database: PathBuf,
+    /// Where processed metrics groups are written as JSON lines (`-` = stdout).
+    pub json_lines: Option<PathBuf>,
+    /// Metrics groups the embedded bus holds before producers wait.
+    pub bus_capacity: usize,
+    /// Runs one plugin may have going at once, so one slow plugin never
+    /// holds the whole pool.
+    pub max_runs_per_plugin: u32,
 }
+
+/// Backends a site may choose. Only `embedded` exists in this version; the
+/// key is there so networked backends slot in without a config change.
+const BACKENDS: &[&str] = &["embedded"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +76,48 @@ struct SiteFile {
     sandbox: SandboxSection,
     #[serde(default)]
     capabilities: CapabilitiesSection,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    cache: BackendSection,
+    #[serde(default)]
+    bus: BusSection,
+    #[serde(default)]
+    outputs: OutputsSection,
+    #[serde(default)]
+    scheduler: SchedulerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    backend: Option<Spanned<String>>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendSection {
+    backend: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusSection {
+    backend: Option<Spanned<String>>,
+    capacity: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputsSection {
+    json_lines: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulerSection {
+    max_runs_per_plugin: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +171,10 @@ impl SiteConfig {
             limit_caps: Limits::builtin_caps(),
             allowed_capabilities: Vec::new(),
             file_roots: Vec::new(),
+            database: PathBuf::from("vigil-data").join("vigil.db"),
+            json_lines: None,
+            bus_capacity: 10_000,
+            max_runs_per_plugin: 16,
         }
     }
 
@@ -251,6 +310,57 @@ impl SiteConfig {
                 Some(_) => site.allowed_capabilities.push(name.clone()),
             }
         }
+        for (section, backend) in [
+            ("storage", &file.storage.backend),
+            ("cache", &file.cache.backend),
+            ("bus", &file.bus.backend),
+        ] {
+            if let Some(backend) = backend
+                && !BACKENDS.contains(&backend.get_ref().as_str())
+            {
+                return Err(at(
+                    backend.span(),
+                    format!(
+                        "{section}.backend {:?} is not available in this version (available: {})",
+                        backend.get_ref(),
+                        BACKENDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        site.database = match file.storage.path {
+            Some(path) => join(&path),
+            None => join(Path::new("vigil-data/vigil.db")),
+        };
+        site.json_lines = file
+            .outputs
+            .json_lines
+            .map(|p| if p.as_os_str() == "-" { p } else { join(&p) });
+        if let Some(capacity) = file.bus.capacity {
+            let value = *capacity.get_ref();
+            if !(1..=1_000_000).contains(&value) {
+                return Err(at(
+                    capacity.span(),
+                    format!("bus.capacity must be 1 to 1000000, found {value}"),
+                ));
+            }
+            site.bus_capacity = value as usize;
+        }
+        site.max_runs_per_plugin = (site.max_concurrent_runs / 2).max(1);
+        if let Some(limit) = file.scheduler.max_runs_per_plugin {
+            let value = *limit.get_ref();
+            if value == 0 || value > site.max_concurrent_runs {
+                return Err(at(
+                    limit.span(),
+                    format!(
+                        "scheduler.max_runs_per_plugin must be 1 to sandbox.max_concurrent_runs ({}), found {value}",
+                        site.max_concurrent_runs
+                    ),
+                ));
+            }
+            site.max_runs_per_plugin = value;
+        }
+
         for root in &file.capabilities.file_roots {
             let joined = base.join(root.get_ref());
             let canonical = joined.canonicalize().map_err(|e| {

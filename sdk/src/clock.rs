@@ -13,3 +13,9 @@ pub fn now() -> Datetime {
 pub fn scheduled() -> Datetime {
     host::scheduled()
 }
+
+/// The plugin's schedule interval in seconds: what a metrics group's
+/// `interval_seconds` should say.
+pub fn interval_seconds() -> u32 {
+    host::interval_seconds()
+}

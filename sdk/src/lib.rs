@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Everything a plugin can reach goes through the modules here: [`log`],
-//! [`config`], [`kv`] and [`clock`]. The host decides what each call may do
+//! [`config`], [`kv`], [`clock`] and [`enrichment`]. The host decides what each call may do
 //! and how often.
 
 // Lets the generated bindings name this crate by an absolute path, which is
@@ -35,6 +35,7 @@ extern crate self as vigil_sdk;
 mod builders;
 pub mod clock;
 pub mod config;
+pub mod enrichment;
 pub mod kv;
 pub mod log;
 
@@ -67,6 +68,7 @@ pub mod __private {
                         "vigil:plugin/config@0.1.0": ::vigil_sdk::__private::vigil::plugin::config,
                         "vigil:plugin/kv@0.1.0": ::vigil_sdk::__private::vigil::plugin::kv,
                         "vigil:plugin/clock@0.1.0": ::vigil_sdk::__private::vigil::plugin::clock,
+                        "vigil:plugin/enrichment-cache@0.1.0": ::vigil_sdk::__private::vigil::plugin::enrichment_cache,
                     },
                     pub_export_macro: true,
                     export_macro_name: $export_macro,

@@ -166,10 +166,7 @@ fn main() {
 
     let mut minimal = Resource::named("bench-minimal", "127.0.0.1");
     minimal.class = "minimal".to_owned();
-    let context = || RunContext {
-        scheduled: SystemTime::now(),
-        resource_id: None,
-    };
+    let context = || RunContext::new(SystemTime::now(), None);
     let fresh = measure(
         "fresh instance + call + 1 import + small group",
         budget,

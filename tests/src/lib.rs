@@ -1,6 +1,7 @@
 //! Shared helpers for vigil's integration tests and benchmarks: the paths of
 //! the guest plugins built by `build.rs`, a writer for plugin ini files, and
-//! the location of the `vigil` binary.
+//! a memory probe. (Tests of the `vigil` binary live in `host/tests/`, where
+//! cargo builds the binary for them.)
 
 use std::path::{Path, PathBuf};
 
@@ -73,23 +74,6 @@ impl PluginFile {
         std::fs::write(&path, self.render()).expect("writing plugin file");
         path
     }
-}
-
-/// The `vigil` binary cargo built for this test run.
-pub fn vigil_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/vigil
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join(format!("vigil{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
 }
 
 /// Peak resident memory of this process, in bytes (Linux).

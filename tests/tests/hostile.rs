@@ -246,10 +246,7 @@ fn prepare(
 }
 
 async fn poll(sandbox: &Sandbox, plugin: &PreparedPlugin, resource: &Resource) -> RunReport {
-    let context = RunContext {
-        scheduled: SystemTime::now(),
-        resource_id: Some(resource.id.clone()),
-    };
+    let context = RunContext::new(SystemTime::now(), Some(resource.id.clone()));
     sandbox
         .run(plugin, RunInput::Poll(resource.clone()), context)
         .await

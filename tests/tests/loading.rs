@@ -214,10 +214,7 @@ async fn a_files_grant_is_read_only_and_confined() {
         ))
         .expect("prepare");
     let resource = Resource::named("r", "127.0.0.1");
-    let context = RunContext {
-        scheduled: SystemTime::now(),
-        resource_id: Some("r".into()),
-    };
+    let context = RunContext::new(SystemTime::now(), Some("r".into()));
     let report = sandbox
         .run(&plugin, RunInput::Poll(resource), context)
         .await;

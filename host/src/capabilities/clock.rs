@@ -1,4 +1,5 @@
-//! `vigil:plugin/clock`: the host's wall clock and the run's scheduled time.
+//! `vigil:plugin/clock`: the host's wall clock, the run's scheduled time and
+//! the plugin's schedule interval.
 
 use std::time::SystemTime;
 
@@ -10,6 +11,12 @@ impl Host for HostState {
     fn now(&mut self) -> wasmtime::Result<Datetime> {
         self.charge()?;
         Ok(Datetime::from_system(SystemTime::now()))
+    }
+
+    fn interval_seconds(&mut self) -> wasmtime::Result<u32> {
+        self.charge()?;
+        let seconds = self.plugin.schedule.interval().as_secs();
+        Ok(u32::try_from(seconds).unwrap_or(u32::MAX).max(1))
     }
 
     fn scheduled(&mut self) -> wasmtime::Result<Datetime> {

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod enrichment;
 pub mod kv;
 pub mod log;
 

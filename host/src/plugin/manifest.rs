@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::ini::{IniDocument, IniEntry, IniSection, LocatedError};
 use crate::capabilities::config::{ConfigValue, PluginSections, SectionEntry};
+use crate::filter::ResourceFilter;
 use crate::sandbox::limits::{LIMITS, LimitSpec, Limits};
 use crate::site::{CAPABILITIES, SiteConfig, capability_names};
 use crate::units::parse_duration;
@@ -80,6 +81,121 @@ pub struct Documentation {
     pub description: Option<String>,
 }
 
+/// When a plugin runs: every `execute_frequency`, or on a cron schedule.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Every(Duration),
+    Cron {
+        expression: String,
+        schedule: Box<cron::Schedule>,
+        interval: Duration,
+    },
+}
+
+impl Schedule {
+    /// The nominal time between runs (for cron: between its next two fires),
+    /// used for the over-polling guard and as the metrics interval.
+    pub fn interval(&self) -> Duration {
+        match self {
+            Schedule::Every(d) => *d,
+            Schedule::Cron { interval, .. } => *interval,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Schedule, String> {
+        let text = text.trim();
+        if !text.contains(' ') {
+            return match parse_duration(text) {
+                Ok(d) if d >= MIN_EXECUTE_FREQUENCY => Ok(Schedule::Every(d)),
+                Ok(_) => Err("must be at least 1 second".to_owned()),
+                Err(e) => Err(e),
+            };
+        }
+        // Five fields (minute precision) as in crontab, or the cron crate's
+        // six or seven (with seconds, and years).
+        let fields = text.split_whitespace().count();
+        let expression = if fields == 5 {
+            format!("0 {text}")
+        } else {
+            text.to_owned()
+        };
+        let schedule: cron::Schedule = expression
+            .parse()
+            .map_err(|e| format!("{text:?} is neither a duration nor a cron expression: {e}"))?;
+        let mut upcoming = schedule.upcoming(chrono::Utc);
+        let interval = match (upcoming.next(), upcoming.next()) {
+            (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::ZERO),
+            _ => return Err(format!("cron expression {text:?} never fires again")),
+        };
+        if interval < MIN_EXECUTE_FREQUENCY {
+            return Err(format!(
+                "cron expression {text:?} fires more than once a second"
+            ));
+        }
+        Ok(Schedule::Cron {
+            expression: text.to_owned(),
+            schedule: Box::new(schedule),
+            interval,
+        })
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {d:?}"),
+            Schedule::Cron { expression, .. } => write!(f, "cron {expression:?}"),
+        }
+    }
+}
+
+/// A `[transforms]` entry: `name = rate:<group type>:<metric>,<metric>...`
+/// turns those counters of those groups into per-second rates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateTransform {
+    pub name: String,
+    pub group_type: String,
+    pub metrics: Vec<String>,
+}
+
+impl RateTransform {
+    fn parse(name: &str, text: &str) -> Result<RateTransform, String> {
+        let mut parts = text.trim().splitn(3, ':');
+        let (Some(kind), Some(group_type), Some(metrics)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{text:?} is not `rate:<group type>:<metric,...>`"));
+        };
+        if kind.trim() != "rate" {
+            return Err(format!(
+                "unknown transform {:?} (vigil supports `rate`)",
+                kind.trim()
+            ));
+        }
+        let group_type = group_type.trim().to_owned();
+        let metrics: Vec<String> = metrics
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if !crate::sandbox::validate::valid_name(&group_type)
+            || metrics.is_empty()
+            || !metrics
+                .iter()
+                .all(|m| crate::sandbox::validate::valid_name(m))
+        {
+            return Err(format!(
+                "{text:?}: group type and metric names must be [a-z_][a-z0-9_]*, with at least one metric"
+            ));
+        }
+        Ok(RateTransform {
+            name: name.to_owned(),
+            group_type,
+            metrics,
+        })
+    }
+}
+
 /// What a plugin was granted beyond the bare sandbox.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grants {
@@ -106,8 +222,17 @@ pub struct PluginManifest {
     /// The component file, resolved relative to the ini file.
     pub module: PathBuf,
     pub documentation: Documentation,
-    pub execute_frequency: Duration,
-    pub resource_filter: Option<String>,
+    pub schedule: Schedule,
+    pub resource_filter: Option<ResourceFilter>,
+    /// Discovery plugins: how long a resource lives when the plugin does not
+    /// give it a TTL (`[main] resource_ttl`, default 3 schedule intervals).
+    pub resource_ttl: Duration,
+    /// Enrichment plugins: how long their groups stay cached at most.
+    pub enrichment_ttl: Option<Duration>,
+    /// Polling plugins: cached enrichment namespaces they may read
+    /// (`[enrichment] preload = self:interface,self:device`).
+    pub preload: Vec<String>,
+    pub transforms: Vec<RateTransform>,
     pub limits: Limits,
     pub grants: Grants,
     /// The sections the plugin can read through the `config` import.
@@ -134,6 +259,7 @@ impl fmt::Display for ManifestErrors {
 const HOST_SECTIONS: [&str; 4] = ["core", "documentation", "sandbox", "capabilities"];
 const MAX_NAME_LEN: usize = 128;
 /// Shortest schedule accepted: faster polling belongs to streaming telemetry.
+// (also the floor for cron schedules)
 const MIN_EXECUTE_FREQUENCY: Duration = Duration::from_secs(1);
 
 impl PluginManifest {
@@ -211,41 +337,80 @@ impl PluginManifest {
         };
 
         let main = check.section("main");
-        let execute_frequency = check.required(main, "main", "execute_frequency").and_then(
-            |entry| match parse_duration(&entry.value) {
-                Ok(d) if d >= MIN_EXECUTE_FREQUENCY => Some(d),
-                Ok(_) => {
-                    check.at(
-                        entry,
-                        "[main] execute_frequency must be at least 1 second".to_owned(),
-                    );
-                    None
-                }
+        let schedule = check
+            .required(main, "main", "execute_frequency")
+            .and_then(|entry| match Schedule::parse(&entry.value) {
+                Ok(schedule) => Some(schedule),
                 Err(e) => {
                     check.at(entry, format!("[main] execute_frequency: {e}"));
                     None
                 }
-            },
-        );
+            });
         let resource_filter = main
             .and_then(|s| s.get("resource_filter"))
             .and_then(|entry| {
-                if entry.value.trim().is_empty() {
-                    check.at(
-                        entry,
-                        "[main] resource_filter is empty; remove the key to match every resource"
-                            .to_owned(),
-                    );
-                    None
-                } else {
-                    Some(entry.value.clone())
+                match ResourceFilter::parse(&entry.value) {
+                    Ok(filter) => Some(filter),
+                    Err(e) => {
+                        // Point at the line of the filter the error is on (ini
+                        // continuation lines follow the key's line).
+                        check.errors.push(check.doc.error(
+                            entry.line + e.line.saturating_sub(1),
+                            format!("[main] resource_filter: {e}\n{}", e.render(&entry.value)),
+                        ));
+                        None
+                    }
                 }
             });
-        for key in ["enrichment_ttl", "results_cache_age"] {
-            if let Some(entry) = main.and_then(|s| s.get(key))
-                && let Err(e) = parse_duration(&entry.value)
-            {
-                check.at(entry, format!("[main] {key}: {e}"));
+        let mut durations = [
+            ("resource_ttl", None),
+            ("enrichment_ttl", None),
+            ("results_cache_age", None),
+        ];
+        for (key, value) in durations.iter_mut() {
+            if let Some(entry) = main.and_then(|s| s.get(key)) {
+                match parse_duration(&entry.value) {
+                    Ok(d) if !d.is_zero() => *value = Some(d),
+                    Ok(_) => check.at(entry, format!("[main] {key} must be more than 0")),
+                    Err(e) => check.at(entry, format!("[main] {key}: {e}")),
+                }
+            }
+        }
+        let [(_, resource_ttl), (_, enrichment_ttl), _] = durations;
+
+        let preload = match doc.section("enrichment").and_then(|s| s.get("preload")) {
+            None => Vec::new(),
+            Some(entry) => {
+                let mut namespaces = Vec::new();
+                for item in entry
+                    .value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty())
+                {
+                    // Panoptes writes `self:<namespace>`: the polled resource's own data.
+                    match item.strip_prefix("self:") {
+                        Some(ns) if crate::sandbox::validate::valid_name(ns) => {
+                            namespaces.push(ns.to_owned())
+                        }
+                        _ => check.at(
+                            entry,
+                            format!("[enrichment] preload: {item:?} is not `self:<namespace>`"),
+                        ),
+                    }
+                }
+                namespaces
+            }
+        };
+        let mut transforms = Vec::new();
+        for entry in doc
+            .section("transforms")
+            .into_iter()
+            .flat_map(|s| &s.entries)
+        {
+            match RateTransform::parse(&entry.key, &entry.value) {
+                Ok(t) => transforms.push(t),
+                Err(e) => check.at(entry, format!("[transforms] {}: {e}", entry.key)),
             }
         }
 
@@ -253,18 +418,21 @@ impl PluginManifest {
         let grants = check.grants(site);
         let sections = Arc::new(plugin_sections(&doc));
 
-        match (name, kind, module, execute_frequency) {
-            (Some(name), Some(kind), Some(module), Some(execute_frequency))
-                if errors.is_empty() =>
-            {
+        match (name, kind, module, schedule) {
+            (Some(name), Some(kind), Some(module), Some(schedule)) if errors.is_empty() => {
+                let resource_ttl = resource_ttl.unwrap_or(schedule.interval() * 3);
                 Ok(PluginManifest {
                     path: path.to_owned(),
                     name,
                     kind,
                     module,
                     documentation,
-                    execute_frequency,
+                    schedule,
                     resource_filter,
+                    resource_ttl,
+                    enrichment_ttl,
+                    preload,
+                    transforms,
                     limits,
                     grants,
                     sections,

@@ -81,6 +81,19 @@ impl RunInput {
 pub struct RunContext {
     pub scheduled: SystemTime,
     pub resource_id: Option<String>,
+    /// Cached enrichment groups the plugin may read for this resource.
+    pub enrichments: Vec<crate::model::EnrichmentGroup>,
+}
+
+impl RunContext {
+    /// A context with nothing preloaded.
+    pub fn new(scheduled: SystemTime, resource_id: Option<String>) -> RunContext {
+        RunContext {
+            scheduled,
+            resource_id,
+            enrichments: Vec::new(),
+        }
+    }
 }
 
 /// The store data of one run: WASI, the plugin's grants and the run's
@@ -450,10 +463,7 @@ impl Sandbox {
                 plugin.manifest.kind
             );
         };
-        let context = RunContext {
-            scheduled: SystemTime::now(),
-            resource_id: None,
-        };
+        let context = RunContext::new(SystemTime::now(), None);
         let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
         let deadline = Instant::now() + plugin.manifest.limits.deadline;
         let mut store = self.new_store(&plugin.manifest, context, &stderr, deadline)?;
@@ -648,8 +658,13 @@ fn classify_error(
             "invalid UTF-8 in output: {message}"
         )));
     }
-    if instantiating && message.contains("concurrent") {
-        // The pooling allocator is full: a capacity problem of the host.
+    if instantiating
+        && error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+    {
+        // The instance pool is full: a capacity problem of the host, not
+        // the plugin's fault.
         return RunOutcome::HostFailure(message);
     }
     RunOutcome::Trap(TrapReason::Fault(message))

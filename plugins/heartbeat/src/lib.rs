@@ -8,7 +8,7 @@
 //! * `up` (gauge, always 1),
 //! * `runs` (counter, how many times this resource was polled; kept in the
 //!   plugin's key/value store, so it survives between runs),
-//! * `interval_seconds` (gauge, from `[main] execute_frequency`),
+//! * `interval_seconds` (gauge, the schedule interval the host reports),
 //!
 //! with dimensions `resource_class` and, when `[heartbeat] label` is set,
 //! `label`.
@@ -19,9 +19,7 @@ struct Heartbeat;
 
 impl Polling for Heartbeat {
     fn poll(resource: Resource) -> Result<Vec<MetricsGroup>, PluginError> {
-        let interval = config::int("main", "execute_frequency")?.unwrap_or(60);
-        let interval = u32::try_from(interval)
-            .map_err(|_| PluginError::configuration("[main] execute_frequency out of range"))?;
+        let interval = clock::interval_seconds();
 
         let runs = next_run_count(&resource.id)?;
         let mut group =

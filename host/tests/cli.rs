@@ -4,7 +4,12 @@
 
 use std::process::{Command, Output};
 
-use vigil_tests::{PluginFile, artifacts, vigil_bin};
+use vigil_tests::{PluginFile, artifacts};
+
+/// The `vigil` binary cargo built for these tests.
+fn vigil_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
 
 fn vigil(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(vigil_bin())

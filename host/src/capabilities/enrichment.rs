@@ -1,0 +1,20 @@
+//! `vigil:plugin/enrichment-cache`: cached enrichment groups for the polled
+//! resource. The host looks up the plugin's preloaded namespaces for that
+//! resource before the run starts; the import only reads that snapshot, so a
+//! plugin can never see another resource's data or another namespace.
+
+use crate::bindings::vigil::plugin::enrichment_cache::Host;
+use crate::model::EnrichmentGroup;
+use crate::sandbox::HostState;
+
+impl Host for HostState {
+    fn get(&mut self, namespace: String) -> wasmtime::Result<Option<EnrichmentGroup>> {
+        self.charge()?;
+        Ok(self
+            .context
+            .enrichments
+            .iter()
+            .find(|g| g.namespace == namespace)
+            .cloned())
+    }
+}

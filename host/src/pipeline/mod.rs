@@ -1,0 +1,261 @@
+//! The data path, as a pipeline:
+//!
+//! ```text
+//! scheduler ──job──▶ executor (sandbox run) ─┬─ discovery  ─▶ resource store ─▶ scheduler replans
+//!                                            ├─ enrichment ─▶ enrichment cache ─▶ later polls
+//!                                            └─ polling    ─▶ transform (rates) ─▶ bus ─▶ sinks
+//!                                                                                       ├─ JSON lines
+//!                                                                                       └─ latest values
+//! ```
+//!
+//! Every run, whatever its outcome, is counted ([`stats`]) and recorded in
+//! the run history.
+
+pub mod encode;
+pub mod enrichment_cache;
+pub mod sinks;
+pub mod stats;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::model::{MetricsGroup, Resource};
+use crate::plugin::PluginKind;
+use crate::sandbox::{RunContext, RunInput, RunOutcome, RunOutput, Sandbox};
+use crate::scheduler::{Job, JobKey, JobRunner};
+use crate::store::{RunRecord, Storage};
+use crate::transform::RateTransformer;
+use enrichment_cache::EnrichmentCache;
+use stats::RunStats;
+
+pub fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Runs jobs in the sandbox and routes their output down the pipeline.
+pub struct Executor {
+    sandbox: Arc<Sandbox>,
+    store: Arc<dyn Storage>,
+    enrichments: Arc<EnrichmentCache>,
+    transformer: Arc<RateTransformer>,
+    bus: mpsc::Sender<Vec<MetricsGroup>>,
+    runs: mpsc::UnboundedSender<RunRecord>,
+    stats: Arc<RunStats>,
+    resources_changed: Arc<Notify>,
+}
+
+impl Executor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        store: Arc<dyn Storage>,
+        enrichments: Arc<EnrichmentCache>,
+        transformer: Arc<RateTransformer>,
+        bus: mpsc::Sender<Vec<MetricsGroup>>,
+        runs: mpsc::UnboundedSender<RunRecord>,
+        stats: Arc<RunStats>,
+        resources_changed: Arc<Notify>,
+    ) -> Executor {
+        Executor {
+            sandbox,
+            store,
+            enrichments,
+            transformer,
+            bus,
+            runs,
+            stats,
+            resources_changed,
+        }
+    }
+
+    async fn execute(&self, job: Job) {
+        let manifest = job.plugin.manifest();
+        let started = SystemTime::now();
+        let now = epoch_seconds(started);
+        let lateness_ms = started
+            .duration_since(job.due)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64()
+            * 1000.0;
+
+        let (input, mut context) = match (manifest.kind, job.resource.clone()) {
+            (PluginKind::Discovery, _) => (RunInput::Discover, RunContext::new(job.due, None)),
+            (PluginKind::Enrichment, Some(r)) => {
+                let context = RunContext::new(job.due, Some(r.id.clone()));
+                (RunInput::Enrich(r), context)
+            }
+            (PluginKind::Polling, Some(r)) => {
+                let context = RunContext::new(job.due, Some(r.id.clone()));
+                (RunInput::Poll(r), context)
+            }
+            (kind, _) => {
+                tracing::error!(plugin = %manifest.name, %kind, "scheduler produced a job this kind cannot run");
+                return;
+            }
+        };
+        if let RunInput::Poll(resource) = &input {
+            context.enrichments = self.enrichments.get(&resource.id, &manifest.preload, now);
+        }
+
+        let report = self.sandbox.run(&job.plugin.prepared, input, context).await;
+        let finished = epoch_seconds(SystemTime::now());
+        let label = report.outcome.label();
+        let mut detail = String::new();
+
+        match report.outcome {
+            RunOutcome::Ok(RunOutput::Resources(mut resources)) => {
+                for resource in &mut resources {
+                    resource.creation_plugin = manifest.name.clone();
+                }
+                detail = self
+                    .store_resources(
+                        &manifest.name,
+                        resources,
+                        manifest.resource_ttl.as_secs_f64(),
+                        now,
+                    )
+                    .await;
+            }
+            RunOutcome::Ok(RunOutput::Enrichments(groups)) => {
+                if let Some(resource) = &job.resource {
+                    detail = format!("{} enrichment groups", groups.len());
+                    self.enrichments.put(
+                        &resource.id,
+                        groups,
+                        now,
+                        manifest.enrichment_ttl.map(|d| d.as_secs_f64()),
+                    );
+                }
+            }
+            RunOutcome::Ok(RunOutput::Metrics(mut groups)) => {
+                self.transformer
+                    .apply(&manifest.name, &manifest.transforms, &mut groups);
+                detail = format!("{} metrics groups", groups.len());
+                // Waits when the bus is full: back-pressure, never loss.
+                if !groups.is_empty() && self.bus.send(groups).await.is_err() {
+                    tracing::error!(plugin = %manifest.name, "metrics bus closed; dropping a poll's output");
+                }
+            }
+            RunOutcome::Ok(RunOutput::Analysis(_)) => {}
+            ref failure => {
+                detail = failure.to_string();
+                tracing::warn!(
+                    plugin = %manifest.name,
+                    resource = job.resource.as_ref().map_or("", |r| r.id.as_str()),
+                    outcome = label,
+                    "run failed: {detail}"
+                );
+            }
+        }
+        self.stats.record(&manifest.name, label, now, lateness_ms);
+        let record = RunRecord {
+            plugin: manifest.name.clone(),
+            resource_id: job.resource.map(|r| r.id),
+            scheduled_at: epoch_seconds(job.due),
+            started_at: now,
+            finished_at: finished,
+            outcome: label.to_owned(),
+            detail,
+        };
+        // The recorder only goes away at shutdown, after the last run.
+        let _ = self.runs.send(record);
+    }
+
+    async fn store_resources(
+        &self,
+        plugin: &str,
+        resources: Vec<Resource>,
+        default_ttl: f64,
+        now: f64,
+    ) -> String {
+        let store = self.store.clone();
+        let plugin_name = plugin.to_owned();
+        let count = resources.len();
+        let result = tokio::task::spawn_blocking(move || {
+            store.upsert_resources(&plugin_name, &resources, default_ttl, now)
+        })
+        .await;
+        match result {
+            Ok(Ok(summary)) => {
+                if summary.added > 0 {
+                    tracing::info!(
+                        plugin,
+                        added = summary.added,
+                        refreshed = summary.refreshed,
+                        "resources discovered"
+                    );
+                    self.resources_changed.notify_one();
+                }
+                format!("{count} resources ({} new)", summary.added)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(plugin, error = %e, "storing discovered resources");
+                format!("storing resources failed: {e}")
+            }
+            Err(e) => format!("storing resources failed: {e}"),
+        }
+    }
+}
+
+impl JobRunner for Executor {
+    fn run(self: &Self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        // The future must own what it uses; the executor is shared.
+        let this = self.clone_handles();
+        Box::pin(async move { this.execute(job).await })
+    }
+
+    fn skipped(&self, job: &JobKey, reason: &'static str) {
+        self.stats.skipped(&job.plugin);
+        tracing::debug!(plugin = %job.plugin, resource = job.resource.as_deref().unwrap_or(""), reason, "run skipped");
+    }
+}
+
+impl Executor {
+    fn clone_handles(&self) -> Executor {
+        Executor {
+            sandbox: self.sandbox.clone(),
+            store: self.store.clone(),
+            enrichments: self.enrichments.clone(),
+            transformer: self.transformer.clone(),
+            bus: self.bus.clone(),
+            runs: self.runs.clone(),
+            stats: self.stats.clone(),
+            resources_changed: self.resources_changed.clone(),
+        }
+    }
+}
+
+/// Writes run records to the store in batches (every second, and at the end).
+pub async fn record_runs(store: Arc<dyn Storage>, mut runs: mpsc::UnboundedReceiver<RunRecord>) {
+    let mut batch = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            record = runs.recv() => match record {
+                Some(record) => batch.push(record),
+                None => break,
+            },
+            _ = tick.tick() => flush_runs(&store, &mut batch).await,
+        }
+    }
+    flush_runs(&store, &mut batch).await;
+}
+
+async fn flush_runs(store: &Arc<dyn Storage>, batch: &mut Vec<RunRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    let records = std::mem::take(batch);
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.record_runs(&records)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "recording run history"),
+        Err(e) => tracing::error!(error = %e, "recording run history"),
+    }
+}

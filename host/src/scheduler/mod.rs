@@ -1,0 +1,423 @@
+//! The scheduler: decides what runs when, and runs it on a bounded pool.
+//!
+//! * Discovery plugins run when loaded, then every `execute_frequency`.
+//! * Enrichment and polling plugins run once per matching resource per
+//!   interval. Each (plugin, resource) gets a deterministic start offset
+//!   within the interval (a hash of both names), so 10,000 devices on a
+//!   60 s schedule are spread over the minute instead of all polled at its
+//!   top; due times are aligned to the epoch, so they survive restarts.
+//! * Cron schedules fire at their exact times (no offset).
+//! * Runs go through [`WorkClaims`] (no overlap per job, over-polling guard)
+//!   and a bounded pool. Each plugin also has its own cap, so a plugin
+//!   whose runs hang until their deadline holds at most that many slots and
+//!   the others keep their schedule.
+//! * The plan is rebuilt whenever plugins or resources change.
+
+pub mod claims;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::model::Resource;
+use crate::plugin::manifest::Schedule;
+use crate::plugin::{LoadedPlugin, PluginKind, PluginRegistry};
+use crate::store::Storage;
+pub use claims::{Claim, LocalClaims, WorkClaims};
+
+/// One unit of scheduled work: a plugin, and the resource it runs for
+/// (none for discovery).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub plugin: Arc<str>,
+    pub resource: Option<Arc<str>>,
+}
+
+impl JobKey {
+    pub fn new(plugin: &str, resource: Option<&str>) -> JobKey {
+        JobKey {
+            plugin: plugin.into(),
+            resource: resource.map(Into::into),
+        }
+    }
+}
+
+/// A run the scheduler hands to its [`JobRunner`].
+pub struct Job {
+    pub key: JobKey,
+    pub plugin: Arc<LoadedPlugin>,
+    pub resource: Option<Resource>,
+    /// When the run was due.
+    pub due: SystemTime,
+}
+
+/// Executes jobs (the pipeline implements it).
+pub trait JobRunner: Send + Sync + 'static {
+    fn run(&self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+    /// A job was not started (`reason`: `still_running`, `too_soon`).
+    fn skipped(&self, job: &JobKey, reason: &'static str);
+}
+
+pub struct SchedulerSettings {
+    pub max_concurrent_runs: usize,
+    pub max_runs_per_plugin: usize,
+    /// How often expired resources are swept and the plan refreshed even
+    /// without a change notification.
+    pub housekeeping: Duration,
+}
+
+pub struct Scheduler {
+    registry: Arc<PluginRegistry>,
+    store: Arc<dyn Storage>,
+    claims: Arc<dyn WorkClaims>,
+    runner: Arc<dyn JobRunner>,
+    settings: SchedulerSettings,
+    pool: Arc<Semaphore>,
+    per_plugin: std::sync::Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    changed: Arc<Notify>,
+    resources: std::sync::atomic::AtomicUsize,
+}
+
+struct Planned {
+    plugin: Arc<LoadedPlugin>,
+    resource: Option<Resource>,
+    /// Due time in milliseconds since the epoch.
+    next_due: u64,
+    /// Heap entries carry this; a mismatch marks them stale.
+    generation: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// FNV-1a: stable across runs and builds (unlike std's hasher).
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for byte in part.bytes().chain([0xff]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The first due time at or after `after_ms` for `key` on `schedule`.
+pub fn next_due(schedule: &Schedule, key: &JobKey, after_ms: u64) -> u64 {
+    match schedule {
+        Schedule::Every(interval) => {
+            let interval = (interval.as_millis() as u64).max(1);
+            let offset =
+                stable_hash(&[&key.plugin, key.resource.as_deref().unwrap_or("")]) % interval;
+            // Smallest t >= after_ms with t = offset (mod interval).
+            let base = after_ms.saturating_sub(offset);
+            let slots = base.div_ceil(interval);
+            slots * interval + offset
+        }
+        Schedule::Cron { schedule, .. } => {
+            let after = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms as i64 - 1);
+            after
+                .and_then(|after| schedule.after(&after).next())
+                .map(|next| next.timestamp_millis().max(0) as u64)
+                // A schedule that never fires again: park it far away.
+                .unwrap_or(u64::MAX / 2)
+        }
+    }
+}
+
+impl Scheduler {
+    pub fn new(
+        registry: Arc<PluginRegistry>,
+        store: Arc<dyn Storage>,
+        claims: Arc<dyn WorkClaims>,
+        runner: Arc<dyn JobRunner>,
+        settings: SchedulerSettings,
+    ) -> Arc<Scheduler> {
+        let pool = Arc::new(Semaphore::new(settings.max_concurrent_runs));
+        Arc::new(Scheduler {
+            registry,
+            store,
+            claims,
+            runner,
+            settings,
+            pool,
+            per_plugin: std::sync::Mutex::new(HashMap::new()),
+            changed: Arc::new(Notify::new()),
+            resources: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Wakes the scheduler to rebuild its plan (resources changed).
+    pub fn notifier(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Live resources at the last plan rebuild.
+    pub fn resource_count(&self) -> usize {
+        self.resources.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs until `shutdown` turns true, then waits for runs in flight
+    /// (each ends by its deadline).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut plan: HashMap<JobKey, Planned> = HashMap::new();
+        let mut heap: BinaryHeap<Reverse<(u64, u64, JobKey)>> = BinaryHeap::new();
+        let mut generation = 0u64;
+        let mut events = self.registry.subscribe();
+        let mut housekeeping = tokio::time::interval(self.settings.housekeeping);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            let wait = match heap.peek() {
+                Some(Reverse((due, _, _))) => Duration::from_millis(due.saturating_sub(now_ms())),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(wait) => self.dispatch_due(&mut plan, &mut heap, &mut generation),
+                _ = self.changed.notified() => self.replan(&mut plan, &mut heap, &mut generation).await,
+                event = events.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
+                        break;
+                    }
+                    self.replan(&mut plan, &mut heap, &mut generation).await;
+                }
+                _ = housekeeping.tick() => {
+                    self.expire_resources().await;
+                    self.replan(&mut plan, &mut heap, &mut generation).await;
+                }
+            }
+        }
+        // Drain: every permit back means every run has finished.
+        let permits = self.settings.max_concurrent_runs as u32;
+        let _all = self.pool.acquire_many(permits).await;
+    }
+
+    async fn expire_resources(&self) {
+        let store = self.store.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        match tokio::task::spawn_blocking(move || store.expire_resources(now)).await {
+            Ok(Ok(expired)) if !expired.is_empty() => {
+                tracing::info!(count = expired.len(), "resources expired; no longer polled");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "expiring resources"),
+            _ => {}
+        }
+    }
+
+    /// Rebuilds the plan from the loaded plugins and live resources.
+    async fn replan(
+        &self,
+        plan: &mut HashMap<JobKey, Planned>,
+        heap: &mut BinaryHeap<Reverse<(u64, u64, JobKey)>>,
+        generation: &mut u64,
+    ) {
+        let store = self.store.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let resources = match tokio::task::spawn_blocking(move || store.live_resources(now)).await {
+            Ok(Ok(resources)) => resources,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading resources; keeping the current plan");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading resources");
+                return;
+            }
+        };
+        self.resources
+            .store(resources.len(), std::sync::atomic::Ordering::Relaxed);
+        let plugins = self.registry.plugins();
+        let now = now_ms();
+        let mut desired: HashSet<JobKey> = HashSet::new();
+
+        for plugin in &plugins {
+            let manifest = plugin.manifest();
+            let name: Arc<str> = manifest.name.as_str().into();
+            let mut place = |key: JobKey, resource: Option<Resource>, immediately: bool| {
+                desired.insert(key.clone());
+                match plan.get_mut(&key) {
+                    // Same plugin build: keep its schedule, refresh the resource.
+                    Some(planned) if Arc::ptr_eq(&planned.plugin, plugin) => {
+                        planned.resource = resource
+                    }
+                    _ => {
+                        let due = if immediately {
+                            now
+                        } else {
+                            next_due(&manifest.schedule, &key, now)
+                        };
+                        *generation += 1;
+                        heap.push(Reverse((due, *generation, key.clone())));
+                        plan.insert(
+                            key,
+                            Planned {
+                                plugin: plugin.clone(),
+                                resource,
+                                next_due: due,
+                                generation: *generation,
+                            },
+                        );
+                    }
+                }
+            };
+            match manifest.kind {
+                // Discovery feeds everything else: run it as soon as it loads.
+                PluginKind::Discovery => place(
+                    JobKey {
+                        plugin: name.clone(),
+                        resource: None,
+                    },
+                    None,
+                    true,
+                ),
+                PluginKind::Enrichment | PluginKind::Polling => {
+                    for stored in &resources {
+                        let matches = manifest
+                            .resource_filter
+                            .as_ref()
+                            .is_none_or(|f| f.matches(&stored.resource));
+                        if matches {
+                            let key = JobKey {
+                                plugin: name.clone(),
+                                resource: Some(stored.resource.id.as_str().into()),
+                            };
+                            place(key, Some(stored.resource.clone()), false);
+                        }
+                    }
+                }
+                // Driven by endpoint events, not by the clock.
+                PluginKind::Analysis => {}
+            }
+        }
+        plan.retain(|key, _| desired.contains(key));
+        self.claims.retain(&|key| desired.contains(key));
+        // Heap entries of removed jobs are dropped lazily when popped; rebuild
+        // when they dominate so the heap stays proportional to the plan.
+        if heap.len() > plan.len() * 2 + 1024 {
+            heap.retain(|Reverse((_, generation, key))| {
+                plan.get(key).is_some_and(|p| p.generation == *generation)
+            });
+        }
+    }
+
+    fn dispatch_due(
+        &self,
+        plan: &mut HashMap<JobKey, Planned>,
+        heap: &mut BinaryHeap<Reverse<(u64, u64, JobKey)>>,
+        generation: &mut u64,
+    ) {
+        let now = now_ms();
+        while let Some(Reverse((due, entry_generation, _))) = heap.peek() {
+            if *due > now {
+                break;
+            }
+            let (due, entry_generation) = (*due, *entry_generation);
+            let Some(Reverse((_, _, key))) = heap.pop() else {
+                break;
+            };
+            let Some(planned) = plan.get_mut(&key) else {
+                continue;
+            };
+            if planned.generation != entry_generation {
+                continue;
+            }
+            let schedule = &planned.plugin.manifest().schedule;
+            let interval = schedule.interval().as_secs_f64();
+            // Next window first, so a skipped run never stalls the job.
+            let next = next_due(schedule, &key, due + 1).max(due + 1);
+            *generation += 1;
+            planned.next_due = next;
+            planned.generation = *generation;
+            heap.push(Reverse((next, *generation, key.clone())));
+
+            match self.claims.try_claim(&key, due as f64 / 1000.0, interval) {
+                Claim::Granted => {}
+                Claim::StillRunning => {
+                    self.runner.skipped(&key, "still_running");
+                    continue;
+                }
+                Claim::TooSoon => {
+                    self.runner.skipped(&key, "too_soon");
+                    continue;
+                }
+            }
+            let job = Job {
+                key: key.clone(),
+                plugin: planned.plugin.clone(),
+                resource: planned.resource.clone(),
+                due: UNIX_EPOCH + Duration::from_millis(due),
+            };
+            let plugin_slots = self.plugin_slots(&key.plugin);
+            let (pool, runner, claims) =
+                (self.pool.clone(), self.runner.clone(), self.claims.clone());
+            tokio::spawn(async move {
+                // The plugin's own cap first: a plugin whose runs all hang
+                // queues here without holding pool slots.
+                let Ok(_plugin_slot) = plugin_slots.acquire_owned().await else {
+                    return;
+                };
+                let Ok(_slot) = pool.acquire_owned().await else {
+                    return;
+                };
+                runner.run(job).await;
+                claims.release(&key);
+            });
+        }
+    }
+
+    fn plugin_slots(&self, plugin: &Arc<str>) -> Arc<Semaphore> {
+        let mut slots = self
+            .per_plugin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots
+            .entry(plugin.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_runs_per_plugin)))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_are_aligned_spread_and_stable() {
+        let schedule = Schedule::Every(Duration::from_secs(60));
+        let mut offsets = Vec::new();
+        for i in 0..600 {
+            let key = JobKey::new("interface_polling", Some(&format!("device-{i}")));
+            let due = next_due(&schedule, &key, 1_000_000);
+            assert!(due >= 1_000_000 && due < 1_060_000);
+            // The same job gets the same slot in every later interval.
+            assert_eq!(next_due(&schedule, &key, due + 1), due + 60_000);
+            assert_eq!(next_due(&schedule, &key, due), due);
+            offsets.push(due % 60_000);
+        }
+        // Spread: each tenth of the minute gets a fair share of the 600 jobs.
+        let mut buckets = [0usize; 10];
+        for offset in offsets {
+            buckets[(offset / 6_000) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (30..=90).contains(&n)),
+            "{buckets:?}"
+        );
+    }
+}

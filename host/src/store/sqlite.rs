@@ -1,0 +1,498 @@
+//! The embedded [`Storage`]: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    HostStatus, RunRecord, SeriesValue, Storage, StoreResult, StoredResource, UpsertSummary,
+};
+use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
+
+/// Run history kept, across all plugins; older runs are pruned.
+const RUN_HISTORY: i64 = 200_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL, endpoint TEXT NOT NULL, class TEXT NOT NULL,
+    subclass TEXT NOT NULL, type TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    creation_plugin TEXT NOT NULL, creation_timestamp REAL NOT NULL,
+    ttl_seconds INTEGER NOT NULL,
+    discovered_by TEXT NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_expiry ON resources(expires_at);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin TEXT NOT NULL, resource_id TEXT,
+    scheduled_at REAL NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+    outcome TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_plugin ON runs(plugin, id);
+CREATE TABLE IF NOT EXISTS latest (
+    resource_id TEXT NOT NULL, group_type TEXT NOT NULL, dimensions TEXT NOT NULL,
+    metric TEXT NOT NULL, value TEXT NOT NULL, metric_type TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (resource_id, group_type, dimensions, metric)
+);
+CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+";
+
+pub struct SqliteStorage {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<SqliteStorage> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let connection = Connection::open(path)?;
+        // WAL: readers in other processes (the CLI) never block the host.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(SqliteStorage {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Opens an existing database read-only (for the CLI).
+    pub fn open_read_only(path: &Path) -> StoreResult<SqliteStorage> {
+        let connection =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(SqliteStorage {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic mid-statement leaves SQLite consistent (transactions roll
+        // back), so a poisoned lock is safe to keep using.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn seconds(at: &Datetime) -> f64 {
+    at.seconds as f64 + f64::from(at.nanoseconds) / 1e9
+}
+
+fn datetime(seconds: f64) -> Datetime {
+    let whole = seconds.max(0.0).floor();
+    Datetime {
+        seconds: whole as u64,
+        nanoseconds: ((seconds.max(0.0) - whole) * 1e9) as u32,
+    }
+}
+
+fn value_text(value: &MetricValue) -> String {
+    match value {
+        MetricValue::Signed(v) => v.to_string(),
+        MetricValue::Unsigned(v) => v.to_string(),
+        MetricValue::Float(v) => v.to_string(),
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn upsert_resources(
+        &self,
+        plugin: &str,
+        resources: &[Resource],
+        default_ttl: f64,
+        now: f64,
+    ) -> StoreResult<UpsertSummary> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut summary = UpsertSummary::default();
+        {
+            let mut exists = tx.prepare_cached("SELECT 1 FROM resources WHERE id = ?1")?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO resources (id, site, endpoint, class, subclass, type, metadata, creation_plugin,
+                     creation_timestamp, ttl_seconds, discovered_by, first_seen, last_seen, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8, ?11, ?11, ?12)
+                 ON CONFLICT(id) DO UPDATE SET site = ?2, endpoint = ?3, class = ?4, subclass = ?5, type = ?6,
+                     metadata = ?7, ttl_seconds = ?10, discovered_by = ?8, last_seen = ?11, expires_at = ?12",
+            )?;
+            for r in resources {
+                let ttl = if r.ttl_seconds > 0 {
+                    r.ttl_seconds as f64
+                } else {
+                    default_ttl
+                };
+                let metadata = serde_json::to_string(&r.metadata)?;
+                let known = exists
+                    .query_row(params![r.id], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                upsert.execute(params![
+                    r.id,
+                    r.site,
+                    r.endpoint,
+                    r.class,
+                    r.subclass,
+                    r.type_,
+                    metadata,
+                    plugin,
+                    seconds(&r.creation_timestamp),
+                    ttl as i64,
+                    now,
+                    now + ttl
+                ])?;
+                if known {
+                    summary.refreshed += 1;
+                } else {
+                    summary.added += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
+        let connection = self.lock();
+        let mut query = connection.prepare_cached(
+            "SELECT id, site, endpoint, class, subclass, type, metadata, creation_plugin, creation_timestamp,
+                    ttl_seconds, discovered_by, first_seen, last_seen, expires_at
+             FROM resources WHERE expires_at > ?1 ORDER BY id",
+        )?;
+        let rows = query.query_map(params![now], |row| {
+            let metadata: String = row.get(6)?;
+            Ok((
+                Resource {
+                    id: row.get(0)?,
+                    site: row.get(1)?,
+                    endpoint: row.get(2)?,
+                    class: row.get(3)?,
+                    subclass: row.get(4)?,
+                    type_: row.get(5)?,
+                    creation_plugin: row.get(7)?,
+                    creation_timestamp: datetime(row.get(8)?),
+                    ttl_seconds: row.get::<_, i64>(9)?.max(0) as u64,
+                    metadata: Vec::new(),
+                },
+                metadata,
+                row.get::<_, String>(10)?,
+                row.get::<_, f64>(11)?,
+                row.get::<_, f64>(12)?,
+                row.get::<_, f64>(13)?,
+            ))
+        })?;
+        let mut resources = Vec::new();
+        for row in rows {
+            let (mut resource, metadata, discovered_by, first_seen, last_seen, expires_at) = row?;
+            resource.metadata = serde_json::from_str(&metadata)?;
+            resources.push(StoredResource {
+                resource,
+                discovered_by,
+                first_seen,
+                last_seen,
+                expires_at,
+            });
+        }
+        Ok(resources)
+    }
+
+    fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let expired: Vec<String> = {
+            let mut query = tx.prepare_cached("SELECT id FROM resources WHERE expires_at <= ?1")?;
+            query
+                .query_map(params![now], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for id in &expired {
+            tx.execute("DELETE FROM resources WHERE id = ?1", params![id])?;
+            tx.execute("DELETE FROM latest WHERE resource_id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(expired)
+    }
+
+    fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO runs (plugin, resource_id, scheduled_at, started_at, finished_at, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for run in runs {
+                insert.execute(params![
+                    run.plugin,
+                    run.resource_id,
+                    run.scheduled_at,
+                    run.started_at,
+                    run.finished_at,
+                    run.outcome,
+                    run.detail
+                ])?;
+            }
+            tx.execute(
+                "DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - ?1",
+                params![RUN_HISTORY],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        let connection = self.lock();
+        let mut query = connection.prepare_cached(
+            "SELECT plugin, resource_id, scheduled_at, started_at, finished_at, outcome, detail FROM runs
+             WHERE ?1 IS NULL OR plugin = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = query.query_map(params![plugin, limit as i64], |row| {
+            Ok(RunRecord {
+                plugin: row.get(0)?,
+                resource_id: row.get(1)?,
+                scheduled_at: row.get(2)?,
+                started_at: row.get(3)?,
+                finished_at: row.get(4)?,
+                outcome: row.get(5)?,
+                detail: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn store_latest(&self, groups: &[MetricsGroup]) -> StoreResult<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO latest (resource_id, group_type, dimensions, metric, value, metric_type, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(resource_id, group_type, dimensions, metric)
+                 DO UPDATE SET value = ?5, metric_type = ?6, at = ?7",
+            )?;
+            for group in groups {
+                let mut dimensions: Vec<(&str, &str)> = group
+                    .dimensions
+                    .iter()
+                    .map(|d| (d.name.as_str(), d.value.as_str()))
+                    .collect();
+                dimensions.sort();
+                let dimensions = serde_json::to_string(&dimensions)?;
+                for metric in &group.metrics {
+                    let kind = match metric.type_ {
+                        MetricType::Counter => "counter",
+                        MetricType::Gauge => "gauge",
+                    };
+                    upsert.execute(params![
+                        group.resource.id,
+                        group.group_type,
+                        dimensions,
+                        metric.name,
+                        value_text(&metric.value),
+                        kind,
+                        seconds(&metric.creation_timestamp)
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+        let connection = self.lock();
+        let mut query = connection.prepare_cached(
+            "SELECT resource_id, group_type, dimensions, metric, value, metric_type, at FROM latest
+             WHERE ?1 IS NULL OR group_type = ?1 ORDER BY resource_id, group_type, dimensions, metric",
+        )?;
+        let rows = query.query_map(params![group_type], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, f64>(6)?,
+            ))
+        })?;
+        let mut series = Vec::new();
+        for row in rows {
+            let (resource_id, group_type, dimensions, metric, value, metric_type, at) = row?;
+            series.push(SeriesValue {
+                resource_id,
+                group_type,
+                dimensions: serde_json::from_str(&dimensions)?,
+                metric,
+                value,
+                metric_type,
+                at,
+            });
+        }
+        Ok(series)
+    }
+
+    fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
+        let body = serde_json::to_string(status)?;
+        self.lock().execute(
+            "INSERT INTO status (id, body) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET body = ?1",
+            params![body],
+        )?;
+        Ok(())
+    }
+
+    fn status(&self) -> StoreResult<Option<HostStatus>> {
+        let connection = self.lock();
+        let body: Option<String> = connection
+            .query_row("SELECT body FROM status WHERE id = 1", [], |row| row.get(0))
+            .optional()?;
+        Ok(match body {
+            Some(body) => Some(serde_json::from_str(&body)?),
+            None => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Dimension, Metric};
+
+    fn resource(id: &str, ttl: u64) -> Resource {
+        let mut r = Resource::named(id, "127.0.0.1");
+        r.class = "network".into();
+        r.ttl_seconds = ttl;
+        r.metadata = vec![("model".into(), "mx960".into())];
+        r
+    }
+
+    #[test]
+    fn resources_dedup_by_id_and_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
+        let summary = store
+            .upsert_resources(
+                "disco",
+                &[resource("a", 0), resource("b", 30)],
+                100.0,
+                1000.0,
+            )
+            .expect("upsert");
+        assert_eq!(
+            summary,
+            UpsertSummary {
+                added: 2,
+                refreshed: 0
+            }
+        );
+        let summary = store
+            .upsert_resources("disco2", &[resource("a", 0)], 100.0, 1010.0)
+            .expect("upsert");
+        assert_eq!(
+            summary,
+            UpsertSummary {
+                added: 0,
+                refreshed: 1
+            }
+        );
+
+        let live = store.live_resources(1020.0).expect("live");
+        assert_eq!(live.len(), 2);
+        let a = live.iter().find(|r| r.resource.id == "a").expect("a");
+        assert_eq!(
+            (a.discovered_by.as_str(), a.first_seen, a.expires_at),
+            ("disco2", 1000.0, 1110.0)
+        );
+        assert_eq!(
+            a.resource.metadata,
+            vec![("model".to_owned(), "mx960".to_owned())]
+        );
+
+        // b's own TTL (30 s) beats the default.
+        assert_eq!(store.live_resources(1031.0).expect("live").len(), 1);
+        assert_eq!(
+            store.expire_resources(1031.0).expect("expire"),
+            vec!["b".to_owned()]
+        );
+        assert_eq!(store.live_resources(0.0).expect("live").len(), 1);
+    }
+
+    #[test]
+    fn latest_keeps_one_value_per_series_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
+        let group = |value: u64, at: u64| MetricsGroup {
+            group_type: "interface".into(),
+            interval_seconds: 60,
+            creation_timestamp: Datetime {
+                seconds: at,
+                nanoseconds: 0,
+            },
+            schema_version: "0.2".into(),
+            resource: resource("sw1", 0),
+            dimensions: vec![Dimension {
+                name: "interface_name".into(),
+                value: "ge-0/0/0".into(),
+            }],
+            metrics: vec![Metric {
+                name: "bits_in".into(),
+                value: MetricValue::Unsigned(value),
+                type_: MetricType::Counter,
+                creation_timestamp: Datetime {
+                    seconds: at,
+                    nanoseconds: 0,
+                },
+            }],
+        };
+        store.store_latest(&[group(1, 10)]).expect("store");
+        store.store_latest(&[group(u64::MAX, 20)]).expect("store");
+        let latest = store.latest(Some("interface")).expect("latest");
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].value, u64::MAX.to_string());
+        assert_eq!(
+            latest[0].dimensions,
+            vec![("interface_name".to_owned(), "ge-0/0/0".to_owned())]
+        );
+        assert!(store.latest(Some("cpu")).expect("latest").is_empty());
+    }
+
+    #[test]
+    fn run_history_and_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
+        let run = |plugin: &str, at: f64| RunRecord {
+            plugin: plugin.into(),
+            resource_id: Some("r".into()),
+            scheduled_at: at,
+            started_at: at,
+            finished_at: at + 1.0,
+            outcome: "ok".into(),
+            detail: String::new(),
+        };
+        store
+            .record_runs(&[run("a", 1.0), run("b", 2.0), run("a", 3.0)])
+            .expect("record");
+        let runs = store.recent_runs(Some("a"), 10).expect("runs");
+        assert_eq!(
+            runs.iter().map(|r| r.started_at).collect::<Vec<_>>(),
+            vec![3.0, 1.0]
+        );
+        assert!(store.status().expect("status").is_none());
+        let status = HostStatus {
+            site: "lab".into(),
+            pid: 7,
+            ..HostStatus::default()
+        };
+        store.put_status(&status).expect("put");
+        let reader = SqliteStorage::open_read_only(&dir.path().join("vigil.db")).expect("reader");
+        assert_eq!(reader.status().expect("status"), Some(status));
+    }
+}

@@ -1,0 +1,417 @@
+//! `vigil run` end to end, with the real binary and real plugins:
+//! discovery from a JSON inventory -> resource filter -> schedule -> poll
+//! -> transform -> JSON lines and the latest-value store, observed through
+//! the operator's own commands (`vigil runs --json`, `vigil status --json`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::{PluginFile, artifacts};
+
+fn vigil_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// A site in a temporary directory, with its own plugin directory,
+/// inventory, database and JSON lines file.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(max_runs_per_plugin: u32) -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["plugins", "data"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[site]\nname = \"test\"\n[plugins]\ndirectories = [\"plugins\"]\ncache_dir = \"cache\"\n\
+                 [storage]\npath = \"state/vigil.db\"\n[outputs]\njson_lines = \"out/metrics.jsonl\"\n\
+                 [sandbox]\nmax_concurrent_runs = 8\n[scheduler]\nmax_runs_per_plugin = {max_runs_per_plugin}\n\
+                 [capabilities]\nallowed = [\"files\"]\nfile_roots = [\"data\"]\n"
+            ),
+        )
+        .expect("site.toml");
+        Site { dir }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn plugins(&self) -> PathBuf {
+        self.path("plugins")
+    }
+
+    /// Writes the inventory: `(id, class)` pairs, each living `ttl` seconds.
+    fn inventory(&self, resources: &[(&str, &str)], ttl: u64) {
+        let entries: Vec<Value> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, (id, class))| {
+                serde_json::json!({
+                    "resource_id": id, "resource_site": "lab", "resource_class": class,
+                    "resource_subclass": "switch", "resource_type": "test",
+                    "resource_endpoint": format!("127.0.0.{}", i + 1),
+                    "resource_metadata": {"rack": format!("r{i}")}, "resource_ttl": ttl,
+                })
+            })
+            .collect();
+        // Write then rename: the plugin never reads half a file.
+        let tmp = self.path("data/.resources.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&entries).expect("json")).expect("write");
+        std::fs::rename(tmp, self.path("data/resources.json")).expect("rename");
+    }
+
+    fn discovery(&self, every: &str) -> PathBuf {
+        PluginFile::new("inventory", "discovery", artifacts::DISCOVERY_JSON_FILE)
+            .frequency(every)
+            .set("capabilities", "files", "../data")
+            .set("json_file", "path", "resources.json")
+            .write(&self.plugins(), "inventory")
+    }
+
+    fn start(&self) -> Child {
+        Command::new(vigil_bin())
+            .args([
+                "--site",
+                self.path("site.toml").to_str().expect("utf-8"),
+                "run",
+            ])
+            .env("XDG_CACHE_HOME", self.path("xdg"))
+            .env("VIGIL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vigil run")
+    }
+
+    fn vigil(&self, args: &[&str]) -> Output {
+        Command::new(vigil_bin())
+            .args(["--site", self.path("site.toml").to_str().expect("utf-8")])
+            .args(args)
+            .output()
+            .expect("vigil")
+    }
+
+    /// Every run recorded so far, oldest first.
+    fn runs(&self) -> Vec<Value> {
+        let output = self.vigil(&["runs", "--json", "--limit", "100000"]);
+        if !output.status.success() {
+            return Vec::new();
+        }
+        let mut runs: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        runs.reverse();
+        runs
+    }
+
+    fn status(&self) -> Value {
+        let output = self.vigil(&["status", "--json"]);
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("out/metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every line is complete JSON"))
+            .collect()
+    }
+}
+
+fn runs_of<'a>(runs: &'a [Value], plugin: &str, resource: Option<&str>) -> Vec<&'a Value> {
+    runs.iter()
+        .filter(|r| r["plugin"] == plugin && resource.is_none_or(|id| r["resource_id"] == id))
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            assert!(exit.success(), "vigil exited with {exit}");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "vigil did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn heartbeat(name: &str, every: &str, filter: &str) -> PluginFile {
+    PluginFile::new(name, "polling", artifacts::HEARTBEAT)
+        .frequency(every)
+        .set("main", "resource_filter", filter)
+        .set("transforms", "run_rate", "rate:heartbeat:runs")
+}
+
+#[test]
+fn discovery_filter_schedule_poll_transform_sink() {
+    let site = Site::new(4);
+    site.inventory(
+        &[
+            ("sw1", "network"),
+            ("sw2", "network"),
+            ("srv1", "system"),
+            ("short", "network"),
+        ],
+        600,
+    );
+    site.discovery("1s");
+    heartbeat("beat", "1s", r#"resource_class = "network""#).write(&site.plugins(), "beat");
+    let vigil = site.start();
+
+    // Discovery -> filter -> schedule -> poll: every network resource is
+    // polled, the system one never.
+    wait_until(
+        "polls of every network resource",
+        Duration::from_secs(30),
+        || {
+            let runs = site.runs();
+            ["sw1", "sw2", "short"]
+                .iter()
+                .all(|id| runs_of(&runs, "beat", Some(id)).len() >= 3)
+        },
+    );
+    assert!(
+        runs_of(&site.runs(), "beat", Some("srv1")).is_empty(),
+        "the filter excludes srv1"
+    );
+
+    // A plugin added to the watched directory while running is scheduled.
+    heartbeat("late_beat", "1s", r#"resource_id IN ("sw1")"#).write(&site.plugins(), "late");
+    wait_until("the added plugin to run", Duration::from_secs(20), || {
+        runs_of(&site.runs(), "late_beat", Some("sw1")).len() >= 2
+    });
+
+    // A resource that leaves the inventory expires after its TTL and stops
+    // being polled; the others carry on.
+    site.inventory(
+        &[
+            ("sw1", "network"),
+            ("sw2", "network"),
+            ("srv1", "system"),
+            ("short", "network"),
+        ],
+        2,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    site.inventory(
+        &[("sw1", "network"), ("sw2", "network"), ("srv1", "system")],
+        600,
+    );
+    let removed_at = Instant::now();
+    // TTL (2 s) + housekeeping sweep (5 s) + a run in flight.
+    std::thread::sleep(Duration::from_secs(9));
+    let polls_of_short = runs_of(&site.runs(), "beat", Some("short")).len();
+    std::thread::sleep(Duration::from_secs(4));
+    let runs = site.runs();
+    assert_eq!(
+        runs_of(&runs, "beat", Some("short")).len(),
+        polls_of_short,
+        "expired resource still polled"
+    );
+    assert!(removed_at.elapsed() > Duration::from_secs(12));
+    assert!(
+        runs_of(&runs, "beat", Some("sw2")).len() > polls_of_short,
+        "others kept running"
+    );
+
+    // A malformed plugin file is reported with its line, and the rest runs on.
+    std::fs::write(
+        site.plugins().join("broken.vigil-plugin"),
+        "[Core]\nName = broken\nKind = polling\nModule\n",
+    )
+    .expect("write");
+    wait_until(
+        "the broken plugin in the status",
+        Duration::from_secs(20),
+        || {
+            site.status()["broken"].as_array().is_some_and(|broken| {
+                broken.iter().any(|entry| {
+                    entry[1].as_str().is_some_and(|e| {
+                        e.contains("broken.vigil-plugin:4: expected `key = value`")
+                    })
+                })
+            })
+        },
+    );
+    let before = runs_of(&site.runs(), "beat", Some("sw1")).len();
+    wait_until("runs to continue", Duration::from_secs(20), || {
+        runs_of(&site.runs(), "beat", Some("sw1")).len() > before + 2
+    });
+
+    stop(vigil);
+
+    // Nothing accepted is lost: every group an ok run produced is in the
+    // JSON lines, complete, in Panoptes' schema.
+    let runs = site.runs();
+    let produced: u64 = runs
+        .iter()
+        .filter(|r| r["outcome"] == "ok")
+        .filter_map(|r| {
+            r["detail"]
+                .as_str()?
+                .strip_suffix(" metrics groups")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let lines = site.json_lines();
+    assert!(produced > 10, "{:?}", &runs[runs.len().saturating_sub(3)..]);
+    assert_eq!(lines.len() as u64, produced);
+    assert!(
+        lines
+            .iter()
+            .all(|g| g["metrics_group_schema_version"] == "0.2"
+                && g["resource"]["resource_class"] == "network")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|g| g["resource"]["resource_plugin"] == "inventory"
+                && g["resource"]["resource_metadata"]["rack"].is_string())
+    );
+    // The rate transform: `runs` grows by one per interval, so its rate is
+    // about 1/s; the first sample of each series carries no rate.
+    let rates: Vec<f64> = lines
+        .iter()
+        .flat_map(|g| g["metrics"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["metric_name"] == "runs")
+        .map(|m| {
+            assert_eq!(m["metric_type"], "gauge");
+            m["metric_value"].as_f64().expect("number")
+        })
+        .collect();
+    assert!(!rates.is_empty());
+    assert!(
+        rates.iter().all(|r| (0.2..=5.0).contains(r)),
+        "rates {rates:?}"
+    );
+
+    // The latest-value store answers the CLI.
+    let metrics = site.vigil(&[
+        "metrics",
+        "--group",
+        "heartbeat",
+        "--filter",
+        r#"resource_id = "sw2""#,
+    ]);
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sw2 heartbeat") && l.contains("up = 1")),
+        "{text}"
+    );
+    assert!(!text.contains("sw1 "), "{text}");
+}
+
+#[test]
+fn runs_never_overlap_and_a_hung_plugin_does_not_delay_others() {
+    let site = Site::new(2);
+    let devices: Vec<String> = (0..6).map(|i| format!("dev{i}")).collect();
+    let inventory: Vec<(&str, &str)> = devices.iter().map(|d| (d.as_str(), "network")).collect();
+    site.inventory(&inventory, 600);
+    site.discovery("30s");
+    // Hangs every run until its 3 s deadline, on a 1 s schedule.
+    PluginFile::new("hang", "polling", artifacts::FIXTURE_HOSTILE)
+        .frequency("1s")
+        .set("fixture", "behaviour", "sleep-forever")
+        .set("sandbox", "deadline", "3s")
+        .write(&site.plugins(), "hang");
+    heartbeat("beat", "1s", r#"resource_class = "network""#).write(&site.plugins(), "beat");
+    let vigil = site.start();
+
+    wait_until("a few hung runs to finish", Duration::from_secs(40), || {
+        runs_of(&site.runs(), "hang", None).len() >= 6
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    stop(vigil);
+    let runs = site.runs();
+
+    // Never two runs of one (plugin, resource) at once.
+    for device in &devices {
+        let mut spans: Vec<(f64, f64)> = runs_of(&runs, "hang", Some(device))
+            .iter()
+            .map(|r| {
+                (
+                    r["started_at"].as_f64().unwrap_or(0.0),
+                    r["finished_at"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for pair in spans.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "{device}: overlapping runs {pair:?}"
+            );
+        }
+    }
+    let hung = runs_of(&runs, "hang", None);
+    assert!(hung.iter().all(|r| r["outcome"] == "trap.deadline"));
+    let skipped = site.status()["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == "hang"))
+        .and_then(|p| p["skipped"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        skipped > 0,
+        "hung jobs were due again while still running: they must be skipped"
+    );
+
+    // The hung plugin holds at most its own 2 slots: the well-behaved
+    // plugin's runs all succeed and start close to their due times.
+    let beats = runs_of(&runs, "beat", None);
+    assert!(
+        beats.len() >= devices.len() * 4,
+        "only {} heartbeat runs",
+        beats.len()
+    );
+    assert!(
+        beats.iter().all(|r| r["outcome"] == "ok"),
+        "{:?}",
+        beats
+            .iter()
+            .filter(|r| r["outcome"] != "ok")
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    let mut lateness: Vec<f64> = beats
+        .iter()
+        .map(|r| {
+            r["started_at"].as_f64().unwrap_or(0.0) - r["scheduled_at"].as_f64().unwrap_or(0.0)
+        })
+        .collect();
+    lateness.sort_by(f64::total_cmp);
+    let worst = lateness.last().copied().unwrap_or(0.0);
+    assert!(
+        worst < 0.5,
+        "a heartbeat run started {worst:.3} s late while the other plugin hung"
+    );
+}
