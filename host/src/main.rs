@@ -307,8 +307,8 @@ fn resources(site: &SiteConfig, filter: Option<&str>) -> anyhow::Result<ExitCode
     let store = open_store(site)?;
     let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
     println!(
-        "{:<24} {:<8} {:<16} {:<24} {:<12} {}",
-        "ID", "SITE", "ENDPOINT", "CLASS/SUBCLASS/TYPE", "EXPIRES", "DISCOVERED BY"
+        "{:<24} {:<8} {:<16} {:<24} {:<12} DISCOVERED BY",
+        "ID", "SITE", "ENDPOINT", "CLASS/SUBCLASS/TYPE", "EXPIRES"
     );
     for stored in store.live_resources(now)? {
         let r = &stored.resource;

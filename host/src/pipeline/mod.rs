@@ -204,7 +204,7 @@ impl Executor {
 }
 
 impl JobRunner for Executor {
-    fn run(self: &Self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+    fn run(&self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         // The future must own what it uses; the executor is shared.
         let this = self.clone_handles();
         Box::pin(async move { this.execute(job).await })

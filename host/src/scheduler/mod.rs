@@ -404,7 +404,7 @@ mod tests {
         for i in 0..600 {
             let key = JobKey::new("interface_polling", Some(&format!("device-{i}")));
             let due = next_due(&schedule, &key, 1_000_000);
-            assert!(due >= 1_000_000 && due < 1_060_000);
+            assert!((1_000_000..1_060_000).contains(&due));
             // The same job gets the same slot in every later interval.
             assert_eq!(next_due(&schedule, &key, due + 1), due + 60_000);
             assert_eq!(next_due(&schedule, &key, due), due);

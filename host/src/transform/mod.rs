@@ -74,7 +74,7 @@ impl RateTransformer {
             let series = series_prefix(plugin, group);
             let interval = f64::from(group.interval_seconds.max(1));
             group.metrics.retain_mut(|metric| {
-                if !transform.metrics.iter().any(|m| *m == metric.name) {
+                if !transform.metrics.contains(&metric.name) {
                     return true;
                 }
                 let value = match metric.value {
