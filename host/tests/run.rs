@@ -183,7 +183,18 @@ fn discovery_filter_schedule_poll_transform_sink() {
         600,
     );
     site.discovery("1s");
-    heartbeat("beat", "1s", r#"resource_class = "network""#).write(&site.plugins(), "beat");
+    PluginFile::new(
+        "inventory_enrichment",
+        "enrichment",
+        artifacts::METADATA_ENRICHMENT,
+    )
+    .frequency("1s")
+    .set("main", "resource_filter", r#"resource_class = "network""#)
+    .write(&site.plugins(), "enrich");
+    heartbeat("beat", "1s", r#"resource_class = "network""#)
+        .set("enrichment", "preload", "self:inventory")
+        .set("heartbeat", "inventory_dimensions", "rack")
+        .write(&site.plugins(), "beat");
     let vigil = site.start();
 
     // Discovery -> filter -> schedule -> poll: every network resource is
@@ -204,7 +215,11 @@ fn discovery_filter_schedule_poll_transform_sink() {
     );
 
     // A plugin added to the watched directory while running is scheduled.
-    heartbeat("late_beat", "1s", r#"resource_id IN ("sw1")"#).write(&site.plugins(), "late");
+    // It asks for inventory labels but does not preload the namespace: it
+    // must never see them.
+    heartbeat("late_beat", "1s", r#"resource_id IN ("sw1")"#)
+        .set("heartbeat", "inventory_dimensions", "rack")
+        .write(&site.plugins(), "late");
     wait_until("the added plugin to run", Duration::from_secs(20), || {
         runs_of(&site.runs(), "late_beat", Some("sw1")).len() >= 2
     });
@@ -297,6 +312,40 @@ fn discovery_filter_schedule_poll_transform_sink() {
             .any(|g| g["resource"]["resource_plugin"] == "inventory"
                 && g["resource"]["resource_metadata"]["rack"].is_string())
     );
+    // Enrichment reached the polling plugin that preloads it, and only it:
+    // sw1 is inventory entry 0, so its rack is "r0".
+    let rack = |g: &Value| {
+        g["dimensions"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["dimension_name"] == "rack"))
+            .map(|d| d["dimension_value"].clone())
+    };
+    let labelled: Vec<&Value> = lines.iter().filter(|g| rack(g).is_some()).collect();
+    assert!(!labelled.is_empty(), "no group carried enrichment data");
+    assert!(labelled.iter().all(|g| {
+        let id = g["resource"]["resource_id"].as_str().unwrap_or("");
+        let expected = match id {
+            "sw1" => "r0",
+            "sw2" => "r1",
+            "short" => "r3",
+            _ => "?",
+        };
+        rack(g) == Some(Value::from(expected))
+    }));
+    assert!(
+        runs_of(&runs, "inventory_enrichment", None)
+            .iter()
+            .all(|r| r["outcome"] == "ok"),
+        "enrichment runs failed"
+    );
+    // (late_beat and beat emit identical groups for sw1 but late_beat never
+    // preloads: groups without the label for sw1 must exist.)
+    assert!(
+        lines
+            .iter()
+            .any(|g| g["resource"]["resource_id"] == "sw1" && rack(g).is_none())
+    );
+
     // The rate transform: `runs` grows by one per interval, so its rate is
     // about 1/s; the first sample of each series carries no rate.
     let rates: Vec<f64> = lines

@@ -147,7 +147,7 @@ pub mod prelude {
         Analysis, AnalysisResult, Datetime, Dimension, Discovery, EndpointEvent, Enrichment,
         EnrichmentGroup, EnrichmentSet, ErrorKind, Finding, FindingKind, Metric, MetricType,
         MetricValue, MetricsGroup, MetricsGroupBuilder, PluginError, Polling, Resource,
-        SCHEMA_VERSION, Severity, clock, config, kv, log,
+        SCHEMA_VERSION, Severity, clock, config, enrichment, kv, log,
     };
 }
 

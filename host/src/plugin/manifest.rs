@@ -102,7 +102,9 @@ impl Schedule {
         }
     }
 
-    fn parse(text: &str) -> Result<Schedule, String> {
+    /// Parses `execute_frequency`: a duration (`60`, `90s`, `5m`) or a cron
+    /// expression (5 fields as in crontab, or 6-7 with seconds and years).
+    pub fn parse(text: &str) -> Result<Schedule, String> {
         let text = text.trim();
         if !text.contains(' ') {
             return match parse_duration(text) {

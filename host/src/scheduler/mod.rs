@@ -398,6 +398,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cron_schedules_fire_at_their_exact_times() {
+        let schedule = Schedule::parse("*/5 * * * *").expect("crontab syntax");
+        assert_eq!(schedule.interval(), Duration::from_secs(300));
+        let key = JobKey::new("p", Some("r"));
+        let after = 1_700_000_123_456;
+        let due = next_due(&schedule, &key, after);
+        assert!(due >= after && due < after + 300_000, "{due}");
+        assert_eq!(due % 300_000, 0, "on the five-minute marks");
+        assert_eq!(next_due(&schedule, &key, due + 1), due + 300_000);
+        assert!(Schedule::parse("every tuesday").is_err());
+        assert!(
+            Schedule::parse("* * * * * *").is_ok_and(|s| s.interval() == Duration::from_secs(1))
+        );
+        assert!(Schedule::parse("*/2 * * * * *").is_ok());
+    }
+
+    #[test]
     fn due_times_are_aligned_spread_and_stable() {
         let schedule = Schedule::Every(Duration::from_secs(60));
         let mut offsets = Vec::new();

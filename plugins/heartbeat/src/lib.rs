@@ -10,8 +10,9 @@
 //!   plugin's key/value store, so it survives between runs),
 //! * `interval_seconds` (gauge, the schedule interval the host reports),
 //!
-//! with dimensions `resource_class` and, when `[heartbeat] label` is set,
-//! `label`.
+//! with dimensions `resource_class`, `label` when `[heartbeat] label` is
+//! set, and any keys listed in `[heartbeat] inventory_dimensions` found in
+//! the cached `inventory` enrichment (see `plugins/metadata-enrichment`).
 
 use vigil_sdk::prelude::*;
 
@@ -27,6 +28,16 @@ impl Polling for Heartbeat {
                 .dimension("resource_class", resource.class.clone());
         if let Some(label) = config::text("heartbeat", "label") {
             group = group.dimension("label", label);
+        }
+        // Labels from cached enrichment: `[heartbeat] inventory_dimensions =
+        // rack,model` with `[enrichment] preload = self:inventory`.
+        if let Some(keys) = config::text("heartbeat", "inventory_dimensions") {
+            let inventory = enrichment::values("inventory", "resource").unwrap_or_default();
+            for key in keys.split(',').map(str::trim) {
+                if let Some((_, value)) = inventory.iter().find(|(k, _)| k == key) {
+                    group = group.dimension(key, value.clone());
+                }
+            }
         }
         let group = group
             .gauge("up", 1u64)
