@@ -24,7 +24,7 @@ use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::scheduler::{LocalClaims, Scheduler, SchedulerSettings};
 use crate::site::SiteConfig;
 use crate::store::sqlite::SqliteStorage;
-use crate::store::{HostStatus, PluginStatus, Storage};
+use crate::store::{HostStatus, PluginStatus, Storage, off_runtime};
 use crate::transform::RateTransformer;
 
 /// How often the status the CLI reads is refreshed.
@@ -195,10 +195,8 @@ async fn write_status(
             .map(|(path, error)| (path.display().to_string(), error))
             .collect(),
     };
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.put_status(&status)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "writing status"),
-        Err(e) => tracing::error!(error = %e, "writing status"),
-    }
+    off_runtime(store, "writing status", move |store| {
+        store.put_status(&status)
+    })
+    .await;
 }

@@ -27,7 +27,7 @@ use crate::model::{MetricsGroup, Resource};
 use crate::plugin::PluginKind;
 use crate::sandbox::{RunContext, RunInput, RunOutcome, RunOutput, Sandbox};
 use crate::scheduler::{Job, JobKey, JobRunner};
-use crate::store::{RunRecord, Storage};
+use crate::store::{RunRecord, Storage, off_runtime};
 use crate::transform::RateTransformer;
 use enrichment_cache::EnrichmentCache;
 use stats::RunStats;
@@ -39,6 +39,8 @@ pub fn epoch_seconds(at: SystemTime) -> f64 {
 }
 
 /// Runs jobs in the sandbox and routes their output down the pipeline.
+/// Cloning is cheap: it is a set of shared handles.
+#[derive(Clone)]
 pub struct Executor {
     sandbox: Arc<Sandbox>,
     store: Arc<dyn Storage>,
@@ -174,15 +176,14 @@ impl Executor {
         default_ttl: f64,
         now: f64,
     ) -> String {
-        let store = self.store.clone();
         let plugin_name = plugin.to_owned();
         let count = resources.len();
-        let result = tokio::task::spawn_blocking(move || {
+        let stored = off_runtime(&self.store, "storing discovered resources", move |store| {
             store.upsert_resources(&plugin_name, &resources, default_ttl, now)
         })
         .await;
-        match result {
-            Ok(Ok(summary)) => {
+        match stored {
+            Some(summary) => {
                 if summary.added > 0 {
                     tracing::info!(
                         plugin,
@@ -194,11 +195,7 @@ impl Executor {
                 }
                 format!("{count} resources ({} new)", summary.added)
             }
-            Ok(Err(e)) => {
-                tracing::error!(plugin, error = %e, "storing discovered resources");
-                format!("storing resources failed: {e}")
-            }
-            Err(e) => format!("storing resources failed: {e}"),
+            None => "storing resources failed (see the log)".to_owned(),
         }
     }
 }
@@ -206,28 +203,13 @@ impl Executor {
 impl JobRunner for Executor {
     fn run(&self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         // The future must own what it uses; the executor is shared.
-        let this = self.clone_handles();
+        let this = self.clone();
         Box::pin(async move { this.execute(job).await })
     }
 
     fn skipped(&self, job: &JobKey, reason: &'static str) {
         self.stats.skipped(&job.plugin);
         tracing::debug!(plugin = %job.plugin, resource = job.resource.as_deref().unwrap_or(""), reason, "run skipped");
-    }
-}
-
-impl Executor {
-    fn clone_handles(&self) -> Executor {
-        Executor {
-            sandbox: self.sandbox.clone(),
-            store: self.store.clone(),
-            enrichments: self.enrichments.clone(),
-            transformer: self.transformer.clone(),
-            bus: self.bus.clone(),
-            runs: self.runs.clone(),
-            stats: self.stats.clone(),
-            resources_changed: self.resources_changed.clone(),
-        }
     }
 }
 
@@ -252,10 +234,8 @@ async fn flush_runs(store: &Arc<dyn Storage>, batch: &mut Vec<RunRecord>) {
         return;
     }
     let records = std::mem::take(batch);
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.record_runs(&records)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "recording run history"),
-        Err(e) => tracing::error!(error = %e, "recording run history"),
-    }
+    off_runtime(store, "recording run history", move |store| {
+        store.record_runs(&records)
+    })
+    .await;
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::encode::write_json_line;
 use crate::model::MetricsGroup;
-use crate::store::Storage;
+use crate::store::{Storage, off_runtime};
 
 /// Counts of what the sinks handled.
 #[derive(Debug, Default)]
@@ -85,10 +85,8 @@ async fn flush(
         return;
     }
     let groups = std::mem::take(latest);
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.store_latest(&groups)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "storing latest values"),
-        Err(e) => tracing::error!(error = %e, "storing latest values"),
-    }
+    off_runtime(store, "storing latest values", move |store| {
+        store.store_latest(&groups)
+    })
+    .await;
 }

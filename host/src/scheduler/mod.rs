@@ -27,7 +27,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::model::Resource;
 use crate::plugin::manifest::Schedule;
 use crate::plugin::{LoadedPlugin, PluginKind, PluginRegistry};
-use crate::store::Storage;
+use crate::store::{Storage, off_runtime};
 pub use claims::{Claim, LocalClaims, WorkClaims};
 
 /// One unit of scheduled work: a plugin, and the resource it runs for
@@ -90,6 +90,13 @@ struct Planned {
     next_due: u64,
     /// Heap entries carry this; a mismatch marks them stale.
     generation: u64,
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 fn now_ms() -> u64 {
@@ -203,17 +210,13 @@ impl Scheduler {
     }
 
     async fn expire_resources(&self) {
-        let store = self.store.clone();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        match tokio::task::spawn_blocking(move || store.expire_resources(now)).await {
-            Ok(Ok(expired)) if !expired.is_empty() => {
-                tracing::info!(count = expired.len(), "resources expired; no longer polled");
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "expiring resources"),
-            _ => {}
+        let now = epoch_now();
+        let expired = off_runtime(&self.store, "expiring resources", move |store| {
+            store.expire_resources(now)
+        })
+        .await;
+        if let Some(expired) = expired.filter(|e| !e.is_empty()) {
+            tracing::info!(count = expired.len(), "resources expired; no longer polled");
         }
     }
 
@@ -224,21 +227,14 @@ impl Scheduler {
         heap: &mut BinaryHeap<Reverse<(u64, u64, JobKey)>>,
         generation: &mut u64,
     ) {
-        let store = self.store.clone();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let resources = match tokio::task::spawn_blocking(move || store.live_resources(now)).await {
-            Ok(Ok(resources)) => resources,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "reading resources; keeping the current plan");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reading resources");
-                return;
-            }
+        let now = epoch_now();
+        // On a storage error keep the current plan rather than drop every job.
+        let Some(resources) = off_runtime(&self.store, "reading resources", move |store| {
+            store.live_resources(now)
+        })
+        .await
+        else {
+            return;
         };
         self.resources
             .store(resources.len(), std::sync::atomic::Ordering::Relaxed);

@@ -102,6 +102,27 @@ pub struct PluginStatus {
     pub lateness_p99_ms: f64,
 }
 
+/// Runs a blocking storage call off the async runtime. Failures are logged
+/// as `what` and yield `None`: a storage hiccup never stops the pipeline.
+pub async fn off_runtime<T: Send + 'static>(
+    store: &std::sync::Arc<dyn Storage>,
+    what: &'static str,
+    call: impl FnOnce(&dyn Storage) -> StoreResult<T> + Send + 'static,
+) -> Option<T> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what}");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "{what}");
+            None
+        }
+    }
+}
+
 /// The storage seam. Methods are blocking; async callers use
 /// `spawn_blocking` for anything large.
 pub trait Storage: Send + Sync + 'static {
