@@ -71,6 +71,40 @@ fn selected(name: &str) -> bool {
     std::env::var("VIGIL_BENCH_ONLY").map_or(true, |only| name.contains(&only))
 }
 
+/// Like [`measure`], for async code: every iteration runs inside one
+/// `block_on`, as the host's calls do (it never enters the runtime per call).
+macro_rules! measure_async {
+    ($runtime:expr, $name:expr, $budget:expr, $body:expr) => {{
+        if !selected($name) {
+            Figures {
+                median: Duration::from_nanos(1),
+                p99: Duration::from_nanos(1),
+                iterations: 0,
+            }
+        } else {
+            $runtime.block_on(async {
+                let warm_until = Instant::now() + $budget / 10;
+                while Instant::now() < warm_until {
+                    $body;
+                }
+                let mut samples = Vec::new();
+                let until = Instant::now() + $budget;
+                while Instant::now() < until || samples.len() < 100 {
+                    let start = Instant::now();
+                    $body;
+                    samples.push(start.elapsed());
+                }
+                samples.sort();
+                Figures {
+                    median: samples[samples.len() / 2],
+                    p99: samples[samples.len() * 99 / 100],
+                    iterations: samples.len(),
+                }
+            })
+        }
+    }};
+}
+
 fn report(name: &str, f: &Figures, target: Option<(&str, bool)>) {
     let verdict = match target {
         Some((text, met)) => format!("target {text}: {}", if met { "met" } else { "NOT met" }),
@@ -167,14 +201,16 @@ fn main() {
     let mut minimal = Resource::named("bench-minimal", "127.0.0.1");
     minimal.class = "minimal".to_owned();
     let context = || RunContext::new(SystemTime::now(), None);
-    let fresh = measure(
+    let fresh = measure_async!(
+        runtime,
         "fresh instance + call + 1 import + small group",
         budget,
-        || {
-            let report =
-                runtime.block_on(sandbox.run(&plugin, RunInput::Poll(minimal.clone()), context()));
+        {
+            let report = sandbox
+                .run(&plugin, RunInput::Poll(minimal.clone()), context())
+                .await;
             assert!(report.outcome.is_ok(), "{}", report.outcome);
-        },
+        }
     );
     report(
         "fresh instance + call + 1 import + small group",
@@ -185,8 +221,8 @@ fn main() {
     let mut live = runtime
         .block_on(sandbox.instantiate_polling(&plugin))
         .expect("live instance");
-    let warm = measure("warm call + 1 import + small group", budget, || {
-        let outcome = runtime.block_on(live.poll(&minimal));
+    let warm = measure_async!(runtime, "warm call + 1 import + small group", budget, {
+        let outcome = live.poll(&minimal).await;
         assert!(outcome.is_ok(), "{outcome}");
     });
     report(
@@ -204,14 +240,15 @@ fn main() {
         black_box(native_poll(black_box(&device), Some(&table)));
     });
     report("decode 48 interfaces: native", &native, None);
-    let fresh_work = measure("decode 48 interfaces: sandboxed, fresh", budget, || {
-        let report =
-            runtime.block_on(sandbox.run(&plugin, RunInput::Poll(device.clone()), context()));
+    let fresh_work = measure_async!(runtime, "decode 48 interfaces: sandboxed, fresh", budget, {
+        let report = sandbox
+            .run(&plugin, RunInput::Poll(device.clone()), context())
+            .await;
         assert!(report.outcome.is_ok(), "{}", report.outcome);
     });
     report("decode 48 interfaces: sandboxed, fresh", &fresh_work, None);
-    let warm_work = measure("decode 48 interfaces: sandboxed, warm", budget, || {
-        let outcome = runtime.block_on(live.poll(&device));
+    let warm_work = measure_async!(runtime, "decode 48 interfaces: sandboxed, warm", budget, {
+        let outcome = live.poll(&device).await;
         assert!(outcome.is_ok(), "{outcome}");
     });
     report("decode 48 interfaces: sandboxed, warm", &warm_work, None);
@@ -227,13 +264,14 @@ fn main() {
         &native_format,
         None,
     );
-    let warm_format = measure(
+    let warm_format = measure_async!(
+        runtime,
         "render + decode 48 interfaces: sandboxed, warm",
         budget,
-        || {
-            let outcome = runtime.block_on(live.poll(&generating));
+        {
+            let outcome = live.poll(&generating).await;
             assert!(outcome.is_ok(), "{outcome}");
-        },
+        }
     );
     report(
         "render + decode 48 interfaces: sandboxed, warm",

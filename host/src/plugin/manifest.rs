@@ -121,9 +121,19 @@ impl Schedule {
         } else {
             text.to_owned()
         };
-        let schedule: cron::Schedule = expression
-            .parse()
-            .map_err(|e| format!("{text:?} is neither a duration nor a cron expression: {e}"))?;
+        let schedule: cron::Schedule = expression.parse().map_err(|e: cron::error::Error| {
+            // The cron crate's message spans lines (text, caret, reason):
+            // keep the reason so every config error stays one line.
+            let message = e.to_string();
+            let reason = message
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid")
+                .trim()
+                .to_owned();
+            format!("{text:?} is neither a duration nor a cron expression ({reason})")
+        })?;
         let mut upcoming = schedule.upcoming(chrono::Utc);
         let interval = match (upcoming.next(), upcoming.next()) {
             (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::ZERO),
