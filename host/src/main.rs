@@ -267,8 +267,15 @@ fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // The running host refreshes its status every 2 s.
+    let age = vigil_host::pipeline::epoch_seconds(SystemTime::now()) - status.updated_at;
+    let state = if age < 10.0 {
+        "running"
+    } else {
+        "NOT RUNNING (or hung): status is stale"
+    };
     println!(
-        "site {} (pid {}), up since {}, status updated {}",
+        "site {} (pid {}): {state}; started {}, status updated {}",
         status.site,
         status.pid,
         ago(status.started_at),
