@@ -58,7 +58,14 @@ pub async fn run(
         );
     }
     let started_at = epoch_seconds(SystemTime::now());
-    let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site))?);
+    // Plugin key/value state lives in the same database, so it survives
+    // restarts.
+    let kv = crate::store::kv::SqliteKv::open(&site.database)
+        .with_context(|| format!("opening {}", site.database.display()))?;
+    let sandbox = Arc::new(Sandbox::with_kv(
+        &SandboxSettings::from_site(&site),
+        Arc::new(kv),
+    )?);
     let store: Arc<dyn Storage> = Arc::new(
         SqliteStorage::open(&site.database)
             .with_context(|| format!("opening {}", site.database.display()))?,

@@ -464,3 +464,55 @@ fn runs_never_overlap_and_a_hung_plugin_does_not_delay_others() {
         "a heartbeat run started {worst:.3} s late while the other plugin hung"
     );
 }
+
+/// The `runs` counter the heartbeat plugin keeps for `sw1`, as the latest
+/// value `vigil metrics` reports.
+fn runs_counter(site: &Site) -> Option<u64> {
+    let output = site.vigil(&[
+        "metrics",
+        "--group",
+        "heartbeat",
+        "--filter",
+        r#"resource_id = "sw1""#,
+    ]);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            line.split(" runs = ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+#[test]
+fn plugin_state_survives_a_restart() {
+    let site = Site::new(4);
+    site.inventory(&[("sw1", "network")], 600);
+    site.discovery("1h");
+    PluginFile::new("beat", "polling", artifacts::HEARTBEAT)
+        .frequency("1s")
+        .write(&site.plugins(), "beat");
+
+    let vigil = site.start();
+    wait_until("a few polls", Duration::from_secs(30), || {
+        runs_counter(&site).is_some_and(|n| n >= 3)
+    });
+    stop(vigil);
+    let before = runs_counter(&site).expect("counter");
+
+    let vigil = site.start();
+    wait_until("polls after the restart", Duration::from_secs(30), || {
+        runs_of(&site.runs(), "beat", Some("sw1")).len() as u64 > before + 1
+    });
+    stop(vigil);
+    // The counter kept counting from where it was, not from 1.
+    let after = runs_counter(&site).expect("counter");
+    assert!(after > before + 1, "before {before}, after {after}");
+    assert_eq!(
+        after,
+        runs_of(&site.runs(), "beat", Some("sw1")).len() as u64
+    );
+}

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::bindings::vigil::plugin::kv::{Host, KvError};
+use crate::bindings::vigil::plugin::kv::Host;
+pub use crate::bindings::vigil::plugin::kv::KvError;
 use crate::sandbox::HostState;
 
 /// Longest key, in bytes.

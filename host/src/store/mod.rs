@@ -7,6 +7,7 @@
 //! `vigil resources` and `vigil metrics` read a running host's state from
 //! another process without any server.
 
+pub mod kv;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
