@@ -16,14 +16,8 @@ pub struct SqliteKv {
 
 impl SqliteKv {
     pub fn open(path: &Path) -> StoreResult<SqliteKv> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        connection.execute_batch(
+        let connection = super::sqlite::open_database(
+            path,
             "CREATE TABLE IF NOT EXISTS plugin_kv (
                  plugin TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
                  PRIMARY KEY (plugin, key)

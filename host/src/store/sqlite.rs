@@ -40,6 +40,21 @@ CREATE TABLE IF NOT EXISTS latest (
 CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
 ";
 
+/// Opens (creating if needed) the database at `path` for writing, in WAL
+/// mode so readers in other processes (the CLI) never block the host, and
+/// applies `schema`.
+pub(crate) fn open_database(path: &Path, schema: &str) -> StoreResult<Connection> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.execute_batch(schema)?;
+    Ok(connection)
+}
+
 pub struct SqliteStorage {
     connection: Mutex<Connection>,
 }
@@ -47,15 +62,7 @@ pub struct SqliteStorage {
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStorage> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let connection = Connection::open(path)?;
-        // WAL: readers in other processes (the CLI) never block the host.
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        connection.execute_batch(SCHEMA)?;
+        let connection = open_database(path, SCHEMA)?;
         Ok(SqliteStorage {
             connection: Mutex::new(connection),
         })
