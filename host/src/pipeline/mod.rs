@@ -207,6 +207,18 @@ impl JobRunner for Executor {
         Box::pin(async move { this.execute(job).await })
     }
 
+    fn resources_expired(&self, ids: &[String]) {
+        let forgotten: usize = ids
+            .iter()
+            .map(|id| self.transformer.forget_resource(id))
+            .sum();
+        tracing::debug!(
+            resources = ids.len(),
+            series = forgotten,
+            "dropped rate state of expired resources"
+        );
+    }
+
     fn skipped(&self, job: &JobKey, reason: &'static str) {
         self.stats.skipped(&job.plugin);
         tracing::debug!(plugin = %job.plugin, resource = job.resource.as_deref().unwrap_or(""), reason, "run skipped");
@@ -238,4 +250,68 @@ async fn flush_runs(store: &Arc<dyn Storage>, batch: &mut Vec<RunRecord>) {
         store.record_runs(&records)
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Datetime, Metric, MetricType, MetricValue};
+    use crate::plugin::manifest::RateTransform;
+    use crate::sandbox::SandboxSettings;
+    use crate::site::SiteConfig;
+    use crate::store::sqlite::SqliteStorage;
+
+    #[test]
+    fn expired_resources_lose_their_rate_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site = SiteConfig {
+            cache_dir: dir.path().join("cache"),
+            ..SiteConfig::embedded()
+        };
+        let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox"));
+        let store: Arc<dyn Storage> =
+            Arc::new(SqliteStorage::open(&dir.path().join("vigil.db")).expect("store"));
+        let (bus, _bus_rx) = mpsc::channel(1);
+        let (runs, _runs_rx) = mpsc::unbounded_channel();
+        let transformer = Arc::new(RateTransformer::new(100));
+        let executor = Executor::new(
+            sandbox,
+            store,
+            Arc::new(EnrichmentCache::default()),
+            transformer.clone(),
+            bus,
+            runs,
+            Arc::new(RunStats::default()),
+            Arc::new(Notify::new()),
+        );
+        let transforms = vec![RateTransform {
+            name: "r".into(),
+            group_type: "g".into(),
+            metrics: vec!["c".into()],
+        }];
+        for id in ["sw1", "sw2"] {
+            let at = Datetime {
+                seconds: 100,
+                nanoseconds: 0,
+            };
+            let mut groups = vec![MetricsGroup {
+                group_type: "g".into(),
+                interval_seconds: 10,
+                creation_timestamp: at,
+                schema_version: "0.2".into(),
+                resource: Resource::named(id, "127.0.0.1"),
+                dimensions: Vec::new(),
+                metrics: vec![Metric {
+                    name: "c".into(),
+                    value: MetricValue::Unsigned(1),
+                    type_: MetricType::Counter,
+                    creation_timestamp: at,
+                }],
+            }];
+            transformer.apply("p", &transforms, &mut groups);
+        }
+        assert_eq!(transformer.series(), 2);
+        executor.resources_expired(&["sw1".to_owned()]);
+        assert_eq!(transformer.series(), 1);
+    }
 }

@@ -61,6 +61,8 @@ pub trait JobRunner: Send + Sync + 'static {
     fn run(&self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
     /// A job was not started (`reason`: `still_running`, `too_soon`).
     fn skipped(&self, job: &JobKey, reason: &'static str);
+    /// These resources expired: drop any state kept for them.
+    fn resources_expired(&self, ids: &[String]);
 }
 
 pub struct SchedulerSettings {
@@ -217,6 +219,7 @@ impl Scheduler {
         .await;
         if let Some(expired) = expired.filter(|e| !e.is_empty()) {
             tracing::info!(count = expired.len(), "resources expired; no longer polled");
+            self.runner.resources_expired(&expired);
         }
     }
 
