@@ -87,16 +87,16 @@ pub async fn run(
     let sink_stats = Arc::new(SinkStats::default());
     let enrichments = Arc::new(EnrichmentCache::default());
     let resources_changed = Arc::new(tokio::sync::Notify::new());
-    let executor = Arc::new(Executor::new(
-        sandbox.clone(),
-        store.clone(),
-        enrichments.clone(),
-        Arc::new(RateTransformer::default()),
-        bus_tx,
-        runs_tx,
-        stats.clone(),
-        resources_changed.clone(),
-    ));
+    let executor = Arc::new(Executor {
+        sandbox: sandbox.clone(),
+        store: store.clone(),
+        enrichments: enrichments.clone(),
+        transformer: Arc::new(RateTransformer::default()),
+        bus: bus_tx,
+        runs: runs_tx,
+        stats: stats.clone(),
+        resources_changed: resources_changed.clone(),
+    });
     let scheduler = Scheduler::new(
         registry.clone(),
         store.clone(),
@@ -107,18 +107,9 @@ pub async fn run(
             max_runs_per_plugin: site.max_runs_per_plugin as usize,
             housekeeping: settings.housekeeping,
         },
+        // The executor notifies it when discovery adds resources.
+        resources_changed,
     );
-    // Discovery results wake the scheduler through the executor's notifier.
-    {
-        let (scheduler_wake, discovered) = (scheduler.notifier(), resources_changed.clone());
-        tokio::spawn(async move {
-            loop {
-                discovered.notified().await;
-                scheduler_wake.notify_one();
-            }
-        });
-    }
-
     let sinks = tokio::spawn(run_sinks(
         bus_rx,
         site.json_lines.clone(),

@@ -342,18 +342,27 @@ fn metrics(
 ) -> anyhow::Result<ExitCode> {
     let filter = parse_filter(filter)?;
     let store = open_store(site)?;
-    let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
-    let resources: std::collections::HashMap<String, Resource> = store
-        .live_resources(now)?
-        .into_iter()
-        .map(|s| (s.resource.id.clone(), s.resource))
-        .collect();
+    // Only a filter needs the resources: the ids of those it matches.
+    let matching: Option<std::collections::HashSet<String>> = match &filter {
+        None => None,
+        Some(filter) => {
+            let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
+            Some(
+                store
+                    .live_resources(now)?
+                    .into_iter()
+                    .filter(|s| filter.matches(&s.resource))
+                    .map(|s| s.resource.id)
+                    .collect(),
+            )
+        }
+    };
     for series in store.latest(group)? {
-        if let Some(filter) = &filter {
-            match resources.get(&series.resource_id) {
-                Some(resource) if filter.matches(resource) => {}
-                _ => continue,
-            }
+        if matching
+            .as_ref()
+            .is_some_and(|ids| !ids.contains(&series.resource_id))
+        {
+            continue;
         }
         let dimensions: Vec<String> = series
             .dimensions

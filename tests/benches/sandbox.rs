@@ -37,43 +37,16 @@ struct Figures {
     iterations: usize,
 }
 
-/// Times `op` for about `budget` after a warm-up and returns the median and p99.
-fn measure(name: &str, budget: Duration, mut op: impl FnMut()) -> Figures {
-    if !selected(name) {
-        return Figures {
-            median: Duration::from_nanos(1),
-            p99: Duration::from_nanos(1),
-            iterations: 0,
-        };
-    }
-    let warm_until = Instant::now() + budget / 10;
-    while Instant::now() < warm_until {
-        op();
-    }
-    let mut samples = Vec::new();
-    let until = Instant::now() + budget;
-    while Instant::now() < until || samples.len() < 100 {
-        let start = Instant::now();
-        op();
-        samples.push(start.elapsed());
-    }
-    samples.sort();
-    Figures {
-        median: samples[samples.len() / 2],
-        p99: samples[samples.len() * 99 / 100],
-        iterations: samples.len(),
-    }
-}
-
 /// `VIGIL_BENCH_ONLY=<text>` times only the cases whose name contains it
 /// (handy under a profiler); the others report zero.
 fn selected(name: &str) -> bool {
     std::env::var("VIGIL_BENCH_ONLY").map_or(true, |only| name.contains(&only))
 }
 
-/// Like [`measure`], for async code: every iteration runs inside one
-/// `block_on`, as the host's calls do (it never enters the runtime per call).
-macro_rules! measure_async {
+/// Times `$body` for about `$budget` after a warm-up and returns the median
+/// and p99. Every iteration runs inside one `block_on`, as the host's calls
+/// do (it never enters the runtime per call); `$body` may `.await`.
+macro_rules! measure {
     ($runtime:expr, $name:expr, $budget:expr, $body:expr) => {{
         if !selected($name) {
             Figures {
@@ -189,7 +162,7 @@ fn main() {
         .expect("prepare (compiles and caches)");
     println!("allocator: {:?}", sandbox.allocator());
 
-    let load = measure("load from precompiled cache", budget, || {
+    let load = measure!(runtime, "load from precompiled cache", budget, {
         black_box(sandbox.prepare(manifest.clone()).expect("prepare"));
     });
     report(
@@ -201,7 +174,7 @@ fn main() {
     let mut minimal = Resource::named("bench-minimal", "127.0.0.1");
     minimal.class = "minimal".to_owned();
     let context = || RunContext::new(SystemTime::now(), None);
-    let fresh = measure_async!(
+    let fresh = measure!(
         runtime,
         "fresh instance + call + 1 import + small group",
         budget,
@@ -221,7 +194,7 @@ fn main() {
     let mut live = runtime
         .block_on(sandbox.instantiate_polling(&plugin))
         .expect("live instance");
-    let warm = measure_async!(runtime, "warm call + 1 import + small group", budget, {
+    let warm = measure!(runtime, "warm call + 1 import + small group", budget, {
         let outcome = live.poll(&minimal).await;
         assert!(outcome.is_ok(), "{outcome}");
     });
@@ -236,18 +209,18 @@ fn main() {
     let mut device = Resource::named("bench-device", "127.0.0.1");
     let table = workload::synthetic_table(workload::seed(&device.id), INTERFACES);
     device.metadata.push(("table".to_owned(), table.clone()));
-    let native = measure("decode 48 interfaces: native", budget, || {
+    let native = measure!(runtime, "decode 48 interfaces: native", budget, {
         black_box(native_poll(black_box(&device), Some(&table)));
     });
     report("decode 48 interfaces: native", &native, None);
-    let fresh_work = measure_async!(runtime, "decode 48 interfaces: sandboxed, fresh", budget, {
+    let fresh_work = measure!(runtime, "decode 48 interfaces: sandboxed, fresh", budget, {
         let report = sandbox
             .run(&plugin, RunInput::Poll(device.clone()), context())
             .await;
         assert!(report.outcome.is_ok(), "{}", report.outcome);
     });
     report("decode 48 interfaces: sandboxed, fresh", &fresh_work, None);
-    let warm_work = measure_async!(runtime, "decode 48 interfaces: sandboxed, warm", budget, {
+    let warm_work = measure!(runtime, "decode 48 interfaces: sandboxed, warm", budget, {
         let outcome = live.poll(&device).await;
         assert!(outcome.is_ok(), "{outcome}");
     });
@@ -256,7 +229,7 @@ fn main() {
     // Integer formatting is wasm's weak spot: without a 64x64->128 multiply
     // every division by 10 is a real `div`.
     let generating = Resource::named("bench-device", "127.0.0.1");
-    let native_format = measure("render + decode 48 interfaces: native", budget, || {
+    let native_format = measure!(runtime, "render + decode 48 interfaces: native", budget, {
         black_box(native_poll(black_box(&generating), None));
     });
     report(
@@ -264,7 +237,7 @@ fn main() {
         &native_format,
         None,
     );
-    let warm_format = measure_async!(
+    let warm_format = measure!(
         runtime,
         "render + decode 48 interfaces: sandboxed, warm",
         budget,

@@ -56,7 +56,11 @@ impl PluginFile {
             self.module.display(),
             self.frequency
         );
-        for (section, entries) in &self.sections {
+        // `[main]` extras belong right after execute_frequency, whatever
+        // order they were set in; then every other section in order.
+        let main = self.sections.iter().filter(|(s, _)| s == "main");
+        let others = self.sections.iter().filter(|(s, _)| s != "main");
+        for (section, entries) in main.chain(others) {
             if section != "main" {
                 text.push_str(&format!("\n[{section}]\n"));
             }
@@ -69,7 +73,6 @@ impl PluginFile {
 
     /// Writes `<dir>/<file_stem>.vigil-plugin` and returns its path.
     pub fn write(&self, dir: &Path, file_stem: &str) -> PathBuf {
-        // `[main]` extras must follow execute_frequency inside [main].
         let path = dir.join(format!("{file_stem}.vigil-plugin"));
         std::fs::write(&path, self.render()).expect("writing plugin file");
         path

@@ -42,40 +42,22 @@ pub fn epoch_seconds(at: SystemTime) -> f64 {
 /// Cloning is cheap: it is a set of shared handles.
 #[derive(Clone)]
 pub struct Executor {
-    sandbox: Arc<Sandbox>,
-    store: Arc<dyn Storage>,
-    enrichments: Arc<EnrichmentCache>,
-    transformer: Arc<RateTransformer>,
-    bus: mpsc::Sender<Vec<MetricsGroup>>,
-    runs: mpsc::UnboundedSender<RunRecord>,
-    stats: Arc<RunStats>,
-    resources_changed: Arc<Notify>,
+    pub sandbox: Arc<Sandbox>,
+    /// Where discovered resources go.
+    pub store: Arc<dyn Storage>,
+    /// Filled by enrichment runs, read by polling runs.
+    pub enrichments: Arc<EnrichmentCache>,
+    pub transformer: Arc<RateTransformer>,
+    /// The metrics bus to the sinks.
+    pub bus: mpsc::Sender<Vec<MetricsGroup>>,
+    /// Finished runs, for the run history.
+    pub runs: mpsc::UnboundedSender<RunRecord>,
+    pub stats: Arc<RunStats>,
+    /// Woken when discovery adds resources, so the scheduler replans.
+    pub resources_changed: Arc<Notify>,
 }
 
 impl Executor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        sandbox: Arc<Sandbox>,
-        store: Arc<dyn Storage>,
-        enrichments: Arc<EnrichmentCache>,
-        transformer: Arc<RateTransformer>,
-        bus: mpsc::Sender<Vec<MetricsGroup>>,
-        runs: mpsc::UnboundedSender<RunRecord>,
-        stats: Arc<RunStats>,
-        resources_changed: Arc<Notify>,
-    ) -> Executor {
-        Executor {
-            sandbox,
-            store,
-            enrichments,
-            transformer,
-            bus,
-            runs,
-            stats,
-            resources_changed,
-        }
-    }
-
     async fn execute(&self, job: Job) {
         let manifest = job.plugin.manifest();
         let started = SystemTime::now();
@@ -274,16 +256,16 @@ mod tests {
         let (bus, _bus_rx) = mpsc::channel(1);
         let (runs, _runs_rx) = mpsc::unbounded_channel();
         let transformer = Arc::new(RateTransformer::new(100));
-        let executor = Executor::new(
+        let executor = Executor {
             sandbox,
             store,
-            Arc::new(EnrichmentCache::default()),
-            transformer.clone(),
+            enrichments: Arc::new(EnrichmentCache::default()),
+            transformer: transformer.clone(),
             bus,
             runs,
-            Arc::new(RunStats::default()),
-            Arc::new(Notify::new()),
-        );
+            stats: Arc::new(RunStats::default()),
+            resources_changed: Arc::new(Notify::new()),
+        };
         let transforms = vec![RateTransform {
             name: "r".into(),
             group_type: "g".into(),

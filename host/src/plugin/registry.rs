@@ -236,7 +236,8 @@ impl PluginRegistry {
                 format!("{}: {}: {e}", path.display(), manifest.module.display()),
             )
         })?;
-        let fingerprint = format!("{ini_hash}:{}", sha256_hex(&wasm));
+        let wasm_hash = sha256_hex(&wasm);
+        let fingerprint = format!("{ini_hash}:{wasm_hash}");
         if previous.is_some_and(|p| p.fingerprint == fingerprint) {
             return Ok(None);
         }
@@ -256,7 +257,7 @@ impl PluginRegistry {
         }
         let prepared = self
             .sandbox
-            .prepare(Arc::new(manifest))
+            .prepare_component(Arc::new(manifest), &wasm, wasm_hash)
             .map_err(|e| (fingerprint.clone(), format!("{}: {e:#}", path.display())))?;
         Ok(Some(LoadedPlugin {
             prepared,

@@ -269,13 +269,25 @@ impl Sandbox {
     /// checks that it exports the world of its declared kind and imports
     /// nothing the host does not provide.
     pub fn prepare(&self, manifest: Arc<PluginManifest>) -> anyhow::Result<PreparedPlugin> {
-        let module = &manifest.module;
-        let bytes =
-            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+        let bytes = std::fs::read(&manifest.module)
+            .with_context(|| format!("reading {}", manifest.module.display()))?;
         let wasm_sha256 = sha256_hex(&bytes);
+        self.prepare_component(manifest, &bytes, wasm_sha256)
+    }
+
+    /// [`Sandbox::prepare`] for a caller that has already read the
+    /// manifest's module and hashed it (the registry, which fingerprints
+    /// files to spot changes).
+    pub fn prepare_component(
+        &self,
+        manifest: Arc<PluginManifest>,
+        bytes: &[u8],
+        wasm_sha256: String,
+    ) -> anyhow::Result<PreparedPlugin> {
+        let module = &manifest.module;
         let (component, cache) = self
             .cache
-            .load(&self.engine, &bytes, &wasm_sha256)
+            .load(&self.engine, bytes, &wasm_sha256)
             .with_context(|| format!("{}: not a valid WebAssembly component", module.display()))?;
         check_world(&self.engine, &component, manifest.kind)
             .with_context(|| format!("{}", module.display()))?;
@@ -382,15 +394,7 @@ impl Sandbox {
             }
             Ok(Err(CallError::Call(e))) => classify_error(e, state, &limits, &report.stderr, false),
             Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
-            Ok(Ok(Ok(mut output))) => {
-                match validate::check(&output, limits.max_output, polled.as_ref()) {
-                    Ok(()) => {
-                        validate::adopt_resource(&mut output, polled.as_ref());
-                        RunOutcome::Ok(output)
-                    }
-                    Err(reason) => RunOutcome::OutputRejected(reason),
-                }
-            }
+            Ok(Ok(Ok(output))) => accept_output(output, &limits, polled.as_ref()),
         };
         report.duration = started.elapsed();
         report
@@ -529,16 +533,25 @@ impl LiveInstance {
             Ok(Err(e)) => classify_error(e, self.store.data(), &limits, "", false),
             Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
             Ok(Ok(Ok(groups))) => {
-                let mut output = RunOutput::Metrics(groups);
-                match validate::check(&output, limits.max_output, Some(resource)) {
-                    Ok(()) => {
-                        validate::adopt_resource(&mut output, Some(resource));
-                        RunOutcome::Ok(output)
-                    }
-                    Err(reason) => RunOutcome::OutputRejected(reason),
-                }
+                accept_output(RunOutput::Metrics(groups), &limits, Some(resource))
             }
         }
+    }
+}
+
+/// Checks what a plugin returned (size, then schema) and, if it passes,
+/// puts the host's own record of the polled resource into its groups.
+fn accept_output(
+    mut output: RunOutput,
+    limits: &limits::Limits,
+    polled: Option<&Resource>,
+) -> RunOutcome {
+    match validate::check(&output, limits.max_output, polled) {
+        Ok(()) => {
+            validate::adopt_resource(&mut output, polled);
+            RunOutcome::Ok(output)
+        }
+        Err(reason) => RunOutcome::OutputRejected(reason),
     }
 }
 

@@ -81,6 +81,7 @@ pub struct Scheduler {
     settings: SchedulerSettings,
     pool: Arc<Semaphore>,
     per_plugin: std::sync::Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Notified when resources change (discovery found new ones): replan.
     changed: Arc<Notify>,
     resources: std::sync::atomic::AtomicUsize,
 }
@@ -149,6 +150,7 @@ impl Scheduler {
         claims: Arc<dyn WorkClaims>,
         runner: Arc<dyn JobRunner>,
         settings: SchedulerSettings,
+        resources_changed: Arc<Notify>,
     ) -> Arc<Scheduler> {
         let pool = Arc::new(Semaphore::new(settings.max_concurrent_runs));
         Arc::new(Scheduler {
@@ -159,14 +161,9 @@ impl Scheduler {
             settings,
             pool,
             per_plugin: std::sync::Mutex::new(HashMap::new()),
-            changed: Arc::new(Notify::new()),
+            changed: resources_changed,
             resources: std::sync::atomic::AtomicUsize::new(0),
         })
-    }
-
-    /// Wakes the scheduler to rebuild its plan (resources changed).
-    pub fn notifier(&self) -> Arc<Notify> {
-        self.changed.clone()
     }
 
     /// Live resources at the last plan rebuild.
