@@ -33,12 +33,15 @@ fn main() {
         .flatten()
     {
         let dir = entry.path();
-        if dir.join("Cargo.toml").is_file() {
-            println!(
-                "cargo:rerun-if-changed={}",
-                dir.join("Cargo.toml").display()
-            );
+        let manifest = dir.join("Cargo.toml");
+        if manifest.is_file() {
+            println!("cargo:rerun-if-changed={}", manifest.display());
             println!("cargo:rerun-if-changed={}", dir.join("src").display());
+            // Shared libraries (no `cdylib`) are built as dependencies only.
+            let text = std::fs::read_to_string(&manifest).expect("reading a plugin Cargo.toml");
+            if !text.contains("cdylib") {
+                continue;
+            }
             crates.push(
                 dir.file_name()
                     .expect("crate dir name")

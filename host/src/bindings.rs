@@ -7,7 +7,11 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "base",
-    imports: { default: trappable },
+    imports: {
+        // SNMP waits on the network: the only async import.
+        "vigil:plugin/snmp": async | trappable,
+        default: trappable,
+    },
     additional_derives: [PartialEq],
 });
 
@@ -25,6 +29,7 @@ macro_rules! kind_world {
                     "vigil:plugin/kv": crate::bindings::vigil::plugin::kv,
                     "vigil:plugin/clock": crate::bindings::vigil::plugin::clock,
                     "vigil:plugin/enrichment-cache": crate::bindings::vigil::plugin::enrichment_cache,
+                    "vigil:plugin/snmp": crate::bindings::vigil::plugin::snmp,
                 },
             });
         }

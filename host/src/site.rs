@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::capabilities::snmp::SnmpSettings;
+use crate::capabilities::snmp::settings::SnmpSection;
 use crate::plugin::ini::LocatedError;
 use crate::sandbox::limits::{LimitSpec, Limits};
 
@@ -24,7 +26,7 @@ pub const CAPABILITIES: &[(&str, bool, &str)] = &[
     ),
     (
         "snmp",
-        false,
+        true,
         "SNMP to the endpoint of the resource being polled",
     ),
     (
@@ -60,6 +62,8 @@ pub struct SiteConfig {
     /// Runs one plugin may have going at once, so one slow plugin never
     /// holds the whole pool.
     pub max_runs_per_plugin: u32,
+    /// SNMP defaults, budgets and credentials (`[snmp]`).
+    pub snmp: SnmpSettings,
 }
 
 /// Backends a site may choose. Only `embedded` exists in this version; the
@@ -86,6 +90,8 @@ struct SiteFile {
     outputs: OutputsSection,
     #[serde(default)]
     scheduler: SchedulerSection,
+    #[serde(default)]
+    snmp: SnmpSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +181,7 @@ impl SiteConfig {
             json_lines: None,
             bus_capacity: 10_000,
             max_runs_per_plugin: 16,
+            snmp: SnmpSettings::default(),
         }
     }
 
@@ -360,6 +367,8 @@ impl SiteConfig {
             }
             site.max_runs_per_plugin = value;
         }
+
+        site.snmp = crate::capabilities::snmp::settings::resolve(file.snmp, path, &at)?;
 
         for root in &file.capabilities.file_roots {
             let joined = base.join(root.get_ref());

@@ -284,7 +284,8 @@ fn discovery_filter_schedule_poll_transform_sink() {
     stop(vigil);
 
     // Nothing accepted is lost: every group an ok run produced is in the
-    // JSON lines, complete, in Panoptes' schema.
+    // JSON lines, complete, in Panoptes' schema, and every polling run, ok
+    // or not, added one polling-status group.
     let runs = site.runs();
     let produced: u64 = runs
         .iter()
@@ -297,9 +298,24 @@ fn discovery_filter_schedule_poll_transform_sink() {
                 .ok()
         })
         .sum();
-    let lines = site.json_lines();
+    let all_lines = site.json_lines();
+    let (statuses, lines): (Vec<Value>, Vec<Value>) = all_lines
+        .into_iter()
+        .partition(|g| g["metrics_group_type"] == "status");
     assert!(produced > 10, "{:?}", &runs[runs.len().saturating_sub(3)..]);
     assert_eq!(lines.len() as u64, produced);
+    let polling_runs = runs
+        .iter()
+        .filter(|r| r["plugin"] == "beat" || r["plugin"] == "late_beat")
+        .count();
+    assert_eq!(statuses.len(), polling_runs);
+    assert!(statuses.iter().all(|g| {
+        g["metrics"][0]["metric_name"] == "polling_status"
+            && g["metrics"][0]["metric_value"] == 0
+            && g["dimensions"]
+                .as_array()
+                .is_some_and(|d| d[0]["dimension_name"] == "plugin")
+    }));
     assert!(
         lines
             .iter()

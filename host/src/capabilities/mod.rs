@@ -11,5 +11,6 @@ pub mod config;
 pub mod enrichment;
 pub mod kv;
 pub mod log;
+pub mod snmp;
 
 impl crate::bindings::vigil::plugin::types::Host for crate::sandbox::HostState {}

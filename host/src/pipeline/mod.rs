@@ -4,8 +4,8 @@
 //! scheduler ──job──▶ executor (sandbox run) ─┬─ discovery  ─▶ resource store ─▶ scheduler replans
 //!                                            ├─ enrichment ─▶ enrichment cache ─▶ later polls
 //!                                            └─ polling    ─▶ transform (rates) ─▶ bus ─▶ sinks
-//!                                                                                       ├─ JSON lines
-//!                                                                                       └─ latest values
+//!                                                 + polling status ─┘           ├─ JSON lines
+//!                                                                               └─ latest values
 //! ```
 //!
 //! Every run, whatever its outcome, is counted ([`stats`]) and recorded in
@@ -15,6 +15,7 @@ pub mod encode;
 pub mod enrichment_cache;
 pub mod sinks;
 pub mod stats;
+pub mod status;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -91,6 +92,17 @@ impl Executor {
         let finished = epoch_seconds(SystemTime::now());
         let label = report.outcome.label();
         let mut detail = String::new();
+        // Every polling run says why its device has data or not.
+        let status = match (&job.resource, manifest.kind) {
+            (Some(resource), PluginKind::Polling) => Some(status::status_group(
+                status::classify(&report.outcome, report.snmp.as_ref()),
+                &manifest.name,
+                resource,
+                manifest.schedule.interval().as_secs().max(1) as u32,
+                crate::model::Datetime::from_system(job.due),
+            )),
+            _ => None,
+        };
 
         match report.outcome {
             RunOutcome::Ok(RunOutput::Resources(mut resources)) => {
@@ -121,21 +133,30 @@ impl Executor {
                 self.transformer
                     .apply(&manifest.name, &manifest.transforms, &mut groups);
                 detail = format!("{} metrics groups", groups.len());
-                // Waits when the bus is full: back-pressure, never loss.
-                if !groups.is_empty() && self.bus.send(groups).await.is_err() {
-                    tracing::error!(plugin = %manifest.name, "metrics bus closed; dropping a poll's output");
-                }
+                groups.extend(status.clone());
+                self.publish(&manifest.name, groups).await;
             }
             RunOutcome::Ok(RunOutput::Analysis(_)) => {}
             ref failure => {
                 detail = failure.to_string();
+                if let Some(snmp) = &report.snmp {
+                    detail = format!("{detail} ({})", snmp.describe());
+                }
                 tracing::warn!(
                     plugin = %manifest.name,
                     resource = job.resource.as_ref().map_or("", |r| r.id.as_str()),
                     outcome = label,
                     "run failed: {detail}"
                 );
+                if let Some(status) = status {
+                    self.publish(&manifest.name, vec![status]).await;
+                }
             }
+        }
+        if label == "ok"
+            && let Some(snmp) = report.snmp.as_ref().filter(|s| s.last_error.is_some())
+        {
+            detail = format!("{detail} ({})", snmp.describe());
         }
         self.stats.record(&manifest.name, label, now, lateness_ms);
         let record = RunRecord {
@@ -149,6 +170,14 @@ impl Executor {
         };
         // The recorder only goes away at shutdown, after the last run.
         let _ = self.runs.send(record);
+    }
+
+    /// Sends groups down the bus; waits when it is full (back-pressure,
+    /// never loss).
+    async fn publish(&self, plugin: &str, groups: Vec<MetricsGroup>) {
+        if !groups.is_empty() && self.bus.send(groups).await.is_err() {
+            tracing::error!(plugin, "metrics bus closed; dropping a poll's output");
+        }
     }
 
     async fn store_resources(

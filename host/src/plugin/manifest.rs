@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use super::ini::{IniDocument, IniEntry, IniSection, LocatedError};
 use crate::capabilities::config::{ConfigValue, PluginSections, SectionEntry};
+use crate::capabilities::snmp::RequestOptions;
+use crate::capabilities::snmp::settings::apply_plugin_option;
 use crate::filter::ResourceFilter;
 use crate::sandbox::limits::{LIMITS, LimitSpec, Limits};
 use crate::site::{CAPABILITIES, SiteConfig, capability_names};
@@ -213,6 +215,8 @@ impl RateTransform {
 pub struct Grants {
     /// A host directory mounted read-only at `/data` in the guest.
     pub files: Option<PathBuf>,
+    /// SNMP to the endpoint of the resource being run for.
+    pub snmp: bool,
 }
 
 impl Grants {
@@ -220,6 +224,9 @@ impl Grants {
         let mut names = Vec::new();
         if self.files.is_some() {
             names.push("files");
+        }
+        if self.snmp {
+            names.push("snmp");
         }
         names
     }
@@ -247,6 +254,9 @@ pub struct PluginManifest {
     pub transforms: Vec<RateTransform>,
     pub limits: Limits,
     pub grants: Grants,
+    /// SNMP request settings (site defaults, then the plugin's `[snmp]`);
+    /// `Some` exactly when `snmp` is granted.
+    pub snmp: Option<RequestOptions>,
     /// The sections the plugin can read through the `config` import.
     pub sections: Arc<PluginSections>,
 }
@@ -268,7 +278,7 @@ impl fmt::Display for ManifestErrors {
 }
 
 /// Sections vigil interprets itself; plugins never see them.
-const HOST_SECTIONS: [&str; 4] = ["core", "documentation", "sandbox", "capabilities"];
+const HOST_SECTIONS: [&str; 5] = ["core", "documentation", "sandbox", "capabilities", "snmp"];
 const MAX_NAME_LEN: usize = 128;
 /// Shortest schedule accepted: faster polling belongs to streaming telemetry.
 // (also the floor for cron schedules)
@@ -428,6 +438,7 @@ impl PluginManifest {
 
         let limits = check.limits(site);
         let grants = check.grants(site);
+        let snmp = check.snmp_options(site, &grants, kind);
         let sections = Arc::new(plugin_sections(&doc));
 
         match (name, kind, module, schedule) {
@@ -447,6 +458,7 @@ impl PluginManifest {
                     transforms,
                     limits,
                     grants,
+                    snmp,
                     sections,
                 })
             }
@@ -601,13 +613,59 @@ impl<'a> Checker<'a> {
                 self.at(entry, format!("[capabilities] {name} is not allowed by the site config (capabilities.allowed)"));
                 continue;
             }
-            // Only `files` is provided today.
+            if *name == "snmp" {
+                match ConfigValue::infer(&entry.value).1 {
+                    ConfigValue::Boolean(granted) => grants.snmp = granted,
+                    _ => self.at(
+                        entry,
+                        format!("[capabilities] snmp = {:?}: write yes or no", entry.value),
+                    ),
+                }
+                continue;
+            }
             match self.file_grant(&entry.value, site) {
                 Ok(dir) => grants.files = Some(dir),
                 Err(message) => self.at(entry, format!("[capabilities] files: {message}")),
             }
         }
         grants
+    }
+
+    /// The plugin's `[snmp]` section over the site's defaults. SNMP goes to
+    /// the endpoint of the resource a run is for, so only enrichment and
+    /// polling plugins can have it.
+    fn snmp_options(
+        &mut self,
+        site: &SiteConfig,
+        grants: &Grants,
+        kind: Option<PluginKind>,
+    ) -> Option<RequestOptions> {
+        let section = self.doc.section("snmp");
+        if !grants.snmp {
+            if let Some(entry) = section.and_then(|s| s.entries.first()) {
+                self.at(
+                    entry,
+                    "[snmp] settings, but the plugin does not ask for the snmp capability ([capabilities] snmp = yes)".to_owned(),
+                );
+            }
+            return None;
+        }
+        if let Some(kind @ (PluginKind::Discovery | PluginKind::Analysis)) = kind
+            && let Some(entry) = self.doc.section("capabilities").and_then(|s| s.get("snmp"))
+        {
+            self.at(
+                entry,
+                format!("[capabilities] snmp: a {kind} plugin has no resource to poll; only enrichment and polling plugins can use SNMP"),
+            );
+            return None;
+        }
+        let mut options = site.snmp.defaults;
+        for entry in section.into_iter().flat_map(|s| &s.entries) {
+            if let Err(message) = apply_plugin_option(&mut options, &entry.key, &entry.value) {
+                self.at(entry, format!("[snmp] {message}"));
+            }
+        }
+        Some(options)
     }
 
     fn file_grant(&self, written: &str, site: &SiteConfig) -> Result<PathBuf, String> {

@@ -31,6 +31,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::{Base, analysis, discovery, enrichment, polling};
 use crate::capabilities::kv::{KvBackend, MemoryKv};
 use crate::capabilities::log::RunLog;
+use crate::capabilities::snmp::{SnmpRun, SnmpService, SnmpSettings};
 use crate::model::{EndpointEvent, Resource};
 use crate::plugin::{PluginKind, PluginManifest};
 use crate::site::SiteConfig;
@@ -106,11 +107,13 @@ pub struct HostState {
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) log: RunLog,
     pub(crate) host_calls: u64,
+    /// SNMP for this run, when granted and the run has a resource.
+    pub(crate) snmp: Option<SnmpRun>,
     limiter: Limiter,
     quota_hit: bool,
     deadline_hit: bool,
     /// When the current call must end; checked on every epoch tick.
-    deadline: Instant,
+    pub(crate) deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -204,6 +207,8 @@ pub struct PreparedPlugin {
 pub struct SandboxSettings {
     pub cache_dir: PathBuf,
     pub engine: EngineSettings,
+    /// Credentials and defaults for plugins granted `snmp`.
+    pub snmp: SnmpSettings,
 }
 
 impl SandboxSettings {
@@ -216,6 +221,7 @@ impl SandboxSettings {
                 max_table_elements: site.limit_caps.table_elements,
                 allocator: AllocatorChoice::Auto,
             },
+            snmp: site.snmp.clone(),
         }
     }
 }
@@ -226,6 +232,7 @@ pub struct Sandbox {
     cache: ArtifactCache,
     allocator: AllocatorKind,
     kv: Arc<dyn KvBackend>,
+    snmp: Arc<SnmpService>,
     _ticker: engine::EpochTicker,
 }
 
@@ -249,8 +256,13 @@ impl Sandbox {
             cache,
             allocator,
             kv,
+            snmp: Arc::new(SnmpService::new(settings.snmp.clone())),
             _ticker: ticker,
         })
+    }
+
+    pub fn snmp(&self) -> &Arc<SnmpService> {
+        &self.snmp
     }
 
     pub fn engine(&self) -> &Engine {
@@ -291,11 +303,13 @@ impl Sandbox {
             .with_context(|| format!("{}: not a valid WebAssembly component", module.display()))?;
         check_world(&self.engine, &component, manifest.kind)
             .with_context(|| format!("{}", module.display()))?;
-        let imports = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
+        check_capability_imports(&imports, &manifest)
+            .with_context(|| format!("{}", module.display()))?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "{}: imports something vigil does not provide: {e:#}",
@@ -353,6 +367,7 @@ impl Sandbox {
             log: Vec::new(),
             log_dropped: 0,
             stderr: String::new(),
+            snmp: None,
         };
         if input.kind() != manifest.kind {
             report.outcome = RunOutcome::HostFailure(format!(
@@ -374,6 +389,10 @@ impl Sandbox {
         let fuel = limits.fuel.unwrap_or(u64::MAX);
 
         let polled = input.resource().cloned();
+        if let (Some(options), Some(resource)) = (manifest.snmp, &polled) {
+            store.data_mut().snmp =
+                Some(SnmpRun::new(self.snmp.clone(), resource.clone(), options));
+        }
         let call = call_plugin(&mut store, &plugin.pre, input);
         let result = tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await;
 
@@ -385,6 +404,7 @@ impl Sandbox {
         report.log = std::mem::take(&mut state.log.lines);
         report.log_dropped = state.log.dropped;
         report.stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        report.snmp = state.snmp.take().map(|run| run.summary);
         report.outcome = match result {
             Err(_elapsed) => RunOutcome::Trap(TrapReason::Deadline {
                 limit: limits.deadline,
@@ -419,6 +439,7 @@ impl Sandbox {
             kv: self.kv.clone(),
             log: RunLog::default(),
             host_calls: 0,
+            snmp: None,
             limiter: Limiter {
                 memory_limit: limits.memory,
                 table_limit: limits.table_elements,
@@ -695,6 +716,19 @@ fn panic_message(stderr: &str) -> Option<String> {
         }
         _ => Some(location.to_owned()),
     }
+}
+
+/// Refuses a component that imports a capability its ini does not ask for:
+/// it would only fail at run time, on the first call.
+fn check_capability_imports(imports: &[String], manifest: &PluginManifest) -> anyhow::Result<()> {
+    const SNMP: &str = "vigil:plugin/snmp@0.1.0";
+    if imports.iter().any(|i| i == SNMP) && !manifest.grants.snmp {
+        anyhow::bail!(
+            "the component imports {SNMP}, but {} does not ask for it: add `snmp = yes` under [capabilities] (and allow it in the site config)",
+            manifest.path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Checks the component exports the interface of `kind`, and names what it

@@ -176,4 +176,6 @@ pub struct RunReport {
     pub log_dropped: u64,
     /// What the plugin wrote to stderr (capped), e.g. a panic message.
     pub stderr: String,
+    /// What SNMP did, when the plugin was granted it.
+    pub snmp: Option<crate::capabilities::snmp::SnmpSummary>,
 }

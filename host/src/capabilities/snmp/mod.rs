@@ -1,0 +1,493 @@
+//! `vigil:plugin/snmp`: SNMP to the endpoint of the resource a run is for.
+//!
+//! The capability whole: site and plugin settings ([`settings`]), the
+//! network client ([`client`]) and the WIT implementation here. A plugin
+//! gets it only when its ini asks for `snmp` and the site allows it; it
+//! names OIDs, never an address, a port or a credential. Credentials are
+//! chosen by the site's `[[snmp.credentials]]` filters and never enter a
+//! plugin's memory or a log line.
+//!
+//! Limits: each reply waits at most the plugin's `timeout` (and never past
+//! the run's deadline), with `retries`; one request in flight per device
+//! across the host; at most `max_varbinds_per_run` varbinds per run; at
+//! most [`client::MAX_OIDS_PER_REQUEST`] OIDs per GET. Every call is also
+//! charged to the run's host-call quota.
+
+pub mod client;
+pub mod settings;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::bindings::vigil::plugin::snmp::Host;
+pub use crate::bindings::vigil::plugin::snmp::{SnmpError, Value, Varbind};
+use crate::model::Resource;
+use crate::sandbox::HostState;
+use client::{Arcs, Device, DeviceLocks, MAX_OIDS_PER_REQUEST, Request, Response};
+pub use settings::{RequestOptions, SnmpSettings};
+
+/// The host-wide half: the site's settings and the per-device locks.
+#[derive(Debug, Default)]
+pub struct SnmpService {
+    pub settings: SnmpSettings,
+    locks: Arc<DeviceLocks>,
+}
+
+impl SnmpService {
+    pub fn new(settings: SnmpSettings) -> SnmpService {
+        SnmpService {
+            settings,
+            locks: Arc::new(DeviceLocks::default()),
+        }
+    }
+
+    /// Devices currently being talked to (or waited for).
+    pub fn busy_devices(&self) -> usize {
+        self.locks.tracked()
+    }
+}
+
+/// What SNMP did during one run, for the run record and polling status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnmpSummary {
+    /// `resource-id (address)` once resolved, else the resource id.
+    pub device: String,
+    pub requests: u64,
+    pub varbinds: u64,
+    /// Attempts that got no reply (each retry counts).
+    pub timeouts: u64,
+    /// Calls that returned an error to the plugin.
+    pub failed_calls: u64,
+    /// The last error a call returned.
+    pub last_error: Option<SnmpError>,
+    /// A call was still waiting on the device when the run ended.
+    pub in_flight: bool,
+}
+
+impl SnmpSummary {
+    /// One line for the run record, e.g. `snmp core-1 (10.0.0.1:161): 4
+    /// requests, 612 varbinds; last error: timeout: ...`.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "snmp {}: {} requests, {} varbinds",
+            self.device, self.requests, self.varbinds
+        );
+        if self.in_flight {
+            text.push_str("; still waiting on the device when the run ended");
+        }
+        if let Some(error) = &self.last_error {
+            text.push_str(&format!("; last error: {}", describe_error(error)));
+        }
+        text
+    }
+}
+
+pub fn describe_error(error: &SnmpError) -> String {
+    match error {
+        SnmpError::NotGranted(m) => format!("not granted: {m}"),
+        SnmpError::Timeout(m) => format!("timeout: {m}"),
+        SnmpError::AuthenticationFailed(m) => format!("authentication failed: {m}"),
+        SnmpError::AgentError(m) => format!("agent error: {m}"),
+        SnmpError::MalformedResponse(m) => format!("malformed response: {m}"),
+        SnmpError::QuotaExceeded(m) => format!("varbind quota exceeded: {m}"),
+        SnmpError::InvalidRequest(m) => format!("invalid request: {m}"),
+    }
+}
+
+/// The per-run half, living in the run's [`HostState`].
+pub struct SnmpRun {
+    service: Arc<SnmpService>,
+    resource: Resource,
+    options: RequestOptions,
+    /// Varbinds the run may still receive.
+    budget: u64,
+    /// Bytes of OIDs and values the run may still receive.
+    byte_budget: u64,
+    /// Resolved on the first call.
+    device: Option<Result<Device, SnmpError>>,
+    pub summary: SnmpSummary,
+}
+
+impl SnmpRun {
+    pub fn new(service: Arc<SnmpService>, resource: Resource, options: RequestOptions) -> SnmpRun {
+        let budget = service.settings.max_varbinds_per_run;
+        let byte_budget = service.settings.max_bytes_per_run;
+        SnmpRun {
+            summary: SnmpSummary {
+                device: resource.id.clone(),
+                ..SnmpSummary::default()
+            },
+            service,
+            resource,
+            options,
+            budget,
+            byte_budget,
+            device: None,
+        }
+    }
+
+    async fn device(&mut self, deadline: Instant) -> Result<&mut Device, SnmpError> {
+        if self.device.is_none() {
+            let resolved = match self.service.settings.credential_for(&self.resource) {
+                None => Err(SnmpError::NotGranted(format!(
+                    "no [[snmp.credentials]] entry in the site config matches resource {}",
+                    self.resource.id
+                ))),
+                Some(rule) => {
+                    Device::resolve(&self.resource.id, &self.resource.endpoint, rule, deadline)
+                        .await
+                }
+            };
+            if let Ok(device) = &resolved {
+                self.summary.device = device.label.clone();
+            }
+            self.device = Some(resolved);
+        }
+        match self.device.as_mut() {
+            Some(Ok(device)) => Ok(device),
+            Some(Err(error)) => Err(error.clone()),
+            None => Err(SnmpError::NotGranted("device not resolved".to_owned())),
+        }
+    }
+
+    /// One request with retries, accounted in the summary and the budget.
+    async fn exchange(
+        &mut self,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Response, SnmpError> {
+        let locks = self.service.locks.clone();
+        let options = self.options;
+        let mut timeouts = 0;
+        self.summary.in_flight = true;
+        let result = match self.device(deadline).await {
+            Ok(device) => {
+                device
+                    .exchange(&locks, &request, options, deadline, &mut timeouts)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        self.summary.in_flight = false;
+        self.summary.timeouts += timeouts;
+        self.summary.requests += 1;
+        let response = result?;
+        let count = response.varbinds.len() as u64;
+        self.summary.varbinds += count;
+        self.budget = self.budget.saturating_sub(count);
+        let bytes: u64 = response
+            .varbinds
+            .iter()
+            .map(|(oid, value)| 8 * oid.len() as u64 + value_bytes(value))
+            .sum();
+        if bytes > self.byte_budget {
+            self.byte_budget = 0;
+            return Err(SnmpError::QuotaExceeded(format!(
+                "{}: replies exceed the run's {} bytes ([snmp] max_bytes_per_run in the site config)",
+                self.summary.device, self.service.settings.max_bytes_per_run
+            )));
+        }
+        self.byte_budget -= bytes;
+        Ok(response)
+    }
+
+    fn version(&self) -> Option<snmp2::Version> {
+        match &self.device {
+            Some(Ok(device)) => Some(device.version()),
+            _ => None,
+        }
+    }
+
+    fn check_budget(&self, wanted: u64) -> Result<(), SnmpError> {
+        if wanted > self.budget {
+            return Err(SnmpError::QuotaExceeded(format!(
+                "the run may receive {} varbinds in all ([snmp] max_varbinds_per_run in the site config); {} left, {wanted} asked",
+                self.service.settings.max_varbinds_per_run, self.budget
+            )));
+        }
+        Ok(())
+    }
+
+    fn record<T>(&mut self, result: Result<T, SnmpError>) -> Result<T, SnmpError> {
+        if let Err(error) = &result {
+            self.summary.failed_calls += 1;
+            self.summary.last_error = Some(error.clone());
+        }
+        result
+    }
+
+    /// GET, one varbind per OID in the order asked. An SNMPv1 noSuchName
+    /// marks that OID missing and asks again for the rest.
+    pub async fn get(
+        &mut self,
+        oids: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<Varbind>, SnmpError> {
+        let result = self.get_inner(oids, deadline).await;
+        self.record(result)
+    }
+
+    async fn get_inner(
+        &mut self,
+        oids: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<Varbind>, SnmpError> {
+        let arcs = parse_request(&oids)?;
+        self.check_budget(arcs.len() as u64)?;
+        let mut values: Vec<Option<Value>> = vec![None; arcs.len()];
+        loop {
+            let pending: Vec<usize> = (0..arcs.len()).filter(|&i| values[i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let request = Request::Get(pending.iter().map(|&i| arcs[i].clone()).collect());
+            let response = self.exchange(request, deadline).await?;
+            if response.error_status == 2 {
+                // noSuchName (SNMPv1): that object is missing; the rest may
+                // not be.
+                let position = response.error_index as usize;
+                let Some(&missing) = position.checked_sub(1).and_then(|p| pending.get(p)) else {
+                    return Err(self.malformed("noSuchName with an error index out of range"));
+                };
+                values[missing] = Some(Value::NoSuchInstance);
+                continue;
+            }
+            self.check_status(&response)?;
+            if response.varbinds.len() != pending.len() {
+                return Err(self.malformed(&format!(
+                    "{} varbinds in the reply to a GET of {} (undecodable varbind?)",
+                    response.varbinds.len(),
+                    pending.len()
+                )));
+            }
+            for (&i, (oid, value)) in pending.iter().zip(response.varbinds) {
+                if oid != arcs[i] {
+                    return Err(self.malformed(&format!(
+                        "asked for {}, got {}",
+                        client::format_oid(&arcs[i]),
+                        client::format_oid(&oid)
+                    )));
+                }
+                values[i] = Some(value);
+            }
+        }
+        Ok(oids
+            .into_iter()
+            .zip(values)
+            .map(|(oid, value)| Varbind {
+                oid: oid.trim_start_matches('.').to_owned(),
+                value: value.unwrap_or(Value::NoSuchInstance),
+            })
+            .collect())
+    }
+
+    /// GETNEXT for each OID.
+    pub async fn get_next(
+        &mut self,
+        oids: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<Varbind>, SnmpError> {
+        let result = self.get_next_inner(oids, deadline).await;
+        self.record(result)
+    }
+
+    async fn get_next_inner(
+        &mut self,
+        oids: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<Varbind>, SnmpError> {
+        let arcs = parse_request(&oids)?;
+        self.check_budget(arcs.len() as u64)?;
+        // Resolve first: SNMPv1 has no GETBULK to carry several OIDs.
+        self.device(deadline).await?;
+        let batches: Vec<Vec<Arcs>> = if self.version() == Some(snmp2::Version::V1) {
+            arcs.iter().map(|a| vec![a.clone()]).collect()
+        } else {
+            vec![arcs.clone()]
+        };
+        let mut varbinds = Vec::with_capacity(arcs.len());
+        for batch in batches {
+            let asked = batch.len();
+            let response = self
+                .exchange(Request::GetNext(batch.clone()), deadline)
+                .await?;
+            if response.error_status == 2 && asked == 1 {
+                // SNMPv1's way of saying "nothing after this".
+                varbinds.push(Varbind {
+                    oid: client::format_oid(&batch[0]),
+                    value: Value::EndOfMibView,
+                });
+                continue;
+            }
+            self.check_status(&response)?;
+            if response.varbinds.len() != asked {
+                return Err(self.malformed(&format!(
+                    "{} varbinds in the reply to a GETNEXT of {asked}",
+                    response.varbinds.len()
+                )));
+            }
+            varbinds.extend(response.varbinds.into_iter().map(|(oid, value)| Varbind {
+                oid: client::format_oid(&oid),
+                value,
+            }));
+        }
+        Ok(varbinds)
+    }
+
+    /// Every object under `subtree`, in strictly increasing OID order.
+    pub async fn walk(
+        &mut self,
+        subtree: String,
+        deadline: Instant,
+    ) -> Result<Vec<Varbind>, SnmpError> {
+        let result = self.walk_inner(&subtree, deadline).await;
+        self.record(result)
+    }
+
+    async fn walk_inner(
+        &mut self,
+        subtree: &str,
+        deadline: Instant,
+    ) -> Result<Vec<Varbind>, SnmpError> {
+        let root = client::parse_oid(subtree)?;
+        self.device(deadline).await?;
+        let v1 = self.version() == Some(snmp2::Version::V1);
+        let mut repetitions = self.options.max_repetitions;
+        let mut cursor = root.clone();
+        let mut varbinds = Vec::new();
+        loop {
+            if self.budget == 0 {
+                self.check_budget(1)?;
+            }
+            let request = if v1 {
+                Request::GetNext(vec![cursor.clone()])
+            } else {
+                Request::Bulk {
+                    start: cursor.clone(),
+                    max_repetitions: repetitions.min(self.budget.min(u64::from(u32::MAX)) as u32),
+                }
+            };
+            let response = self.exchange(request, deadline).await?;
+            match response.error_status {
+                0 => {}
+                // The end of the v1 agent's view.
+                2 if v1 => break,
+                // Too big for one datagram: ask for fewer rows.
+                1 if !v1 && repetitions > 1 => {
+                    repetitions = (repetitions / 2).max(1);
+                    continue;
+                }
+                _ => self.check_status(&response)?,
+            }
+            if response.varbinds.is_empty() {
+                return Err(self.malformed(&format!(
+                    "empty reply while walking {} (at {})",
+                    client::format_oid(&root),
+                    client::format_oid(&cursor)
+                )));
+            }
+            let mut finished = false;
+            for (oid, value) in response.varbinds {
+                if matches!(value, Value::EndOfMibView) || !oid.starts_with(&root) {
+                    finished = true;
+                    break;
+                }
+                if oid <= cursor {
+                    return Err(self.malformed(&format!(
+                        "OIDs not increasing while walking {}: {} came after {} (the agent loops)",
+                        client::format_oid(&root),
+                        client::format_oid(&oid),
+                        client::format_oid(&cursor)
+                    )));
+                }
+                varbinds.push(Varbind {
+                    oid: client::format_oid(&oid),
+                    value,
+                });
+                cursor = oid;
+            }
+            if finished {
+                break;
+            }
+        }
+        Ok(varbinds)
+    }
+
+    fn check_status(&self, response: &Response) -> Result<(), SnmpError> {
+        if response.error_status == 0 {
+            return Ok(());
+        }
+        Err(SnmpError::AgentError(format!(
+            "{}: {} (error index {})",
+            self.summary.device,
+            client::error_status_name(response.error_status),
+            response.error_index
+        )))
+    }
+
+    fn malformed(&self, what: &str) -> SnmpError {
+        SnmpError::MalformedResponse(format!("{}: {what}", self.summary.device))
+    }
+}
+
+fn value_bytes(value: &Value) -> u64 {
+    match value {
+        Value::OctetString(bytes) | Value::Opaque(bytes) => bytes.len() as u64,
+        Value::ObjectId(text) => text.len() as u64,
+        _ => 8,
+    }
+}
+
+fn parse_request(oids: &[String]) -> Result<Vec<Arcs>, SnmpError> {
+    if oids.is_empty() {
+        return Err(SnmpError::InvalidRequest("no OIDs given".to_owned()));
+    }
+    if oids.len() > MAX_OIDS_PER_REQUEST {
+        return Err(SnmpError::InvalidRequest(format!(
+            "{} OIDs in one call; at most {MAX_OIDS_PER_REQUEST}",
+            oids.len()
+        )));
+    }
+    oids.iter().map(|oid| client::parse_oid(oid)).collect()
+}
+
+fn not_granted() -> SnmpError {
+    SnmpError::NotGranted(
+        "SNMP needs `snmp = yes` under [capabilities] in the plugin's ini, the site's capabilities.allowed, and a resource to poll".to_owned(),
+    )
+}
+
+impl Host for HostState {
+    async fn get(
+        &mut self,
+        oids: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
+        self.charge()?;
+        let deadline = self.deadline;
+        Ok(match self.snmp.as_mut() {
+            Some(run) => run.get(oids, deadline).await,
+            None => Err(not_granted()),
+        })
+    }
+
+    async fn get_next(
+        &mut self,
+        oids: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
+        self.charge()?;
+        let deadline = self.deadline;
+        Ok(match self.snmp.as_mut() {
+            Some(run) => run.get_next(oids, deadline).await,
+            None => Err(not_granted()),
+        })
+    }
+
+    async fn walk(&mut self, subtree: String) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
+        self.charge()?;
+        let deadline = self.deadline;
+        Ok(match self.snmp.as_mut() {
+            Some(run) => run.walk(subtree, deadline).await,
+            None => Err(not_granted()),
+        })
+    }
+}
