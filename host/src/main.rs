@@ -480,11 +480,20 @@ fn describe(path: &Path, prepared: &PreparedPlugin) {
             .map_or("(every resource)".to_owned(), |f| f.source().to_owned()),
     );
     row("limits", &m.limits.to_string());
-    let grants = match &m.grants.files {
-        Some(dir) => format!("files: {} (read-only, at /data)", dir.display()),
-        None => "none".to_owned(),
-    };
-    row("capabilities", &grants);
+    let mut grants = Vec::new();
+    if let Some(dir) = &m.grants.files {
+        grants.push(format!("files: {} (read-only, at /data)", dir.display()));
+    }
+    if let Some(snmp) = &m.snmp {
+        grants.push(format!(
+            "snmp: the polled resource's endpoint (timeout {:?}, {} retries, max-repetitions {})",
+            snmp.timeout, snmp.retries, snmp.max_repetitions
+        ));
+    }
+    if grants.is_empty() {
+        grants.push("none".to_owned());
+    }
+    row("capabilities", &grants.join("; "));
     let vigil_imports: Vec<&str> = prepared
         .imports
         .iter()

@@ -166,3 +166,44 @@ fn falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
         stdout(&output)
     );
 }
+
+/// The bundled example site and every bundled plugin file load as shipped,
+/// so the README's first command cannot rot.
+#[test]
+fn the_example_site_and_its_plugins_load() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let configs = repo.join("plugin-configs");
+    let mut files: Vec<String> = std::fs::read_dir(&configs)
+        .expect("plugin-configs")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vigil-plugin"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let site = configs.join("site.toml");
+    let mut args = vec![
+        "--site",
+        site.to_str().expect("utf-8 path"),
+        "plugins",
+        "check",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = vigil(dir.path(), &args);
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains(
+            "snmp: the polled resource's endpoint (timeout 5s, 2 retries, max-repetitions 25)"
+        ),
+        "{text}"
+    );
+}

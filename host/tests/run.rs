@@ -3,6 +3,7 @@
 //! -> transform -> JSON lines and the latest-value store, observed through
 //! the operator's own commands (`vigil runs --json`, `vigil status --json`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +23,11 @@ struct Site {
 
 impl Site {
     fn new(max_runs_per_plugin: u32) -> Site {
+        Site::with_config(max_runs_per_plugin, "")
+    }
+
+    /// A site whose `site.toml` ends with `extra` (more sections).
+    fn with_config(max_runs_per_plugin: u32, extra: &str) -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
         for sub in ["plugins", "data"] {
             std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
@@ -32,7 +38,7 @@ impl Site {
                 "[site]\nname = \"test\"\n[plugins]\ndirectories = [\"plugins\"]\ncache_dir = \"cache\"\n\
                  [storage]\npath = \"state/vigil.db\"\n[outputs]\njson_lines = \"out/metrics.jsonl\"\n\
                  [sandbox]\nmax_concurrent_runs = 8\n[scheduler]\nmax_runs_per_plugin = {max_runs_per_plugin}\n\
-                 [capabilities]\nallowed = [\"files\"]\nfile_roots = [\"data\"]\n"
+                 [capabilities]\nallowed = [\"files\", \"snmp\"]\nfile_roots = [\"data\"]\n{extra}"
             ),
         )
         .expect("site.toml");
@@ -49,14 +55,24 @@ impl Site {
 
     /// Writes the inventory: `(id, class)` pairs, each living `ttl` seconds.
     fn inventory(&self, resources: &[(&str, &str)], ttl: u64) {
+        let at: Vec<(&str, &str, String)> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, (id, class))| (*id, *class, format!("127.0.0.{}", i + 1)))
+            .collect();
+        self.inventory_at(&at, ttl);
+    }
+
+    /// Writes the inventory: `(id, class, endpoint)`, each living `ttl` seconds.
+    fn inventory_at(&self, resources: &[(&str, &str, String)], ttl: u64) {
         let entries: Vec<Value> = resources
             .iter()
             .enumerate()
-            .map(|(i, (id, class))| {
+            .map(|(i, (id, class, endpoint))| {
                 serde_json::json!({
                     "resource_id": id, "resource_site": "lab", "resource_class": class,
                     "resource_subclass": "switch", "resource_type": "test",
-                    "resource_endpoint": format!("127.0.0.{}", i + 1),
+                    "resource_endpoint": endpoint,
                     "resource_metadata": {"rack": format!("r{i}")}, "resource_ttl": ttl,
                 })
             })
@@ -531,4 +547,83 @@ fn plugin_state_survives_a_restart() {
         after,
         runs_of(&site.runs(), "beat", Some("sw1")).len() as u64
     );
+}
+
+/// SNMP through `vigil run`: a device that answers, one whose community is
+/// wrong (silence) and one whose v3 password is wrong, all on one real
+/// snmpd. Each poll's status group says why, and the run history names the
+/// device that timed out.
+#[test]
+fn snmp_polling_status_says_why_a_device_has_no_data() {
+    use vigil_tests::snmp_servers::{Snmpd, SnmpdConfig, V3User};
+    let agent = Snmpd::start(SnmpdConfig {
+        communities: vec!["public".to_owned()],
+        v3_users: vec![V3User {
+            name: "ops".to_owned(),
+            auth_password: "right-password".to_owned(),
+            privacy_password: "right-privacy".to_owned(),
+        }],
+        extra_lines: Vec::new(),
+    })
+    .expect("snmpd");
+    let site = Site::with_config(
+        4,
+        "[snmp]\ntimeout = \"300ms\"\nretries = 1\n\
+         [[snmp.credentials]]\nfilter = 'resource_id = \"alive\"'\nversion = \"2c\"\ncommunity = \"public\"\n\
+         [[snmp.credentials]]\nfilter = 'resource_id = \"silent\"'\nversion = \"2c\"\ncommunity = \"wrong\"\n\
+         [[snmp.credentials]]\nversion = \"3\"\nuser = \"ops\"\nauth_protocol = \"sha\"\nauth_password = \"wrong-password\"\nprivacy_protocol = \"aes\"\nprivacy_password = \"right-privacy\"\n",
+    );
+    let endpoint = agent.endpoint();
+    site.inventory_at(
+        &[
+            ("alive", "network", endpoint.clone()),
+            ("silent", "network", endpoint.clone()),
+            ("locked", "network", endpoint.clone()),
+        ],
+        600,
+    );
+    site.discovery("1s");
+    PluginFile::new("health", "polling", artifacts::SNMP_DEVICE_HEALTH)
+        .frequency("1s")
+        .set("capabilities", "snmp", "yes")
+        .set("sandbox", "deadline", "5s")
+        .write(&site.plugins(), "health");
+    let vigil = site.start();
+    wait_until("two polls of each device", Duration::from_secs(40), || {
+        let runs = site.runs();
+        ["alive", "silent", "locked"]
+            .iter()
+            .all(|id| runs_of(&runs, "health", Some(id)).len() >= 2)
+    });
+    stop(vigil);
+
+    let runs = site.runs();
+    let silent = runs_of(&runs, "health", Some("silent"));
+    assert!(
+        silent.iter().all(|r| r["outcome"] == "plugin_error"),
+        "{silent:?}"
+    );
+    let named = format!("silent ({endpoint})");
+    assert!(
+        silent.iter().all(|r| r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&named) && d.contains("no reply after 2 attempts"))),
+        "{silent:?}"
+    );
+    let status_of = |id: &str| -> BTreeSet<i64> {
+        site.json_lines()
+            .iter()
+            .filter(|g| g["metrics_group_type"] == "status" && g["resource"]["resource_id"] == id)
+            .filter_map(|g| g["metrics"][0]["metric_value"].as_i64())
+            .collect()
+    };
+    assert_eq!(status_of("alive"), BTreeSet::from([0]));
+    assert_eq!(status_of("silent"), BTreeSet::from([3]));
+    assert_eq!(status_of("locked"), BTreeSet::from([1]));
+    let alive_data = site
+        .json_lines()
+        .iter()
+        .filter(|g| g["metrics_group_type"] == "system" && g["resource"]["resource_id"] == "alive")
+        .count();
+    assert!(alive_data >= 2, "the answering device produced data");
 }

@@ -328,6 +328,12 @@ impl Snmpd {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The process id of the running snmpd (say, to read its CPU time from
+    /// `/proc/<pid>/stat`); `None` when it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops snmpd (SIGTERM to its process group, SIGKILL after 3 s). Does
     /// nothing when it is not running.
     pub fn stop(&mut self) {

@@ -85,7 +85,20 @@ fn each_bad_value_is_one_located_line() {
         .clone()
         .set("capabilities", "snmp", "yes")
         .write(dir.path(), "snmp");
-    assert!(load_error(&site, &path).contains("snmp is not provided by this version"));
+    assert!(
+        load_error(&site, &path)
+            .contains(":10: [capabilities] snmp is not allowed by the site config")
+    );
+    let path = good
+        .clone()
+        .set("capabilities", "http", "yes")
+        .write(dir.path(), "http");
+    assert!(load_error(&site, &path).contains("http is not provided by this version"));
+    let path = good
+        .clone()
+        .set("snmp", "retries", "3")
+        .write(dir.path(), "stray-snmp");
+    assert!(load_error(&site, &path).contains(":10: [snmp] settings, but the plugin does not ask"));
 
     let path = PluginFile::new("p", "sideways", artifacts::HEARTBEAT).write(dir.path(), "kind");
     assert!(load_error(&site, &path).contains(":3: [Core] kind \"sideways\""));
