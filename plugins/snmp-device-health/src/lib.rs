@@ -29,7 +29,7 @@
 
 use snmp_mib::{
     HR_DEVICE_DESCR, HR_DEVICE_ENTRY, HR_PROCESSOR_ENTRY, HR_PROCESSOR_LOAD, HR_STORAGE_TABLE,
-    MISSING_NUMBER, SYS_UP_TIME, StorageKind, counter, describe, dimension_value, hr_device_entry,
+    MISSING_NUMBER, SYS_UP_TIME, StorageKind, counter, dimension_value, hr_device_entry,
     hr_processor_entry, hr_storage_entry as hrs, hr_storage_type, integer, is_fatal, optional,
     simple_indexes, text, walk_columns,
 };
@@ -65,7 +65,7 @@ impl Polling for DeviceHealth {
                 log::emit(
                     log::Level::Warn,
                     "sysUpTime unavailable",
-                    &[("error", &describe(&error))],
+                    &[("error", &error.describe())],
                 );
                 uptime_error = Some(error);
             }

@@ -243,20 +243,6 @@ pub fn is_fatal(error: &SnmpError) -> bool {
     )
 }
 
-/// A readable description of an SNMP error for logs.
-pub fn describe(error: &SnmpError) -> String {
-    let (what, detail) = match error {
-        SnmpError::NotGranted(m) => ("snmp not granted", m),
-        SnmpError::Timeout(m) => ("timeout", m),
-        SnmpError::AuthenticationFailed(m) => ("authentication failed", m),
-        SnmpError::AgentError(m) => ("agent error", m),
-        SnmpError::MalformedResponse(m) => ("malformed response", m),
-        SnmpError::QuotaExceeded(m) => ("varbind quota exceeded", m),
-        SnmpError::InvalidRequest(m) => ("invalid request", m),
-    };
-    format!("{what}: {detail}")
-}
-
 /// Walks a table and also returns how many varbinds the agent sent.
 pub fn walk_table_counted(table: &str) -> Result<(Table, usize), SnmpError> {
     let entry = format!("{}.1", table.trim_start_matches('.'));
@@ -283,7 +269,7 @@ pub fn optional<T: Default>(what: &str, result: Result<T, SnmpError>) -> Result<
             log::emit(
                 log::Level::Warn,
                 "optional SNMP data unavailable; treating it as missing",
-                &[("object", what), ("error", &describe(&error))],
+                &[("object", what), ("error", &error.describe())],
             );
             Ok(T::default())
         }
