@@ -3,7 +3,8 @@
 //!
 //! Both collectors poll the same Debian snmpd agents (v2c, community
 //! `public`, GETBULK with 25 repetitions) in the same run, with the same
-//! number of polls in flight, one at a time per agent:
+//! number of polls in flight (by default one per agent; vigil never sends a
+//! device more than one request at a time anyway):
 //!
 //! * **vigil**: one [`Sandbox`] running the bundled `snmp-interface-polling`
 //!   plugin in a fresh wasm instance per poll on a 2-worker tokio runtime,
@@ -27,7 +28,7 @@
 //!
 //! As root, the bench makes the network namespace `vigil-bench-snmp` holding
 //! `lo` and veth pairs (plus a bridge for an odd count), 50 interfaces in
-//! all, re-runs itself inside it with `ip netns exec`, where the agents,
+//! all by default, re-runs itself inside it with `ip netns exec`, where the agents,
 //! the exporter and vigil all talk over that namespace's own loopback. Each
 //! snmpd there reports those 50 interfaces. The parent removes the namespace
 //! (killing anything left in it) when the child ends, and first removes any
@@ -334,7 +335,7 @@ impl Probe {
 
 /// What one collector's measured phase did.
 struct Phase {
-    name: &'static str,
+    name: String,
     polls: usize,
     wall: Duration,
     /// The collector's own CPU seconds.
@@ -375,7 +376,7 @@ impl Phase {
 /// Runs `work` between two snapshots and fills in the CPU figures.
 fn measured(
     probe: &Probe,
-    name: &'static str,
+    name: String,
     polls: usize,
     collector_is_self: bool,
     work: impl FnOnce() -> Tally,
@@ -933,16 +934,15 @@ fn bench(knobs: &Knobs, namespace: Option<&str>) {
         knobs.agents, knobs.polls, knobs.concurrency, knobs.warm_up
     );
 
-    // Warm up both (caches, allocator, JIT-free but page-faulting paths,
-    // the agents' own caches), then measure each alone.
+    // Warm up both (caches, the allocator, the agents' own caches), then
+    // measure each alone.
     vigil.run(&runtime, knobs.warm_up, knobs.concurrency, interfaces);
     exporter.run(&endpoints, knobs.warm_up, knobs.concurrency, interfaces);
 
-    let vigil_phase = measured(&probe, "vigil", knobs.polls, true, || {
+    let vigil_phase = measured(&probe, "vigil".to_owned(), knobs.polls, true, || {
         vigil.run(&runtime, knobs.polls, knobs.concurrency, interfaces)
     });
-    let exporter_name: &'static str =
-        Box::leak(format!("snmp_exporter {}", exporter.version).into());
+    let exporter_name = format!("snmp_exporter {}", exporter.version);
     let exporter_phase = measured(&probe, exporter_name, knobs.polls, false, || {
         exporter.run(&endpoints, knobs.polls, knobs.concurrency, interfaces)
     });

@@ -140,7 +140,7 @@ impl Executor {
             ref failure => {
                 detail = failure.to_string();
                 if let Some(snmp) = &report.snmp {
-                    detail = format!("{detail} ({})", snmp.describe());
+                    detail = format!("{detail} ({})", snmp.describe(&detail));
                 }
                 tracing::warn!(
                     plugin = %manifest.name,
@@ -156,7 +156,7 @@ impl Executor {
         if label == "ok"
             && let Some(snmp) = report.snmp.as_ref().filter(|s| s.last_error.is_some())
         {
-            detail = format!("{detail} ({})", snmp.describe());
+            detail = format!("{detail} ({})", snmp.describe(&detail));
         }
         self.stats.record(&manifest.name, label, now, lateness_ms);
         let record = RunRecord {

@@ -67,7 +67,10 @@ pub struct SnmpSummary {
 impl SnmpSummary {
     /// One line for the run record, e.g. `snmp core-1 (10.0.0.1:161): 4
     /// requests, 612 varbinds; last error: timeout: ...`.
-    pub fn describe(&self) -> String {
+    ///
+    /// The last error is left out when `context` (what the run record
+    /// already says) contains it, as when the plugin passed it on.
+    pub fn describe(&self, context: &str) -> String {
         let mut text = format!(
             "snmp {}: {} requests, {} varbinds",
             self.device, self.requests, self.varbinds
@@ -76,7 +79,10 @@ impl SnmpSummary {
             text.push_str("; still waiting on the device when the run ended");
         }
         if let Some(error) = &self.last_error {
-            text.push_str(&format!("; last error: {}", describe_error(error)));
+            let described = describe_error(error);
+            if !context.contains(&described) {
+                text.push_str(&format!("; last error: {described}"));
+            }
         }
         text
     }
