@@ -15,7 +15,10 @@
 //! * [`model`] re-exports the data types plugins exchange with the host.
 
 pub mod agent;
+pub mod backends;
+pub mod bus;
 pub mod capabilities;
+pub mod coordination;
 pub mod filter;
 pub mod model;
 pub mod pipeline;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use vigil_host::agent::{self, AgentSettings};
+use vigil_host::agent::{self, AgentSettings, Identity, Role};
 use vigil_host::filter::ResourceFilter;
 use vigil_host::model::{MetricValue, Resource};
 use vigil_host::plugin::{PluginKind, PluginManifest, PluginRegistry};
@@ -18,7 +18,6 @@ use vigil_host::sandbox::{
 };
 use vigil_host::site::SiteConfig;
 use vigil_host::store::Storage;
-use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::units::format_size;
 
 /// Lifting plugin output allocates many small strings; mimalloc handles
@@ -55,7 +54,24 @@ enum LogFormat {
 enum Command {
     /// Run vigil: load the site's plugins, discover resources, poll them on
     /// schedule and write telemetry, until SIGINT or SIGTERM.
-    Run,
+    Run {
+        /// agent: run plugins; consumer: read the Kafka bus into this
+        /// process's sinks; all: both.
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+        /// Unique among the site's agents (default HOSTNAME-PID).
+        #[arg(long, env = "VIGIL_AGENT_ID")]
+        agent_id: Option<String>,
+    },
+    /// Consume the site's Kafka bus into this process's sinks (the
+    /// consumer role of `vigil run`), in a consumer group with the other
+    /// consumers of the site.
+    Consume {
+        /// The sinks to feed: those of the site config (`json-lines` and
+        /// the latest-value store today).
+        #[arg(long, default_value = "site")]
+        sink: String,
+    },
     /// What the running (or last) vigil of this site is doing.
     Status {
         /// Print the raw status as JSON.
@@ -162,13 +178,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let _guard = runtime.enter();
     match cli.command {
-        Command::Run => {
+        Command::Run { role, agent_id } => {
             if cli.site.is_none() {
                 anyhow::bail!("`vigil run` needs a site config: --site FILE (or VIGIL_SITE)");
             }
-            runtime.block_on(agent::run(
+            let identity = Identity {
+                role,
+                agent_id: agent_id.unwrap_or_else(vigil_host::backends::default_agent_id),
+            };
+            runtime.block_on(agent::run_as(
                 site,
                 AgentSettings::default(),
+                identity,
+                shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Consume { sink } => {
+            if cli.site.is_none() {
+                anyhow::bail!("`vigil consume` needs a site config: --site FILE (or VIGIL_SITE)");
+            }
+            if !matches!(sink.as_str(), "site" | "json-lines" | "latest") {
+                anyhow::bail!(
+                    "--sink {sink:?}: this version has the site's json-lines and latest-value sinks (InfluxDB and Prometheus come later)"
+                );
+            }
+            let identity = Identity {
+                role: Role::Consumer,
+                agent_id: vigil_host::backends::default_agent_id(),
+            };
+            runtime.block_on(agent::run_as(
+                site,
+                AgentSettings::default(),
+                identity,
                 shutdown_signal(),
             ))?;
             Ok(ExitCode::SUCCESS)
@@ -233,15 +275,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn open_store(site: &SiteConfig) -> anyhow::Result<SqliteStorage> {
-    if !site.database.is_file() {
-        anyhow::bail!(
-            "no vigil database at {} (has `vigil run` run with this site config?)",
-            site.database.display()
-        );
-    }
-    SqliteStorage::open_read_only(&site.database)
-        .with_context(|| format!("opening {}", site.database.display()))
+fn open_store(site: &SiteConfig) -> anyhow::Result<Arc<dyn Storage>> {
+    vigil_host::backends::open_storage(site, true)
 }
 
 fn parse_filter(text: Option<&str>) -> anyhow::Result<Option<ResourceFilter>> {

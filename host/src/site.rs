@@ -64,11 +64,55 @@ pub struct SiteConfig {
     pub max_runs_per_plugin: u32,
     /// SNMP defaults, budgets and credentials (`[snmp]`).
     pub snmp: SnmpSettings,
+    /// Where resources, run history and latest values live.
+    pub storage_backend: StorageBackend,
+    /// Where the enrichment cache, rate state and the resource registry
+    /// live when agents share a site.
+    pub cache_backend: CacheBackend,
+    /// The metrics bus between agents and sinks.
+    pub bus_backend: BusBackend,
+    /// How agents share the work.
+    pub coordination: Coordination,
 }
 
-/// Backends a site may choose. Only `embedded` exists in this version; the
-/// key is there so networked backends slot in without a config change.
-const BACKENDS: &[&str] = &["embedded"];
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageBackend {
+    /// SQLite at [`SiteConfig::database`].
+    Embedded,
+    MongoDb {
+        url: String,
+        database: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheBackend {
+    /// In this process's memory (plus the embedded database for resources).
+    Embedded,
+    Redis {
+        url: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusBackend {
+    /// An in-process channel to this process's sinks.
+    Embedded,
+    Kafka {
+        brokers: String,
+        partitions: i32,
+        /// Messages the producer buffers while the broker is away; past
+        /// this the oldest are dropped and counted.
+        buffer_messages: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coordination {
+    /// This process is the only agent.
+    Local,
+    Redis(crate::coordination::redis::RedisSettings),
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +136,8 @@ struct SiteFile {
     scheduler: SchedulerSection,
     #[serde(default)]
     snmp: SnmpSection,
+    #[serde(default)]
+    coordination: CoordinationSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,12 +145,15 @@ struct SiteFile {
 struct StorageSection {
     backend: Option<Spanned<String>>,
     path: Option<PathBuf>,
+    url: Option<Spanned<String>>,
+    database: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackendSection {
     backend: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +161,21 @@ struct BackendSection {
 struct BusSection {
     backend: Option<Spanned<String>>,
     capacity: Option<Spanned<u32>>,
+    brokers: Option<Spanned<String>>,
+    partitions: Option<Spanned<i32>>,
+    buffer_messages: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoordinationSection {
+    backend: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    lease_ttl: Option<Spanned<String>>,
+    renew_every: Option<Spanned<String>>,
+    heartbeat: Option<Spanned<String>>,
+    member_timeout: Option<Spanned<String>>,
+    join_grace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +246,10 @@ impl SiteConfig {
             bus_capacity: 10_000,
             max_runs_per_plugin: 16,
             snmp: SnmpSettings::default(),
+            storage_backend: StorageBackend::Embedded,
+            cache_backend: CacheBackend::Embedded,
+            bus_backend: BusBackend::Embedded,
+            coordination: Coordination::Local,
         }
     }
 
@@ -317,24 +385,10 @@ impl SiteConfig {
                 Some(_) => site.allowed_capabilities.push(name.clone()),
             }
         }
-        for (section, backend) in [
-            ("storage", &file.storage.backend),
-            ("cache", &file.cache.backend),
-            ("bus", &file.bus.backend),
-        ] {
-            if let Some(backend) = backend
-                && !BACKENDS.contains(&backend.get_ref().as_str())
-            {
-                return Err(at(
-                    backend.span(),
-                    format!(
-                        "{section}.backend {:?} is not available in this version (available: {})",
-                        backend.get_ref(),
-                        BACKENDS.join(", ")
-                    ),
-                ));
-            }
-        }
+        site.storage_backend = storage_backend(&file.storage, &at)?;
+        site.cache_backend = cache_backend(&file.cache, &file.coordination, &at)?;
+        site.bus_backend = bus_backend(&file.bus, &at)?;
+        site.coordination = coordination(&file.coordination, &site.name, &at)?;
         site.database = match file.storage.path {
             Some(path) => join(&path),
             None => join(Path::new("vigil-data/vigil.db")),
@@ -395,6 +449,164 @@ impl SiteConfig {
     pub fn allows(&self, capability: &str) -> bool {
         self.allowed_capabilities.iter().any(|c| c == capability)
     }
+}
+
+type At<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> LocatedError;
+
+/// Checks `backend` is one of `known` (the first is the default).
+fn backend_name(
+    section: &str,
+    backend: &Option<Spanned<String>>,
+    known: &[&'static str],
+    at: At<'_>,
+) -> Result<&'static str, LocatedError> {
+    let Some(backend) = backend else {
+        return Ok(known[0]);
+    };
+    known
+        .iter()
+        .find(|k| **k == backend.get_ref().as_str())
+        .copied()
+        .ok_or_else(|| {
+            at(
+                backend.span(),
+                format!(
+                    "{section}.backend {:?} is not one of {}",
+                    backend.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+/// A required text key of a networked backend.
+fn required(
+    section: &str,
+    key: &str,
+    value: &Option<Spanned<String>>,
+    backend: &Option<Spanned<String>>,
+    at: At<'_>,
+) -> Result<String, LocatedError> {
+    match value {
+        Some(v) if !v.get_ref().trim().is_empty() => Ok(v.get_ref().trim().to_owned()),
+        Some(v) => Err(at(v.span(), format!("{section}.{key} is empty"))),
+        None => Err(at(
+            backend.as_ref().map_or(0..0, Spanned::span),
+            format!("{section}.{key} is required for this backend"),
+        )),
+    }
+}
+
+fn storage_backend(section: &StorageSection, at: At<'_>) -> Result<StorageBackend, LocatedError> {
+    match backend_name("storage", &section.backend, &["embedded", "mongodb"], at)? {
+        "mongodb" => Ok(StorageBackend::MongoDb {
+            url: required("storage", "url", &section.url, &section.backend, at)?,
+            database: section
+                .database
+                .as_ref()
+                .map_or_else(|| "vigil".to_owned(), |d| d.get_ref().clone()),
+        }),
+        _ => Ok(StorageBackend::Embedded),
+    }
+}
+
+fn cache_backend(
+    section: &BackendSection,
+    coordination: &CoordinationSection,
+    at: At<'_>,
+) -> Result<CacheBackend, LocatedError> {
+    match backend_name("cache", &section.backend, &["embedded", "redis"], at)? {
+        // One Redis usually serves both; the cache may name its own.
+        "redis" => Ok(CacheBackend::Redis {
+            url: match (&section.url, &coordination.url) {
+                (Some(url), _) | (None, Some(url)) => url.get_ref().clone(),
+                (None, None) => required("cache", "url", &None, &section.backend, at)?,
+            },
+        }),
+        _ => Ok(CacheBackend::Embedded),
+    }
+}
+
+fn bus_backend(section: &BusSection, at: At<'_>) -> Result<BusBackend, LocatedError> {
+    match backend_name("bus", &section.backend, &["embedded", "kafka"], at)? {
+        "kafka" => {
+            let partitions = match &section.partitions {
+                Some(p) if !(1..=1024).contains(p.get_ref()) => {
+                    return Err(at(
+                        p.span(),
+                        format!("bus.partitions must be 1 to 1024, found {}", p.get_ref()),
+                    ));
+                }
+                Some(p) => *p.get_ref(),
+                None => 3,
+            };
+            let buffer_messages = match &section.buffer_messages {
+                Some(b) if !(1_000..=10_000_000).contains(b.get_ref()) => {
+                    return Err(at(
+                        b.span(),
+                        format!(
+                            "bus.buffer_messages must be 1000 to 10000000, found {}",
+                            b.get_ref()
+                        ),
+                    ));
+                }
+                Some(b) => *b.get_ref() as usize,
+                None => 100_000,
+            };
+            Ok(BusBackend::Kafka {
+                brokers: required("bus", "brokers", &section.brokers, &section.backend, at)?,
+                partitions,
+                buffer_messages,
+            })
+        }
+        _ => Ok(BusBackend::Embedded),
+    }
+}
+
+fn coordination(
+    section: &CoordinationSection,
+    site: &str,
+    at: At<'_>,
+) -> Result<Coordination, LocatedError> {
+    if backend_name("coordination", &section.backend, &["local", "redis"], at)? != "redis" {
+        return Ok(Coordination::Local);
+    }
+    let url = required("coordination", "url", &section.url, &section.backend, at)?;
+    let mut settings = crate::coordination::redis::RedisSettings::new(&url, site);
+    for (key, value, slot) in [
+        ("lease_ttl", &section.lease_ttl, &mut settings.lease_ttl),
+        (
+            "renew_every",
+            &section.renew_every,
+            &mut settings.renew_every,
+        ),
+        ("heartbeat", &section.heartbeat, &mut settings.heartbeat),
+        (
+            "member_timeout",
+            &section.member_timeout,
+            &mut settings.member_timeout,
+        ),
+        ("join_grace", &section.join_grace, &mut settings.join_grace),
+    ] {
+        if let Some(value) = value {
+            *slot = crate::units::parse_duration(value.get_ref())
+                .map_err(|e| at(value.span(), format!("coordination.{key}: {e}")))?;
+        }
+    }
+    let span = section.backend.as_ref().map_or(0..0, Spanned::span);
+    if settings.renew_every >= settings.lease_ttl {
+        return Err(at(
+            span,
+            "coordination.renew_every must be shorter than coordination.lease_ttl".to_owned(),
+        ));
+    }
+    if settings.member_timeout <= settings.heartbeat {
+        return Err(at(
+            span,
+            "coordination.member_timeout must be longer than coordination.heartbeat".to_owned(),
+        ));
+    }
+    Ok(Coordination::Redis(settings))
 }
 
 fn parse_limit(

@@ -11,6 +11,8 @@ pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 }
 
+pub mod kafka_servers;
+pub mod mongo_servers;
 pub mod snmp_servers;
 
 /// Builds a `*.vigil-plugin` file.

@@ -85,13 +85,26 @@ impl Executor {
             }
         };
         if let RunInput::Poll(resource) = &input {
-            context.enrichments = self.enrichments.get(&resource.id, &manifest.preload, now);
+            context.enrichments = self
+                .enrichments
+                .get(&resource.id, &manifest.preload, now)
+                .await;
         }
 
-        let report = self.sandbox.run(&job.plugin.prepared, input, context).await;
+        let mut report = self.sandbox.run(&job.plugin.prepared, input, context).await;
         let finished = epoch_seconds(SystemTime::now());
-        let label = report.outcome.label();
+        let mut label = report.outcome.label();
         let mut detail = String::new();
+        // Fencing: an agent that lost the job's lease while running (paused,
+        // cut off from the coordinator) must not publish; the new holder does.
+        if report.outcome.is_ok() && !job.lease.confirm().await {
+            label = "fenced";
+            detail = format!(
+                "lease (token {}) lost before the output was accepted; output dropped",
+                job.lease.token()
+            );
+            report.outcome = RunOutcome::HostFailure(detail.clone());
+        }
         // Every polling run says why its device has data or not.
         let status = match (&job.resource, manifest.kind) {
             (Some(resource), PluginKind::Polling) => Some(status::status_group(
@@ -121,22 +134,28 @@ impl Executor {
             RunOutcome::Ok(RunOutput::Enrichments(groups)) => {
                 if let Some(resource) = &job.resource {
                     detail = format!("{} enrichment groups", groups.len());
-                    self.enrichments.put(
-                        &resource.id,
-                        groups,
-                        now,
-                        manifest.enrichment_ttl.map(|d| d.as_secs_f64()),
-                    );
+                    self.enrichments
+                        .put(
+                            &resource.id,
+                            groups,
+                            now,
+                            manifest.enrichment_ttl.map(|d| d.as_secs_f64()),
+                        )
+                        .await;
                 }
             }
             RunOutcome::Ok(RunOutput::Metrics(mut groups)) => {
                 self.transformer
-                    .apply(&manifest.name, &manifest.transforms, &mut groups);
+                    .apply_async(&manifest.name, &manifest.transforms, &mut groups)
+                    .await;
                 detail = format!("{} metrics groups", groups.len());
                 groups.extend(status.clone());
                 self.publish(&manifest.name, groups).await;
             }
             RunOutcome::Ok(RunOutput::Analysis(_)) => {}
+            ref failure if label == "fenced" => {
+                tracing::warn!(plugin = %manifest.name, "{failure}");
+            }
             ref failure => {
                 detail = failure.to_string();
                 if let Some(snmp) = &report.snmp {

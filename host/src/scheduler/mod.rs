@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::coordination::{Coordinator, Lease, LeaseOutcome};
 use crate::model::Resource;
 use crate::plugin::manifest::Schedule;
 use crate::plugin::{LoadedPlugin, PluginKind, PluginRegistry};
@@ -54,12 +55,16 @@ pub struct Job {
     pub resource: Option<Resource>,
     /// When the run was due.
     pub due: SystemTime,
+    /// The right to run this window; the runner confirms it before
+    /// accepting the run's output (fencing).
+    pub lease: Arc<dyn Lease>,
 }
 
 /// Executes jobs (the pipeline implements it).
 pub trait JobRunner: Send + Sync + 'static {
     fn run(&self, job: Job) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-    /// A job was not started (`reason`: `still_running`, `too_soon`).
+    /// A job was not started (`reason`: `still_running`, `too_soon`,
+    /// `leased_elsewhere`, `coordination_unavailable`).
     fn skipped(&self, job: &JobKey, reason: &'static str);
     /// These resources expired: drop any state kept for them.
     fn resources_expired(&self, ids: &[String]);
@@ -77,6 +82,8 @@ pub struct Scheduler {
     registry: Arc<PluginRegistry>,
     store: Arc<dyn Storage>,
     claims: Arc<dyn WorkClaims>,
+    /// Which jobs are this agent's, and their leases.
+    coordinator: Arc<dyn Coordinator>,
     runner: Arc<dyn JobRunner>,
     settings: SchedulerSettings,
     pool: Arc<Semaphore>,
@@ -148,6 +155,7 @@ impl Scheduler {
         registry: Arc<PluginRegistry>,
         store: Arc<dyn Storage>,
         claims: Arc<dyn WorkClaims>,
+        coordinator: Arc<dyn Coordinator>,
         runner: Arc<dyn JobRunner>,
         settings: SchedulerSettings,
         resources_changed: Arc<Notify>,
@@ -157,6 +165,7 @@ impl Scheduler {
             registry,
             store,
             claims,
+            coordinator,
             runner,
             settings,
             pool,
@@ -342,6 +351,11 @@ impl Scheduler {
             planned.generation = *generation;
             heap.push(Reverse((next, *generation, key.clone())));
 
+            // Another agent's job: it stays planned, so it is picked up
+            // the moment ownership moves here.
+            if !self.coordinator.owns(&key) {
+                continue;
+            }
             match self.claims.try_claim(&key, due as f64 / 1000.0, interval) {
                 Claim::Granted => {}
                 Claim::StillRunning => {
@@ -353,25 +367,46 @@ impl Scheduler {
                     continue;
                 }
             }
-            let job = Job {
-                key: key.clone(),
-                plugin: planned.plugin.clone(),
-                resource: planned.resource.clone(),
-                due: UNIX_EPOCH + Duration::from_millis(due),
-            };
+            let (plugin, resource) = (planned.plugin.clone(), planned.resource.clone());
             let plugin_slots = self.plugin_slots(&key.plugin);
-            let (pool, runner, claims) =
-                (self.pool.clone(), self.runner.clone(), self.claims.clone());
+            let (pool, runner, claims, coordinator) = (
+                self.pool.clone(),
+                self.runner.clone(),
+                self.claims.clone(),
+                self.coordinator.clone(),
+            );
             tokio::spawn(async move {
                 // The plugin's own cap first: a plugin whose runs all hang
                 // queues here without holding pool slots.
-                let Ok(_plugin_slot) = plugin_slots.acquire_owned().await else {
+                let (Ok(_plugin_slot), Ok(_slot)) = (
+                    plugin_slots.acquire_owned().await,
+                    pool.acquire_owned().await,
+                ) else {
+                    claims.release(&key);
                     return;
                 };
-                let Ok(_slot) = pool.acquire_owned().await else {
-                    return;
+                let lease = match coordinator.lease(&key, due as f64 / 1000.0, interval).await {
+                    LeaseOutcome::Granted(lease) => lease,
+                    outcome => {
+                        let reason = match outcome {
+                            LeaseOutcome::TooSoon => "too_soon",
+                            LeaseOutcome::Held => "leased_elsewhere",
+                            _ => "coordination_unavailable",
+                        };
+                        runner.skipped(&key, reason);
+                        claims.release(&key);
+                        return;
+                    }
+                };
+                let job = Job {
+                    key: key.clone(),
+                    plugin,
+                    resource,
+                    due: UNIX_EPOCH + Duration::from_millis(due),
+                    lease: lease.clone(),
                 };
                 runner.run(job).await;
+                lease.release().await;
                 claims.release(&key);
             });
         }

@@ -8,6 +8,7 @@
 //! another process without any server.
 
 pub mod kv;
+pub mod mongo;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The MongoDB backend failed; `url` has any password masked.
+    #[error("storage: MongoDB at {url}: {message}")]
+    Mongo { url: String, message: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

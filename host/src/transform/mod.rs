@@ -31,6 +31,9 @@ pub struct TransformStats {
 
 pub struct RateTransformer {
     tracker: Mutex<RateTracker>,
+    /// Where counter state lives when agents share a site (Redis); the
+    /// local tracker is then the fallback while Redis is unreachable.
+    shared: Option<crate::coordination::shared::RedisRates>,
 }
 
 impl Default for RateTransformer {
@@ -46,7 +49,113 @@ impl RateTransformer {
     pub fn new(capacity: usize) -> RateTransformer {
         RateTransformer {
             tracker: Mutex::new(RateTracker::new(capacity)),
+            shared: None,
         }
+    }
+
+    /// A transformer whose counter state lives in Redis, so any agent can
+    /// continue any series and a restart loses nothing.
+    pub fn shared(
+        capacity: usize,
+        redis: crate::coordination::shared::RedisRates,
+    ) -> RateTransformer {
+        RateTransformer {
+            shared: Some(redis),
+            ..RateTransformer::new(capacity)
+        }
+    }
+
+    /// [`RateTransformer::apply`], with the counter state in Redis when
+    /// the transformer is shared (falling back to local state when Redis
+    /// cannot be reached).
+    pub async fn apply_async(
+        &self,
+        plugin: &str,
+        transforms: &[RateTransform],
+        groups: &mut Vec<MetricsGroup>,
+    ) -> TransformStats {
+        let Some(shared) = &self.shared else {
+            return self.apply(plugin, transforms, groups);
+        };
+        if transforms.is_empty() {
+            return TransformStats::default();
+        }
+        // Every counter to transform: (group, metric) positions and keys.
+        let mut targets = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            let Some(transform) = transforms.iter().find(|t| t.group_type == group.group_type)
+            else {
+                continue;
+            };
+            let series = series_prefix(plugin, group);
+            for (m, metric) in group.metrics.iter().enumerate() {
+                if transform.metrics.contains(&metric.name) {
+                    let key = format!("{series}{SEP}{}", metric.name);
+                    targets.push((g, m, sha256_hex(&key)));
+                }
+            }
+        }
+        let keys: Vec<String> = targets.iter().map(|(_, _, k)| k.clone()).collect();
+        let previous = match shared.load(&keys).await {
+            Ok(previous) => previous,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate state unreachable in redis; using local state");
+                return self.apply(plugin, transforms, groups);
+            }
+        };
+        let mut stats = TransformStats::default();
+        let mut updates = Vec::new();
+        let mut longest_interval = 1.0f64;
+        let mut drop: Vec<(usize, usize)> = Vec::new();
+        for ((g, m, key), previous) in targets.into_iter().zip(previous) {
+            let group = &mut groups[g];
+            let interval = f64::from(group.interval_seconds.max(1));
+            longest_interval = longest_interval.max(interval);
+            let metric = &mut group.metrics[m];
+            let value = match metric.value {
+                MetricValue::Unsigned(v) => v,
+                MetricValue::Signed(v) if v >= 0 => v as u64,
+                _ => {
+                    stats.withheld += 1;
+                    drop.push((g, m));
+                    continue;
+                }
+            };
+            let at = metric.creation_timestamp.seconds as f64
+                + f64::from(metric.creation_timestamp.nanoseconds) / 1e9;
+            let current = CounterSample { value, at };
+            let outcome = rate::rate(
+                previous,
+                current,
+                interval,
+                CounterWidth::Unknown,
+                RateTracker::DEFAULT_MAX_GAP_INTERVALS,
+            );
+            if outcome != RateOutcome::Stale {
+                updates.push((key, current));
+            }
+            count(&mut stats, outcome);
+            match outcome.rate() {
+                Some(rate) => {
+                    metric.value = MetricValue::Float(rate);
+                    metric.type_ = MetricType::Gauge;
+                }
+                None => drop.push((g, m)),
+            }
+        }
+        let keep = std::time::Duration::from_secs_f64(
+            longest_interval * (RateTracker::DEFAULT_MAX_GAP_INTERVALS + 1.0),
+        );
+        if let Err(e) = shared.store(&updates, keep).await {
+            tracing::warn!(error = %e, "could not save rate state in redis");
+        }
+        // Remove withheld metrics back to front so positions stay valid.
+        drop.sort_unstable();
+        for (g, m) in drop.into_iter().rev() {
+            groups[g].metrics.remove(m);
+        }
+        groups.retain(|g| !g.metrics.is_empty());
+        stats
     }
 
     /// Applies `transforms` to `groups` in place.
@@ -94,13 +203,7 @@ impl RateTransformer {
                     interval,
                     CounterWidth::Unknown,
                 );
-                match outcome {
-                    RateOutcome::Rate(_) => stats.rates += 1,
-                    RateOutcome::Wrapped(_) => stats.wraps += 1,
-                    RateOutcome::Reset => stats.resets += 1,
-                    RateOutcome::Gap => stats.gaps += 1,
-                    RateOutcome::First | RateOutcome::Stale => stats.withheld += 1,
-                }
+                count(&mut stats, outcome);
                 match outcome.rate() {
                     Some(rate) => {
                         metric.value = MetricValue::Float(rate);
@@ -130,6 +233,22 @@ impl RateTransformer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .len()
     }
+}
+
+fn count(stats: &mut TransformStats, outcome: RateOutcome) {
+    match outcome {
+        RateOutcome::Rate(_) => stats.rates += 1,
+        RateOutcome::Wrapped(_) => stats.wraps += 1,
+        RateOutcome::Reset => stats.resets += 1,
+        RateOutcome::Gap => stats.gaps += 1,
+        RateOutcome::First | RateOutcome::Stale => stats.withheld += 1,
+    }
+}
+
+/// Series keys carry dimension values of any length: Redis gets a digest.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// `resource \x1f plugin \x1f group type \x1f sorted dimensions`.

@@ -1,0 +1,95 @@
+//! Opens the backends a site config chooses: one place that turns
+//! `[storage]`, `[cache]`, `[coordination]` and `[bus]` into the objects the
+//! agent and the CLI use. The embedded ones need nothing installed.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::coordination::redis::{RedisCoordinator, connect};
+use crate::coordination::shared::{RedisEnrichments, RedisRates, RedisResources};
+use crate::coordination::{Coordinator, SingleNode};
+use crate::pipeline::enrichment_cache::EnrichmentCache;
+use crate::site::{CacheBackend, Coordination, SiteConfig, StorageBackend};
+use crate::store::Storage;
+use crate::store::mongo::MongoStorage;
+use crate::store::sqlite::SqliteStorage;
+use crate::transform::{DEFAULT_SERIES_CAPACITY, RateTransformer};
+
+/// The store for resources, run history, latest values and status. With a
+/// Redis cache, resources (and their TTLs) live in Redis, shared by every
+/// agent; the rest in the chosen store.
+pub fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dyn Storage>> {
+    let store: Arc<dyn Storage> = match &site.storage_backend {
+        StorageBackend::Embedded => {
+            let path = &site.database;
+            let store = if read_only {
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "no vigil database at {} (has `vigil run` run with this site config?)",
+                        path.display()
+                    );
+                }
+                SqliteStorage::open_read_only(path)
+            } else {
+                SqliteStorage::open(path)
+            };
+            Arc::new(store.with_context(|| format!("opening {}", path.display()))?)
+        }
+        StorageBackend::MongoDb { url, database } => Arc::new(MongoStorage::open(url, database)?),
+    };
+    Ok(match &site.cache_backend {
+        CacheBackend::Embedded => store,
+        CacheBackend::Redis { url } => Arc::new(RedisResources::new(store, url, &site.name)?),
+    })
+}
+
+/// The enrichment cache and the rate transformer, in Redis when the site's
+/// cache is Redis.
+pub async fn shared_state(
+    site: &SiteConfig,
+) -> anyhow::Result<(Arc<EnrichmentCache>, Arc<RateTransformer>)> {
+    Ok(match &site.cache_backend {
+        CacheBackend::Embedded => (
+            Arc::new(EnrichmentCache::default()),
+            Arc::new(RateTransformer::default()),
+        ),
+        CacheBackend::Redis { url } => {
+            let connection = connect(url).await?;
+            (
+                Arc::new(EnrichmentCache::shared(RedisEnrichments::new(
+                    connection.clone(),
+                    &site.name,
+                ))),
+                Arc::new(RateTransformer::shared(
+                    DEFAULT_SERIES_CAPACITY,
+                    RedisRates::new(connection, &site.name),
+                )),
+            )
+        }
+    })
+}
+
+/// How this agent shares work: alone, or with the others through Redis.
+pub async fn coordinator(
+    site: &SiteConfig,
+    agent_id: &str,
+) -> anyhow::Result<(Arc<dyn Coordinator>, Option<Arc<RedisCoordinator>>)> {
+    Ok(match &site.coordination {
+        Coordination::Local => (Arc::new(SingleNode), None),
+        Coordination::Redis(settings) => {
+            let redis = RedisCoordinator::start(settings.clone(), agent_id.to_owned()).await?;
+            (redis.clone(), Some(redis))
+        }
+    })
+}
+
+/// This agent's id: `--agent-id`, else `HOSTNAME-PID`.
+pub fn default_agent_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vigil".to_owned());
+    format!("{host}-{}", std::process::id())
+}

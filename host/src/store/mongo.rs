@@ -1,0 +1,787 @@
+//! MongoDB behind [`Storage`], for sites that keep their state in a shared
+//! document store. The embedded [`SqliteStorage`](super::sqlite::SqliteStorage)
+//! stays the default; this backend has the same semantics method for method.
+//!
+//! Every document is keyed by its natural key, so every write is an upsert
+//! and a retried write (after a timeout, a reconnect, a host restart) leaves
+//! the same state as one that went through once. Indexes are created when
+//! the store opens; their names are never relied on.
+//!
+//! # Collections and document shapes
+//!
+//! - `resources`: one document per discovered resource.
+//!   `{_id: <resource id>, site, endpoint, class, subclass, type,
+//!   metadata: [[key, value], ...], creation_plugin, creation_timestamp: f64,
+//!   ttl_seconds: i64, discovered_by, first_seen: f64, last_seen: f64,
+//!   expires_at: f64}`. A refresh `$set`s everything but `creation_plugin`,
+//!   `creation_timestamp` and `first_seen`, which `$setOnInsert` writes once
+//!   (as SQLite's `ON CONFLICT DO UPDATE` does). Index: `expires_at`.
+//! - `runs`: plugin run history.
+//!   `{_id: '["<plugin>","<resource id>"|null,<started_at>]', seq: i64, plugin,
+//!   resource_id: string|null, scheduled_at, started_at, finished_at: f64,
+//!   outcome, detail}`, written with `$setOnInsert` only, so a retried batch
+//!   adds nothing. `seq` orders runs as recorded (newest first is `seq`
+//!   descending, like SQLite's row id); each batch reserves its numbers with
+//!   one `$inc` of `counters.runs`. The newest 200,000 are kept. Indexes:
+//!   `seq`; `plugin, seq`.
+//! - `counters`: `{_id: "runs", next: i64}`, the last run `seq` handed out.
+//! - `latest`: the latest value of every series.
+//!   `{_id: '["<resource id>","<group type>",[[dim, value], ...],"<metric>"]',
+//!   resource_id, group_type, dimensions: [[name, value], ...] (sorted),
+//!   metric, value: string, metric_type: "counter"|"gauge", at: f64}`,
+//!   replaced whole on every write. `value` is the exact decimal text, as in
+//!   SQLite: a 64-bit counter above 2^53 survives, which a double would not.
+//!   Indexes: `resource_id`; `group_type`.
+//! - `status`: `{_id: "host", site, pid: i64, updated_at: f64, body: <the
+//!   HostStatus as JSON>}`, replaced whole. `body` is what [`Storage::status`]
+//!   reads (its `outcomes` map has keys with dots, and its counters are u64).
+//!
+//! Created now (with their indexes) for the endpoint-analysis and topology
+//! work; no [`Storage`] method uses them yet:
+//!
+//! - `endpoints`: endpoint-analysis state, one document per endpoint,
+//!   `_id: '["<fabric>","<scope>","<address>"]'`, holding the endpoint's last
+//!   event (family, mac, node, interface, encapsulation, group, flags), its
+//!   first and last sighting, the analysis plugin's opaque state (hex text),
+//!   and a short bounded history of where it was learned, rewritten whole.
+//!   Indexes: `fabric, scope, address`; `fabric, mac`; `last_seen`.
+//! - `findings`: what analysis plugins concluded (move, off-subnet, stale,
+//!   rapid), one document per finding, `_id` from (plugin, fabric, scope,
+//!   address, kind, at) so a re-delivered analysis does not duplicate it:
+//!   severity, summary, details as pairs, when to recheck. Indexes: `fabric,
+//!   scope, address, at`; `at`.
+//! - `topology_links`: links between resources learned from neighbour tables
+//!   (LLDP, CDP), `_id` from (local resource, local interface, remote
+//!   resource, remote interface), with the protocol, first and last sighting
+//!   and an expiry like resources'. Indexes: `local_resource`;
+//!   `remote_resource`; `expires_at`.
+//!
+//! # Portability
+//!
+//! The documents use only strings, doubles, 64-bit integers, arrays and
+//! whole-document writes, so they work on servers that implement the
+//! MongoDB wire protocol without all of MongoDB's types. The tests run
+//! against nx-27017 0.8.1 (a wire-compatible server on SQLite), whose
+//! defects the design avoids: no booleans (a boolean `$set` reads back as
+//! an integer), no `$push` (it stores a subdocument as a JSON string), no
+//! Decimal128 (unsupported), no index names (they differ), no descending
+//! index keys (they come back ascending), and every replacement carries its
+//! `_id` (an upserted replacement without one gets an ObjectId there instead
+//! of the filter's `_id`). Numbers are read back accepting any numeric BSON
+//! type, in case a server narrows an int64 or widens a double.
+//!
+//! # Blocking
+//!
+//! The methods block, like every [`Storage`]. The driver's blocking API
+//! panics when called on a thread that drives async tasks, so a call made
+//! from async code runs on a short-lived thread of its own instead.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use mongodb::IndexModel;
+use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::sync::{Client, Collection, Database};
+
+use super::{
+    HostStatus, RunRecord, SeriesValue, Storage, StoreError, StoreResult, StoredResource,
+    UpsertSummary,
+};
+use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
+
+/// Run history kept, across all plugins; older runs are pruned.
+const RUN_HISTORY: i64 = 200_000;
+/// How long `open` (and any call) waits for a usable server, unless the URL
+/// sets `serverSelectionTimeoutMS`.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TCP (and TLS) connection may take, unless the URL sets
+/// `connectTimeoutMS`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Writes per `update` command, and their encoded size: well under the
+/// server's 16 MiB command limit.
+const BATCH_WRITES: usize = 1000;
+const BATCH_BYTES: usize = 8 << 20;
+/// Ids per `$in` list.
+const BATCH_IDS: usize = 1000;
+
+const RESOURCES: &str = "resources";
+const RUNS: &str = "runs";
+const COUNTERS: &str = "counters";
+const LATEST: &str = "latest";
+const STATUS: &str = "status";
+const ENDPOINTS: &str = "endpoints";
+const FINDINGS: &str = "findings";
+const TOPOLOGY_LINKS: &str = "topology_links";
+
+/// The indexes created at start-up, per collection (ascending keys only).
+const INDEXES: &[(&str, &[&[&str]])] = &[
+    (RESOURCES, &[&["expires_at"]]),
+    (RUNS, &[&["seq"], &["plugin", "seq"]]),
+    (LATEST, &[&["resource_id"], &["group_type"]]),
+    (
+        ENDPOINTS,
+        &[
+            &["fabric", "scope", "address"],
+            &["fabric", "mac"],
+            &["last_seen"],
+        ],
+    ),
+    (FINDINGS, &[&["fabric", "scope", "address", "at"], &["at"]]),
+    (
+        TOPOLOGY_LINKS,
+        &[&["local_resource"], &["remote_resource"], &["expires_at"]],
+    ),
+];
+
+pub struct MongoStorage {
+    db: Database,
+    /// The connection string with any password masked, for errors.
+    url: String,
+}
+
+impl MongoStorage {
+    /// Connects to the server at `url` (a `mongodb://` or `mongodb+srv://`
+    /// connection string), checks that it answers (waiting at most 3 s
+    /// unless the URL sets `serverSelectionTimeoutMS`) and creates the
+    /// indexes of `database` that are missing.
+    pub fn open(url: &str, database: &str) -> StoreResult<MongoStorage> {
+        off_async(|| MongoStorage::connect(url, database))
+    }
+
+    fn connect(url: &str, database: &str) -> StoreResult<MongoStorage> {
+        let shown = redact(url);
+        let fail = |message: String| StoreError::Mongo {
+            url: shown.clone(),
+            message,
+        };
+        if database.is_empty()
+            || database.len() > 63
+            || database.contains(['/', '\\', '.', ' ', '"', '$', '\0'])
+        {
+            return Err(fail(format!(
+                "invalid database name {database:?} (1-63 characters, none of /\\. \"$)"
+            )));
+        }
+        let mut options = ClientOptions::parse(url)
+            .run()
+            .map_err(|e| fail(format!("bad connection string: {e}")))?;
+        options
+            .server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        options.app_name.get_or_insert_with(|| "vigil".to_owned());
+        let client = Client::with_options(options).map_err(|e| fail(e.to_string()))?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 })
+            .run()
+            .map_err(|e| fail(format!("no usable server: {e}")))?;
+        let store = MongoStorage { db, url: shown };
+        store.create_indexes()?;
+        Ok(store)
+    }
+
+    /// The database this store writes (for tools and tests).
+    pub fn database_name(&self) -> &str {
+        self.db.name()
+    }
+
+    fn create_indexes(&self) -> StoreResult<()> {
+        for (collection, indexes) in INDEXES {
+            let coll = self.collection(collection);
+            for keys in *indexes {
+                let mut spec = Document::new();
+                for key in *keys {
+                    spec.insert(*key, 1i32);
+                }
+                coll.create_index(IndexModel::builder().keys(spec).build())
+                    .run()
+                    .map_err(|e| {
+                        self.error(format!("creating index {keys:?} on {collection}: {e}"))
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    fn error(&self, message: impl Into<String>) -> StoreError {
+        StoreError::Mongo {
+            url: self.url.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Runs `updates` (each `{q, u, upsert: true}`) as ordered `update`
+    /// commands of bounded size; returns how many inserted a new document
+    /// (the others matched one).
+    fn upsert_all(&self, collection: &str, updates: Vec<Document>) -> StoreResult<usize> {
+        let mut inserted = 0;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for update in updates {
+            let size = bson::to_vec(&update)
+                .map_err(|e| self.error(format!("encoding a write to {collection}: {e}")))?
+                .len();
+            if !batch.is_empty() && (batch.len() >= BATCH_WRITES || bytes + size > BATCH_BYTES) {
+                inserted += self.update_command(collection, std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(update);
+        }
+        if !batch.is_empty() {
+            inserted += self.update_command(collection, batch)?;
+        }
+        Ok(inserted)
+    }
+
+    fn update_command(&self, collection: &str, updates: Vec<Document>) -> StoreResult<usize> {
+        let count = updates.len();
+        let reply = self
+            .db
+            .run_command(doc! { "update": collection, "updates": updates, "ordered": true })
+            .run()
+            .map_err(|e| self.error(format!("writing {collection}: {e}")))?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(first) = errors.first()
+        {
+            return Err(self.error(format!(
+                "writing {collection}: {} of {count} writes failed, the first: {first}",
+                errors.len()
+            )));
+        }
+        if let Ok(error) = reply.get_document("writeConcernError") {
+            return Err(self.error(format!("writing {collection}: {error}")));
+        }
+        Ok(reply.get_array("upserted").map_or(0, Vec::len))
+    }
+
+    fn find_all(
+        &self,
+        collection: &str,
+        filter: Document,
+        sort: Option<Document>,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<Document>> {
+        let coll = self.collection(collection);
+        let mut find = coll.find(filter);
+        if let Some(sort) = sort {
+            find = find.sort(sort);
+        }
+        if let Some(limit) = limit {
+            find = find.limit(limit);
+        }
+        let cursor = find
+            .run()
+            .map_err(|e| self.error(format!("reading {collection}: {e}")))?;
+        cursor
+            .map(|document| document.map_err(|e| self.error(format!("reading {collection}: {e}"))))
+            .collect()
+    }
+
+    fn delete_in(
+        &self,
+        collection: &str,
+        field: &str,
+        values: &[String],
+        also: &Document,
+    ) -> StoreResult<u64> {
+        let coll = self.collection(collection);
+        let mut deleted = 0;
+        for chunk in values.chunks(BATCH_IDS) {
+            let mut filter = doc! { field: { "$in": chunk } };
+            filter.extend(also.clone());
+            deleted += coll
+                .delete_many(filter)
+                .run()
+                .map_err(|e| self.error(format!("deleting from {collection}: {e}")))?
+                .deleted_count;
+        }
+        Ok(deleted)
+    }
+
+    fn malformed(&self, collection: &str, document: &Document, problem: &str) -> StoreError {
+        let id = document
+            .get("_id")
+            .map_or_else(|| "?".to_owned(), Bson::to_string);
+        self.error(format!(
+            "malformed document {id} in {collection}: {problem}"
+        ))
+    }
+}
+
+/// `url` with the password of its user information (if any) masked.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+/// Runs `call` here, or on a thread of its own when this thread is inside a
+/// tokio runtime (where the driver's blocking calls would panic).
+fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return call();
+    }
+    std::thread::scope(|scope| match scope.spawn(call).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn seconds(at: &Datetime) -> f64 {
+    at.seconds as f64 + f64::from(at.nanoseconds) / 1e9
+}
+
+fn datetime(seconds: f64) -> Datetime {
+    let whole = seconds.max(0.0).floor();
+    Datetime {
+        seconds: whole as u64,
+        nanoseconds: ((seconds.max(0.0) - whole) * 1e9) as u32,
+    }
+}
+
+fn value_text(value: &MetricValue) -> String {
+    match value {
+        MetricValue::Signed(v) => v.to_string(),
+        MetricValue::Unsigned(v) => v.to_string(),
+        MetricValue::Float(v) => v.to_string(),
+    }
+}
+
+fn pairs_bson<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Bson {
+    Bson::Array(
+        pairs
+            .into_iter()
+            .map(|(k, v)| Bson::Array(vec![Bson::String(k.to_owned()), Bson::String(v.to_owned())]))
+            .collect(),
+    )
+}
+
+// Readers that tolerate a server storing a number as another numeric type.
+
+fn text(document: &Document, key: &str) -> Result<String, String> {
+    match document.get(key) {
+        Some(Bson::String(s)) => Ok(s.clone()),
+        Some(other) => Err(format!("{key} is {other}, not a string")),
+        None => Err(format!("{key} is missing")),
+    }
+}
+
+fn optional_text(document: &Document, key: &str) -> Result<Option<String>, String> {
+    match document.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{key} is {other}, not a string or null")),
+    }
+}
+
+fn number(document: &Document, key: &str) -> Result<f64, String> {
+    match document.get(key) {
+        Some(Bson::Double(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(f64::from(*v)),
+        Some(Bson::Int64(v)) => Ok(*v as f64),
+        Some(other) => Err(format!("{key} is {other}, not a number")),
+        None => Err(format!("{key} is missing")),
+    }
+}
+
+fn integer(document: &Document, key: &str) -> Result<i64, String> {
+    match document.get(key) {
+        Some(Bson::Int64(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(i64::from(*v)),
+        Some(Bson::Double(v)) if v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(*v as i64),
+        Some(other) => Err(format!("{key} is {other}, not an integer")),
+        None => Err(format!("{key} is missing")),
+    }
+}
+
+fn pairs(document: &Document, key: &str) -> Result<Vec<(String, String)>, String> {
+    let Some(Bson::Array(items)) = document.get(key) else {
+        return Err(format!("{key} is not an array"));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Bson::Array(pair) => match pair.as_slice() {
+                [Bson::String(k), Bson::String(v)] => Ok((k.clone(), v.clone())),
+                _ => Err(format!("{key} holds {item}, not a pair of strings")),
+            },
+            _ => Err(format!("{key} holds {item}, not a pair of strings")),
+        })
+        .collect()
+}
+
+fn stored_resource(document: &Document) -> Result<StoredResource, String> {
+    Ok(StoredResource {
+        resource: Resource {
+            id: text(document, "_id")?,
+            site: text(document, "site")?,
+            endpoint: text(document, "endpoint")?,
+            class: text(document, "class")?,
+            subclass: text(document, "subclass")?,
+            type_: text(document, "type")?,
+            creation_plugin: text(document, "creation_plugin")?,
+            creation_timestamp: datetime(number(document, "creation_timestamp")?),
+            ttl_seconds: integer(document, "ttl_seconds")?.max(0) as u64,
+            metadata: pairs(document, "metadata")?,
+        },
+        discovered_by: text(document, "discovered_by")?,
+        first_seen: number(document, "first_seen")?,
+        last_seen: number(document, "last_seen")?,
+        expires_at: number(document, "expires_at")?,
+    })
+}
+
+fn run_record(document: &Document) -> Result<RunRecord, String> {
+    Ok(RunRecord {
+        plugin: text(document, "plugin")?,
+        resource_id: optional_text(document, "resource_id")?,
+        scheduled_at: number(document, "scheduled_at")?,
+        started_at: number(document, "started_at")?,
+        finished_at: number(document, "finished_at")?,
+        outcome: text(document, "outcome")?,
+        detail: text(document, "detail")?,
+    })
+}
+
+fn series_value(document: &Document) -> Result<SeriesValue, String> {
+    Ok(SeriesValue {
+        resource_id: text(document, "resource_id")?,
+        group_type: text(document, "group_type")?,
+        dimensions: pairs(document, "dimensions")?,
+        metric: text(document, "metric")?,
+        value: text(document, "value")?,
+        metric_type: text(document, "metric_type")?,
+        at: number(document, "at")?,
+    })
+}
+
+impl Storage for MongoStorage {
+    fn upsert_resources(
+        &self,
+        plugin: &str,
+        resources: &[Resource],
+        default_ttl: f64,
+        now: f64,
+    ) -> StoreResult<UpsertSummary> {
+        off_async(|| {
+            let updates = resources
+                .iter()
+                .map(|r| {
+                    let ttl = if r.ttl_seconds > 0 {
+                        r.ttl_seconds as f64
+                    } else {
+                        default_ttl
+                    };
+                    let metadata =
+                        pairs_bson(r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    doc! {
+                        "q": { "_id": &r.id },
+                        "u": {
+                            "$set": {
+                                "site": &r.site,
+                                "endpoint": &r.endpoint,
+                                "class": &r.class,
+                                "subclass": &r.subclass,
+                                "type": &r.type_,
+                                "metadata": metadata,
+                                "ttl_seconds": ttl as i64,
+                                "discovered_by": plugin,
+                                "last_seen": now,
+                                "expires_at": now + ttl,
+                            },
+                            "$setOnInsert": {
+                                "creation_plugin": plugin,
+                                "creation_timestamp": seconds(&r.creation_timestamp),
+                                "first_seen": now,
+                            },
+                        },
+                        "upsert": true,
+                    }
+                })
+                .collect();
+            let added = self.upsert_all(RESOURCES, updates)?;
+            Ok(UpsertSummary {
+                added,
+                refreshed: resources.len() - added,
+            })
+        })
+    }
+
+    fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
+        off_async(|| {
+            let documents =
+                self.find_all(RESOURCES, doc! { "expires_at": { "$gt": now } }, None, None)?;
+            let mut resources = documents
+                .iter()
+                .map(|d| stored_resource(d).map_err(|e| self.malformed(RESOURCES, d, &e)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            resources.sort_by(|a, b| a.resource.id.cmp(&b.resource.id));
+            Ok(resources)
+        })
+    }
+
+    fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
+        off_async(|| {
+            let expired_filter = doc! { "expires_at": { "$lte": now } };
+            let documents = self.find_all(RESOURCES, expired_filter.clone(), None, None)?;
+            let mut expired = documents
+                .iter()
+                .map(|d| text(d, "_id").map_err(|e| self.malformed(RESOURCES, d, &e)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            // Deleted only if still expired: one rediscovered meanwhile stays.
+            let deleted = self.delete_in(RESOURCES, "_id", &expired, &expired_filter)?;
+            if deleted != expired.len() as u64 {
+                let mut still_there = HashSet::new();
+                for chunk in expired.chunks(BATCH_IDS) {
+                    for d in
+                        self.find_all(RESOURCES, doc! { "_id": { "$in": chunk } }, None, None)?
+                    {
+                        still_there.insert(
+                            text(&d, "_id").map_err(|e| self.malformed(RESOURCES, &d, &e))?,
+                        );
+                    }
+                }
+                expired.retain(|id| !still_there.contains(id));
+            }
+            self.delete_in(LATEST, "resource_id", &expired, &Document::new())?;
+            expired.sort();
+            Ok(expired)
+        })
+    }
+
+    fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        off_async(|| {
+            let count = i64::try_from(runs.len()).unwrap_or(i64::MAX);
+            let counter = self
+                .collection(COUNTERS)
+                .find_one_and_update(doc! { "_id": RUNS }, doc! { "$inc": { "next": count } })
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .run()
+                .map_err(|e| self.error(format!("numbering runs: {e}")))?
+                .ok_or_else(|| self.error("numbering runs: the counter upsert returned nothing"))?;
+            let last =
+                integer(&counter, "next").map_err(|e| self.malformed(COUNTERS, &counter, &e))?;
+            let first = last - count + 1;
+            let mut updates = Vec::with_capacity(runs.len());
+            for (seq, run) in (first..).zip(runs) {
+                let key = serde_json::to_string(&(&run.plugin, &run.resource_id, run.started_at))?;
+                let resource_id = match &run.resource_id {
+                    Some(id) => Bson::String(id.clone()),
+                    None => Bson::Null,
+                };
+                updates.push(doc! {
+                    "q": { "_id": &key },
+                    "u": { "$setOnInsert": {
+                        "seq": seq,
+                        "plugin": &run.plugin,
+                        "resource_id": resource_id,
+                        "scheduled_at": run.scheduled_at,
+                        "started_at": run.started_at,
+                        "finished_at": run.finished_at,
+                        "outcome": &run.outcome,
+                        "detail": &run.detail,
+                    } },
+                    "upsert": true,
+                });
+            }
+            self.upsert_all(RUNS, updates)?;
+            if last > RUN_HISTORY {
+                self.collection(RUNS)
+                    .delete_many(doc! { "seq": { "$lte": last - RUN_HISTORY } })
+                    .run()
+                    .map_err(|e| self.error(format!("pruning runs: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        // A limit of 0 means "no limit" to MongoDB, "no rows" to SQLite.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        off_async(|| {
+            let filter = match plugin {
+                Some(plugin) => doc! { "plugin": plugin },
+                None => Document::new(),
+            };
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let documents = self.find_all(RUNS, filter, Some(doc! { "seq": -1 }), Some(limit))?;
+            documents
+                .iter()
+                .map(|d| run_record(d).map_err(|e| self.malformed(RUNS, d, &e)))
+                .collect()
+        })
+    }
+
+    fn store_latest(&self, groups: &[MetricsGroup]) -> StoreResult<()> {
+        off_async(|| {
+            let mut updates = Vec::new();
+            for group in groups {
+                let mut dimensions: Vec<(&str, &str)> = group
+                    .dimensions
+                    .iter()
+                    .map(|d| (d.name.as_str(), d.value.as_str()))
+                    .collect();
+                dimensions.sort();
+                for metric in &group.metrics {
+                    let key = serde_json::to_string(&(
+                        &group.resource.id,
+                        &group.group_type,
+                        &dimensions,
+                        &metric.name,
+                    ))?;
+                    let kind = match metric.type_ {
+                        MetricType::Counter => "counter",
+                        MetricType::Gauge => "gauge",
+                    };
+                    updates.push(doc! {
+                        "q": { "_id": &key },
+                        "u": {
+                            "_id": &key,
+                            "resource_id": &group.resource.id,
+                            "group_type": &group.group_type,
+                            "dimensions": pairs_bson(dimensions.iter().copied()),
+                            "metric": &metric.name,
+                            "value": value_text(&metric.value),
+                            "metric_type": kind,
+                            "at": seconds(&metric.creation_timestamp),
+                        },
+                        "upsert": true,
+                    });
+                }
+            }
+            self.upsert_all(LATEST, updates)?;
+            Ok(())
+        })
+    }
+
+    fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+        off_async(|| {
+            let filter = match group_type {
+                Some(group_type) => doc! { "group_type": group_type },
+                None => Document::new(),
+            };
+            let documents = self.find_all(LATEST, filter, None, None)?;
+            let mut series = Vec::with_capacity(documents.len());
+            for d in &documents {
+                let value = series_value(d).map_err(|e| self.malformed(LATEST, d, &e))?;
+                // SQLite's order: its dimensions column is this JSON text.
+                let dimensions = serde_json::to_string(&value.dimensions)?;
+                series.push((dimensions, value));
+            }
+            series.sort_by(|(da, a), (db, b)| {
+                (&a.resource_id, &a.group_type, da, &a.metric).cmp(&(
+                    &b.resource_id,
+                    &b.group_type,
+                    db,
+                    &b.metric,
+                ))
+            });
+            Ok(series.into_iter().map(|(_, value)| value).collect())
+        })
+    }
+
+    fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
+        off_async(|| {
+            let body = serde_json::to_string(status)?;
+            let update = doc! {
+                "q": { "_id": "host" },
+                "u": {
+                    "_id": "host",
+                    "site": &status.site,
+                    "pid": i64::from(status.pid),
+                    "updated_at": status.updated_at,
+                    "body": body,
+                },
+                "upsert": true,
+            };
+            self.upsert_all(STATUS, vec![update])?;
+            Ok(())
+        })
+    }
+
+    fn status(&self) -> StoreResult<Option<HostStatus>> {
+        off_async(|| {
+            let document = self
+                .collection(STATUS)
+                .find_one(doc! { "_id": "host" })
+                .run()
+                .map_err(|e| self.error(format!("reading {STATUS}: {e}")))?;
+            match document {
+                None => Ok(None),
+                Some(d) => {
+                    let body = text(&d, "body").map_err(|e| self.malformed(STATUS, &d, &e))?;
+                    Ok(Some(serde_json::from_str(&body)?))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact("mongodb://vigil:s3cr%40t@db1:27017,db2/admin?tls=true"),
+            "mongodb://vigil:***@db1:27017,db2/admin?tls=true"
+        );
+        assert_eq!(redact("mongodb://vigil@db1/"), "mongodb://vigil@db1/");
+        assert_eq!(redact("mongodb://127.0.0.1:1"), "mongodb://127.0.0.1:1");
+        assert_eq!(redact("mongodb://h/?a=b@c"), "mongodb://h/?a=b@c");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn reads_numbers_of_any_numeric_type() {
+        let d = doc! { "a": 1.5, "b": 2i32, "c": i64::MAX, "d": 3.0, "e": "x", "f": Bson::Null };
+        assert_eq!(number(&d, "a"), Ok(1.5));
+        assert_eq!(number(&d, "b"), Ok(2.0));
+        assert_eq!(integer(&d, "b"), Ok(2));
+        assert_eq!(integer(&d, "c"), Ok(i64::MAX));
+        assert_eq!(integer(&d, "d"), Ok(3));
+        assert!(integer(&d, "a").is_err());
+        assert!(number(&d, "e").is_err());
+        assert_eq!(optional_text(&d, "f"), Ok(None));
+        assert_eq!(optional_text(&d, "missing"), Ok(None));
+        assert_eq!(optional_text(&d, "e"), Ok(Some("x".to_owned())));
+    }
+
+    #[test]
+    fn open_fails_fast_on_a_bad_database_name() {
+        let error = MongoStorage::open("mongodb://127.0.0.1:1", "a.b")
+            .err()
+            .expect("an error");
+        assert!(
+            error.to_string().contains("invalid database name"),
+            "{error}"
+        );
+    }
+}

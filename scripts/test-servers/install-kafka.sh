@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs the Kafka-API broker that vigil's integration tests start on
+# loopback (see tests/src/kafka_servers.rs): tansu 0.6.0, a Kafka-compatible
+# broker written in Rust, run with its in-memory storage engine (which needs
+# the `dynostore` feature). The binary goes to
+# $VIGIL_TEST_SERVERS_DIR/bin/tansu (default <repo>/target/test-servers):
+#   - copied from ../shared/bin/tansu (beside the repository) when that file
+#     is there and its sha256 is the pinned one below;
+#   - otherwise built with
+#     `cargo install tansu --version 0.6.0 --locked --features dynostore`
+#     (about 30 minutes on a cold machine; its output goes to
+#     install-kafka.log).
+# Idempotent and quick when the binary is already there; concurrent callers
+# are serialised by a lock in that directory (install-kafka.lock). Prints one
+# line saying what it did. Needs no root.
+set -euo pipefail
+umask 022
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+dir=${VIGIL_TEST_SERVERS_DIR:-$repo/target/test-servers}
+bin=$dir/bin/tansu
+version=0.6.0
+# The prebuilt binary shared beside the repository (crates.io tansu 0.6.0
+# built with --features dynostore, stripped, x86_64 Linux); its checksum as
+# published in ../shared/README.md.
+shared=$(dirname "$repo")/shared/bin/tansu
+shared_sha256=d45c5798bb85ab31f31a787f6ee86dea13e7a3fbcf0ca79bdc7312d1b3ed0e74
+
+started=${EPOCHREALTIME/./}
+did=()
+log=$dir/install-kafka.log
+
+mkdir -p "$dir/bin"
+# A lock of its own: a cold `cargo install` holds it for half an hour, which
+# must not hold up the other install scripts (they share install.lock).
+exec 9>>"$dir/install-kafka.lock"
+if ! flock -n 9; then
+    flock -w 3600 9 || { echo "install-kafka: timed out waiting for $dir/install-kafka.lock" >&2; exit 1; }
+    waited=$(( (${EPOCHREALTIME/./} - started) / 1000 ))
+    did_wait="waited ${waited} ms for another install; "
+fi
+
+fail() {
+    echo "install-kafka: $*" >&2
+    if [[ -s $log ]]; then
+        echo "install-kafka: last lines of $log:" >&2
+        tail -n 30 "$log" >&2
+    fi
+    exit 1
+}
+
+# The log keeps the output of the last run that had something to do.
+log_started=0
+start_log() {
+    [[ $log_started == 1 ]] || : >"$log"
+    log_started=1
+}
+
+# Whether $1 is a tansu of the pinned version.
+is_tansu() {
+    [[ -x $1 ]] && [[ $("$1" --version 2>/dev/null) == "tansu $version" ]]
+}
+
+if ! is_tansu "$bin"; then
+    start_log
+    rm -f "$bin"
+    if [[ -f $shared ]] && [[ $(sha256sum "$shared" | cut -d' ' -f1) == "$shared_sha256" ]]; then
+        # Copy to a temporary name first, so a concurrent reader never sees
+        # half a binary.
+        cp "$shared" "$bin.tmp.$$"
+        chmod 755 "$bin.tmp.$$"
+        mv -f "$bin.tmp.$$" "$bin"
+        is_tansu "$bin" || fail "$shared (sha256 $shared_sha256) copied to $bin does not report tansu $version"
+        did+=("copied $shared to $bin")
+    else
+        if [[ -f $shared ]]; then
+            echo "install-kafka: $shared has an unexpected sha256; building tansu instead" >>"$log"
+        fi
+        command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH (needed to build tansu $version)"
+        # Its own target directory: the build neither waits on nor fills the
+        # workspace's, and a second attempt after a failure reuses it.
+        (cd "$dir" && cargo install tansu --version "$version" --locked --features dynostore \
+            --root "$dir" --target-dir "$dir/tansu-build") >>"$log" 2>&1 \
+            || fail "cargo install tansu --version $version --locked --features dynostore failed"
+        is_tansu "$bin" || fail "cargo install did not leave tansu $version at $bin"
+        rm -rf "$dir/tansu-build"
+        did+=("built tansu $version with cargo install into $bin")
+    fi
+fi
+
+ms=$(( (${EPOCHREALTIME/./} - started) / 1000 ))
+elapsed=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
+if [[ ${#did[@]} -eq 0 ]]; then
+    echo "install-kafka: ${did_wait:-}everything already installed ($bin) in ${elapsed}s"
+else
+    msg=$(printf '%s; ' "${did[@]}")
+    echo "install-kafka: ${did_wait:-}${msg%; } in ${elapsed}s"
+fi

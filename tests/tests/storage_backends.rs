@@ -1,0 +1,646 @@
+//! One conformance suite for every [`Storage`] backend: each check is a
+//! function of a `&dyn Storage`, run against the embedded SQLite store (in a
+//! temporary directory) and against MongoDB (a fresh database per test on one
+//! nx-27017 server shared by the whole test binary; see
+//! `vigil_tests::mongo_servers`). Both must give the same answers.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use vigil_host::model::{
+    Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
+};
+use vigil_host::store::mongo::MongoStorage;
+use vigil_host::store::sqlite::SqliteStorage;
+use vigil_host::store::{
+    HostStatus, PluginStatus, RunRecord, SeriesValue, Storage, StoredResource, UpsertSummary,
+};
+use vigil_tests::mongo_servers::{NxMongo, free_tcp_port};
+
+// --- backends ----------------------------------------------------------------
+
+/// Opens the same database again each time it is called.
+type Opener = Box<dyn Fn() -> Result<Box<dyn Storage>>>;
+
+fn sqlite_backend() -> Result<(tempfile::TempDir, Opener)> {
+    let dir = tempfile::tempdir().context("tempdir")?;
+    let path = dir.path().join("vigil.db");
+    let open: Opener = Box::new(move || {
+        let store =
+            SqliteStorage::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Box::new(store) as Box<dyn Storage>)
+    });
+    Ok((dir, open))
+}
+
+/// The nx-27017 server every MongoDB test of this binary shares. A static is
+/// never dropped: the server's watchdog stops it when this process ends.
+fn nx_mongo() -> Result<&'static NxMongo> {
+    static SERVER: OnceLock<std::result::Result<NxMongo, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| NxMongo::start().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("starting nx-27017: {e}"))
+}
+
+/// A database of its own for test `name` on the shared server.
+fn mongo_backend(name: &str) -> Result<Opener> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let url = nx_mongo()?.url();
+    let short: String = name.chars().take(32).collect();
+    let database = format!(
+        "vigil_{short}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    Ok(Box::new(move || {
+        let store = MongoStorage::open(&url, &database)
+            .with_context(|| format!("opening database {database} at {url}"))?;
+        Ok(Box::new(store) as Box<dyn Storage>)
+    }))
+}
+
+/// Runs each check (a `fn(&dyn Storage) -> Result<()>`) against a fresh
+/// store of each backend, and each restart check (a `fn(&Opener) ->
+/// Result<()>`) with a way to reopen the same database.
+macro_rules! conformance {
+    (checks: [$($check:ident),* $(,)?], restarts: [$($restart:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $check() -> anyhow::Result<()> {
+                    let (_dir, open) = super::sqlite_backend()?;
+                    super::$check(open()?.as_ref())
+                }
+            )*
+            $(
+                #[test]
+                fn $restart() -> anyhow::Result<()> {
+                    let (_dir, open) = super::sqlite_backend()?;
+                    super::$restart(&open)
+                }
+            )*
+        }
+        mod mongo {
+            $(
+                #[test]
+                fn $check() -> anyhow::Result<()> {
+                    let open = super::mongo_backend(stringify!($check))?;
+                    super::$check(open()?.as_ref())
+                }
+            )*
+            $(
+                #[test]
+                fn $restart() -> anyhow::Result<()> {
+                    let open = super::mongo_backend(stringify!($restart))?;
+                    super::$restart(&open)
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    checks: [
+        upsert_counts_added_and_refreshed_idempotently,
+        resources_expire_by_ttl_with_their_series,
+        live_resources_round_trip_sorted_by_id,
+        run_history_newest_first_with_limit_and_filter,
+        latest_values_exact_one_per_series,
+        status_round_trips,
+        callable_from_async_code,
+        large_batches_count_exactly,
+    ],
+    restarts: [reopened_store_keeps_everything],
+}
+
+// --- fixtures ------------------------------------------------------------------
+
+fn at(seconds: u64, nanoseconds: u32) -> Datetime {
+    Datetime {
+        seconds,
+        nanoseconds,
+    }
+}
+
+fn resource(id: &str, ttl: u64) -> Resource {
+    let mut r = Resource::named(id, "127.0.0.1");
+    r.site = "lab".into();
+    r.class = "network".into();
+    r.subclass = "router".into();
+    r.type_ = "juniper".into();
+    r.ttl_seconds = ttl;
+    r.creation_timestamp = at(900, 500_000_000);
+    r.metadata = vec![("model".into(), "mx960".into())];
+    r
+}
+
+fn group(
+    resource_id: &str,
+    group_type: &str,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, MetricValue, MetricType)],
+    when: Datetime,
+) -> MetricsGroup {
+    MetricsGroup {
+        group_type: group_type.into(),
+        interval_seconds: 60,
+        creation_timestamp: when,
+        schema_version: "0.2".into(),
+        resource: resource(resource_id, 0),
+        dimensions: dimensions
+            .iter()
+            .map(|(name, value)| Dimension {
+                name: (*name).into(),
+                value: (*value).into(),
+            })
+            .collect(),
+        metrics: metrics
+            .iter()
+            .map(|(name, value, type_)| Metric {
+                name: (*name).into(),
+                value: *value,
+                type_: *type_,
+                creation_timestamp: when,
+            })
+            .collect(),
+    }
+}
+
+fn run(plugin: &str, resource_id: Option<&str>, started_at: f64) -> RunRecord {
+    RunRecord {
+        plugin: plugin.into(),
+        resource_id: resource_id.map(Into::into),
+        scheduled_at: started_at - 0.25,
+        started_at,
+        finished_at: started_at + 1.0,
+        outcome: "ok".into(),
+        detail: String::new(),
+    }
+}
+
+fn summary(added: usize, refreshed: usize) -> UpsertSummary {
+    UpsertSummary { added, refreshed }
+}
+
+fn ids(resources: &[StoredResource]) -> Vec<&str> {
+    resources.iter().map(|r| r.resource.id.as_str()).collect()
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+fn owned(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+// --- the checks ----------------------------------------------------------------
+
+fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result<()> {
+    assert_eq!(
+        store.upsert_resources("disco", &[], 100.0, 1000.0)?,
+        summary(0, 0)
+    );
+    let batch = [resource("a", 0), resource("b", 30)];
+    assert_eq!(
+        store.upsert_resources("disco", &batch, 100.0, 1000.0)?,
+        summary(2, 0)
+    );
+    let before = store.live_resources(1000.0)?;
+    assert_eq!(ids(&before), ["a", "b"]);
+
+    // The same batch again (a retried write): nothing added, same state.
+    assert_eq!(
+        store.upsert_resources("disco", &batch, 100.0, 1000.0)?,
+        summary(0, 2)
+    );
+    assert_eq!(store.live_resources(1000.0)?, before);
+
+    // One id twice in a batch: the first adds it, the second refreshes it.
+    let twice = [resource("c", 0), resource("c", 0)];
+    assert_eq!(
+        store.upsert_resources("disco", &twice, 100.0, 1005.0)?,
+        summary(1, 1)
+    );
+
+    // Rediscovered by another plugin with new data: what a refresh changes
+    // and what it keeps from the first sighting.
+    let mut a = resource("a", 0);
+    a.endpoint = "10.0.0.2".into();
+    a.type_ = "cisco".into();
+    a.creation_plugin = "not stored".into();
+    a.creation_timestamp = at(950, 0);
+    a.metadata = pairs(&[("os", "junos 21"), ("model", "mx480")]);
+    assert_eq!(
+        store.upsert_resources("disco2", &[a], 50.0, 1010.0)?,
+        summary(0, 1)
+    );
+    let live = store.live_resources(1010.0)?;
+    assert_eq!(ids(&live), ["a", "b", "c"]);
+    let a = &live[0];
+    assert_eq!(a.resource.endpoint, "10.0.0.2");
+    assert_eq!(a.resource.type_, "cisco");
+    assert_eq!(
+        a.resource.metadata,
+        pairs(&[("os", "junos 21"), ("model", "mx480")])
+    );
+    assert_eq!(a.resource.ttl_seconds, 50);
+    assert_eq!(a.discovered_by, "disco2");
+    // The first discoverer and the first creation time stay.
+    assert_eq!(a.resource.creation_plugin, "disco");
+    assert_eq!(a.resource.creation_timestamp, at(900, 500_000_000));
+    assert_eq!(
+        (a.first_seen, a.last_seen, a.expires_at),
+        (1000.0, 1010.0, 1060.0)
+    );
+    Ok(())
+}
+
+fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> {
+    let batch = [resource("a", 0), resource("b", 30), resource("c", 30)];
+    assert_eq!(
+        store.upsert_resources("disco", &batch, 100.0, 1000.0)?,
+        summary(3, 0)
+    );
+    let counter = |id: &str| {
+        group(
+            id,
+            "interface",
+            &[("interface_name", "ge-0/0/0")],
+            &[("bits_in", MetricValue::Unsigned(7), MetricType::Counter)],
+            at(1001, 0),
+        )
+    };
+    store.store_latest(&[counter("a"), counter("b"), counter("c")])?;
+    // b is rediscovered before it expires: its own TTL counts from then.
+    assert_eq!(
+        store.upsert_resources("disco", &[resource("b", 30)], 100.0, 1020.0)?,
+        summary(0, 1)
+    );
+
+    // A resource lives while expires_at > now.
+    assert_eq!(ids(&store.live_resources(1029.5)?), ["a", "b", "c"]);
+    assert_eq!(ids(&store.live_resources(1030.0)?), ["a", "b"]);
+    assert!(store.expire_resources(1029.5)?.is_empty());
+    assert_eq!(sorted(store.expire_resources(1030.0)?), owned(&["c"]));
+    assert!(store.expire_resources(1030.0)?.is_empty());
+    // Expired resources are gone (for any `now`), and so are their series.
+    assert_eq!(ids(&store.live_resources(0.0)?), ["a", "b"]);
+    let series: Vec<String> = store
+        .latest(None)?
+        .into_iter()
+        .map(|s| s.resource_id)
+        .collect();
+    assert_eq!(series, owned(&["a", "b"]));
+
+    assert_eq!(sorted(store.expire_resources(5000.0)?), owned(&["a", "b"]));
+    assert!(store.live_resources(0.0)?.is_empty());
+    assert!(store.latest(None)?.is_empty());
+    Ok(())
+}
+
+fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
+    let mut full = resource("b", 0);
+    full.site = "dc-1 ünïcödé".into();
+    full.endpoint = "2001:db8::1".into();
+    full.class = String::new();
+    full.creation_timestamp = at(1_700_000_000, 250_000_000);
+    // Order and repeated keys are kept as given; values may hold anything.
+    full.metadata = pairs(&[
+        ("z", "last\"first"),
+        ("a.b", "{\"json\": [1, 2]}"),
+        ("$dollar", ""),
+        ("z", "again"),
+        ("emoji", "🛰 \\ \n tab\t"),
+    ]);
+    let mut bare = resource("C", 0);
+    bare.metadata.clear();
+    let third = resource("a", 0);
+    store.upsert_resources(
+        "disco",
+        &[full.clone(), bare.clone(), third],
+        100.0,
+        1000.25,
+    )?;
+
+    let live = store.live_resources(1000.25)?;
+    // Byte order, as SQLite's ORDER BY id: upper case first.
+    assert_eq!(ids(&live), ["C", "a", "b"]);
+    let mut expected = full;
+    expected.creation_plugin = "disco".into();
+    expected.ttl_seconds = 100;
+    assert_eq!(
+        live[2],
+        StoredResource {
+            resource: expected,
+            discovered_by: "disco".into(),
+            first_seen: 1000.25,
+            last_seen: 1000.25,
+            expires_at: 1100.25,
+        }
+    );
+    assert!(live[0].resource.metadata.is_empty());
+    Ok(())
+}
+
+fn run_history_newest_first_with_limit_and_filter(store: &dyn Storage) -> Result<()> {
+    assert!(store.recent_runs(None, 10)?.is_empty());
+    store.record_runs(&[])?;
+    store.record_runs(&[
+        run("a", Some("r1"), 1.0),
+        run("b", Some("r1"), 2.0),
+        run("a", Some("r2"), 3.0),
+    ])?;
+    // Recorded later, though it started earlier: "newest" is recording order.
+    let mut late = run("disco", None, 0.5);
+    late.outcome = "trap.deadline".into();
+    late.detail = "deadline of 5s exceeded — ünïcödé \"quoted\"".into();
+    store.record_runs(std::slice::from_ref(&late))?;
+
+    let started = |runs: Vec<RunRecord>| runs.iter().map(|r| r.started_at).collect::<Vec<_>>();
+    assert_eq!(started(store.recent_runs(None, 10)?), [0.5, 3.0, 2.0, 1.0]);
+    assert_eq!(started(store.recent_runs(None, 2)?), [0.5, 3.0]);
+    assert_eq!(started(store.recent_runs(Some("a"), 10)?), [3.0, 1.0]);
+    assert_eq!(started(store.recent_runs(Some("a"), 1)?), [3.0]);
+    assert!(store.recent_runs(Some("nope"), 10)?.is_empty());
+    assert!(store.recent_runs(None, 0)?.is_empty());
+    assert_eq!(store.recent_runs(None, usize::MAX)?.len(), 4);
+    assert_eq!(store.recent_runs(Some("disco"), 5)?, vec![late]);
+    assert_eq!(
+        store.recent_runs(Some("b"), 5)?,
+        vec![run("b", Some("r1"), 2.0)]
+    );
+    Ok(())
+}
+
+fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
+    let interface = |bits_in: u64, when: Datetime| {
+        group(
+            "sw1",
+            "interface",
+            // Given unsorted: stored sorted by name.
+            &[("interface_name", "ge-0/0/0"), ("description", "uplink ü")],
+            &[
+                (
+                    "bits_in",
+                    MetricValue::Unsigned(bits_in),
+                    MetricType::Counter,
+                ),
+                (
+                    "utilization",
+                    MetricValue::Float(0.1 + 0.2),
+                    MetricType::Gauge,
+                ),
+                ("offset", MetricValue::Signed(i64::MIN), MetricType::Gauge),
+            ],
+            when,
+        )
+    };
+    let cpu = group(
+        "r2",
+        "cpu",
+        &[],
+        &[("busy", MetricValue::Float(12.5), MetricType::Gauge)],
+        at(30, 0),
+    );
+    store.store_latest(&[interface(1, at(10, 0)), cpu])?;
+    // A later sample of the same series replaces it (idempotently).
+    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000))])?;
+    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000))])?;
+
+    let dims = pairs(&[("description", "uplink ü"), ("interface_name", "ge-0/0/0")]);
+    let series = |metric: &str, value: &str, metric_type: &str| SeriesValue {
+        resource_id: "sw1".into(),
+        group_type: "interface".into(),
+        dimensions: dims.clone(),
+        metric: metric.into(),
+        value: value.into(),
+        metric_type: metric_type.into(),
+        at: 20.25,
+    };
+    let expected_interface = vec![
+        series("bits_in", "18446744073709551615", "counter"),
+        series("offset", "-9223372036854775808", "gauge"),
+        series("utilization", "0.30000000000000004", "gauge"),
+    ];
+    assert_eq!(store.latest(Some("interface"))?, expected_interface);
+    let cpu = SeriesValue {
+        resource_id: "r2".into(),
+        group_type: "cpu".into(),
+        dimensions: Vec::new(),
+        metric: "busy".into(),
+        value: "12.5".into(),
+        metric_type: "gauge".into(),
+        at: 30.0,
+    };
+    assert_eq!(store.latest(Some("cpu"))?, vec![cpu.clone()]);
+    // Ordered by resource, group, dimensions, metric.
+    let mut all = vec![cpu];
+    all.extend(expected_interface);
+    assert_eq!(store.latest(None)?, all);
+    assert!(store.latest(Some("memory"))?.is_empty());
+    // The counter is exact: parsing it back gives u64::MAX, not 2^64.
+    ensure!(store.latest(Some("interface"))?[0].value.parse::<u64>()? == u64::MAX);
+    Ok(())
+}
+
+fn host_status(site: &str, runs: u64) -> HostStatus {
+    HostStatus {
+        site: site.into(),
+        pid: 4242,
+        started_at: 1000.5,
+        updated_at: 1002.75,
+        resources: 6,
+        plugins: vec![PluginStatus {
+            name: "heartbeat".into(),
+            kind: "polling".into(),
+            schedule: "every 10s".into(),
+            runs,
+            outcomes: [("ok".to_owned(), runs), ("trap.deadline".to_owned(), 2)]
+                .into_iter()
+                .collect(),
+            skipped: 3,
+            last_run_at: Some(1002.125),
+            lateness_p50_ms: 1.5,
+            lateness_p99_ms: 12.0,
+        }],
+        broken: vec![("bad.vigil-plugin".into(), "line 3: unknown key".into())],
+    }
+}
+
+fn status_round_trips(store: &dyn Storage) -> Result<()> {
+    assert_eq!(store.status()?, None);
+    let first = host_status("lab", u64::MAX);
+    store.put_status(&first)?;
+    assert_eq!(store.status()?, Some(first));
+    let second = HostStatus {
+        plugins: Vec::new(),
+        broken: Vec::new(),
+        ..host_status("lab 2", 1)
+    };
+    store.put_status(&second)?;
+    assert_eq!(store.status()?, Some(second));
+    Ok(())
+}
+
+/// The host calls storage from async code (through `spawn_blocking`, but
+/// small calls may come straight from a task): no backend may panic there.
+fn callable_from_async_code(store: &dyn Storage) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        store.put_status(&host_status("async", 1))?;
+        ensure!(store.status()?.is_some_and(|s| s.site == "async"));
+        store.upsert_resources("disco", &[resource("a", 0)], 100.0, 1000.0)?;
+        ensure!(store.live_resources(1000.0)?.len() == 1);
+        Ok(())
+    })
+}
+
+/// Batches larger than one MongoDB write command (1,000 writes) or `$in`
+/// list (1,000 ids) are split without losing count or order.
+fn large_batches_count_exactly(store: &dyn Storage) -> Result<()> {
+    let resources: Vec<Resource> = (0..2500)
+        .map(|i| resource(&format!("r{i:04}"), 0))
+        .collect();
+    assert_eq!(
+        store.upsert_resources("disco", &resources, 100.0, 1000.0)?,
+        summary(2500, 0)
+    );
+    let mut again = resources.clone();
+    again.push(resource("new", 0));
+    assert_eq!(
+        store.upsert_resources("disco", &again, 100.0, 1001.0)?,
+        summary(1, 2500)
+    );
+    let runs: Vec<RunRecord> = (0..1500)
+        .map(|i| run("p", Some("r"), f64::from(i)))
+        .collect();
+    store.record_runs(&runs)?;
+    let recent = store.recent_runs(Some("p"), 2000)?;
+    assert_eq!(recent.len(), 1500);
+    ensure!(recent.first().is_some_and(|r| r.started_at == 1499.0));
+    ensure!(recent.last().is_some_and(|r| r.started_at == 0.0));
+    assert_eq!(store.expire_resources(5000.0)?.len(), 2501);
+    assert!(store.live_resources(0.0)?.is_empty());
+    Ok(())
+}
+
+fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
+    let (live, runs, latest, status) = {
+        let store = open()?;
+        store.upsert_resources(
+            "disco",
+            &[resource("a", 0), resource("b", 30)],
+            100.0,
+            1000.0,
+        )?;
+        store.record_runs(&[run("a", Some("r1"), 1.0), run("b", None, 2.0)])?;
+        store.store_latest(&[group(
+            "a",
+            "interface",
+            &[("interface_name", "xe-1/0/0")],
+            &[(
+                "bits_out",
+                MetricValue::Unsigned(u64::MAX - 1),
+                MetricType::Counter,
+            )],
+            at(1000, 0),
+        )])?;
+        store.put_status(&host_status("lab", 9))?;
+        (
+            store.live_resources(1000.0)?,
+            store.recent_runs(None, 10)?,
+            store.latest(None)?,
+            store.status()?,
+        )
+    };
+    let store = open()?;
+    assert_eq!(store.live_resources(1000.0)?, live);
+    assert_eq!(store.recent_runs(None, 10)?, runs);
+    assert_eq!(store.latest(None)?, latest);
+    assert_eq!(store.status()?, status);
+    // Known resources are refreshed, not added again, and run history goes
+    // on in order after the restart.
+    assert_eq!(
+        store.upsert_resources(
+            "disco",
+            &[resource("a", 0), resource("b", 30)],
+            100.0,
+            1010.0
+        )?,
+        summary(0, 2)
+    );
+    store.record_runs(&[run("c", None, 0.0)])?;
+    let started: Vec<f64> = store
+        .recent_runs(None, 10)?
+        .iter()
+        .map(|r| r.started_at)
+        .collect();
+    assert_eq!(started, [0.0, 2.0, 1.0]);
+    Ok(())
+}
+
+// --- MongoDB only ----------------------------------------------------------------
+
+#[test]
+fn mongo_open_on_a_closed_port_fails_fast_naming_the_url() -> Result<()> {
+    let port = free_tcp_port()?;
+    let url = format!("mongodb://vigil:s3cret@127.0.0.1:{port}");
+    let started = Instant::now();
+    let error = match MongoStorage::open(&url, "vigil") {
+        Ok(_) => anyhow::bail!("opening {url} succeeded with nothing listening"),
+        Err(e) => e.to_string(),
+    };
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "took {took:?}: {error}");
+    assert!(
+        error.contains(&format!("mongodb://vigil:***@127.0.0.1:{port}")),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
+    Ok(())
+}
+
+#[test]
+fn mongo_retried_run_batch_is_not_recorded_twice() -> Result<()> {
+    let store = mongo_backend("retried_runs")?()?;
+    let batch = [
+        run("a", Some("r1"), 1.0),
+        run("a", None, 1.0),
+        run("b", Some("r1"), 1.0),
+    ];
+    store.record_runs(&batch)?;
+    store.record_runs(&batch)?;
+    let runs = store.recent_runs(None, 10)?;
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    // The retry keeps the first write's order.
+    let newest_first: Vec<RunRecord> = batch.iter().rev().cloned().collect();
+    assert_eq!(runs, newest_first);
+    Ok(())
+}
+
+#[test]
+fn mongo_stores_share_a_server_but_not_data() -> Result<()> {
+    let one = mongo_backend("isolation_one")?()?;
+    let two = mongo_backend("isolation_two")?()?;
+    one.upsert_resources("disco", &[resource("a", 0)], 100.0, 1000.0)?;
+    assert!(two.live_resources(0.0)?.is_empty());
+    assert_eq!(
+        two.upsert_resources("disco", &[resource("a", 0)], 100.0, 1000.0)?,
+        summary(1, 0)
+    );
+    Ok(())
+}
