@@ -731,4 +731,51 @@ mod tests {
             .expect_err("unknown limit");
         assert_eq!(err.line, 4);
     }
+
+    #[test]
+    fn the_multi_agent_example_chooses_the_networked_backends() {
+        let site = parse(include_str!("../../plugin-configs/multi-agent-site.toml"))
+            .expect("the example parses");
+        assert_eq!(
+            site.storage_backend,
+            StorageBackend::MongoDb {
+                url: "mongodb://127.0.0.1:27017".into(),
+                database: "vigil".into()
+            }
+        );
+        assert_eq!(
+            site.cache_backend,
+            CacheBackend::Redis {
+                url: "redis://127.0.0.1:6379/0".into()
+            }
+        );
+        assert!(matches!(
+            site.bus_backend,
+            BusBackend::Kafka { partitions: 6, .. }
+        ));
+        let Coordination::Redis(redis) = &site.coordination else {
+            panic!("redis coordination");
+        };
+        assert_eq!(redis.lease_ttl, Duration::from_secs(10));
+        assert_eq!(redis.join_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn backend_mistakes_are_located() {
+        let err =
+            parse("[site]\nname = \"lab\"\n[bus]\nbackend = \"kafka\"\n").expect_err("no brokers");
+        assert_eq!(err.line, 4);
+        assert!(err.message.contains("bus.brokers is required"), "{err}");
+        let err = parse("[site]\nname = \"lab\"\n[storage]\nbackend = \"postgres\"\n")
+            .expect_err("unknown backend");
+        assert!(
+            err.message.contains("not one of embedded, mongodb"),
+            "{err}"
+        );
+        let err = parse(
+            "[site]\nname = \"lab\"\n[coordination]\nbackend = \"redis\"\nurl = \"redis://x\"\nlease_ttl = \"2s\"\nrenew_every = \"5s\"\n",
+        )
+        .expect_err("renewal slower than the lease");
+        assert!(err.message.contains("renew_every must be shorter"), "{err}");
+    }
 }

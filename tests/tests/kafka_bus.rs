@@ -307,7 +307,6 @@ async fn two_consumers_in_a_group_share_the_partitions() -> Result<()> {
         round += 1;
         let batch: Vec<MetricsGroup> = probes.iter().map(|s| group("share", *s, round)).collect();
         publisher.publish_metrics(Topic::Processed, &batch);
-        tokio::time::sleep(Duration::from_millis(500)).await;
         let got = |c: &Collector| {
             c.received
                 .lock()
@@ -315,6 +314,10 @@ async fn two_consumers_in_a_group_share_the_partitions() -> Result<()> {
                 .iter()
                 .any(|g| identify(g).1 == round)
         };
+        let round_started = Instant::now();
+        while !(got(&first) && got(&second)) && round_started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         if got(&first) && got(&second) {
             break;
         }
@@ -395,6 +398,10 @@ async fn two_consumers_in_a_group_share_the_partitions() -> Result<()> {
 /// and every buffered group reaches a consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_nothing_buffered() -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init(); // TEMP-KAFKA-DEBUG
     let mut tansu = Tansu::start()?;
     let settings = site(&tansu, "outage").await?;
     let publisher = KafkaPublisher::new(&settings)?;
@@ -479,19 +486,23 @@ async fn a_broker_outage_loses_nothing_buffered() -> Result<()> {
 /// committed past it, so a later member of the group starts right there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_are_committed_only_after_the_sink_accepts() -> Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).try_init(); // TEMP-KAFKA-DEBUG
     let tansu = Tansu::start()?;
     let settings = site(&tansu, "commit").await?;
     let publisher = KafkaPublisher::new(&settings)?;
+    // One group per produce request, so that every message is a record
+    // batch of its own: tansu 0.6.0 skips the rest of a record batch when a
+    // fetch starts inside it (from a committed offset), which real Kafka
+    // does not (and tansu fixed after 0.6.0).
     let mut all = BTreeSet::new();
-    for seq in 0..10u64 {
-        let poll: Vec<MetricsGroup> = (0..25)
-            .flat_map(|resource| (0..4).map(move |interface| (resource, interface)))
-            .map(|series| group("commit", series, seq))
-            .collect();
-        all.extend(poll.iter().map(identify));
-        publisher.publish_metrics(Topic::Processed, &poll);
+    for seq in 0..3u64 {
+        for resource in 0..20 {
+            let g = group("commit", (resource, 0), seq);
+            all.insert(identify(&g));
+            publisher.publish_metrics(Topic::Processed, &[g]);
+            assert!(publisher.flush(Duration::from_secs(15)).await);
+        }
     }
-    assert!(publisher.flush(Duration::from_secs(15)).await);
 
     // The first member accepts batch 1, rejects batch 2 once (and checks
     // that the same batch comes back), then rejects batch 3 for good and
@@ -548,7 +559,7 @@ async fn offsets_are_committed_only_after_the_sink_accepts() -> Result<()> {
             &settings,
             "commit-sink",
             Topic::Processed,
-            100,
+            10,
             handler,
             stopped,
         ),
@@ -577,7 +588,7 @@ async fn offsets_are_committed_only_after_the_sink_accepts() -> Result<()> {
             &settings,
             "commit-sink",
             Topic::Processed,
-            100,
+            10,
             collector.handler(),
             stopped,
         ),

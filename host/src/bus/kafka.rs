@@ -67,8 +67,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
@@ -108,6 +108,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 const STALL: Duration = Duration::from_secs(2);
 /// How often the upkeep looks at the producer.
 const UPKEEP_TICK: Duration = Duration::from_millis(50);
+/// Epoch bumps without a delivery after which the idempotent producer is
+/// taken to be unknown to the broker (see `DeliveryContext::stats_raw`).
+const EPOCH_CHURN: i64 = 3;
 /// Parked messages resent while holding the lock, at most.
 const RESEND_CHUNK: usize = 1_000;
 /// How long [`run_publisher`] waits for outstanding messages at the end.
@@ -390,8 +393,12 @@ pub struct PublisherStats {
     pub failed: u64,
     /// Messages refused because the buffer was full.
     pub dropped_buffer_full: u64,
-    /// Messages sent again after their topic had to be created anew.
+    /// Messages sent again: their topic had to be created anew, or the
+    /// producer was replaced.
     pub resent: u64,
+    /// Times the producer was replaced because the broker had lost its
+    /// state (topics, producer ids).
+    pub producer_resets: u64,
     /// Accepted messages neither delivered nor failed yet.
     pub pending: u64,
 }
@@ -408,11 +415,18 @@ struct Shared {
     refused: AtomicU64,
     dropped_buffer_full: AtomicU64,
     resent: AtomicU64,
-    /// Messages whose topic was missing, in order, waiting to be sent again.
-    parked: Mutex<VecDeque<Parked>>,
-    parked_count: AtomicUsize,
+    producer_resets: AtomicU64,
+    lot: Mutex<Lot>,
+    /// Whether new messages must go to the lot (it holds messages, or the
+    /// producer is being replaced): the lock-free fast path's test.
+    detour: AtomicBool,
+    /// Messages in the lot.
+    lot_len: AtomicUsize,
     /// A report or a send said a topic is missing.
     topics_missing: AtomicBool,
+    /// The producer cannot deliver although the broker is there (its
+    /// producer id is unknown to the broker, or it hit a fatal error).
+    producer_stuck: AtomicBool,
     /// When the last delivery succeeded (ms since `epoch`).
     last_delivery_ms: AtomicU64,
     stop: AtomicBool,
@@ -420,7 +434,42 @@ struct Shared {
     full_warning: Throttle,
 }
 
+/// Messages waiting to be sent (again), in order.
+#[derive(Default)]
+struct Lot {
+    /// Waiting for their topic, or taken back from a replaced producer.
+    parked: VecDeque<Parked>,
+    /// Published while the producer was being replaced; they go after
+    /// everything parked.
+    held: VecDeque<Parked>,
+    /// The producer is being replaced.
+    hold: bool,
+}
+
 impl Shared {
+    fn new(settings: &KafkaSettings) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            message_timeout: settings.message_timeout,
+            enqueued: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            dropped_buffer_full: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+            producer_resets: AtomicU64::new(0),
+            lot: Mutex::new(Lot::default()),
+            detour: AtomicBool::new(false),
+            lot_len: AtomicUsize::new(0),
+            topics_missing: AtomicBool::new(false),
+            producer_stuck: AtomicBool::new(false),
+            last_delivery_ms: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            failure_warning: Throttle::new(),
+            full_warning: Throttle::new(),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -435,11 +484,22 @@ impl Shared {
         self.enqueued.load(Ordering::SeqCst).saturating_sub(settled)
     }
 
+    fn lock_lot(&self) -> std::sync::MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Call with the lot locked, after changing it.
+    fn lot_changed(&self, lot: &Lot) {
+        self.lot_len
+            .store(lot.parked.len() + lot.held.len(), Ordering::SeqCst);
+        self.detour
+            .store(lot.hold || !lot.parked.is_empty(), Ordering::SeqCst);
+    }
+
     fn park(&self, parked: Parked) {
-        let mut lot = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
-        lot.push_back(parked);
-        self.parked_count.store(lot.len(), Ordering::SeqCst);
-        self.topics_missing.store(true, Ordering::SeqCst);
+        let mut lot = self.lock_lot();
+        lot.parked.push_back(parked);
+        self.lot_changed(&lot);
     }
 
     fn fail(&self, count: u64, what: &str, error: &dyn std::fmt::Display) {
@@ -450,7 +510,7 @@ impl Shared {
     }
 }
 
-/// A message waiting for its topic to exist again.
+/// A message waiting to be sent (again).
 struct Parked {
     topic: String,
     partition: Option<i32>,
@@ -538,10 +598,27 @@ fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
-/// The producer's context: counts delivery reports and parks messages whose
-/// topic went missing.
+/// The producer's context: counts delivery reports, parks messages whose
+/// topic went missing (or that a purge took back), and watches the
+/// idempotent producer's epoch for a broker that lost its producer ids.
 struct DeliveryContext {
     shared: Arc<Shared>,
+    /// The producer epoch when deliveries last progressed (`i64::MIN`:
+    /// not seen yet).
+    epoch_baseline: AtomicI64,
+    /// `shared.delivered` at the last statistics.
+    delivered_seen: AtomicU64,
+}
+
+/// The part of librdkafka's statistics the context reads.
+#[derive(serde::Deserialize)]
+struct ProducerStatistics {
+    eos: Option<EosStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct EosStatistics {
+    producer_epoch: i64,
 }
 
 impl ClientContext for DeliveryContext {
@@ -550,7 +627,33 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", "kafka producer: {error}: {reason}");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(target: "librdkafka", "kafka producer: fatal error, replacing the producer: {reason}");
+            self.shared.producer_stuck.store(true, Ordering::SeqCst);
+        } else {
+            tracing::warn!(target: "librdkafka", "kafka producer: {error}: {reason}");
+        }
+    }
+
+    /// A broker that lost its state (say, restarted empty) answers "unknown
+    /// producer id"; librdkafka then bumps its epoch and retries, forever.
+    /// Several bumps without a delivery mean the producer must be replaced
+    /// (the upkeep does it).
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(statistics) = serde_json::from_slice::<ProducerStatistics>(statistics) else {
+            return;
+        };
+        let Some(epoch) = statistics.eos.map(|e| e.producer_epoch).filter(|e| *e >= 0) else {
+            return;
+        };
+        let delivered = self.shared.delivered.load(Ordering::SeqCst);
+        let progressed = self.delivered_seen.swap(delivered, Ordering::SeqCst) != delivered;
+        let baseline = self.epoch_baseline.load(Ordering::SeqCst);
+        if baseline == i64::MIN || progressed || self.shared.pending() == 0 {
+            self.epoch_baseline.store(epoch, Ordering::SeqCst);
+        } else if epoch - baseline >= EPOCH_CHURN {
+            self.shared.producer_stuck.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -570,7 +673,16 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, message)) => {
                 let age = Duration::from_millis(shared.now_ms().saturating_sub(first_ms as u64));
-                if is_missing_topic(error.rdkafka_error_code()) && age < shared.message_timeout {
+                let code = error.rdkafka_error_code();
+                let missing = is_missing_topic(code);
+                let purged = matches!(
+                    code,
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                );
+                if (missing || purged) && age < shared.message_timeout {
+                    if missing {
+                        shared.topics_missing.store(true, Ordering::SeqCst);
+                    }
                     shared.park(Parked {
                         topic: message.topic().to_owned(),
                         partition: Some(message.partition()).filter(|p| *p >= 0),
@@ -579,11 +691,54 @@ impl ProducerContext for DeliveryContext {
                         first_ms,
                     });
                 } else {
-                    shared.fail(1, &format!("delivery to {} failed", message.topic()), error);
+                    shared.fail(
+                        1,
+                        &format!("delivery to {} failed", message.topic()),
+                        error,
+                    );
                 }
             }
         }
     }
+}
+
+type KafkaProducer = ThreadedProducer<DeliveryContext>;
+
+/// The producer (idempotent, `acks=all`, lz4, the settings' buffer and
+/// timeout), reporting to `shared`.
+fn create_producer(settings: &KafkaSettings, shared: &Arc<Shared>) -> anyhow::Result<KafkaProducer> {
+    let mut config = settings.client_config(&settings.client_id);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "queue.buffering.max.messages",
+            settings.buffer_messages.to_string(),
+        )
+        .set("queue.buffering.max.kbytes", BUFFER_KBYTES.to_string())
+        .set(
+            "message.timeout.ms",
+            settings.message_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        // For the epoch watch (see `DeliveryContext::stats_raw`).
+        .set("statistics.interval.ms", "1000");
+    config
+        .create_with_context(DeliveryContext {
+            shared: shared.clone(),
+            epoch_baseline: AtomicI64::new(i64::MIN),
+            delivered_seen: AtomicU64::new(0),
+        })
+        .context("kafka: creating the producer")
+}
+
+/// The current producer; replaced by the upkeep when the broker lost its
+/// state.
+type ProducerSlot = Arc<RwLock<KafkaProducer>>;
+
+fn read_producer(slot: &ProducerSlot) -> std::sync::RwLockReadGuard<'_, KafkaProducer> {
+    slot.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Publishes metrics groups and resources to a site's topics without ever
@@ -591,7 +746,7 @@ impl ProducerContext for DeliveryContext {
 /// guarantee and its bound). Share it in an `Arc`; dropping it discards
 /// what is still buffered, so [`flush`](KafkaPublisher::flush) first.
 pub struct KafkaPublisher {
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: ProducerSlot,
     shared: Arc<Shared>,
     settings: KafkaSettings,
     topics: [String; 5],
@@ -613,44 +768,8 @@ impl KafkaPublisher {
     /// that is down now is not an error.
     pub fn new(settings: &KafkaSettings) -> anyhow::Result<KafkaPublisher> {
         settings.validate()?;
-        let shared = Arc::new(Shared {
-            epoch: Instant::now(),
-            message_timeout: settings.message_timeout,
-            enqueued: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            dropped_buffer_full: AtomicU64::new(0),
-            resent: AtomicU64::new(0),
-            parked: Mutex::new(VecDeque::new()),
-            parked_count: AtomicUsize::new(0),
-            topics_missing: AtomicBool::new(false),
-            last_delivery_ms: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            failure_warning: Throttle::new(),
-            full_warning: Throttle::new(),
-        });
-        let mut config = settings.client_config(&settings.client_id);
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "queue.buffering.max.messages",
-                settings.buffer_messages.to_string(),
-            )
-            .set("queue.buffering.max.kbytes", BUFFER_KBYTES.to_string())
-            .set(
-                "message.timeout.ms",
-                settings.message_timeout.as_millis().to_string(),
-            )
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        let producer: ThreadedProducer<DeliveryContext> = config
-            .create_with_context(DeliveryContext {
-                shared: shared.clone(),
-            })
-            .context("kafka: creating the producer")?;
-        let topics = settings.topic_names();
+        let shared = Arc::new(Shared::new(settings));
+        let producer: ProducerSlot = Arc::new(RwLock::new(create_producer(settings, &shared)?));
         let upkeep = {
             let producer = producer.clone();
             let shared = shared.clone();
@@ -664,7 +783,7 @@ impl KafkaPublisher {
             producer,
             shared,
             settings: settings.clone(),
-            topics,
+            topics: settings.topic_names(),
             upkeep: Some(upkeep),
         })
     }
@@ -686,14 +805,7 @@ impl KafkaPublisher {
             let payload = encode_metrics_group(group);
             let key = metrics_key(group);
             let partition = series_partition(group, self.settings.partitions);
-            self.enqueue(
-                name,
-                Some(partition),
-                key.as_bytes(),
-                &payload,
-                now,
-                &mut report,
-            );
+            self.enqueue(name, Some(partition), key.as_bytes(), &payload, now, &mut report);
         }
         self.warn_if_full(&report);
         report
@@ -708,14 +820,7 @@ impl KafkaPublisher {
         let now = self.shared.now_ms() as usize;
         for resource in resources {
             let payload = encode_resource(resource);
-            self.enqueue(
-                name,
-                None,
-                resource.id.as_bytes(),
-                &payload,
-                now,
-                &mut report,
-            );
+            self.enqueue(name, None, resource.id.as_bytes(), &payload, now, &mut report);
         }
         self.warn_if_full(&report);
         report
@@ -726,7 +831,7 @@ impl KafkaPublisher {
             tracing::warn!(
                 dropped = report.dropped_buffer_full,
                 dropped_total = self.shared.dropped_buffer_full.load(Ordering::Relaxed),
-                buffered = self.producer.in_flight_count(),
+                pending = self.shared.pending(),
                 reason = "buffer_full",
                 "kafka: the publish buffer is full (is the broker down?); dropping new groups"
             );
@@ -743,63 +848,80 @@ impl KafkaPublisher {
         report: &mut PublishReport,
     ) {
         let shared = &self.shared;
-        // While parked messages wait for their topic, new ones queue behind
-        // them, so a series stays in order.
-        if shared.parked_count.load(Ordering::SeqCst) > 0 {
-            let mut lot = shared.parked.lock().unwrap_or_else(PoisonError::into_inner);
-            if !lot.is_empty() {
-                let buffered = lot.len() + self.producer.in_flight_count().max(0) as usize;
-                if buffered >= self.settings.buffer_messages {
-                    shared.dropped_buffer_full.fetch_add(1, Ordering::SeqCst);
-                    report.dropped_buffer_full += 1;
-                } else {
-                    lot.push_back(Parked {
+        loop {
+            // While messages wait in the lot, or the producer is being
+            // replaced, new ones queue behind them, so a series stays in
+            // order.
+            if shared.detour.load(Ordering::SeqCst) {
+                let in_librdkafka = read_producer(&self.producer).in_flight_count().max(0) as usize;
+                let mut lot = shared.lock_lot();
+                if lot.hold || !lot.parked.is_empty() {
+                    let buffered = lot.parked.len() + lot.held.len() + in_librdkafka;
+                    if buffered >= self.settings.buffer_messages {
+                        shared.dropped_buffer_full.fetch_add(1, Ordering::SeqCst);
+                        report.dropped_buffer_full += 1;
+                        return;
+                    }
+                    let parked = Parked {
                         topic: topic.to_owned(),
                         partition,
                         key: key.to_vec(),
                         payload: payload.to_vec(),
                         first_ms,
-                    });
-                    shared.parked_count.store(lot.len(), Ordering::SeqCst);
+                    };
+                    if lot.hold {
+                        lot.held.push_back(parked);
+                    } else {
+                        lot.parked.push_back(parked);
+                    }
+                    shared.lot_changed(&lot);
                     shared.enqueued.fetch_add(1, Ordering::SeqCst);
                     report.enqueued += 1;
+                    return;
                 }
+            }
+            let producer = read_producer(&self.producer);
+            // The upkeep may have begun replacing the producer meanwhile.
+            if shared.detour.load(Ordering::SeqCst) {
+                continue;
+            }
+            // Counted before the send: its delivery report may come first.
+            shared.enqueued.fetch_add(1, Ordering::SeqCst);
+            let mut record = BaseRecord::with_opaque_to(topic, first_ms)
+                .key(key)
+                .payload(payload);
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            let Err((error, _)) = producer.send(record) else {
+                report.enqueued += 1;
+                return;
+            };
+            let code = error.rdkafka_error_code();
+            if is_missing_topic(code) && code != Some(RDKafkaErrorCode::UnknownPartition) {
+                // librdkafka knows the topic is gone: park it until it is
+                // back.
+                shared.topics_missing.store(true, Ordering::SeqCst);
+                shared.park(Parked {
+                    topic: topic.to_owned(),
+                    partition,
+                    key: key.to_vec(),
+                    payload: payload.to_vec(),
+                    first_ms,
+                });
+                report.enqueued += 1;
                 return;
             }
-        }
-        // Counted before the send: its delivery report may come first.
-        shared.enqueued.fetch_add(1, Ordering::SeqCst);
-        let mut record = BaseRecord::with_opaque_to(topic, first_ms)
-            .key(key)
-            .payload(payload);
-        if let Some(partition) = partition {
-            record = record.partition(partition);
-        }
-        let Err((error, _)) = self.producer.send(record) else {
-            report.enqueued += 1;
+            shared.enqueued.fetch_sub(1, Ordering::SeqCst);
+            if code == Some(RDKafkaErrorCode::QueueFull) {
+                shared.dropped_buffer_full.fetch_add(1, Ordering::SeqCst);
+                report.dropped_buffer_full += 1;
+            } else {
+                report.failed += 1;
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                shared.fail(1, &format!("publishing to {topic} failed"), &error);
+            }
             return;
-        };
-        let code = error.rdkafka_error_code();
-        if is_missing_topic(code) && code != Some(RDKafkaErrorCode::UnknownPartition) {
-            // librdkafka knows the topic is gone: park it until it is back.
-            shared.park(Parked {
-                topic: topic.to_owned(),
-                partition,
-                key: key.to_vec(),
-                payload: payload.to_vec(),
-                first_ms,
-            });
-            report.enqueued += 1;
-            return;
-        }
-        shared.enqueued.fetch_sub(1, Ordering::SeqCst);
-        if code == Some(RDKafkaErrorCode::QueueFull) {
-            shared.dropped_buffer_full.fetch_add(1, Ordering::SeqCst);
-            report.dropped_buffer_full += 1;
-        } else {
-            report.failed += 1;
-            shared.refused.fetch_add(1, Ordering::SeqCst);
-            shared.fail(1, &format!("publishing to {topic} failed"), &error);
         }
     }
 
@@ -812,6 +934,7 @@ impl KafkaPublisher {
             failed: s.failed.load(Ordering::SeqCst),
             dropped_buffer_full: s.dropped_buffer_full.load(Ordering::SeqCst),
             resent: s.resent.load(Ordering::SeqCst),
+            producer_resets: s.producer_resets.load(Ordering::SeqCst),
             pending: s.pending(),
         }
     }
@@ -842,10 +965,12 @@ impl Drop for KafkaPublisher {
     }
 }
 
-/// The publisher's upkeep thread: when topics go missing (a report or a
-/// send said so, or deliveries stalled), creates them again and resends
-/// the parked messages in order; fails parked messages past their timeout.
-fn upkeep(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared, settings: &KafkaSettings) {
+/// The publisher's upkeep thread. When topics go missing (a report or a
+/// send said so, or deliveries stalled) it creates them again; when the
+/// broker has lost its state (topics gone, or the producer's id unknown to
+/// it) it replaces the producer, taking its messages back; it resends
+/// parked messages in order, and fails those past their timeout.
+fn upkeep(slot: &ProducerSlot, shared: &Arc<Shared>, settings: &KafkaSettings) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -863,7 +988,14 @@ fn upkeep(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared, setting
     while !shared.stop.load(Ordering::SeqCst) {
         std::thread::sleep(UPKEEP_TICK);
         expire_parked(shared);
-        let parked = shared.parked_count.load(Ordering::SeqCst) > 0;
+        if shared.producer_stuck.swap(false, Ordering::SeqCst) {
+            tracing::warn!(
+                pending = shared.pending(),
+                "kafka: the broker does not know the producer (it lost its state?); replacing the producer"
+            );
+            replace_producer(slot, shared, settings);
+        }
+        let parked = shared.lot_len.load(Ordering::SeqCst) > 0;
         let suspect = shared.topics_missing.load(Ordering::SeqCst);
         let stalled = shared.pending() > 0
             && shared
@@ -879,7 +1011,7 @@ fn upkeep(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared, setting
             continue;
         }
         last_check = Some(Instant::now());
-        let missing = match missing_topics(producer, &names) {
+        let missing = match missing_topics(slot, &names) {
             Ok(missing) => missing,
             Err(e) => {
                 if unreachable_warning.ready(shared.now_ms()) {
@@ -904,38 +1036,71 @@ fn upkeep(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared, setting
                     }
                 }
             }
-            let Some(client) = admin.as_ref() else {
+            let Some(client) = admin.as_ref() else { continue };
+            if let Err(e) = runtime.block_on(create_topics(client, settings, &missing)) {
+                tracing::warn!("{e:#}");
                 continue;
-            };
-            match runtime.block_on(create_topics(client, settings, &missing)) {
-                Ok(()) => tracing::warn!(
-                    topics = %missing.join(","),
-                    parked = shared.parked_count.load(Ordering::SeqCst),
-                    "kafka: the broker had lost topics; created them again"
-                ),
-                Err(e) => {
-                    tracing::warn!("{e:#}");
-                    continue;
-                }
             }
-            // Tell librdkafka at once (it would learn within a refresh).
-            for name in &missing {
-                let _ = producer
-                    .client()
-                    .fetch_metadata(Some(name), METADATA_TIMEOUT);
-            }
+            tracing::warn!(
+                topics = %missing.join(","),
+                pending = shared.pending(),
+                "kafka: the broker had lost topics (restarted empty?); created them again"
+            );
+            // A broker that lost its topics lost its producer ids too.
+            replace_producer(slot, shared, settings);
         }
         shared.topics_missing.store(false, Ordering::SeqCst);
-        resend_parked(producer, shared);
+        resend_parked(slot, shared);
     }
 }
 
+/// Replaces the producer: new publishes are held back, the old producer's
+/// messages are taken back (purged; their reports park them in order), a
+/// new producer (with a new producer id) takes its place, and the held
+/// messages go after the parked ones. Messages that were in flight may
+/// have reached the broker: they may arrive twice (at least once).
+fn replace_producer(slot: &ProducerSlot, shared: &Arc<Shared>, settings: &KafkaSettings) {
+    let fresh = match create_producer(settings, shared) {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return;
+        }
+    };
+    let old = {
+        // No publisher is sending while the write lock is held.
+        let guard = slot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut lot = shared.lock_lot();
+        lot.hold = true;
+        shared.lot_changed(&lot);
+        drop(lot);
+        guard.clone()
+    };
+    old.purge(PurgeConfig::default().queue().inflight());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while old.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let previous = {
+        let mut guard = slot.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *guard, fresh)
+    };
+    drop(previous);
+    drop(old);
+    let mut lot = shared.lock_lot();
+    let held = std::mem::take(&mut lot.held);
+    lot.parked.extend(held);
+    lot.hold = false;
+    shared.lot_changed(&lot);
+    drop(lot);
+    shared.producer_resets.fetch_add(1, Ordering::SeqCst);
+}
+
 /// The topics among `names` the cluster does not have (with partitions).
-fn missing_topics(
-    producer: &ThreadedProducer<DeliveryContext>,
-    names: &[String],
-) -> Result<Vec<String>, KafkaError> {
-    let metadata = producer.client().fetch_metadata(None, METADATA_TIMEOUT)?;
+fn missing_topics(slot: &ProducerSlot, names: &[String]) -> Result<Vec<String>, KafkaError> {
+    let metadata = read_producer(slot)
+        .client()
+        .fetch_metadata(None, METADATA_TIMEOUT)?;
     Ok(names
         .iter()
         .filter(|name| {
@@ -948,11 +1113,15 @@ fn missing_topics(
 }
 
 /// Sends parked messages again, in order, a chunk per lock.
-fn resend_parked(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared) {
+fn resend_parked(slot: &ProducerSlot, shared: &Shared) {
     loop {
-        let mut lot = shared.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        let producer = read_producer(slot);
+        let mut lot = shared.lock_lot();
+        if lot.hold {
+            return;
+        }
         for _ in 0..RESEND_CHUNK {
-            let Some(parked) = lot.front() else { break };
+            let Some(parked) = lot.parked.front() else { break };
             let mut record = BaseRecord::with_opaque_to(&parked.topic, parked.first_ms)
                 .key(&parked.key[..])
                 .payload(&parked.payload[..]);
@@ -962,31 +1131,32 @@ fn resend_parked(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared) 
             match producer.send(record) {
                 Ok(()) => {
                     shared.resent.fetch_add(1, Ordering::SeqCst);
-                    lot.pop_front();
+                    lot.parked.pop_front();
                 }
                 Err((error, _)) => {
                     let code = error.rdkafka_error_code();
                     if code == Some(RDKafkaErrorCode::QueueFull) {
                         // The buffer drains; try again on the next tick.
-                        shared.parked_count.store(lot.len(), Ordering::SeqCst);
+                        shared.lot_changed(&lot);
                         return;
                     }
                     if is_missing_topic(code) {
                         shared.topics_missing.store(true, Ordering::SeqCst);
-                        shared.parked_count.store(lot.len(), Ordering::SeqCst);
+                        shared.lot_changed(&lot);
                         return;
                     }
                     let topic = parked.topic.clone();
-                    lot.pop_front();
+                    lot.parked.pop_front();
                     shared.fail(1, &format!("resending to {topic} failed"), &error);
                 }
             }
         }
-        shared.parked_count.store(lot.len(), Ordering::SeqCst);
-        if lot.is_empty() {
+        shared.lot_changed(&lot);
+        if lot.parked.is_empty() {
             return;
         }
         drop(lot);
+        drop(producer);
         std::thread::yield_now();
     }
 }
@@ -994,21 +1164,24 @@ fn resend_parked(producer: &ThreadedProducer<DeliveryContext>, shared: &Shared) 
 /// Fails parked messages older than the message timeout (the bound holds
 /// for them too).
 fn expire_parked(shared: &Shared) {
-    if shared.parked_count.load(Ordering::SeqCst) == 0 {
+    if shared.lot_len.load(Ordering::SeqCst) == 0 {
         return;
     }
     let now = shared.now_ms();
     let timeout = shared.message_timeout.as_millis() as u64;
-    let mut lot = shared.parked.lock().unwrap_or_else(PoisonError::into_inner);
-    let before = lot.len();
-    lot.retain(|p| now.saturating_sub(p.first_ms as u64) < timeout);
-    let expired = before - lot.len();
-    shared.parked_count.store(lot.len(), Ordering::SeqCst);
+    let mut lot = shared.lock_lot();
+    let before = lot.parked.len() + lot.held.len();
+    lot.parked
+        .retain(|p| now.saturating_sub(p.first_ms as u64) < timeout);
+    lot.held
+        .retain(|p| now.saturating_sub(p.first_ms as u64) < timeout);
+    let expired = before - lot.parked.len() - lot.held.len();
+    shared.lot_changed(&lot);
     drop(lot);
     if expired > 0 {
         shared.fail(
             expired as u64,
-            "messages waiting for a missing topic timed out",
+            "messages waiting to be resent timed out",
             &format!("{expired} dropped after {:?}", shared.message_timeout),
         );
     }
@@ -1119,6 +1292,11 @@ where
         .set("auto.offset.reset", "earliest")
         // Notice a topic that was created (again) within seconds.
         .set("topic.metadata.refresh.interval.ms", "5000")
+        // A broker holds an empty fetch this long. Kafka answers as soon as
+        // data arrives; brokers that poll their storage (tansu sleeps half
+        // the remaining wait between looks, even with data) answer no
+        // sooner than half of it, which bounds the bus's latency.
+        .set("fetch.wait.max.ms", "100")
         .set("session.timeout.ms", "10000");
     let consumer: Arc<StreamConsumer<LogContext>> = Arc::new(
         config
