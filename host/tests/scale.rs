@@ -413,6 +413,34 @@ fn redis_and_broker_outages_crash_nothing_and_lose_nothing_accepted() {
             ))
         })
         .collect();
+    let missing = accepted
+        .iter()
+        .filter(|(resource, at)| {
+            !consumed
+                .iter()
+                .any(|(r, t)| r == resource && (t - at).abs() < 0.01)
+        })
+        .count();
+    if missing > 0 {
+        let after = consumed.iter().filter(|(_, t)| *t > down_from).count();
+        let agent_log = std::fs::read_to_string(&log).unwrap_or_default();
+        let kafka_lines: Vec<&str> = agent_log
+            .lines()
+            .filter(|l| l.contains("vigil_host::bus") || l.contains("publisher"))
+            .collect();
+        let consumer_log =
+            std::fs::read_to_string(cluster.path("consumer.log")).unwrap_or_default();
+        let consumer_lines: Vec<&str> = consumer_log
+            .lines()
+            .filter(|l| l.contains("ffset") || l.contains("eset") || !l.contains("librdkafka"))
+            .collect();
+        eprintln!(
+            "{missing} of {} outage polls missing; {after} groups consumed after the outage began\nagent:\n{}\nconsumer:\n{}",
+            accepted.len(),
+            kafka_lines.join("\n"),
+            consumer_lines.join("\n")
+        );
+    }
     for (resource, at) in &accepted {
         assert!(
             consumed

@@ -12,7 +12,7 @@
 //! A metrics message's key is Panoptes' `class:subclass:type` of its
 //! resource ([`metrics_key`]). Its partition is chosen explicitly from the
 //! series, as Panoptes' partitioning key did: an FNV-1a hash of the resource
-//! id, the group type and the dimension `name=value` pairs (sorted), modulo
+//! id, the group type and the dimension (name, value) pairs (sorted), modulo
 //! [`KafkaSettings::partitions`] ([`series_partition`]). So every group of
 //! one series lands on one partition and stays in order, whatever its key.
 //! Resources are keyed by resource id and partitioned by librdkafka's
@@ -43,16 +43,23 @@
 //!
 //! So a site publishing `r` groups a second rides out an outage of
 //! `min(message_timeout, buffer_messages / r)`: 100,000 groups last 100 s at
-//! 1,000 groups/s, 16 minutes at 100 groups/s (then the 15 minutes apply).
+//! 1,000 groups/s; at 100 groups/s they would last 1,000 s, so the
+//! 15 minutes apply.
 //! Memory is about `buffer_messages` × the mean encoded group (often
 //! 0.5–2 KB: 50–200 MB at the default). Nothing survives a crash or kill of
 //! the publishing process: the buffer is memory only.
 //!
 //! A broker that comes back *empty* (its storage lost, as tansu's memory
-//! storage on restart) no longer knows the topics: librdkafka fails the
-//! buffered messages with "unknown topic". The publisher then parks them in
-//! order, creates the topics again (admin API) and sends them once more; new
-//! groups queue behind the parked ones, so order per series holds. Parked
+//! storage on restart) knows neither the topics nor the producer's id. The
+//! publisher's upkeep thread notices (the topics are missing from the
+//! metadata, librdkafka reports "unknown topic", or the idempotent
+//! producer's epoch keeps being bumped without a delivery, which is how
+//! librdkafka meets "unknown producer id"), creates the topics again
+//! (admin API) and replaces the producer: the old one's messages are taken
+//! back in order (purged; their delivery reports park them), new groups
+//! queue behind them, and a new producer (new producer id) sends them all.
+//! Order per series holds. Messages that were in flight at that moment may
+//! have been written already and arrive twice (at least once). Parked
 //! messages count against the same bound and the same timeout.
 //!
 //! # Consuming
@@ -63,13 +70,21 @@
 //! the sink accepted it: a sink that fails gets the same batch again (with
 //! backoff), and a consumer that stops or dies leaves the uncommitted
 //! messages to the next member. Delivery is at least once: a batch accepted
-//! but not yet committed when a consumer dies is seen again.
+//! but not yet committed when a consumer dies is seen again. A sink that
+//! refuses for longer than `max.poll.interval.ms` (5 minutes) costs the
+//! member its partitions; the commit after it recovers then fails (counted)
+//! and the batch goes to the partitions' new owner.
+//!
+//! Against tansu 0.6.0 (the tests' broker) two things differ from Kafka:
+//! a fetch that starts inside a record batch (a member resuming from a
+//! committed offset) skips the rest of that batch, a tansu bug fixed after
+//! 0.6.0; and a fetch waits at least half of `fetch.wait.max.ms` even when
+//! data is there, so consumers set it to 100 ms.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -691,11 +706,7 @@ impl ProducerContext for DeliveryContext {
                         first_ms,
                     });
                 } else {
-                    shared.fail(
-                        1,
-                        &format!("delivery to {} failed", message.topic()),
-                        error,
-                    );
+                    shared.fail(1, &format!("delivery to {} failed", message.topic()), error);
                 }
             }
         }
@@ -706,7 +717,10 @@ type KafkaProducer = ThreadedProducer<DeliveryContext>;
 
 /// The producer (idempotent, `acks=all`, lz4, the settings' buffer and
 /// timeout), reporting to `shared`.
-fn create_producer(settings: &KafkaSettings, shared: &Arc<Shared>) -> anyhow::Result<KafkaProducer> {
+fn create_producer(
+    settings: &KafkaSettings,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<KafkaProducer> {
     let mut config = settings.client_config(&settings.client_id);
     config
         .set("enable.idempotence", "true")
@@ -750,7 +764,6 @@ pub struct KafkaPublisher {
     shared: Arc<Shared>,
     settings: KafkaSettings,
     topics: [String; 5],
-    upkeep: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -770,21 +783,21 @@ impl KafkaPublisher {
         settings.validate()?;
         let shared = Arc::new(Shared::new(settings));
         let producer: ProducerSlot = Arc::new(RwLock::new(create_producer(settings, &shared)?));
-        let upkeep = {
+        {
+            // Detached: it ends when `stop` is set (see `Drop`).
             let producer = producer.clone();
             let shared = shared.clone();
             let settings = settings.clone();
             std::thread::Builder::new()
                 .name("vigil-kafka-upkeep".to_owned())
                 .spawn(move || upkeep(&producer, &shared, &settings))
-                .context("kafka: starting the producer's upkeep thread")?
-        };
+                .context("kafka: starting the producer's upkeep thread")?;
+        }
         Ok(KafkaPublisher {
             producer,
             shared,
             settings: settings.clone(),
             topics: settings.topic_names(),
-            upkeep: Some(upkeep),
         })
     }
 
@@ -805,7 +818,14 @@ impl KafkaPublisher {
             let payload = encode_metrics_group(group);
             let key = metrics_key(group);
             let partition = series_partition(group, self.settings.partitions);
-            self.enqueue(name, Some(partition), key.as_bytes(), &payload, now, &mut report);
+            self.enqueue(
+                name,
+                Some(partition),
+                key.as_bytes(),
+                &payload,
+                now,
+                &mut report,
+            );
         }
         self.warn_if_full(&report);
         report
@@ -820,7 +840,14 @@ impl KafkaPublisher {
         let now = self.shared.now_ms() as usize;
         for resource in resources {
             let payload = encode_resource(resource);
-            self.enqueue(name, None, resource.id.as_bytes(), &payload, now, &mut report);
+            self.enqueue(
+                name,
+                None,
+                resource.id.as_bytes(),
+                &payload,
+                now,
+                &mut report,
+            );
         }
         self.warn_if_full(&report);
         report
@@ -957,11 +984,11 @@ impl KafkaPublisher {
 }
 
 impl Drop for KafkaPublisher {
+    /// Stops the upkeep thread without waiting for it (it may be inside a
+    /// broker request of a few seconds): dropping never blocks the caller.
+    /// The producer goes when the thread has noticed, within that time.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(upkeep) = self.upkeep.take() {
-            let _ = upkeep.join();
-        }
     }
 }
 
@@ -1036,7 +1063,9 @@ fn upkeep(slot: &ProducerSlot, shared: &Arc<Shared>, settings: &KafkaSettings) {
                     }
                 }
             }
-            let Some(client) = admin.as_ref() else { continue };
+            let Some(client) = admin.as_ref() else {
+                continue;
+            };
             if let Err(e) = runtime.block_on(create_topics(client, settings, &missing)) {
                 tracing::warn!("{e:#}");
                 continue;
@@ -1044,7 +1073,7 @@ fn upkeep(slot: &ProducerSlot, shared: &Arc<Shared>, settings: &KafkaSettings) {
             tracing::warn!(
                 topics = %missing.join(","),
                 pending = shared.pending(),
-                "kafka: the broker had lost topics (restarted empty?); created them again"
+                "kafka: the broker had lost topics (restarted empty?); they exist again"
             );
             // A broker that lost its topics lost its producer ids too.
             replace_producer(slot, shared, settings);
@@ -1093,6 +1122,8 @@ fn replace_producer(slot: &ProducerSlot, shared: &Arc<Shared>, settings: &KafkaS
     lot.hold = false;
     shared.lot_changed(&lot);
     drop(lot);
+    // A late report about the old producer must not replace the new one.
+    shared.producer_stuck.store(false, Ordering::SeqCst);
     shared.producer_resets.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -1121,7 +1152,9 @@ fn resend_parked(slot: &ProducerSlot, shared: &Shared) {
             return;
         }
         for _ in 0..RESEND_CHUNK {
-            let Some(parked) = lot.parked.front() else { break };
+            let Some(parked) = lot.parked.front() else {
+                break;
+            };
             let mut record = BaseRecord::with_opaque_to(&parked.topic, parked.first_ms)
                 .key(&parked.key[..])
                 .payload(&parked.payload[..]);
@@ -1310,6 +1343,7 @@ where
 
     let mut report = ConsumeReport::default();
     let receive_warning = Throttle::new();
+    let undecodable_warning = Throttle::new();
     let epoch = Instant::now();
     'batches: loop {
         if *shutdown.borrow() {
@@ -1366,12 +1400,24 @@ where
                 Ok(group) => groups.push(group),
                 Err(e) => {
                     report.undecodable += 1;
-                    tracing::warn!(
-                        topic = %name,
-                        partition = received.partition,
-                        offset = received.offset,
-                        "kafka: skipping a message that is not a metrics group: {e:#}"
-                    );
+                    // A topic full of something else would flood the log:
+                    // one warning per period, the rest at debug level.
+                    if undecodable_warning.ready(epoch.elapsed().as_millis() as u64) {
+                        tracing::warn!(
+                            topic = %name,
+                            partition = received.partition,
+                            offset = received.offset,
+                            undecodable_total = report.undecodable,
+                            "kafka: skipping a message that is not a metrics group: {e:#}"
+                        );
+                    } else {
+                        tracing::debug!(
+                            topic = %name,
+                            partition = received.partition,
+                            offset = received.offset,
+                            "kafka: skipping a message that is not a metrics group: {e:#}"
+                        );
+                    }
                 }
             }
         }
@@ -1553,6 +1599,40 @@ mod tests {
         let x = group("sw1", "g", &[("a", "b=c")]);
         let y = group("sw1", "g", &[("a=b", "c")]);
         assert_ne!(series_partition(&x, 1 << 30), series_partition(&y, 1 << 30));
+    }
+
+    #[test]
+    fn epoch_churn_without_deliveries_means_the_producer_is_unknown() {
+        let settings = KafkaSettings::new("127.0.0.1:9", "unit");
+        let shared = Arc::new(Shared::new(&settings));
+        let context = DeliveryContext {
+            shared: shared.clone(),
+            epoch_baseline: AtomicI64::new(i64::MIN),
+            delivered_seen: AtomicU64::new(0),
+        };
+        let feed = |epoch: i64| {
+            let stats = format!(
+                r#"{{"name":"p","type":"producer","eos":{{"idemp_state":"Assigned","producer_id":1,"producer_epoch":{epoch},"epoch_cnt":1}}}}"#
+            );
+            context.stats_raw(stats.as_bytes());
+            shared.producer_stuck.load(Ordering::SeqCst)
+        };
+        // Nothing pending: epochs may move.
+        assert!(!feed(0));
+        assert!(!feed(5));
+        // Pending, and deliveries progress: bumps are librdkafka recovering.
+        shared.enqueued.store(10, Ordering::SeqCst);
+        assert!(!feed(6));
+        shared.delivered.store(1, Ordering::SeqCst);
+        assert!(!feed(8));
+        assert!(!feed(10));
+        // Three bumps without a delivery: the broker does not know it.
+        assert!(feed(11));
+        // Statistics without idempotence state, or garbage, change nothing.
+        shared.producer_stuck.store(false, Ordering::SeqCst);
+        context.stats_raw(br#"{"name":"p"}"#);
+        context.stats_raw(b"not json");
+        assert!(!shared.producer_stuck.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn seconds(at: &Datetime) -> f64 {
 /// (re-encoding gives the same `f64`), rounded to the nanosecond otherwise.
 fn datetime(seconds: f64, what: &str) -> anyhow::Result<Datetime> {
     ensure!(
-        seconds.is_finite() && seconds >= 0.0 && seconds < 1.8e19,
+        (0.0..1.8e19).contains(&seconds),
         "{what} {seconds} is not a time since the epoch"
     );
     let whole = seconds.floor();
