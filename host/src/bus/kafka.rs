@@ -566,7 +566,7 @@ fn is_missing_topic(code: Option<RDKafkaErrorCode>) -> bool {
 
 /// Routes librdkafka's log and errors to `tracing`; logs rebalances.
 #[derive(Clone, Copy)]
-pub struct LogContext;
+struct LogContext;
 
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
