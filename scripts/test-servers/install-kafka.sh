@@ -4,9 +4,14 @@
 # broker written in Rust, run with its in-memory storage engine (which needs
 # the `dynostore` feature). The binary goes to
 # $VIGIL_TEST_SERVERS_DIR/bin/tansu (default <repo>/target/test-servers):
-#   - copied from ../shared/bin/tansu (beside the repository) when that file
-#     is there and its sha256 is the pinned one below;
-#   - otherwise built with
+#   - copied from the prebuilt shared binary when one is found with the
+#     pinned sha256: $VIGIL_SHARED_DIR/bin/tansu, ../shared/bin/tansu beside
+#     the repository, or /work/shared/bin/tansu (where a CI clone elsewhere
+#     still finds it);
+#   - else copied from this machine's build cache
+#     (${XDG_CACHE_HOME:-~/.cache}/vigil-test-servers/tansu-0.6.0), so a
+#     fresh clone never builds it twice;
+#   - otherwise built there with
 #     `cargo install tansu --version 0.6.0 --locked --features dynostore`
 #     (about 30 minutes on a cold machine; its output goes to
 #     install-kafka.log).
@@ -23,8 +28,15 @@ version=0.6.0
 # The prebuilt binary shared beside the repository (crates.io tansu 0.6.0
 # built with --features dynostore, stripped, x86_64 Linux); its checksum as
 # published in ../shared/README.md.
-shared=$(dirname "$repo")/shared/bin/tansu
 shared_sha256=d45c5798bb85ab31f31a787f6ee86dea13e7a3fbcf0ca79bdc7312d1b3ed0e74
+shared=""
+for candidate in ${VIGIL_SHARED_DIR:+"$VIGIL_SHARED_DIR/bin/tansu"} "$(dirname "$repo")/shared/bin/tansu" /work/shared/bin/tansu; do
+    if [[ -f $candidate ]] && [[ $(sha256sum "$candidate" | cut -d' ' -f1) == "$shared_sha256" ]]; then
+        shared=$candidate
+        break
+    fi
+done
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/vigil-test-servers/tansu-$version
 
 started=${EPOCHREALTIME/./}
 did=()
@@ -64,7 +76,7 @@ is_tansu() {
 if ! is_tansu "$bin"; then
     start_log
     rm -f "$bin"
-    if [[ -f $shared ]] && [[ $(sha256sum "$shared" | cut -d' ' -f1) == "$shared_sha256" ]]; then
+    if [[ -n $shared ]]; then
         # Copy to a temporary name first, so a concurrent reader never sees
         # half a binary.
         cp "$shared" "$bin.tmp.$$"
@@ -72,18 +84,22 @@ if ! is_tansu "$bin"; then
         mv -f "$bin.tmp.$$" "$bin"
         is_tansu "$bin" || fail "$shared (sha256 $shared_sha256) copied to $bin does not report tansu $version"
         did+=("copied $shared to $bin")
+    elif is_tansu "$cache/bin/tansu"; then
+        cp "$cache/bin/tansu" "$bin.tmp.$$"
+        mv -f "$bin.tmp.$$" "$bin"
+        did+=("copied $cache/bin/tansu (built earlier on this machine) to $bin")
     else
-        if [[ -f $shared ]]; then
-            echo "install-kafka: $shared has an unexpected sha256; building tansu instead" >>"$log"
-        fi
+        mkdir -p "$cache"
         command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH (needed to build tansu $version)"
         # Its own target directory: the build neither waits on nor fills the
         # workspace's, and a second attempt after a failure reuses it.
-        (cd "$dir" && cargo install tansu --version "$version" --locked --features dynostore \
-            --root "$dir" --target-dir "$dir/tansu-build") >>"$log" 2>&1 \
+        (cd "$cache" && cargo install tansu --version "$version" --locked --features dynostore \
+            --root "$cache" --target-dir "$cache/tansu-build") >>"$log" 2>&1 \
             || fail "cargo install tansu --version $version --locked --features dynostore failed"
-        is_tansu "$bin" || fail "cargo install did not leave tansu $version at $bin"
-        rm -rf "$dir/tansu-build"
+        is_tansu "$cache/bin/tansu" || fail "cargo install did not leave tansu $version at $cache/bin/tansu"
+        rm -rf "$cache/tansu-build"
+        cp "$cache/bin/tansu" "$bin.tmp.$$"
+        mv -f "$bin.tmp.$$" "$bin"
         did+=("built tansu $version with cargo install into $bin")
     fi
 fi
