@@ -67,8 +67,9 @@ enum Command {
     /// consumer role of `vigil run`), in a consumer group with the other
     /// consumers of the site.
     Consume {
-        /// The sinks to feed: those of the site config (`json-lines` and
-        /// the latest-value store today).
+        /// The sinks to feed. `site`: those the site config sets up (JSON
+        /// lines and the latest-value store); InfluxDB and Prometheus
+        /// sinks are not in this version.
         #[arg(long, default_value = "site")]
         sink: String,
     },
@@ -198,9 +199,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if cli.site.is_none() {
                 anyhow::bail!("`vigil consume` needs a site config: --site FILE (or VIGIL_SITE)");
             }
-            if !matches!(sink.as_str(), "site" | "json-lines" | "latest") {
+            if sink != "site" {
                 anyhow::bail!(
-                    "--sink {sink:?}: this version has the site's json-lines and latest-value sinks (InfluxDB and Prometheus come later)"
+                    "--sink {sink:?}: this version feeds the site config's own sinks (`--sink site`: JSON lines and the latest-value store); InfluxDB and Prometheus sinks are not in this version"
                 );
             }
             let identity = Identity {

@@ -207,3 +207,28 @@ fn the_example_site_and_its_plugins_load() {
         "{text}"
     );
 }
+
+/// `vigil consume` explains what it needs instead of waiting forever.
+#[test]
+fn consume_needs_the_kafka_bus_and_a_known_sink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        "[site]\nname = \"lab\"\n[storage]\npath = \"state/vigil.db\"\n",
+    )
+    .expect("site");
+    let site = site.to_str().expect("utf-8 path");
+    let output = vigil(dir.path(), &["--site", site, "consume"]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("bus.backend = \"kafka\""), "{error}");
+
+    let output = vigil(
+        dir.path(),
+        &["--site", site, "consume", "--sink", "influxdb"],
+    );
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("--sink \"influxdb\""), "{error}");
+}
