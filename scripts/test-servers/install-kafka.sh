@@ -18,11 +18,8 @@
 # Idempotent and quick when the binary is already there; concurrent callers
 # are serialised by a lock in that directory (install-kafka.lock). Prints one
 # line saying what it did. Needs no root.
-set -euo pipefail
-umask 022
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-dir=${VIGIL_TEST_SERVERS_DIR:-$repo/target/test-servers}
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bin=$dir/bin/tansu
 version=0.6.0
 # The prebuilt binary shared beside the repository (crates.io tansu 0.6.0
@@ -38,35 +35,10 @@ for candidate in ${VIGIL_SHARED_DIR:+"$VIGIL_SHARED_DIR/bin/tansu"} "$(dirname "
 done
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/vigil-test-servers/tansu-$version
 
-started=${EPOCHREALTIME/./}
-did=()
-log=$dir/install-kafka.log
-
 mkdir -p "$dir/bin"
 # A lock of its own: a cold `cargo install` holds it for half an hour, which
 # must not hold up the other install scripts (they share install.lock).
-exec 9>>"$dir/install-kafka.lock"
-if ! flock -n 9; then
-    flock -w 3600 9 || { echo "install-kafka: timed out waiting for $dir/install-kafka.lock" >&2; exit 1; }
-    waited=$(( (${EPOCHREALTIME/./} - started) / 1000 ))
-    did_wait="waited ${waited} ms for another install; "
-fi
-
-fail() {
-    echo "install-kafka: $*" >&2
-    if [[ -s $log ]]; then
-        echo "install-kafka: last lines of $log:" >&2
-        tail -n 30 "$log" >&2
-    fi
-    exit 1
-}
-
-# The log keeps the output of the last run that had something to do.
-log_started=0
-start_log() {
-    [[ $log_started == 1 ]] || : >"$log"
-    log_started=1
-}
+install_begin install-kafka install-kafka.lock 3600
 
 # Whether $1 is a tansu of the pinned version.
 is_tansu() {
@@ -104,11 +76,4 @@ if ! is_tansu "$bin"; then
     fi
 fi
 
-ms=$(( (${EPOCHREALTIME/./} - started) / 1000 ))
-elapsed=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
-if [[ ${#did[@]} -eq 0 ]]; then
-    echo "install-kafka: ${did_wait:-}everything already installed ($bin) in ${elapsed}s"
-else
-    msg=$(printf '%s; ' "${did[@]}")
-    echo "install-kafka: ${did_wait:-}${msg%; } in ${elapsed}s"
-fi
+install_end "$bin"

@@ -9,13 +9,11 @@
 # Idempotent and quick when everything is already there; concurrent callers
 # are serialised by a lock in that directory. Prints one line saying what it
 # did. Needs root (apt-get) only when something is missing.
-set -euo pipefail
-umask 022
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # snmpd lives in /usr/sbin, which a non-login PATH may lack.
 export PATH=$PATH:/usr/sbin:/sbin
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-dir=${VIGIL_TEST_SERVERS_DIR:-$repo/target/test-servers}
 venv=$dir/snmpsim-venv
 # What pip resolved for snmpsim 1.2.2 in November 2026 (pysmi is an undeclared
 # dependency, cryptography is needed for v3 AES). The venv is rebuilt when
@@ -23,43 +21,7 @@ venv=$dir/snmpsim-venv
 pip_pins=(snmpsim==1.2.2 pysnmp==7.1.30 pysmi==2.0.0 cryptography==50.0.2 pyasn1==0.6.5)
 apt_packages=(snmpd snmp prometheus-snmp-exporter)
 
-started=${EPOCHREALTIME/./}
-did=()
-log=$dir/install-snmp.log
-
-mkdir -p "$dir"
-exec 9>>"$dir/install.lock"
-if ! flock -n 9; then
-    flock -w 900 9 || { echo "install-snmp: timed out waiting for $dir/install.lock" >&2; exit 1; }
-    waited=$(( (${EPOCHREALTIME/./} - started) / 1000 ))
-    did_wait="waited ${waited} ms for another install; "
-fi
-
-fail() {
-    echo "install-snmp: $*" >&2
-    if [[ -s $log ]]; then
-        echo "install-snmp: last lines of $log:" >&2
-        tail -n 30 "$log" >&2
-    fi
-    exit 1
-}
-
-# The log keeps the output of the last run that had something to do.
-log_started=0
-start_log() {
-    [[ $log_started == 1 ]] || : >"$log"
-    log_started=1
-}
-
-apt_install() {
-    start_log
-    export DEBIAN_FRONTEND=noninteractive
-    local opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-    if ! apt-get install "${opts[@]}" "$@" >>"$log" 2>&1; then
-        apt-get update -q >>"$log" 2>&1 || fail "apt-get update failed"
-        apt-get install "${opts[@]}" "$@" >>"$log" 2>&1 || fail "apt-get install $* failed"
-    fi
-}
+install_begin install-snmp install.lock 900
 
 # --- Debian packages -------------------------------------------------------
 missing=0
@@ -103,26 +65,7 @@ done
 [[ -z ${pids:-} ]] || fail "could not stop the system snmpd/snmp_exporter (pids $pids)"
 
 # --- snmpsim venv ----------------------------------------------------------
-stamp="${pip_pins[*]}"
-venv_ok() {
-    [[ -x $venv/bin/snmpsim-command-responder && -f $venv/.vigil-stamp ]] \
-        && [[ $(<"$venv/.vigil-stamp") == "$stamp" ]] \
-        && "$venv/bin/python" -c 'import snmpsim, pysnmp, pysmi, cryptography' >/dev/null 2>&1
-}
-if ! venv_ok; then
-    start_log
-    if ! /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        apt_install python3-venv
-        did+=("apt-get installed python3-venv")
-    fi
-    rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv" >>"$log" 2>&1 || fail "python3 -m venv $venv failed"
-    "$venv/bin/pip" install -q --disable-pip-version-check "${pip_pins[@]}" >>"$log" 2>&1 \
-        || fail "pip install ${pip_pins[*]} failed"
-    printf '%s' "$stamp" >"$venv/.vigil-stamp"
-    venv_ok || fail "the snmpsim venv at $venv does not import snmpsim"
-    did+=("created the snmpsim venv")
-fi
+ensure_venv "$venv" snmpsim snmpsim-command-responder 'snmpsim, pysnmp, pysmi, cryptography' "${pip_pins[@]}"
 
 # --- readable by nobody ----------------------------------------------------
 # The venv (and the path to it) must be readable by nobody, whom snmpsim
@@ -142,11 +85,4 @@ while [[ $d != / ]]; do
     d=$(dirname "$d")
 done
 
-ms=$(( (${EPOCHREALTIME/./} - started) / 1000 ))
-elapsed=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
-if [[ ${#did[@]} -eq 0 ]]; then
-    echo "install-snmp: ${did_wait:-}everything already installed ($venv) in ${elapsed}s"
-else
-    msg=$(printf '%s; ' "${did[@]}")
-    echo "install-snmp: ${did_wait:-}${msg%; } in ${elapsed}s"
-fi
+install_end "$venv"

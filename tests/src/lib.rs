@@ -14,6 +14,7 @@ pub mod artifacts {
 pub mod kafka_servers;
 pub mod mongo_servers;
 pub mod redis_servers;
+pub mod servers;
 pub mod snmp_servers;
 
 /// Builds a `*.vigil-plugin` file.

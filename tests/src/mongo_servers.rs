@@ -15,67 +15,34 @@
 //! test process and kills the server when the pipe closes. That makes a
 //! server kept in a `static` (never dropped) safe.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::snmp_servers::{repo_root, test_servers_dir};
+pub use crate::servers::free_tcp_port;
+use crate::servers::{
+    self, InstallScript, Probe, Readiness, kill_whole_process_group, start_on_free_port,
+    test_servers_dir,
+};
 
 /// How long [`NxMongo::start`] waits for the server to answer (it starts in
 /// ~0.5 s on an idle machine; Python imports are slow under a parallel build).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one readiness probe waits to connect and for the reply.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// How often a server is started on a fresh port when the first one turns
-/// out to be taken (another process may grab a port that [`free_tcp_port`]
-/// released).
-const START_ATTEMPTS: usize = 3;
 
 /// Runs `scripts/test-servers/install-mongo.sh` once per process (later calls
 /// return the first call's outcome): the nx-27017 venv in
 /// [`test_servers_dir`]. The script is quick when the venv is there and
 /// serialises concurrent callers with a lock.
 pub fn ensure_installed() -> Result<()> {
-    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(run_install_script)
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn run_install_script() -> std::result::Result<(), String> {
-    let script = repo_root()
-        .join("scripts")
-        .join("test-servers")
-        .join("install-mongo.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .env("VIGIL_TEST_SERVERS_DIR", test_servers_dir())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed ({}): {}{}",
-            script.display(),
-            output.status,
-            stdout.trim(),
-            stderr.trim()
-        ));
-    }
-    eprintln!("{}", stdout.trim());
-    Ok(())
+    static INSTALL: InstallScript = InstallScript::new("install-mongo.sh");
+    INSTALL.ensure()
 }
 
 /// The `nx-27017` program in the venv the install script made.
@@ -84,29 +51,6 @@ pub fn nx27017_program() -> PathBuf {
         .join("nx27017-venv")
         .join("bin")
         .join("nx-27017")
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
-/// released) and that this process has not handed out before, so tests
-/// running in parallel never get the same one. Another process may still
-/// take it before the caller binds it.
-pub fn free_tcp_port() -> Result<u16> {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    for _ in 0..100 {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").context("binding a TCP socket on 127.0.0.1:0")?;
-        let port = listener
-            .local_addr()
-            .context("reading the local address of a TCP socket")?
-            .port();
-        let mut handed_out = HANDED_OUT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if handed_out.insert(port) {
-            return Ok(port);
-        }
-    }
-    bail!("found no TCP port on 127.0.0.1 that this process had not used yet")
 }
 
 /// Runs the server given as arguments with stdin from /dev/null, and beside
@@ -138,32 +82,17 @@ impl NxMongo {
     /// bound the port and answers a `hello` command over the wire protocol.
     pub fn start() -> Result<NxMongo> {
         ensure_installed()?;
-        let dir = tempfile::Builder::new()
-            .prefix("vigil-nx27017-")
-            .tempdir()
-            .context("creating a temporary directory for nx-27017")?;
+        let dir = servers::temp_dir("vigil-nx27017-", "nx-27017")?;
         let mut server = NxMongo {
             port: 0,
             dir,
             child: None,
         };
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            server.port = free_tcp_port()?;
-            match server.spawn_and_wait() {
-                Ok(()) => return Ok(server),
-                Err(e) => {
-                    server.stop();
-                    // Only a server that exited (say, the port was taken
-                    // meanwhile) is worth another port; a hang is not.
-                    if !e.is::<ExitedEarly>() {
-                        return Err(e);
-                    }
-                    last_error = Some(e);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nx-27017 did not start")))
+        start_on_free_port("nx-27017", free_tcp_port, |port| {
+            server.port = port;
+            server.spawn_and_wait().inspect_err(|_| server.stop())
+        })?;
+        Ok(server)
     }
 
     /// `mongodb://127.0.0.1:PORT`.
@@ -180,10 +109,14 @@ impl NxMongo {
     /// Does nothing when it is not running. Its data (in memory) is gone.
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
-            kill_process_group(child);
+            kill_whole_process_group(child);
         }
     }
 
+    /// Starts the server and waits until its log says it listens on our port
+    /// (so the port is ours, not another process's) and a `hello` over the
+    /// wire protocol gets `ok: 1`; or the server exits; or [`READY_TIMEOUT`]
+    /// passes.
     fn spawn_and_wait(&mut self) -> Result<()> {
         let log_path = self.log_path();
         let out_path = self.dir.path().join("nx-27017.out");
@@ -201,76 +134,55 @@ impl NxMongo {
                 program.display()
             );
         }
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&out_path)
-            .with_context(|| format!("opening {}", out_path.display()))?;
-        let out_err = out
-            .try_clone()
-            .with_context(|| format!("duplicating the handle of {}", out_path.display()))?;
-        let port = self.port.to_string();
-        let child = Command::new("sh")
+        let port = self.port;
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(WATCHDOG_SCRIPT)
             .arg("vigil-nx27017-watchdog")
             .arg(&program)
-            .args(["--db", "memory", "--host", "127.0.0.1", "-p", &port])
+            .args([
+                "--db",
+                "memory",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .arg("--log-file")
             .arg(&log_path)
             .arg("--pid-file")
             .arg(&pid_path)
             .current_dir(self.dir.path())
             .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(out_err)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        self.child = Some(child);
-        self.wait_until_answering(&log_path, &out_path)
-    }
-
-    /// Until the server's log says it listens on our port (so the port is
-    /// ours, not another process's) and a `hello` over the wire protocol
-    /// gets `ok: 1`; or the server exits; or [`READY_TIMEOUT`] passes.
-    fn wait_until_answering(&mut self, log: &Path, out: &Path) -> Result<()> {
-        let started = Instant::now();
-        let listening = format!("Listening on 127.0.0.1:{}", self.port);
-        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Some(process) = self.child.as_mut() {
-                let status = process
-                    .try_wait()
-                    .context("checking whether nx-27017 still runs")?;
-                if let Some(status) = status {
-                    return Err(ExitedEarly(format!(
-                        "nx-27017 on 127.0.0.1:{} exited ({status}) before answering; its output {}:\n{}",
-                        self.port,
-                        out.display(),
-                        log_tail(out)
-                    ))
-                    .into());
-                }
-            }
-            let bound = fs::read_to_string(log).is_ok_and(|text| text.contains(&listening));
+            .stdin(Stdio::piped());
+        let child = self
+            .child
+            .insert(servers::spawn_logged(&mut command, &out_path, &program)?);
+        let listening = format!("Listening on 127.0.0.1:{port}");
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let readiness = Readiness {
+            what: "nx-27017",
+            port,
+            before: "answering",
+            did_not: "answer",
+            log: &out_path,
+            log_name: "output",
+            timeout: READY_TIMEOUT,
+            interval: Duration::from_millis(25),
+        };
+        servers::wait_until_ready(child, &readiness, |_| {
+            let bound = fs::read_to_string(&log_path).is_ok_and(|text| text.contains(&listening));
             let answer = if bound {
                 hello(address)
             } else {
                 Err(anyhow::anyhow!("its log does not say {listening:?} yet"))
             };
-            match answer {
-                Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() > READY_TIMEOUT => bail!(
-                    "nx-27017 on 127.0.0.1:{} did not answer within {READY_TIMEOUT:?} (last probe: {e:#}); its output {}:\n{}",
-                    self.port,
-                    out.display(),
-                    log_tail(out)
-                ),
-                Err(_) => thread::sleep(Duration::from_millis(25)),
-            }
-        }
+            Ok(match answer {
+                Ok(()) => Probe::Ready,
+                Err(e) => Probe::NotYet(format!("last probe: {e:#}")),
+            })
+        })
     }
 }
 
@@ -340,71 +252,9 @@ fn hello(address: SocketAddr) -> Result<()> {
     }
 }
 
-/// A server process exited before it answered (its port may have been
-/// taken meanwhile): worth another try on another port.
-#[derive(Debug)]
-struct ExitedEarly(String);
-
-impl std::fmt::Display for ExitedEarly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ExitedEarly {}
-
-fn log_tail(log: &Path) -> String {
-    match fs::read_to_string(log) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        }
-        Err(e) => format!("(unreadable: {e})"),
-    }
-}
-
-/// SIGTERM to the child's process group (it was started as its leader),
-/// SIGKILL to the group if members remain after 3 s; reaps the child. The
-/// group is signalled even when the leader has exited, since the watchdog
-/// may still run in it.
-fn kill_process_group(mut child: Child) {
-    let group = format!("-{}", child.id());
-    let signal = |name: &str| {
-        Command::new("kill")
-            .args([name, "--", &group])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    // An unreaped leader keeps the group id from being reused.
-    if signal("-TERM") {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && signal("-0") {
-            let _ = child.try_wait();
-            thread::sleep(Duration::from_millis(20));
-        }
-        if signal("-0") {
-            signal("-KILL");
-        }
-    }
-    // Closing the watchdog's pipe ends it, should it still run.
-    drop(child.stdin.take());
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hands_out_distinct_ports() -> Result<()> {
-        let ports: BTreeSet<u16> = (0..50).map(|_| free_tcp_port()).collect::<Result<_>>()?;
-        assert_eq!(ports.len(), 50);
-        Ok(())
-    }
 
     #[test]
     fn hello_to_a_closed_port_fails() -> Result<()> {

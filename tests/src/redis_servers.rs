@@ -4,9 +4,11 @@
 //! would.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::servers::{free_tcp_port, tcp_port_accepts, wait_until};
 
 pub struct RedisServer {
     pub port: u16,
@@ -15,7 +17,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Result<RedisServer> {
-        let port = crate::kafka_servers::free_tcp_port()?;
+        let port = free_tcp_port()?;
         let mut server = RedisServer { port, child: None };
         server.restart()?;
         Ok(server)
@@ -44,12 +46,11 @@ impl RedisServer {
             .spawn()
             .context("starting redis-server (Debian package redis-server)")?;
         self.child = Some(child);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let port = self.port;
+        if wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            tcp_port_accepts(port)
+        }) {
+            return Ok(());
         }
         bail!(
             "redis-server did not listen on 127.0.0.1:{} within 10 s",

@@ -17,20 +17,21 @@
 //! empty directory, so no MIB, display hint or user `snmp.conf` changes what
 //! they print: OIDs are numeric.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
-use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+
+use crate::servers::{
+    self, InstallScript, Probe, Readiness, TryAnotherPort, kill_process_group, start_on_free_port,
+    udp_port_taken_by_other,
+};
+pub use crate::servers::{free_udp_port, repo_root, test_servers_dir};
 
 /// How long [`Snmpd::start`] waits for the agent to answer.
 const SNMPD_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,25 +42,6 @@ const SNMPD_PROBE_TIMEOUT: &str = "0.1";
 const SNMPSIM_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one readiness probe of snmpsim waits for a reply.
 const SNMPSIM_PROBE_TIMEOUT: &str = "0.5";
-/// How often a server is started on a fresh port when the first one turns
-/// out to be taken (another process may grab a port that
-/// [`free_udp_port`] released).
-const START_ATTEMPTS: usize = 3;
-
-/// The workspace root (the parent of the `vigil-tests` crate).
-pub fn repo_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
-}
-
-/// Where the install script keeps the snmpsim venv and its lock:
-/// `$VIGIL_TEST_SERVERS_DIR`, by default `<repo>/target/test-servers`.
-pub fn test_servers_dir() -> PathBuf {
-    match std::env::var_os("VIGIL_TEST_SERVERS_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => repo_root().join("target").join("test-servers"),
-    }
-}
 
 /// The device recordings shipped with the tests (`tests/fixtures/snmp`):
 /// `juniper-mx.snmprec`, `cisco.snmprec`, `generic-switch.snmprec`.
@@ -73,37 +55,8 @@ pub fn fixtures_dir() -> PathBuf {
 /// The script is quick when everything is there and serialises concurrent
 /// callers with a lock; it needs root when something is missing.
 pub fn ensure_installed() -> Result<()> {
-    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(run_install_script)
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn run_install_script() -> std::result::Result<(), String> {
-    let script = repo_root()
-        .join("scripts")
-        .join("test-servers")
-        .join("install-snmp.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .env("VIGIL_TEST_SERVERS_DIR", test_servers_dir())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed ({}): {}{}",
-            script.display(),
-            output.status,
-            stdout.trim(),
-            stderr.trim()
-        ));
-    }
-    eprintln!("{}", stdout.trim());
-    Ok(())
+    static INSTALL: InstallScript = InstallScript::new("install-snmp.sh");
+    INSTALL.ensure()
 }
 
 fn snmpsim_venv() -> PathBuf {
@@ -134,29 +87,6 @@ pub fn snmpsim_recorded_dir() -> Result<PathBuf> {
         "no snmpsim/data/recorded/linux-full-walk.snmprec under {}",
         lib.display()
     )
-}
-
-/// A UDP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
-/// released) and that this process has not handed out before, so tests
-/// running in parallel never get the same one. Another process may still
-/// take it before the caller binds it.
-pub fn free_udp_port() -> Result<u16> {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    for _ in 0..100 {
-        let socket =
-            UdpSocket::bind("127.0.0.1:0").context("binding a UDP socket on 127.0.0.1:0")?;
-        let port = socket
-            .local_addr()
-            .context("reading the local address of a UDP socket")?
-            .port();
-        let mut handed_out = HANDED_OUT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if handed_out.insert(port) {
-            return Ok(port);
-        }
-    }
-    bail!("found no UDP port on 127.0.0.1 that this process had not used yet")
 }
 
 /// An `SNMPv3` user with SHA authentication and AES privacy (`authPriv`).
@@ -291,10 +221,7 @@ impl Snmpd {
     pub fn start(config: SnmpdConfig) -> Result<Snmpd> {
         ensure_installed()?;
         config.validate()?;
-        let dir = tempfile::Builder::new()
-            .prefix("vigil-snmpd-")
-            .tempdir()
-            .context("creating a temporary directory for snmpd")?;
+        let dir = servers::temp_dir("vigil-snmpd-", "snmpd")?;
         let persistent = dir.path().join("persistent");
         fs::create_dir(&persistent)
             .with_context(|| format!("creating {}", persistent.display()))?;
@@ -304,23 +231,11 @@ impl Snmpd {
             dir,
             child: None,
         };
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            snmpd.port = free_udp_port()?;
-            match snmpd.spawn_and_wait() {
-                Ok(()) => return Ok(snmpd),
-                Err(e) => {
-                    snmpd.stop();
-                    // Only a server that exited (say, the port was taken
-                    // meanwhile) is worth another port; a hang is not.
-                    if !e.is::<ExitedEarly>() {
-                        return Err(e);
-                    }
-                    last_error = Some(e);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("snmpd did not start")))
+        start_on_free_port("snmpd", free_udp_port, |port| {
+            snmpd.port = port;
+            snmpd.spawn_and_wait().inspect_err(|_| snmpd.stop())
+        })?;
+        Ok(snmpd)
     }
 
     /// `127.0.0.1:PORT`.
@@ -347,11 +262,7 @@ impl Snmpd {
     /// answers.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        let result = self.spawn_and_wait();
-        if result.is_err() {
-            self.stop();
-        }
-        result
+        self.spawn_and_wait().inspect_err(|_| self.stop())
     }
 
     fn spawn_and_wait(&mut self) -> Result<()> {
@@ -361,10 +272,6 @@ impl Snmpd {
         let log_path = self.dir.path().join("snmpd.log");
         fs::write(&conf, self.config.render(self.port))
             .with_context(|| format!("writing {}", conf.display()))?;
-        let log = open_log(&log_path)?;
-        let log_err = log
-            .try_clone()
-            .with_context(|| format!("duplicating the handle of {}", log_path.display()))?;
         let snmpd = find_program("snmpd")?;
         let mut command = Command::new(&snmpd);
         command
@@ -374,21 +281,17 @@ impl Snmpd {
             .arg(&pid)
             .arg(format!("--persistentDir={}", persistent.display()))
             .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0);
+            .stdin(Stdio::null());
         isolate_net_snmp(&mut command)?;
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", snmpd.display()))?;
-        self.child = Some(child);
+        let child = self
+            .child
+            .insert(servers::spawn_logged(&mut command, &log_path, &snmpd)?);
         let probe = self.config.first_credential_args();
         wait_until_answering(
             "snmpd",
             self.port,
             &probe,
-            &mut self.child,
+            child,
             &log_path,
             SNMPD_READY_TIMEOUT,
             SNMPD_PROBE_TIMEOUT,
@@ -428,10 +331,7 @@ impl Snmpsim {
             !files.is_empty(),
             "Snmpsim::start needs at least one data file"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("vigil-snmpsim-")
-            .tempdir()
-            .context("creating a temporary directory for snmpsim")?;
+        let dir = servers::temp_dir("vigil-snmpsim-", "snmpsim")?;
         // snmpsim drops to nobody before it reads the data and writes its
         // index: the data must be readable and the cache writable by nobody.
         set_mode(dir.path(), 0o755)?;
@@ -467,21 +367,11 @@ impl Snmpsim {
             communities,
             child: None,
         };
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            snmpsim.port = free_udp_port()?;
-            match snmpsim.spawn_and_wait() {
-                Ok(()) => return Ok(snmpsim),
-                Err(e) => {
-                    snmpsim.stop();
-                    if !e.is::<ExitedEarly>() {
-                        return Err(e);
-                    }
-                    last_error = Some(e);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("snmpsim did not start")))
+        start_on_free_port("snmpsim", free_udp_port, |port| {
+            snmpsim.port = port;
+            snmpsim.spawn_and_wait().inspect_err(|_| snmpsim.stop())
+        })?;
+        Ok(snmpsim)
     }
 
     /// `127.0.0.1:PORT`.
@@ -542,10 +432,6 @@ impl Snmpsim {
         let data = self.dir.path().join("data");
         let cache = self.dir.path().join("cache");
         let log_path = self.dir.path().join("snmpsim.log");
-        let log = open_log(&log_path)?;
-        let log_err = log
-            .try_clone()
-            .with_context(|| format!("duplicating the handle of {}", log_path.display()))?;
         let responder = snmpsim_venv().join("bin").join("snmpsim-command-responder");
         let mut command = Command::new(&responder);
         command
@@ -563,20 +449,16 @@ impl Snmpsim {
             .env_remove("PYTHONPATH")
             .env_remove("PYTHONHOME")
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", responder.display()))?;
-        self.child = Some(child);
+            .stdin(Stdio::null());
+        let child = self
+            .child
+            .insert(servers::spawn_logged(&mut command, &log_path, &responder)?);
         let probe = vec!["-v2c".into(), "-c".into(), self.communities[0].clone()];
         wait_until_answering(
             "snmpsim",
             self.port,
             &probe,
-            &mut self.child,
+            child,
             &log_path,
             SNMPSIM_READY_TIMEOUT,
             SNMPSIM_PROBE_TIMEOUT,
@@ -767,14 +649,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
 }
 
-fn open_log(path: &Path) -> Result<fs::File> {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
 /// Finds a net-snmp program on PATH or in the sbin directories (snmpd lives
 /// in /usr/sbin, which a non-login PATH may lack).
 fn find_program(name: &str) -> Result<PathBuf> {
@@ -802,46 +676,30 @@ fn isolate_net_snmp(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// A server process exited before it answered (its port may have been
-/// taken meanwhile): worth another try on another port.
-#[derive(Debug)]
-struct ExitedEarly(String);
-
-impl std::fmt::Display for ExitedEarly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ExitedEarly {}
-
-/// snmpget of sysUpTime.0 (waiting `probe_timeout` seconds for each reply) until the server answers (any
-/// answer, including noSuchInstance), the process exits or `timeout` passes.
+/// snmpget of sysUpTime.0 (waiting `probe_timeout` seconds for each reply)
+/// until the server answers (any answer, including noSuchInstance), the
+/// process exits or `timeout` passes.
 fn wait_until_answering(
     what: &str,
     port: u16,
     credential: &[String],
-    child: &mut Option<Child>,
+    child: &mut Child,
     log: &Path,
     timeout: Duration,
     probe_timeout: &str,
 ) -> Result<()> {
     let snmpget = find_program("snmpget")?;
-    let started = Instant::now();
-    loop {
-        if let Some(process) = child.as_mut() {
-            let status = process
-                .try_wait()
-                .with_context(|| format!("checking whether {what} still runs"))?;
-            if let Some(status) = status {
-                return Err(ExitedEarly(format!(
-                    "{what} on 127.0.0.1:{port} exited ({status}) before answering; its log {}:\n{}",
-                    log.display(),
-                    log_tail(log)
-                ))
-                .into());
-            }
-        }
+    let readiness = Readiness {
+        what,
+        port,
+        before: "answering",
+        did_not: "answer",
+        log,
+        log_name: "log",
+        timeout,
+        interval: Duration::from_millis(50),
+    };
+    servers::wait_until_ready(child, &readiness, |pid| {
         let mut command = Command::new(&snmpget);
         command
             .args(credential)
@@ -854,103 +712,19 @@ fn wait_until_answering(
             .output()
             .with_context(|| format!("running {}", snmpget.display()))?;
         if output.status.success() {
-            return Ok(());
+            return Ok(Probe::Ready);
         }
         // snmpsim does not notice when its port is taken: it logs
         // "Listening at" and never answers.
-        if let Some(process) = child.as_ref()
-            && udp_port_taken_by_other(process.id(), port) == Some(true)
-        {
-            return Err(ExitedEarly(format!(
+        if udp_port_taken_by_other(pid, port) == Some(true) {
+            return Err(TryAnotherPort(format!(
                 "127.0.0.1:{port} was taken by another process before {what} could bind it"
             ))
             .into());
         }
-        if started.elapsed() > timeout {
-            let last = String::from_utf8_lossy(&output.stderr);
-            let last = last.trim();
-            bail!(
-                "{what} on 127.0.0.1:{port} did not answer within {timeout:?} (last snmpget: {last}); its log {}:\n{}",
-                log.display(),
-                log_tail(log)
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether UDP port `port` on 127.0.0.1 (or 0.0.0.0) is bound by sockets
-/// none of which belong to process `pid`; `None` when /proc cannot tell
-/// (say, without the right to read the process's descriptors).
-fn udp_port_taken_by_other(pid: u32, port: u16) -> Option<bool> {
-    let table = fs::read_to_string("/proc/net/udp").ok()?;
-    let addresses = [
-        format!("0100007F:{port:04X}"),
-        format!("00000000:{port:04X}"),
-    ];
-    let sockets: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = fields.get(1)?;
-            let inode = fields.get(9)?;
-            addresses
-                .iter()
-                .any(|a| a == local)
-                .then(|| format!("socket:[{inode}]"))
-        })
-        .collect();
-    if sockets.is_empty() {
-        return Some(false);
-    }
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    for fd in fds.flatten() {
-        if let Ok(target) = fs::read_link(fd.path())
-            && sockets.iter().any(|s| target.as_os_str() == s.as_str())
-        {
-            return Some(false);
-        }
-    }
-    Some(true)
-}
-
-fn log_tail(log: &Path) -> String {
-    match fs::read_to_string(log) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        }
-        Err(e) => format!("(unreadable: {e})"),
-    }
-}
-
-/// SIGTERM to the child's process group (it was started as its leader),
-/// SIGKILL to the group if the child has not exited after 3 s; reaps it.
-fn kill_process_group(mut child: Child) {
-    let group = format!("-{}", child.id());
-    let signal = |name: &str| {
-        let _ = Command::new("kill")
-            .args([name, "--", &group])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    };
-    if let Ok(None) = child.try_wait() {
-        signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(None) => thread::sleep(Duration::from_millis(20)),
-                _ => return,
-            }
-        }
-        // Still running, so the group id is still its own.
-        signal("-KILL");
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+        let last = String::from_utf8_lossy(&output.stderr);
+        Ok(Probe::NotYet(format!("last snmpget: {}", last.trim())))
+    })
 }
 
 #[cfg(test)]
@@ -1030,35 +804,6 @@ mod tests {
         );
         assert_eq!(values[0].octets(), Some(b"plain text".to_vec()));
         assert_eq!(values[6].octets(), None);
-        Ok(())
-    }
-
-    #[test]
-    fn tells_whose_udp_port_it_is() -> Result<()> {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
-        let port = socket.local_addr()?.port();
-        assert_eq!(
-            udp_port_taken_by_other(std::process::id(), port),
-            Some(false)
-        );
-        // Any other process (here our own child) does not own it.
-        let mut child = Command::new("sleep").arg("5").spawn()?;
-        let taken = udp_port_taken_by_other(child.id(), port);
-        child.kill()?;
-        child.wait()?;
-        assert_eq!(taken, Some(true));
-        drop(socket);
-        assert_eq!(
-            udp_port_taken_by_other(std::process::id(), port),
-            Some(false)
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn hands_out_distinct_ports() -> Result<()> {
-        let ports: BTreeSet<u16> = (0..50).map(|_| free_udp_port()).collect::<Result<_>>()?;
-        assert_eq!(ports.len(), 50);
         Ok(())
     }
 
