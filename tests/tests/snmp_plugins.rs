@@ -650,3 +650,46 @@ async fn a_plugin_importing_snmp_without_asking_is_refused() {
         "{errors}"
     );
 }
+
+/// A broken agent that sends wrong types: the plugin treats each such value
+/// as missing (a counter left out, a gauge -1) and still reports the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types_from_a_device_are_missing_values_not_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("oddball.snmprec");
+    // ifInOctets as an OCTET STRING, ifMtu as an OID, ifOutOctets fine,
+    // ifOperStatus noSuchInstance-like (absent), no ifXTable at all.
+    std::fs::write(
+        &path,
+        "1.3.6.1.2.1.2.2.1.1.7|2|7\n1.3.6.1.2.1.2.2.1.2.7|4|eth7\n1.3.6.1.2.1.2.2.1.3.7|2|6\n\
+         1.3.6.1.2.1.2.2.1.4.7|6|1.3.6.1.4.1\n1.3.6.1.2.1.2.2.1.7.7|2|1\n\
+         1.3.6.1.2.1.2.2.1.10.7|4|not a number\n1.3.6.1.2.1.2.2.1.16.7|65|4242\n",
+    )
+    .expect("write");
+    let sim = Snmpsim::start(&[("oddball".to_owned(), path)]).expect("snmpsim");
+    let lab = Lab::new(&["oddball"]);
+    let poller = lab.plugin(
+        "snmp_interface_polling",
+        "polling",
+        artifacts::SNMP_INTERFACE_POLLING,
+        &[],
+    );
+    let groups = metrics(
+        lab.poll(
+            &poller,
+            &Resource::named("oddball", &sim.endpoint()),
+            Vec::new(),
+        )
+        .await,
+    );
+    assert_eq!(groups.len(), 1);
+    let group = &groups[0];
+    assert_eq!(dimension(group, "interface_name"), "eth7");
+    let counters = counters(group);
+    assert!(!counters.contains_key("bits_in"), "a string is no counter");
+    assert_eq!(counters.get("bits_out"), Some(&(4242 * 8)));
+    assert_eq!(gauge(group, "mtu"), Some(-1), "an OID is no MTU");
+    assert_eq!(gauge(group, "admin_state"), Some(1));
+    assert_eq!(gauge(group, "oper_state"), Some(-1), "absent");
+    assert_eq!(gauge(group, "oper_admin_state_mismatch"), Some(0));
+}
