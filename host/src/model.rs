@@ -22,6 +22,49 @@ impl Datetime {
     }
 }
 
+impl Datetime {
+    /// Seconds since the epoch as one float, as Panoptes writes times.
+    pub fn as_seconds(&self) -> f64 {
+        self.seconds as f64 + f64::from(self.nanoseconds) / 1e9
+    }
+
+    /// The inverse of [`Datetime::as_seconds`]: exact for every value it
+    /// produced (re-encoding gives the same `f64`), rounded to the
+    /// nanosecond otherwise. Negative or NaN times are the epoch.
+    pub fn from_seconds(seconds: f64) -> Datetime {
+        let seconds = if seconds.is_nan() {
+            0.0
+        } else {
+            seconds.max(0.0)
+        };
+        let whole = seconds.floor();
+        // Exact: `seconds` and `whole` are within 1 of each other.
+        let nanoseconds = ((seconds - whole) * 1e9).round() as u32;
+        if nanoseconds >= 1_000_000_000 {
+            Datetime {
+                seconds: whole as u64 + 1,
+                nanoseconds: 0,
+            }
+        } else {
+            Datetime {
+                seconds: whole as u64,
+                nanoseconds,
+            }
+        }
+    }
+}
+
+impl MetricValue {
+    /// The exact value as text (u64 counters do not fit an `f64`).
+    pub fn to_text(&self) -> String {
+        match self {
+            MetricValue::Signed(v) => v.to_string(),
+            MetricValue::Unsigned(v) => v.to_string(),
+            MetricValue::Float(v) => v.to_string(),
+        }
+    }
+}
+
 impl Resource {
     /// A resource with only an id and endpoint set, for tools and tests.
     pub fn named(id: &str, endpoint: &str) -> Resource {

@@ -251,7 +251,6 @@ async fn wrong_credentials_give_the_right_failure() {
     // A v2c agent ignores a wrong community: all the host can see is silence.
     let wrong = service(&v2c("wrong"));
     let mut snmp = run(&wrong, "sw1", &agent.endpoint(), quick());
-    let started = Instant::now();
     let error = snmp
         .get(vec![SYS_UPTIME.to_owned()], soon())
         .await
@@ -264,8 +263,8 @@ async fn wrong_credentials_give_the_right_failure() {
         "{message}"
     );
     assert!(message.contains("2 attempts"), "{message}");
+    // Both attempts waited out their timeout (counted, not clocked).
     assert_eq!(snmp.summary.timeouts, 2);
-    assert!(started.elapsed() >= Duration::from_millis(600));
 
     // A wrong v3 authentication password: the agent reports wrongDigests.
     let bad = service(
@@ -359,7 +358,6 @@ async fn the_run_deadline_bounds_every_wait() {
             max_repetitions: 25,
         },
     );
-    let started = Instant::now();
     let error = snmp
         .get(
             vec![SYS_UPTIME.to_owned()],
@@ -367,15 +365,13 @@ async fn the_run_deadline_bounds_every_wait() {
         )
         .await
         .expect_err("deadline");
+    // The first attempt was cut to the deadline and no retry started: the
+    // deadline, not 6 attempts of 5 s, ended the call.
     assert!(
-        matches!(&error, SnmpError::Timeout(m) if m.contains("run deadline")),
+        matches!(&error, SnmpError::Timeout(m) if m.contains("run deadline") && m.contains("1 of 6 attempts")),
         "{error:?}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_eq!(snmp.summary.timeouts, 1);
 }
 
 // ---------------------------------------------------------------------------

@@ -247,9 +247,11 @@ impl Storage for RedisResources {
         let script = redis::Script::new(
             r"
 local gone = {}
-for _, id in ipairs(ARGV) do
+local now = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local id = ARGV[i]
   local at = redis.call('ZSCORE', KEYS[2], id)
-  if at and tonumber(at) <= tonumber(KEYS[3]) then
+  if at and tonumber(at) <= now then
     redis.call('ZREM', KEYS[2], id)
     redis.call('HDEL', KEYS[1], id)
     table.insert(gone, id)
@@ -261,7 +263,7 @@ return gone",
             script
                 .key(&self.records)
                 .key(&self.expiry)
-                .key(now.to_string())
+                .arg(now)
                 .arg(&ids)
                 .invoke(c)
         })?;

@@ -11,31 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource};
 
-fn seconds(at: &Datetime) -> f64 {
-    at.seconds as f64 + f64::from(at.nanoseconds) / 1e9
-}
-
-/// The inverse of [`seconds`]: exact for every value [`seconds`] produced
-/// (re-encoding gives the same `f64`), rounded to the nanosecond otherwise.
+/// A decoded time, checked to be one since the epoch.
 fn datetime(seconds: f64, what: &str) -> anyhow::Result<Datetime> {
     ensure!(
         (0.0..1.8e19).contains(&seconds),
         "{what} {seconds} is not a time since the epoch"
     );
-    let whole = seconds.floor();
-    // Exact: `seconds` and `whole` are within 1 of each other.
-    let nanoseconds = ((seconds - whole) * 1e9).round() as u32;
-    Ok(if nanoseconds >= 1_000_000_000 {
-        Datetime {
-            seconds: whole as u64 + 1,
-            nanoseconds: 0,
-        }
-    } else {
-        Datetime {
-            seconds: whole as u64,
-            nanoseconds,
-        }
-    })
+    Ok(Datetime::from_seconds(seconds))
 }
 
 #[derive(Serialize)]
@@ -98,7 +80,7 @@ fn resource_json(r: &Resource) -> ResourceJson<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
-        resource_creation_timestamp: seconds(&r.creation_timestamp),
+        resource_creation_timestamp: r.creation_timestamp.as_seconds(),
         resource_plugin: &r.creation_plugin,
         resource_ttl: r.ttl_seconds.to_string(),
     }
@@ -108,7 +90,7 @@ fn group_json(group: &MetricsGroup) -> Group<'_> {
     Group {
         metrics_group_type: &group.group_type,
         metrics_group_interval: group.interval_seconds,
-        metrics_group_creation_timestamp: seconds(&group.creation_timestamp),
+        metrics_group_creation_timestamp: group.creation_timestamp.as_seconds(),
         metrics_group_schema_version: &group.schema_version,
         resource: resource_json(&group.resource),
         dimensions: group
@@ -133,7 +115,7 @@ fn group_json(group: &MetricsGroup) -> Group<'_> {
                     MetricType::Counter => "counter",
                     MetricType::Gauge => "gauge",
                 },
-                metric_creation_timestamp: seconds(&m.creation_timestamp),
+                metric_creation_timestamp: m.creation_timestamp.as_seconds(),
             })
             .collect(),
     }
@@ -504,7 +486,7 @@ mod tests {
     }
 
     fn seconds_of(at: Datetime) -> f64 {
-        seconds(&at)
+        at.as_seconds()
     }
 
     #[test]

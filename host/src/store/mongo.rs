@@ -88,7 +88,7 @@ use super::{
     HostStatus, RunRecord, SeriesValue, Storage, StoreError, StoreResult, StoredResource,
     UpsertSummary,
 };
-use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
+use crate::model::{Datetime, MetricType, MetricsGroup, Resource};
 
 /// Run history kept, across all plugins; older runs are pruned.
 const RUN_HISTORY: i64 = 200_000;
@@ -347,26 +347,6 @@ fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn seconds(at: &Datetime) -> f64 {
-    at.seconds as f64 + f64::from(at.nanoseconds) / 1e9
-}
-
-fn datetime(seconds: f64) -> Datetime {
-    let whole = seconds.max(0.0).floor();
-    Datetime {
-        seconds: whole as u64,
-        nanoseconds: ((seconds.max(0.0) - whole) * 1e9) as u32,
-    }
-}
-
-fn value_text(value: &MetricValue) -> String {
-    match value {
-        MetricValue::Signed(v) => v.to_string(),
-        MetricValue::Unsigned(v) => v.to_string(),
-        MetricValue::Float(v) => v.to_string(),
-    }
-}
-
 fn pairs_bson<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Bson {
     Bson::Array(
         pairs
@@ -440,7 +420,7 @@ fn stored_resource(document: &Document) -> Result<StoredResource, String> {
             subclass: text(document, "subclass")?,
             type_: text(document, "type")?,
             creation_plugin: text(document, "creation_plugin")?,
-            creation_timestamp: datetime(number(document, "creation_timestamp")?),
+            creation_timestamp: Datetime::from_seconds(number(document, "creation_timestamp")?),
             ttl_seconds: integer(document, "ttl_seconds")?.max(0) as u64,
             metadata: pairs(document, "metadata")?,
         },
@@ -511,7 +491,7 @@ impl Storage for MongoStorage {
                             },
                             "$setOnInsert": {
                                 "creation_plugin": plugin,
-                                "creation_timestamp": seconds(&r.creation_timestamp),
+                                "creation_timestamp": r.creation_timestamp.as_seconds(),
                                 "first_seen": now,
                             },
                         },
@@ -667,9 +647,9 @@ impl Storage for MongoStorage {
                             "group_type": &group.group_type,
                             "dimensions": pairs_bson(dimensions.iter().copied()),
                             "metric": &metric.name,
-                            "value": value_text(&metric.value),
+                            "value": metric.value.to_text(),
                             "metric_type": kind,
-                            "at": seconds(&metric.creation_timestamp),
+                            "at": metric.creation_timestamp.as_seconds(),
                         },
                         "upsert": true,
                     });

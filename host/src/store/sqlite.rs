@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{
     HostStatus, RunRecord, SeriesValue, Storage, StoreResult, StoredResource, UpsertSummary,
 };
-use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
+use crate::model::{Datetime, MetricType, MetricsGroup, Resource};
 
 /// Run history kept, across all plugins; older runs are pruned.
 const RUN_HISTORY: i64 = 200_000;
@@ -87,26 +87,6 @@ impl SqliteStorage {
     }
 }
 
-fn seconds(at: &Datetime) -> f64 {
-    at.seconds as f64 + f64::from(at.nanoseconds) / 1e9
-}
-
-fn datetime(seconds: f64) -> Datetime {
-    let whole = seconds.max(0.0).floor();
-    Datetime {
-        seconds: whole as u64,
-        nanoseconds: ((seconds.max(0.0) - whole) * 1e9) as u32,
-    }
-}
-
-fn value_text(value: &MetricValue) -> String {
-    match value {
-        MetricValue::Signed(v) => v.to_string(),
-        MetricValue::Unsigned(v) => v.to_string(),
-        MetricValue::Float(v) => v.to_string(),
-    }
-}
-
 impl Storage for SqliteStorage {
     fn upsert_resources(
         &self,
@@ -147,7 +127,7 @@ impl Storage for SqliteStorage {
                     r.type_,
                     metadata,
                     plugin,
-                    seconds(&r.creation_timestamp),
+                    r.creation_timestamp.as_seconds(),
                     ttl as i64,
                     now,
                     now + ttl
@@ -181,7 +161,7 @@ impl Storage for SqliteStorage {
                     subclass: row.get(4)?,
                     type_: row.get(5)?,
                     creation_plugin: row.get(7)?,
-                    creation_timestamp: datetime(row.get(8)?),
+                    creation_timestamp: Datetime::from_seconds(row.get(8)?),
                     ttl_seconds: row.get::<_, i64>(9)?.max(0) as u64,
                     metadata: Vec::new(),
                 },
@@ -303,9 +283,9 @@ impl Storage for SqliteStorage {
                         group.group_type,
                         dimensions,
                         metric.name,
-                        value_text(&metric.value),
+                        metric.value.to_text(),
                         kind,
-                        seconds(&metric.creation_timestamp)
+                        metric.creation_timestamp.as_seconds()
                     ])?;
                 }
             }
@@ -371,7 +351,7 @@ impl Storage for SqliteStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dimension, Metric};
+    use crate::model::{Dimension, Metric, MetricValue};
 
     fn resource(id: &str, ttl: u64) -> Resource {
         let mut r = Resource::named(id, "127.0.0.1");

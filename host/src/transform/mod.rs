@@ -11,7 +11,7 @@ pub mod rate;
 
 use std::sync::Mutex;
 
-use crate::model::{MetricType, MetricValue, MetricsGroup};
+use crate::model::{Metric, MetricType, MetricValue, MetricsGroup};
 use crate::plugin::manifest::RateTransform;
 use rate::{CounterSample, CounterWidth, RateOutcome, RateTracker};
 
@@ -112,18 +112,11 @@ impl RateTransformer {
             let interval = f64::from(group.interval_seconds.max(1));
             longest_interval = longest_interval.max(interval);
             let metric = &mut group.metrics[m];
-            let value = match metric.value {
-                MetricValue::Unsigned(v) => v,
-                MetricValue::Signed(v) if v >= 0 => v as u64,
-                _ => {
-                    stats.withheld += 1;
-                    drop.push((g, m));
-                    continue;
-                }
+            let Some(current) = counter_sample(metric) else {
+                stats.withheld += 1;
+                drop.push((g, m));
+                continue;
             };
-            let at = metric.creation_timestamp.seconds as f64
-                + f64::from(metric.creation_timestamp.nanoseconds) / 1e9;
-            let current = CounterSample { value, at };
             let outcome = rate::rate(
                 previous,
                 current,
@@ -186,23 +179,12 @@ impl RateTransformer {
                 if !transform.metrics.contains(&metric.name) {
                     return true;
                 }
-                let value = match metric.value {
-                    MetricValue::Unsigned(v) => v,
-                    MetricValue::Signed(v) if v >= 0 => v as u64,
-                    _ => {
-                        stats.withheld += 1;
-                        return false;
-                    }
+                let Some(sample) = counter_sample(metric) else {
+                    stats.withheld += 1;
+                    return false;
                 };
-                let at = metric.creation_timestamp.seconds as f64
-                    + f64::from(metric.creation_timestamp.nanoseconds) / 1e9;
                 let key = format!("{series}{SEP}{}", metric.name);
-                let outcome = tracker.observe(
-                    &key,
-                    CounterSample { value, at },
-                    interval,
-                    CounterWidth::Unknown,
-                );
+                let outcome = tracker.observe(&key, sample, interval, CounterWidth::Unknown);
                 count(&mut stats, outcome);
                 match outcome.rate() {
                     Some(rate) => {
@@ -233,6 +215,20 @@ impl RateTransformer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .len()
     }
+}
+
+/// A counter metric as a sample; `None` for values no counter can have
+/// (negative, or not an integer).
+fn counter_sample(metric: &Metric) -> Option<CounterSample> {
+    let value = match metric.value {
+        MetricValue::Unsigned(v) => v,
+        MetricValue::Signed(v) => u64::try_from(v).ok()?,
+        MetricValue::Float(_) => return None,
+    };
+    Some(CounterSample {
+        value,
+        at: metric.creation_timestamp.as_seconds(),
+    })
 }
 
 fn count(stats: &mut TransformStats, outcome: RateOutcome) {
