@@ -164,6 +164,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `vigil run` / `vigil consume`: runs until SIGINT or SIGTERM.
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    has_site: bool,
+    site: Arc<SiteConfig>,
+    identity: Identity,
+) -> anyhow::Result<ExitCode> {
+    if !has_site {
+        anyhow::bail!("vigil needs a site config to run: --site FILE (or VIGIL_SITE)");
+    }
+    runtime.block_on(agent::run_as(
+        site,
+        AgentSettings::default(),
+        identity,
+        shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load_site(path: Option<&Path>) -> anyhow::Result<SiteConfig> {
     match path {
         Some(path) => Ok(SiteConfig::load(path)?),
@@ -180,25 +199,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _guard = runtime.enter();
     match cli.command {
         Command::Run { role, agent_id } => {
-            if cli.site.is_none() {
-                anyhow::bail!("`vigil run` needs a site config: --site FILE (or VIGIL_SITE)");
-            }
-            let identity = Identity {
-                role,
-                agent_id: agent_id.unwrap_or_else(vigil_host::backends::default_agent_id),
-            };
-            runtime.block_on(agent::run_as(
+            let agent_id = agent_id.unwrap_or_else(vigil_host::backends::default_agent_id);
+            serve(
+                &runtime,
+                cli.site.is_some(),
                 site,
-                AgentSettings::default(),
-                identity,
-                shutdown_signal(),
-            ))?;
-            Ok(ExitCode::SUCCESS)
+                Identity { role, agent_id },
+            )
         }
         Command::Consume { sink } => {
-            if cli.site.is_none() {
-                anyhow::bail!("`vigil consume` needs a site config: --site FILE (or VIGIL_SITE)");
-            }
             if sink != "site" {
                 anyhow::bail!(
                     "--sink {sink:?}: this version feeds the site config's own sinks (`--sink site`: JSON lines and the latest-value store); InfluxDB and Prometheus sinks are not in this version"
@@ -208,13 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 role: Role::Consumer,
                 agent_id: vigil_host::backends::default_agent_id(),
             };
-            runtime.block_on(agent::run_as(
-                site,
-                AgentSettings::default(),
-                identity,
-                shutdown_signal(),
-            ))?;
-            Ok(ExitCode::SUCCESS)
+            serve(&runtime, cli.site.is_some(), site, identity)
         }
         Command::Status { json } => status(&site, json),
         Command::Resources { filter } => resources(&site, filter.as_deref()),

@@ -161,6 +161,13 @@ fn to_wire(arcs: &[u64]) -> Result<Oid<'static>, SnmpError> {
         .map_err(|e| SnmpError::InvalidRequest(format!("OID {}: {e:?}", format_oid(arcs))))
 }
 
+fn to_wire_all(oids: &[Arcs]) -> Result<Vec<Oid<'static>>, AttemptError> {
+    oids.iter()
+        .map(|arcs| to_wire(arcs))
+        .collect::<Result<_, _>>()
+        .map_err(AttemptError::Fatal)
+}
+
 /// The device a run talks to, resolved from the resource's endpoint.
 pub struct Device {
     pub address: SocketAddr,
@@ -313,11 +320,7 @@ impl Device {
         let label = self.label.as_str();
         let result = match request {
             Request::Get(oids) => {
-                let wire = oids
-                    .iter()
-                    .map(|arcs| to_wire(arcs))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(AttemptError::Fatal)?;
+                let wire = to_wire_all(oids)?;
                 let refs: Vec<&Oid> = wire.iter().collect();
                 copy_response(session.get_many(&refs).await, label)
             }
@@ -328,11 +331,7 @@ impl Device {
             Request::GetNext(oids) => {
                 // snmp2 has no multi-OID GETNEXT; a GETBULK with no
                 // repetitions is the same request in SNMPv2c/v3.
-                let wire = oids
-                    .iter()
-                    .map(|arcs| to_wire(arcs))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(AttemptError::Fatal)?;
+                let wire = to_wire_all(oids)?;
                 let refs: Vec<&Oid> = wire.iter().collect();
                 copy_response(session.getbulk(&refs, refs.len() as u32, 0).await, label)
             }
