@@ -20,8 +20,10 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::kafka::{self, KafkaPublisher, KafkaSettings, Topic};
-use crate::pipeline::sinks::{SinkStats, Sinks, run_sinks};
+use crate::health::{Health, Inventory};
 use crate::pipeline::stats::RunStats;
+use crate::sinks::prometheus::SeriesRegistry;
+use crate::sinks::{SinkProbes, SinkSet, run_sinks};
 use crate::pipeline::{Executor, epoch_seconds, record_runs};
 use crate::plugin::PluginRegistry;
 use crate::plugin::watcher::{self, WatchSettings};
@@ -91,7 +93,7 @@ pub async fn run(
 /// until `stop` turns true.
 async fn consume_bus(
     site: Arc<SiteConfig>,
-    store: Arc<dyn Storage>,
+    outputs: Outputs,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let crate::site::BusBackend::Kafka {
@@ -105,11 +107,8 @@ async fn consume_bus(
     let mut kafka = KafkaSettings::new(brokers.clone(), site.name.clone());
     kafka.partitions = *partitions;
     kafka.buffer_messages = *buffer_messages;
-    let sinks = Arc::new(tokio::sync::Mutex::new(Sinks::open(
-        site.json_lines.as_ref(),
-        store,
-        Arc::new(SinkStats::default()),
-    )?));
+    let sinks = Arc::new(tokio::sync::Mutex::new(outputs.open()?));
+    let handler_sinks = sinks.clone();
     let group = format!("{}-sinks", site.name);
     let report = kafka::consume(
         &kafka,
@@ -117,7 +116,7 @@ async fn consume_bus(
         Topic::Processed,
         1000,
         move |batch| {
-            let sinks = sinks.clone();
+            let sinks = handler_sinks.clone();
             async move {
                 let mut sinks = sinks.lock().await;
                 sinks.accept(batch);
@@ -129,7 +128,63 @@ async fn consume_bus(
     )
     .await?;
     tracing::info!(?report, "consumer stopped");
-    Ok(())
+    match Arc::try_unwrap(sinks) {
+        Ok(sinks) => sinks.into_inner().close().await,
+        Err(_) => Ok(()),
+    }
+}
+
+/// What a process needs to open its sinks, and the `/metrics` endpoint
+/// that shows them.
+#[derive(Clone)]
+struct Outputs {
+    site: Arc<SiteConfig>,
+    store: Arc<dyn Storage>,
+    registry: Option<Arc<SeriesRegistry>>,
+    probes: SinkProbes,
+}
+
+impl Outputs {
+    fn new(site: &Arc<SiteConfig>, store: &Arc<dyn Storage>) -> Outputs {
+        Outputs {
+            site: site.clone(),
+            store: store.clone(),
+            registry: site
+                .outputs
+                .prometheus
+                .clone()
+                .map(|settings| Arc::new(SeriesRegistry::new(settings))),
+            probes: SinkProbes::default(),
+        }
+    }
+
+    fn open(&self) -> anyhow::Result<SinkSet> {
+        SinkSet::open(
+            &self.site.outputs,
+            self.store.clone(),
+            self.registry.clone(),
+            &self.probes,
+        )
+    }
+
+    /// Serves `/metrics` when the site asks for it.
+    async fn serve_metrics(
+        &self,
+        health: &Arc<Health>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(settings) = &self.site.outputs.prometheus else {
+            return Ok(None);
+        };
+        let server = crate::sinks::prometheus::serve(
+            settings.listen,
+            health.clone(),
+            self.registry.clone(),
+            stop,
+        )
+        .await?;
+        Ok(Some(server))
+    }
 }
 
 /// Runs the host as `identity` until `shutdown` completes.
@@ -140,23 +195,34 @@ pub async fn run_as(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let store = crate::backends::open_storage(&site, false)?;
+    let started_at = epoch_seconds(SystemTime::now());
+    let outputs = Outputs::new(&site, &store);
+    let stats = Arc::new(RunStats::default());
+    let health = Arc::new(Health::new(started_at, stats.clone(), outputs.probes.clone()));
+    let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
+    let metrics_server = outputs.serve_metrics(&health, metrics_stop_rx).await?;
     if identity.role == Role::Consumer {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume_bus(site.clone(), store, stop_rx));
+        let mut consumer = tokio::spawn(consume_bus(site.clone(), outputs, stop_rx));
         tracing::info!(site = %site.name, "vigil consumer running");
-        tokio::select! {
-            _ = shutdown => {}
-            result = consumer => return result.context("consumer task")?,
+        let result = tokio::select! {
+            _ = shutdown => {
+                let _ = stop_tx.send(true);
+                (&mut consumer).await
+            }
+            result = &mut consumer => result,
+        };
+        let _ = metrics_stop_tx.send(true);
+        if let Some(server) = metrics_server {
+            let _ = server.await;
         }
-        let _ = stop_tx.send(true);
-        return Ok(());
+        return result.context("consumer task")?;
     }
     if site.plugin_directories.is_empty() {
         anyhow::bail!(
             "the site config lists no plugin directories (plugins.directories): nothing to run"
         );
     }
-    let started_at = epoch_seconds(SystemTime::now());
     // Plugin key/value state lives in the same database, so it survives
     // restarts.
     let kv = crate::store::kv::SqliteKv::open(&site.database)
@@ -177,10 +243,15 @@ pub async fn run_as(
     let _watcher = watcher::watch(registry.clone(), settings.watch)?;
 
     let (bus_tx, bus_rx) = mpsc::channel(site.bus_capacity);
-    let store_for_sinks = store.clone();
+    // Weak: the health probe must not keep the bus open at shutdown.
+    let bus_probe = bus_tx.downgrade();
+    health.add_queue("bus", move || {
+        bus_probe
+            .upgrade()
+            .map_or(0, |bus| (bus.max_capacity() - bus.capacity()) as u64)
+    });
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(RunStats::default());
-    let sink_stats = Arc::new(SinkStats::default());
+    let (expired_tx, expired_rx) = mpsc::unbounded_channel();
     let (enrichments, transformer) = crate::backends::shared_state(&site).await?;
     let (coordinator, redis_coordinator) =
         crate::backends::coordinator(&site, &identity.agent_id).await?;
@@ -194,6 +265,7 @@ pub async fn run_as(
         runs: runs_tx,
         stats: stats.clone(),
         resources_changed: resources_changed.clone(),
+        expired: expired_tx,
     });
     let scheduler = Scheduler::new(
         registry.clone(),
@@ -209,17 +281,25 @@ pub async fn run_as(
         // The executor notifies it when discovery adds resources.
         resources_changed,
     );
+    for (queue, depth) in [
+        (
+            "runs_in_flight",
+            Scheduler::runs_in_flight as fn(&Scheduler) -> usize,
+        ),
+        ("scheduled_jobs", Scheduler::job_count),
+    ] {
+        // Weak too: the scheduler holds the executor and with it the bus.
+        let scheduler = Arc::downgrade(&scheduler);
+        health.add_queue(queue, move || {
+            scheduler.upgrade().map_or(0, |s| depth(&s) as u64)
+        });
+    }
     // The bus's far end: this process's sinks, or Kafka (and, for the
     // `all` role, a consumer of it feeding this process's sinks).
     let (consumer_stop_tx, consumer_stop_rx) = watch::channel(false);
     let (sinks, consumer) = match &site.bus_backend {
         crate::site::BusBackend::Embedded => (
-            tokio::spawn(run_sinks(
-                bus_rx,
-                site.json_lines.clone(),
-                store_for_sinks,
-                sink_stats,
-            )),
+            tokio::spawn(run_sinks(bus_rx, outputs.open()?, expired_rx)),
             None,
         ),
         crate::site::BusBackend::Kafka {
@@ -240,20 +320,21 @@ pub async fn run_as(
                 Ok(())
             });
             let consumer = (identity.role == Role::All)
-                .then(|| tokio::spawn(consume_bus(site.clone(), store.clone(), consumer_stop_rx)));
+                .then(|| tokio::spawn(consume_bus(site.clone(), outputs.clone(), consumer_stop_rx)));
             (sinks, consumer)
         }
     };
     let recorder = tokio::spawn(record_runs(store.clone(), runs_rx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let status = {
-        let (site, registry, scheduler, stats, store, enrichments) = (
+        let (site, registry, scheduler, stats, store, enrichments, health) = (
             site.clone(),
             registry.clone(),
             scheduler.clone(),
             stats.clone(),
             store.clone(),
             enrichments.clone(),
+            health.clone(),
         );
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -264,7 +345,7 @@ pub async fn run_as(
                     _ = stop.changed() => break,
                 }
                 enrichments.sweep(epoch_seconds(SystemTime::now()));
-                write_status(&site, &registry, &scheduler, &stats, &store, started_at).await;
+                write_status(&site, &registry, &scheduler, &stats, &health, &store, started_at).await;
             }
         })
     };
@@ -276,7 +357,10 @@ pub async fn run_as(
     let _ = stop_tx.send(true);
     scheduling.await.context("scheduler task")?;
     let _ = status.await;
-    write_status(&site, &registry, &scheduler, &stats, &store, started_at).await;
+    write_status(
+        &site, &registry, &scheduler, &stats, &health, &store, started_at,
+    )
+    .await;
     if let Some(redis) = &redis_coordinator {
         redis.leave().await;
     }
@@ -290,6 +374,10 @@ pub async fn run_as(
         consumer.await.context("consumer task")??;
     }
     recorder.await.context("run recorder task")?;
+    let _ = metrics_stop_tx.send(true);
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     tracing::info!("vigil stopped");
     Ok(())
 }
@@ -299,9 +387,16 @@ async fn write_status(
     registry: &PluginRegistry,
     scheduler: &Scheduler,
     stats: &RunStats,
+    health: &Health,
     store: &Arc<dyn Storage>,
     started_at: f64,
 ) {
+    let failures = registry.failures();
+    health.set_inventory(Inventory {
+        resources_by_discovery: scheduler.resources_by_discovery(),
+        plugins_loaded: registry.plugins().len() as u64,
+        plugins_broken: failures.len() as u64,
+    });
     let plugins = registry
         .plugins()
         .iter()
@@ -324,11 +419,11 @@ async fn write_status(
         updated_at: epoch_seconds(SystemTime::now()),
         resources: scheduler.resource_count(),
         plugins,
-        broken: registry
-            .failures()
+        broken: failures
             .into_iter()
             .map(|(path, error)| (path.display().to_string(), error))
             .collect(),
+        health: health.snapshot(),
     };
     off_runtime(store, "writing status", move |store| {
         store.put_status(&status)

@@ -55,8 +55,8 @@ pub struct SiteConfig {
     pub file_roots: Vec<PathBuf>,
     /// The embedded database (resources, run history, latest values, status).
     pub database: PathBuf,
-    /// Where processed metrics groups are written as JSON lines (`-` = stdout).
-    pub json_lines: Option<PathBuf>,
+    /// The sinks (`[outputs]`): JSON lines, Prometheus, InfluxDB, Pushgateway.
+    pub outputs: crate::sinks::OutputSettings,
     /// Metrics groups the embedded bus holds before producers wait.
     pub bus_capacity: usize,
     /// Runs one plugin may have going at once, so one slow plugin never
@@ -131,7 +131,7 @@ struct SiteFile {
     #[serde(default)]
     bus: BusSection,
     #[serde(default)]
-    outputs: OutputsSection,
+    outputs: crate::sinks::OutputsSection,
     #[serde(default)]
     scheduler: SchedulerSection,
     #[serde(default)]
@@ -176,12 +176,6 @@ struct CoordinationSection {
     heartbeat: Option<Spanned<String>>,
     member_timeout: Option<Spanned<String>>,
     join_grace: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OutputsSection {
-    json_lines: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,7 +236,7 @@ impl SiteConfig {
             allowed_capabilities: Vec::new(),
             file_roots: Vec::new(),
             database: PathBuf::from("vigil-data").join("vigil.db"),
-            json_lines: None,
+            outputs: crate::sinks::OutputSettings::default(),
             bus_capacity: 10_000,
             max_runs_per_plugin: 16,
             snmp: SnmpSettings::default(),
@@ -393,10 +387,7 @@ impl SiteConfig {
             Some(path) => join(&path),
             None => join(Path::new("vigil-data/vigil.db")),
         };
-        site.json_lines = file
-            .outputs
-            .json_lines
-            .map(|p| if p.as_os_str() == "-" { p } else { join(&p) });
+        site.outputs = file.outputs.resolve(&join(Path::new(".")), &at)?;
         if let Some(capacity) = file.bus.capacity {
             let value = *capacity.get_ref();
             if !(1..=1_000_000).contains(&value) {

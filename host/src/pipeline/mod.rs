@@ -4,8 +4,7 @@
 //! scheduler ──job──▶ executor (sandbox run) ─┬─ discovery  ─▶ resource store ─▶ scheduler replans
 //!                                            ├─ enrichment ─▶ enrichment cache ─▶ later polls
 //!                                            └─ polling    ─▶ transform (rates) ─▶ bus ─▶ sinks
-//!                                                 + polling status ─┘           ├─ JSON lines
-//!                                                                               └─ latest values
+//!                                                 + polling status ─┘     (crate::sinks)
 //! ```
 //!
 //! Every run, whatever its outcome, is counted ([`stats`]) and recorded in
@@ -13,7 +12,6 @@
 
 pub mod encode;
 pub mod enrichment_cache;
-pub mod sinks;
 pub mod stats;
 pub mod status;
 
@@ -56,6 +54,9 @@ pub struct Executor {
     pub stats: Arc<RunStats>,
     /// Woken when discovery adds resources, so the scheduler replans.
     pub resources_changed: Arc<Notify>,
+    /// Expired resource ids, to the sinks (their series and Pushgateway
+    /// groups go too).
+    pub expired: mpsc::UnboundedSender<Vec<String>>,
 }
 
 impl Executor {
@@ -177,7 +178,15 @@ impl Executor {
         {
             detail = format!("{detail} ({})", snmp.describe(&detail));
         }
-        self.stats.record(&manifest.name, label, now, lateness_ms);
+        self.stats.record(&stats::RunObservation {
+            plugin: &manifest.name,
+            outcome: label,
+            started_at: now,
+            lateness_ms,
+            duration: report.duration,
+            fuel_consumed: report.fuel_consumed,
+            peak_memory: report.peak_memory,
+        });
         let record = RunRecord {
             plugin: manifest.name.clone(),
             resource_id: job.resource.map(|r| r.id),
@@ -247,6 +256,8 @@ impl JobRunner for Executor {
             series = forgotten,
             "dropped rate state of expired resources"
         );
+        // The sinks go away only at shutdown.
+        let _ = self.expired.send(ids.to_vec());
     }
 
     fn skipped(&self, job: &JobKey, reason: &'static str) {
@@ -313,6 +324,7 @@ mod tests {
             runs,
             stats: Arc::new(RunStats::default()),
             resources_changed: Arc::new(Notify::new()),
+            expired: mpsc::unbounded_channel().0,
         };
         let transforms = vec![RateTransform {
             name: "r".into(),

@@ -91,6 +91,9 @@ pub struct Scheduler {
     /// Notified when resources change (discovery found new ones): replan.
     changed: Arc<Notify>,
     resources: std::sync::atomic::AtomicUsize,
+    jobs: std::sync::atomic::AtomicUsize,
+    /// Live resources by discovery plugin, at the last plan rebuild.
+    by_discovery: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 struct Planned {
@@ -172,12 +175,34 @@ impl Scheduler {
             per_plugin: std::sync::Mutex::new(HashMap::new()),
             changed: resources_changed,
             resources: std::sync::atomic::AtomicUsize::new(0),
+            jobs: std::sync::atomic::AtomicUsize::new(0),
+            by_discovery: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
     /// Live resources at the last plan rebuild.
     pub fn resource_count(&self) -> usize {
         self.resources.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Jobs in the plan at the last rebuild.
+    pub fn job_count(&self) -> usize {
+        self.jobs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs executing right now.
+    pub fn runs_in_flight(&self) -> usize {
+        self.settings
+            .max_concurrent_runs
+            .saturating_sub(self.pool.available_permits())
+    }
+
+    /// Live resources by the discovery plugin that found them.
+    pub fn resources_by_discovery(&self) -> std::collections::BTreeMap<String, u64> {
+        self.by_discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs until `shutdown` turns true, then waits for runs in flight
@@ -247,6 +272,16 @@ impl Scheduler {
         };
         self.resources
             .store(resources.len(), std::sync::atomic::Ordering::Relaxed);
+        let mut by_discovery = std::collections::BTreeMap::new();
+        for stored in &resources {
+            *by_discovery
+                .entry(stored.resource.creation_plugin.clone())
+                .or_insert(0u64) += 1;
+        }
+        *self
+            .by_discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = by_discovery;
         let plugins = self.registry.plugins();
         let now = now_ms();
         let mut desired: HashSet<JobKey> = HashSet::new();
@@ -311,6 +346,8 @@ impl Scheduler {
             }
         }
         plan.retain(|key, _| desired.contains(key));
+        self.jobs
+            .store(plan.len(), std::sync::atomic::Ordering::Relaxed);
         self.claims.retain(&|key| desired.contains(key));
         // Heap entries of removed jobs are dropped lazily when popped; rebuild
         // when they dominate so the heap stays proportional to the plan.

@@ -89,6 +89,9 @@ pub struct HostStatus {
     pub plugins: Vec<PluginStatus>,
     /// Plugin files that failed to load, with their errors.
     pub broken: Vec<(String, String)>,
+    /// The numbers `/metrics` shows about vigil itself.
+    #[serde(default)]
+    pub health: crate::health::HealthSnapshot,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

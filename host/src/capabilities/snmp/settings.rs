@@ -6,9 +6,8 @@
 //! `{ env = "VAR" }` or `{ file = "path" }`. They are read once at start-up
 //! and held in [`Secret`], whose `Debug` never shows them.
 
-use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -18,6 +17,8 @@ use crate::filter::ResourceFilter;
 use crate::model::Resource;
 use crate::plugin::ini::LocatedError;
 use crate::units::parse_duration;
+pub use crate::secret::Secret;
+use crate::secret::SecretSource;
 
 /// Request settings: the site's defaults, or a plugin's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,22 +128,6 @@ pub struct UsmUser {
     pub key_extension: Option<snmp2::v3::KeyExtension>,
 }
 
-/// A password or community. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// The site file's `[snmp]` table as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,26 +155,6 @@ struct CredentialEntry {
     privacy_password: Option<Spanned<SecretSource>>,
     context: Option<Spanned<String>>,
     key_extension: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum SecretSource {
-    Inline(String),
-    Env(EnvSecret),
-    File(FileSecret),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnvSecret {
-    env: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSecret {
-    file: PathBuf,
 }
 
 /// Checks the `[snmp]` table and reads every secret it points to.
@@ -291,7 +256,7 @@ fn credential_rule(
         None => 161,
     };
     let secret = |source: &Spanned<SecretSource>, field: &str| {
-        read_secret(source.get_ref(), base)
+        source.get_ref().read(base)
             .map_err(|e| at(source.span(), format!("{name}.{field}: {e}")))
     };
     let version = entry.version.get_ref().trim().to_ascii_lowercase();
@@ -450,33 +415,6 @@ fn credential_rule(
         credential,
         origin,
     })
-}
-
-fn read_secret(source: &SecretSource, base: &Path) -> Result<Secret, String> {
-    let value = match source {
-        SecretSource::Inline(text) => text.clone(),
-        // The messages name the variable or file, never the value.
-        SecretSource::Env(EnvSecret { env }) => match std::env::var(env) {
-            Ok(value) => value,
-            Err(std::env::VarError::NotPresent) => {
-                return Err(format!("environment variable {env} is not set"));
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(format!("environment variable {env} is not valid UTF-8"));
-            }
-        },
-        SecretSource::File(FileSecret { file }) => {
-            let path = base.join(file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            // Editors add a final newline; a secret never ends in one.
-            text.trim_end_matches(['\r', '\n']).to_owned()
-        }
-    };
-    if value.is_empty() {
-        return Err("is empty".to_owned());
-    }
-    Ok(Secret(value.into_bytes()))
 }
 
 /// RFC 3414 asks for at least 8 characters, and net-snmp agents refuse

@@ -1,0 +1,306 @@
+//! vigil's own health, as numbers: plugin runs by outcome, run durations,
+//! start lateness, sandbox limit hits, fuel and memory, queue depths, every
+//! sink's buffer and drops, and resources by discovery plugin.
+//!
+//! [`Health::snapshot`] gathers them into one [`HealthSnapshot`]; the
+//! `/metrics` endpoint renders that snapshot and `vigil status` prints the
+//! one the running host last stored, so both always show the same numbers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::stats::{Histogram, PluginRunStats, RunStats};
+use crate::sinks::SinkProbes;
+use crate::sinks::buffer::SinkSnapshot;
+use crate::sinks::exposition::{Exposition, Kind, SampleValue, render_labels};
+
+type Gauge = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Where the health numbers come from; filled in as the host starts.
+pub struct Health {
+    started_at: f64,
+    runs: Arc<RunStats>,
+    sinks: SinkProbes,
+    queues: Mutex<Vec<(String, Gauge)>>,
+    inventory: Mutex<Inventory>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub resources_by_discovery: BTreeMap<String, u64>,
+    pub plugins_loaded: u64,
+    pub plugins_broken: u64,
+}
+
+/// Everything `/metrics` says about vigil itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthSnapshot {
+    pub started_at: f64,
+    pub plugins: Vec<PluginRunStats>,
+    pub sinks: Vec<SinkSnapshot>,
+    pub queues: BTreeMap<String, u64>,
+    pub inventory: Inventory,
+}
+
+impl Health {
+    pub fn new(started_at: f64, runs: Arc<RunStats>, sinks: SinkProbes) -> Health {
+        Health {
+            started_at,
+            runs,
+            sinks,
+            queues: Mutex::new(Vec::new()),
+            inventory: Mutex::new(Inventory::default()),
+        }
+    }
+
+    /// Reports `depth()` as `vigil_queue_depth{queue="<name>"}`.
+    pub fn add_queue(&self, name: &str, depth: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_owned(), Arc::new(depth)));
+    }
+
+    pub fn set_inventory(&self, inventory: Inventory) {
+        *self.inventory.lock().unwrap_or_else(|p| p.into_inner()) = inventory;
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        HealthSnapshot {
+            started_at: self.started_at,
+            plugins: self.runs.snapshot(),
+            sinks: self.sinks.snapshots(),
+            queues: queues
+                .iter()
+                .map(|(name, depth)| (name.clone(), depth()))
+                .collect(),
+            inventory: self
+                .inventory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    pub fn render(&self, doc: &mut Exposition) {
+        self.snapshot().render(doc);
+    }
+}
+
+impl HealthSnapshot {
+    /// Writes every health family (`vigil_*`).
+    pub fn render(&self, doc: &mut Exposition) {
+        let version = env!("CARGO_PKG_VERSION");
+        doc.family("vigil_build_info", Kind::Gauge, "vigil's version.");
+        doc.sample(
+            "vigil_build_info",
+            &render_labels(&[("version", version)]),
+            SampleValue::Unsigned(1),
+        );
+        doc.family(
+            "vigil_start_time_seconds",
+            Kind::Gauge,
+            "When this vigil process started, in seconds since the epoch.",
+        );
+        doc.sample("vigil_start_time_seconds", "", SampleValue::Float(self.started_at));
+
+        let plugins = &self.plugins;
+        doc.family(
+            "vigil_plugin_runs",
+            Kind::Counter,
+            "Plugin runs by plugin and outcome.",
+        );
+        for p in plugins {
+            for (outcome, n) in &p.outcomes {
+                doc.sample(
+                    "vigil_plugin_runs_total",
+                    &render_labels(&[("plugin", &p.name), ("outcome", outcome)]),
+                    SampleValue::Unsigned(*n),
+                );
+            }
+        }
+        counter_per_plugin(
+            doc,
+            plugins,
+            "vigil_plugin_runs_skipped",
+            "Runs not started because the previous one was still going or too recent.",
+            |p| p.skipped,
+        );
+        doc.family(
+            "vigil_sandbox_limit_hits",
+            Kind::Counter,
+            "Runs stopped by a sandbox limit, by plugin and limit.",
+        );
+        for p in plugins {
+            for (limit, n) in &p.limit_hits {
+                doc.sample(
+                    "vigil_sandbox_limit_hits_total",
+                    &render_labels(&[("plugin", &p.name), ("limit", limit)]),
+                    SampleValue::Unsigned(*n),
+                );
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "vigil_plugin_run_duration_seconds",
+                "Wall-clock duration of plugin runs.",
+                (|p: &PluginRunStats| p.duration_seconds.clone()) as fn(&PluginRunStats) -> Histogram,
+            ),
+            (
+                "vigil_scheduler_lateness_seconds",
+                "How late runs started against their schedule.",
+                |p: &PluginRunStats| p.lateness_seconds.clone(),
+            ),
+        ] {
+            doc.family(name, Kind::Histogram, help);
+            for p in plugins {
+                let h = pick(p);
+                doc.histogram(name, &[("plugin", &p.name)], &h.cumulative(), h.sum, h.count);
+            }
+        }
+        counter_per_plugin(
+            doc,
+            plugins,
+            "vigil_plugin_fuel_consumed",
+            "Fuel (wasm instructions, roughly) plugins consumed.",
+            |p| p.fuel_consumed,
+        );
+        doc.family(
+            "vigil_plugin_memory_peak_bytes",
+            Kind::Gauge,
+            "Peak linear memory of the plugin's latest run.",
+        );
+        for p in plugins {
+            doc.sample(
+                "vigil_plugin_memory_peak_bytes",
+                &render_labels(&[("plugin", &p.name)]),
+                SampleValue::Unsigned(p.memory_peak_bytes),
+            );
+        }
+
+        doc.family("vigil_queue_depth", Kind::Gauge, "Items waiting in a queue.");
+        for (queue, depth) in &self.queues {
+            doc.sample(
+                "vigil_queue_depth",
+                &render_labels(&[("queue", queue)]),
+                SampleValue::Unsigned(*depth),
+            );
+        }
+
+        let sinks = &self.sinks;
+        for (name, help, pick) in [
+            (
+                "vigil_sink_buffer_groups",
+                "Metrics groups (series, for prometheus) a sink holds now.",
+                (|s: &SinkSnapshot| s.buffered) as fn(&SinkSnapshot) -> u64,
+            ),
+            (
+                "vigil_sink_buffer_capacity_groups",
+                "The most a sink holds before dropping the oldest.",
+                |s: &SinkSnapshot| s.capacity,
+            ),
+        ] {
+            doc.family(name, Kind::Gauge, help);
+            for s in sinks {
+                doc.sample(name, &sink_labels(s), SampleValue::Unsigned(pick(s)));
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "vigil_sink_accepted_groups",
+                "Metrics groups handed to a sink.",
+                (|s: &SinkSnapshot| s.accepted) as fn(&SinkSnapshot) -> u64,
+            ),
+            (
+                "vigil_sink_delivered_groups",
+                "Metrics groups a sink delivered.",
+                |s: &SinkSnapshot| s.delivered,
+            ),
+            (
+                "vigil_sink_retries",
+                "Failed deliveries a sink retried.",
+                |s: &SinkSnapshot| s.retries,
+            ),
+        ] {
+            doc.family(name, Kind::Counter, help);
+            for s in sinks {
+                doc.sample(
+                    &format!("{name}_total"),
+                    &sink_labels(s),
+                    SampleValue::Unsigned(pick(s)),
+                );
+            }
+        }
+        doc.family(
+            "vigil_sink_dropped_groups",
+            Kind::Counter,
+            "Metrics groups a sink dropped, by reason.",
+        );
+        for s in sinks {
+            for (why, n) in &s.dropped {
+                doc.sample(
+                    "vigil_sink_dropped_groups_total",
+                    &render_labels(&[("sink", &s.name), ("kind", &s.kind), ("reason", why)]),
+                    SampleValue::Unsigned(*n),
+                );
+            }
+        }
+
+        doc.family(
+            "vigil_resources",
+            Kind::Gauge,
+            "Live resources by the discovery plugin that found them.",
+        );
+        for (plugin, n) in &self.inventory.resources_by_discovery {
+            doc.sample(
+                "vigil_resources",
+                &render_labels(&[("discovery_plugin", plugin)]),
+                SampleValue::Unsigned(*n),
+            );
+        }
+        doc.family("vigil_plugins_loaded", Kind::Gauge, "Plugins loaded and scheduled.");
+        doc.sample(
+            "vigil_plugins_loaded",
+            "",
+            SampleValue::Unsigned(self.inventory.plugins_loaded),
+        );
+        doc.family(
+            "vigil_plugins_broken",
+            Kind::Gauge,
+            "Plugin files that failed to load.",
+        );
+        doc.sample(
+            "vigil_plugins_broken",
+            "",
+            SampleValue::Unsigned(self.inventory.plugins_broken),
+        );
+    }
+}
+
+fn sink_labels(s: &SinkSnapshot) -> String {
+    render_labels(&[("sink", &s.name), ("kind", &s.kind)])
+}
+
+fn counter_per_plugin(
+    doc: &mut Exposition,
+    plugins: &[PluginRunStats],
+    name: &str,
+    help: &str,
+    pick: impl Fn(&PluginRunStats) -> u64,
+) {
+    doc.family(name, Kind::Counter, help);
+    for p in plugins {
+        doc.sample(
+            &format!("{name}_total"),
+            &render_labels(&[("plugin", &p.name)]),
+            SampleValue::Unsigned(pick(p)),
+        );
+    }
+}

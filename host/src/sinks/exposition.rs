@@ -1,0 +1,465 @@
+//! The Prometheus exposition formats, written once for every user: the
+//! `/metrics` endpoint (collected series and vigil's health) and the
+//! Pushgateway sink.
+//!
+//! * Text format 0.0.4 (`text/plain; version=0.0.4`) and OpenMetrics 1.0
+//!   (`application/openmetrics-text; version=1.0.0`). They differ in the
+//!   counter family name (OpenMetrics drops `_total` from `# TYPE` and
+//!   `# HELP`, the sample keeps it) and OpenMetrics' closing `# EOF`.
+//! * Names follow Prometheus' rules: metric names `[a-zA-Z_:][a-zA-Z0-9_:]*`,
+//!   label names `[a-zA-Z_][a-zA-Z0-9_]*` and never `__`-prefixed (reserved).
+//!   Anything else becomes `_`. Label values escape `\`, `"` and newline;
+//!   HELP text escapes `\` and newline.
+
+use std::fmt::Write as _;
+
+use crate::model::{MetricType, MetricValue, MetricsGroup};
+
+/// Which format a scraper asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    OpenMetrics,
+}
+
+impl Format {
+    pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+    pub const OPENMETRICS_CONTENT_TYPE: &str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// Content negotiation on the `Accept` header: OpenMetrics when the
+    /// scraper lists it, else the text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => {
+                Format::OpenMetrics
+            }
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => Format::TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => Format::OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+impl From<MetricType> for Kind {
+    fn from(kind: MetricType) -> Kind {
+        match kind {
+            MetricType::Counter => Kind::Counter,
+            MetricType::Gauge => Kind::Gauge,
+        }
+    }
+}
+
+/// `<group>_<metric>` as a metric family name; a counter's `_total` is
+/// not part of it (the writer adds it to samples).
+pub fn family_name(group_type: &str, metric: &str) -> String {
+    let mut name = String::with_capacity(group_type.len() + metric.len() + 1);
+    name.push_str(group_type);
+    name.push('_');
+    name.push_str(metric);
+    sanitize_metric_name(&name)
+}
+
+/// Replaces what Prometheus does not allow in a metric name with `_`.
+pub fn sanitize_metric_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 1);
+    for (i, c) in name.chars().enumerate() {
+        let allowed = c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit());
+        if i == 0 && c.is_ascii_digit() {
+            out.push('_');
+            out.push(c);
+        } else {
+            out.push(if allowed { c } else { '_' });
+        }
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Replaces what Prometheus does not allow in a label name with `_`;
+/// `__`-prefixed names (reserved for Prometheus) get a `label` prefix.
+pub fn sanitize_label_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 1);
+    for (i, c) in name.chars().enumerate() {
+        if i == 0 && c.is_ascii_digit() {
+            out.push('_');
+        }
+        out.push(if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        });
+    }
+    if out.is_empty() || out.starts_with("__") {
+        out.insert_str(0, "label");
+    }
+    out
+}
+
+/// Appends `value` escaped for a label value.
+pub fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The resource fields every collected series is labelled with.
+pub const RESOURCE_LABELS: [&str; 6] = [
+    "resource_id",
+    "resource_endpoint",
+    "resource_site",
+    "resource_class",
+    "resource_subclass",
+    "resource_type",
+];
+
+/// The label set of a group's series, rendered once (`{a="b",...}`):
+/// dimensions in the order of their names, then the resource fields. A dimension whose
+/// sanitised name collides with a resource label or one of `reserved`
+/// (the Pushgateway's `job` and `instance`) is renamed `exported_<name>`,
+/// as Prometheus does on collisions, and so is the second of two
+/// dimensions that sanitise alike (a third gets a numeric suffix).
+pub fn group_labels(group: &MetricsGroup, reserved: &[&str]) -> String {
+    let mut dimensions: Vec<(String, &str)> = group
+        .dimensions
+        .iter()
+        .map(|d| (sanitize_label_name(&d.name), d.value.as_str()))
+        .collect();
+    dimensions.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut taken: Vec<String> = RESOURCE_LABELS.iter().map(|s| (*s).to_owned()).collect();
+    taken.extend(reserved.iter().map(|s| (*s).to_owned()));
+    let mut out = String::with_capacity(64 + 24 * dimensions.len());
+    out.push('{');
+    for (name, value) in dimensions {
+        let mut name = if taken.contains(&name) {
+            format!("exported_{name}")
+        } else {
+            name
+        };
+        if taken.contains(&name) {
+            let base = name.clone();
+            let mut n = 2;
+            while taken.contains(&name) {
+                name = format!("{base}_{n}");
+                n += 1;
+            }
+        }
+        out.push_str(&name);
+        out.push_str("=\"");
+        escape_label_value(value, &mut out);
+        out.push_str("\",");
+        taken.push(name);
+    }
+    let r = &group.resource;
+    for (name, value) in RESOURCE_LABELS.iter().zip([
+        &r.id,
+        &r.endpoint,
+        &r.site,
+        &r.class,
+        &r.subclass,
+        &r.type_,
+    ]) {
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label_value(value, &mut out);
+        out.push_str("\",");
+    }
+    out.pop();
+    out.push('}');
+    out
+}
+
+/// Renders `labels` (already sanitised names) as `{a="b",...}`; empty for
+/// none.
+pub fn render_labels(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("{");
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label_value(value, &mut out);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// Writes one exposition document.
+pub struct Exposition {
+    format: Format,
+    out: String,
+}
+
+impl Exposition {
+    pub fn new(format: Format) -> Exposition {
+        Exposition {
+            format,
+            out: String::with_capacity(4096),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Starts a family: its `# HELP` and `# TYPE` lines. `name` is the
+    /// family name (without a counter's `_total`).
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let suffix = if kind == Kind::Counter && self.format == Format::Text {
+            "_total"
+        } else {
+            ""
+        };
+        self.out.push_str("# HELP ");
+        self.out.push_str(name);
+        self.out.push_str(suffix);
+        self.out.push(' ');
+        escape_help(help, &mut self.out);
+        self.out.push_str("\n# TYPE ");
+        self.out.push_str(name);
+        self.out.push_str(suffix);
+        self.out.push(' ');
+        self.out.push_str(kind.name());
+        self.out.push('\n');
+    }
+
+    /// One sample line. `name` is the full sample name (a counter's ends in
+    /// `_total`, a histogram's in `_bucket`, `_sum` or `_count`); `labels`
+    /// is pre-rendered (`{...}` or empty).
+    pub fn sample(&mut self, name: &str, labels: &str, value: SampleValue) {
+        self.out.push_str(name);
+        self.out.push_str(labels);
+        self.out.push(' ');
+        value.write(&mut self.out);
+        self.out.push('\n');
+    }
+
+    /// A histogram's samples from cumulative bucket counts (`le`, count);
+    /// `labels` are the series' own labels (without `le`).
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) {
+        let bucket = format!("{name}_bucket");
+        for (le, cumulative) in buckets {
+            let le_text = format_float(*le);
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", &le_text));
+            let rendered = render_labels(&with_le);
+            self.sample(&bucket, &rendered, SampleValue::Unsigned(*cumulative));
+        }
+        let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+        with_le.push(("le", "+Inf"));
+        let rendered = render_labels(&with_le);
+        self.sample(&bucket, &rendered, SampleValue::Unsigned(count));
+        let plain = render_labels(labels);
+        self.sample(&format!("{name}_sum"), &plain, SampleValue::Float(sum));
+        self.sample(&format!("{name}_count"), &plain, SampleValue::Unsigned(count));
+    }
+
+    pub fn finish(mut self) -> String {
+        if self.format == Format::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+}
+
+/// A sample's value, written exactly (a u64 counter is not rounded through
+/// an f64 on the way out).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SampleValue {
+    Signed(i64),
+    Unsigned(u64),
+    Float(f64),
+}
+
+impl From<MetricValue> for SampleValue {
+    fn from(value: MetricValue) -> SampleValue {
+        match value {
+            MetricValue::Signed(v) => SampleValue::Signed(v),
+            MetricValue::Unsigned(v) => SampleValue::Unsigned(v),
+            MetricValue::Float(v) => SampleValue::Float(v),
+        }
+    }
+}
+
+impl SampleValue {
+    fn write(self, out: &mut String) {
+        match self {
+            SampleValue::Signed(v) => {
+                let _ = write!(out, "{v}");
+            }
+            SampleValue::Unsigned(v) => {
+                let _ = write!(out, "{v}");
+            }
+            SampleValue::Float(v) => out.push_str(&format_float(v)),
+        }
+    }
+}
+
+/// Prometheus' float spelling: `NaN`, `+Inf`, `-Inf`, else Rust's shortest
+/// round-trip form.
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Datetime, Dimension, Resource};
+
+    #[test]
+    fn names_follow_the_prometheus_rules() {
+        assert_eq!(family_name("interface", "bits_in"), "interface_bits_in");
+        assert_eq!(family_name("cpu-load", "5min.avg"), "cpu_load_5min_avg");
+        assert_eq!(sanitize_metric_name("9lives"), "_9lives");
+        assert_eq!(sanitize_metric_name("a:b"), "a:b");
+        assert_eq!(sanitize_label_name("interface name"), "interface_name");
+        assert_eq!(sanitize_label_name("1x"), "_1x");
+        assert_eq!(sanitize_label_name("__name__"), "label__name__");
+        assert_eq!(sanitize_label_name("a:b"), "a_b");
+        assert_eq!(sanitize_label_name(""), "label");
+    }
+
+    fn group(dimensions: &[(&str, &str)]) -> MetricsGroup {
+        MetricsGroup {
+            group_type: "interface".into(),
+            interval_seconds: 60,
+            creation_timestamp: Datetime {
+                seconds: 1,
+                nanoseconds: 0,
+            },
+            schema_version: "0.2".into(),
+            resource: Resource::named("sw\"1", "127.0.0.1"),
+            dimensions: dimensions
+                .iter()
+                .map(|(n, v)| Dimension {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            metrics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn labels_are_sorted_escaped_and_never_collide() {
+        let labels = group_labels(
+            &group(&[
+                ("z", "1"),
+                ("interface_name", "ge-0/0/0 \"uplink\"\nback\\slash"),
+                ("resource_id", "spoof"),
+                ("instance", "i"),
+            ]),
+            &["job", "instance"],
+        );
+        assert_eq!(
+            labels,
+            "{exported_instance=\"i\",interface_name=\"ge-0/0/0 \\\"uplink\\\"\\nback\\\\slash\",exported_resource_id=\"spoof\",z=\"1\",\
+resource_id=\"sw\\\"1\",resource_endpoint=\"127.0.0.1\",resource_site=\"\",resource_class=\"\",resource_subclass=\"\",resource_type=\"\"}"
+        );
+        // Two dimensions that sanitise alike both survive.
+        let labels = group_labels(&group(&[("a b", "1"), ("a-b", "2")]), &[]);
+        assert!(labels.starts_with("{a_b=\"1\",exported_a_b=\"2\","), "{labels}");
+    }
+
+    #[test]
+    fn counters_are_named_per_format() {
+        for (format, type_line, end) in [
+            (Format::Text, "# TYPE x_bits_total counter\n", ""),
+            (Format::OpenMetrics, "# TYPE x_bits counter\n", "# EOF\n"),
+        ] {
+            let mut doc = Exposition::new(format);
+            doc.family("x_bits", Kind::Counter, "bits\nand \\ more");
+            doc.sample("x_bits_total", "{a=\"b\"}", SampleValue::Unsigned(u64::MAX));
+            let text = doc.finish();
+            assert!(text.contains(type_line), "{text}");
+            assert!(text.contains("bits\\nand \\\\ more"), "{text}");
+            assert!(text.contains("x_bits_total{a=\"b\"} 18446744073709551615\n"), "{text}");
+            assert!(text.ends_with(end), "{text}");
+        }
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_sum_and_count() {
+        let mut doc = Exposition::new(Format::Text);
+        doc.family("d", Kind::Histogram, "h");
+        doc.histogram("d", &[("plugin", "p")], &[(0.5, 1), (1.0, 3)], 2.5, 4);
+        let text = doc.finish();
+        assert!(text.contains("d_bucket{plugin=\"p\",le=\"0.5\"} 1\n"), "{text}");
+        assert!(text.contains("d_bucket{plugin=\"p\",le=\"1\"} 3\n"), "{text}");
+        assert!(text.contains("d_bucket{plugin=\"p\",le=\"+Inf\"} 4\n"), "{text}");
+        assert!(text.contains("d_sum{plugin=\"p\"} 2.5\n"), "{text}");
+        assert!(text.contains("d_count{plugin=\"p\"} 4\n"), "{text}");
+    }
+
+    #[test]
+    fn negotiation_prefers_openmetrics_only_when_asked() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The pipeline's last stage: where metrics groups leave vigil.
+//!
+//! ```text
+//!                 ┌─ json_lines   Panoptes schema v0.2, one group per line
+//! bus ─▶ SinkSet ─┼─ latest       the latest value of every series (CLI)
+//!   (accept)      ├─ prometheus   series served on /metrics, with vigil's health
+//!                 ├─ influxdb     line protocol over HTTP  ┐ each: own bounded buffer,
+//!                 └─ pushgateway  one group per resource   ┘ batching, retry, drop counts
+//! ```
+//!
+//! [`SinkSet::accept`] never waits on a network: networked sinks get the
+//! groups through their own [`buffer::SinkBuffer`] and deliver from their
+//! own task ([`delivery`]), so one that is down neither blocks polling nor
+//! delays another. Every sink counts what it accepted, delivered, retried
+//! and dropped, and why ([`buffer::SinkSnapshot`]); `vigil status` and
+//! `/metrics` show those counts.
+
+pub mod buffer;
+pub mod delivery;
+pub mod exposition;
+pub mod json_lines;
+pub mod prometheus;
+pub mod pushgateway;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::MetricsGroup;
+use crate::plugin::ini::LocatedError;
+use crate::store::Storage;
+use buffer::{SharedGroup, SinkBuffer, SinkCounters, SinkSnapshot};
+use delivery::Delivery;
+
+/// Reports a config error at a span of the site file.
+pub type At<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> LocatedError;
+
+/// The site config's `[outputs]`: which sinks run.
+#[derive(Debug, Clone, Default)]
+pub struct OutputSettings {
+    /// JSON lines in Panoptes' schema (`-` = stdout).
+    pub json_lines: Option<PathBuf>,
+    /// `[outputs.prometheus]`: the `/metrics` endpoint.
+    pub prometheus: Option<prometheus::PrometheusSettings>,
+    /// `[[outputs.pushgateway]]`.
+    pub pushgateway: Vec<pushgateway::PushgatewaySettings>,
+}
+
+/// `[outputs]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsSection {
+    json_lines: Option<PathBuf>,
+    prometheus: Option<Spanned<prometheus::PrometheusSection>>,
+    #[serde(default)]
+    pushgateway: Vec<Spanned<pushgateway::PushgatewaySection>>,
+}
+
+impl OutputsSection {
+    /// Checks every sink's settings; `base` is the site file's directory.
+    pub fn resolve(self, base: &Path, at: At<'_>) -> Result<OutputSettings, LocatedError> {
+        let mut outputs = OutputSettings {
+            json_lines: self.json_lines.map(|p| {
+                if p.as_os_str() == "-" {
+                    p
+                } else {
+                    base.join(p)
+                }
+            }),
+            ..OutputSettings::default()
+        };
+        if let Some(section) = self.prometheus {
+            let span = section.span();
+            outputs.prometheus = Some(section.into_inner().resolve(span, at)?);
+        }
+        for section in self.pushgateway {
+            let span = section.span();
+            outputs
+                .pushgateway
+                .push(section.into_inner().resolve(span, base, at)?);
+        }
+        let mut names: Vec<(&str, &str)> = outputs
+            .pushgateway
+            .iter()
+            .map(|p| (p.name.as_str(), "pushgateway"))
+            .collect();
+        names.sort();
+        if let Some(pair) = names.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(at(
+                0..0,
+                format!(
+                    "outputs: two sinks are named {:?}; give each a distinct `name`",
+                    pair[0].0
+                ),
+            ));
+        }
+        Ok(outputs)
+    }
+}
+
+/// The settings every networked sink shares, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    /// Groups the sink buffers while its server is away (drop-oldest past it).
+    pub buffer: Option<Spanned<u32>>,
+    pub batch_size: Option<Spanned<u32>>,
+    pub flush_interval: Option<Spanned<String>>,
+    /// Per request.
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// Buffer bound and request timeout of a networked sink.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliverySettings {
+    pub buffer: usize,
+    pub delivery: Delivery,
+    pub timeout: Duration,
+}
+
+impl DeliverySection {
+    /// `what` prefixes messages, e.g. `outputs.influxdb[0]`.
+    pub fn resolve(
+        &self,
+        what: &str,
+        default_buffer: usize,
+        at: At<'_>,
+    ) -> Result<DeliverySettings, LocatedError> {
+        let mut settings = DeliverySettings {
+            buffer: default_buffer,
+            delivery: Delivery::default(),
+            timeout: Duration::from_secs(10),
+        };
+        if let Some(buffer) = &self.buffer {
+            let value = *buffer.get_ref();
+            if !(1..=10_000_000).contains(&value) {
+                return Err(at(
+                    buffer.span(),
+                    format!("{what}.buffer must be 1 to 10000000 groups, found {value}"),
+                ));
+            }
+            settings.buffer = value as usize;
+        }
+        if let Some(batch) = &self.batch_size {
+            let value = *batch.get_ref();
+            if !(1..=100_000).contains(&value) {
+                return Err(at(
+                    batch.span(),
+                    format!("{what}.batch_size must be 1 to 100000 groups, found {value}"),
+                ));
+            }
+            settings.delivery.batch_size = value as usize;
+        }
+        for (key, value, slot, range) in [
+            (
+                "flush_interval",
+                &self.flush_interval,
+                &mut settings.delivery.flush_interval,
+                Duration::from_millis(10)..=Duration::from_secs(300),
+            ),
+            (
+                "timeout",
+                &self.timeout,
+                &mut settings.timeout,
+                Duration::from_millis(100)..=Duration::from_secs(300),
+            ),
+        ] {
+            if let Some(value) = value {
+                let parsed = crate::units::parse_duration(value.get_ref())
+                    .map_err(|e| at(value.span(), format!("{what}.{key}: {e}")))?;
+                if !range.contains(&parsed) {
+                    return Err(at(
+                        value.span(),
+                        format!(
+                            "{what}.{key} must be {:?} to {:?}, found {parsed:?}",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                }
+                *slot = parsed;
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// One running networked sink.
+struct NetworkedSink {
+    name: String,
+    kind: &'static str,
+    buffer: Arc<SinkBuffer>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A sink's numbers, readable while it runs.
+#[derive(Clone)]
+enum Probe {
+    Buffered(Arc<SinkBuffer>),
+    Counters(Arc<SinkCounters>),
+    Registry(Arc<prometheus::SeriesRegistry>),
+}
+
+/// Reads every sink's numbers for `vigil status` and `/metrics`; cheap to
+/// clone, shared with the health endpoint.
+#[derive(Clone, Default)]
+pub struct SinkProbes(Arc<Mutex<Vec<(String, &'static str, Probe)>>>);
+
+impl SinkProbes {
+    fn add(&self, name: &str, kind: &'static str, probe: Probe) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_owned(), kind, probe));
+    }
+
+    pub fn snapshots(&self) -> Vec<SinkSnapshot> {
+        let probes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        probes
+            .iter()
+            .map(|(name, kind, probe)| match probe {
+                Probe::Buffered(buffer) => buffer.counters.snapshot(
+                    name,
+                    kind,
+                    buffer.len() as u64,
+                    buffer.capacity() as u64,
+                ),
+                Probe::Counters(counters) => counters.snapshot(name, kind, 0, 0),
+                Probe::Registry(registry) => registry.snapshot(name),
+            })
+            .collect()
+    }
+}
+
+/// Every sink of this process.
+pub struct SinkSet {
+    json: Option<json_lines::JsonLines>,
+    latest: json_lines::LatestValues,
+    prometheus: Option<Arc<prometheus::SeriesRegistry>>,
+    networked: Vec<NetworkedSink>,
+    pushgateways: Vec<Arc<pushgateway::Expiries>>,
+}
+
+impl SinkSet {
+    /// Starts the sinks `outputs` configures. The Prometheus registry, if
+    /// any, is `prometheus` (the `/metrics` endpoint renders it); every
+    /// sink registers its numbers with `probes`. Needs a tokio runtime.
+    pub fn open(
+        outputs: &OutputSettings,
+        store: Arc<dyn Storage>,
+        prometheus: Option<Arc<prometheus::SeriesRegistry>>,
+        probes: &SinkProbes,
+    ) -> anyhow::Result<SinkSet> {
+        let json = match &outputs.json_lines {
+            Some(path) => {
+                let sink = json_lines::JsonLines::open(path)?;
+                probes.add("json_lines", "json_lines", Probe::Counters(sink.counters()));
+                Some(sink)
+            }
+            None => None,
+        };
+        let latest = json_lines::LatestValues::new(store);
+        probes.add("latest", "latest", Probe::Counters(latest.counters()));
+        if let Some(registry) = &prometheus {
+            probes.add("prometheus", "prometheus", Probe::Registry(registry.clone()));
+        }
+        let mut sinks = SinkSet {
+            json,
+            latest,
+            prometheus,
+            networked: Vec::new(),
+            pushgateways: Vec::new(),
+        };
+        for settings in &outputs.pushgateway {
+            let expiries = Arc::new(pushgateway::Expiries::default());
+            let writer = pushgateway::PushgatewayWriter::new(settings, expiries.clone())?;
+            sinks.spawn(
+                &settings.name,
+                "pushgateway",
+                settings.delivery,
+                writer,
+                probes,
+            );
+            sinks.pushgateways.push(expiries);
+        }
+        Ok(sinks)
+    }
+
+    fn spawn(
+        &mut self,
+        name: &str,
+        kind: &'static str,
+        settings: DeliverySettings,
+        writer: impl delivery::BatchWriter,
+        probes: &SinkProbes,
+    ) {
+        let buffer = SinkBuffer::new(settings.buffer);
+        probes.add(name, kind, Probe::Buffered(buffer.clone()));
+        let task = tokio::spawn(delivery::deliver(
+            name.to_owned(),
+            buffer.clone(),
+            writer,
+            settings.delivery,
+        ));
+        self.networked.push(NetworkedSink {
+            name: name.to_owned(),
+            kind,
+            buffer,
+            task,
+        });
+    }
+
+    /// Takes a batch; never waits on a network. JSON lines and the latest
+    /// values are durable after the next [`SinkSet::flush`]; networked sinks
+    /// deliver from their buffers.
+    pub fn accept(&mut self, batch: Vec<MetricsGroup>) {
+        let shared: Vec<SharedGroup> = batch.into_iter().map(Arc::new).collect();
+        if let Some(json) = self.json.as_mut() {
+            json.accept(&shared);
+        }
+        if let Some(registry) = &self.prometheus {
+            registry.accept(&shared);
+        }
+        for sink in &self.networked {
+            sink.buffer.push(&shared);
+        }
+        self.latest.accept(shared);
+    }
+
+    /// Makes the local sinks durable. An error means the last batches may
+    /// not be (a Kafka consumer then must not commit them).
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(json) = self.json.as_mut() {
+            json.flush()?;
+        }
+        self.latest.flush().await
+    }
+
+    /// Resources that expired: their series leave the registry and their
+    /// Pushgateway groups are deleted.
+    pub fn resources_expired(&self, ids: &[String]) {
+        if let Some(registry) = &self.prometheus {
+            for id in ids {
+                registry.forget_resource(id);
+            }
+        }
+        for expiries in &self.pushgateways {
+            expiries.add(ids);
+        }
+    }
+
+    /// Flushes, then lets each networked sink deliver what it holds (each
+    /// within its shutdown grace period).
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        let flushed = self.flush().await;
+        for sink in &self.networked {
+            sink.buffer.close();
+        }
+        for sink in self.networked {
+            if let Err(e) = sink.task.await {
+                tracing::error!(sink = %sink.name, kind = sink.kind, "sink task failed: {e}");
+            }
+        }
+        flushed
+    }
+}
+
+/// Drains the bus into the sinks until every sender is gone.
+pub async fn run_sinks(
+    mut bus: tokio::sync::mpsc::Receiver<Vec<MetricsGroup>>,
+    mut sinks: SinkSet,
+    mut expired: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            batch = bus.recv() => {
+                let Some(batch) = batch else { break };
+                sinks.accept(batch);
+            }
+            Some(ids) = expired.recv() => sinks.resources_expired(&ids),
+            _ = tick.tick() => {
+                if let Err(e) = sinks.flush().await {
+                    tracing::error!("{e:#}");
+                }
+            }
+        }
+    }
+    sinks.close().await
+}
