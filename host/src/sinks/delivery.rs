@@ -27,10 +27,8 @@ pub enum SendError {
 pub trait BatchWriter: Send + 'static {
     /// Delivers `batch` in order. Called with an empty batch on every idle
     /// flush interval, for work that is not data (e.g. deletions).
-    fn send(
-        &mut self,
-        batch: &[SharedGroup],
-    ) -> impl Future<Output = Result<(), SendError>> + Send;
+    fn send(&mut self, batch: &[SharedGroup])
+    -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
 /// Batching and retry settings of one sink.
@@ -103,9 +101,7 @@ pub async fn deliver<W: BatchWriter>(
             Err(SendError::PartlyRejected { rejected, message }) => {
                 let rejected = rejected.min(batch.len());
                 tracing::warn!(sink = %name, groups = rejected, "server refused part of a batch; dropped: {message}");
-                buffer
-                    .counters
-                    .delivered((batch.len() - rejected) as u64);
+                buffer.counters.delivered((batch.len() - rejected) as u64);
                 buffer.counters.dropped(reason::REJECTED, rejected as u64);
                 backoff = delivery.backoff_min;
             }
@@ -221,7 +217,10 @@ mod tests {
         *down.lock().expect("lock") = false;
         buffer.close();
         task.await.expect("delivery task");
-        assert_eq!(*delivered.lock().expect("lock"), (0..50).collect::<Vec<_>>());
+        assert_eq!(
+            *delivered.lock().expect("lock"),
+            (0..50).collect::<Vec<_>>()
+        );
         assert_eq!(buffer.counters.dropped_total(), 0);
     }
 

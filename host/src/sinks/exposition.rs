@@ -31,9 +31,7 @@ impl Format {
     /// scraper lists it, else the text format.
     pub fn negotiate(accept: Option<&str>) -> Format {
         match accept {
-            Some(accept) if accept.contains("application/openmetrics-text") => {
-                Format::OpenMetrics
-            }
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
             _ => Format::Text,
         }
     }
@@ -87,7 +85,8 @@ pub fn family_name(group_type: &str, metric: &str) -> String {
 pub fn sanitize_metric_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 1);
     for (i, c) in name.chars().enumerate() {
-        let allowed = c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit());
+        let allowed =
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit());
         if i == 0 && c.is_ascii_digit() {
             out.push('_');
             out.push(c);
@@ -191,14 +190,11 @@ pub fn group_labels(group: &MetricsGroup, reserved: &[&str]) -> String {
         taken.push(name);
     }
     let r = &group.resource;
-    for (name, value) in RESOURCE_LABELS.iter().zip([
-        &r.id,
-        &r.endpoint,
-        &r.site,
-        &r.class,
-        &r.subclass,
-        &r.type_,
-    ]) {
+    for (name, value) in
+        RESOURCE_LABELS
+            .iter()
+            .zip([&r.id, &r.endpoint, &r.site, &r.class, &r.subclass, &r.type_])
+    {
         out.push_str(name);
         out.push_str("=\"");
         escape_label_value(value, &mut out);
@@ -303,7 +299,11 @@ impl Exposition {
         self.sample(&bucket, &rendered, SampleValue::Unsigned(count));
         let plain = render_labels(labels);
         self.sample(&format!("{name}_sum"), &plain, SampleValue::Float(sum));
-        self.sample(&format!("{name}_count"), &plain, SampleValue::Unsigned(count));
+        self.sample(
+            &format!("{name}_count"),
+            &plain,
+            SampleValue::Unsigned(count),
+        );
     }
 
     pub fn finish(mut self) -> String {
@@ -418,7 +418,10 @@ resource_id=\"sw\\\"1\",resource_endpoint=\"127.0.0.1\",resource_site=\"\",resou
         );
         // Two dimensions that sanitise alike both survive.
         let labels = group_labels(&group(&[("a b", "1"), ("a-b", "2")]), &[]);
-        assert!(labels.starts_with("{a_b=\"1\",exported_a_b=\"2\","), "{labels}");
+        assert!(
+            labels.starts_with("{a_b=\"1\",exported_a_b=\"2\","),
+            "{labels}"
+        );
     }
 
     #[test]
@@ -433,7 +436,10 @@ resource_id=\"sw\\\"1\",resource_endpoint=\"127.0.0.1\",resource_site=\"\",resou
             let text = doc.finish();
             assert!(text.contains(type_line), "{text}");
             assert!(text.contains("bits\\nand \\\\ more"), "{text}");
-            assert!(text.contains("x_bits_total{a=\"b\"} 18446744073709551615\n"), "{text}");
+            assert!(
+                text.contains("x_bits_total{a=\"b\"} 18446744073709551615\n"),
+                "{text}"
+            );
             assert!(text.ends_with(end), "{text}");
         }
     }
@@ -444,9 +450,18 @@ resource_id=\"sw\\\"1\",resource_endpoint=\"127.0.0.1\",resource_site=\"\",resou
         doc.family("d", Kind::Histogram, "h");
         doc.histogram("d", &[("plugin", "p")], &[(0.5, 1), (1.0, 3)], 2.5, 4);
         let text = doc.finish();
-        assert!(text.contains("d_bucket{plugin=\"p\",le=\"0.5\"} 1\n"), "{text}");
-        assert!(text.contains("d_bucket{plugin=\"p\",le=\"1\"} 3\n"), "{text}");
-        assert!(text.contains("d_bucket{plugin=\"p\",le=\"+Inf\"} 4\n"), "{text}");
+        assert!(
+            text.contains("d_bucket{plugin=\"p\",le=\"0.5\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_bucket{plugin=\"p\",le=\"1\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_bucket{plugin=\"p\",le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
         assert!(text.contains("d_sum{plugin=\"p\"} 2.5\n"), "{text}");
         assert!(text.contains("d_count{plugin=\"p\"} 4\n"), "{text}");
     }
@@ -454,7 +469,10 @@ resource_id=\"sw\\\"1\",resource_endpoint=\"127.0.0.1\",resource_site=\"\",resou
     #[test]
     fn negotiation_prefers_openmetrics_only_when_asked() {
         assert_eq!(Format::negotiate(None), Format::Text);
-        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4")),
+            Format::Text
+        );
         assert_eq!(
             Format::negotiate(Some(
                 "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"

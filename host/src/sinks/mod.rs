@@ -18,6 +18,7 @@
 pub mod buffer;
 pub mod delivery;
 pub mod exposition;
+pub mod influxdb;
 pub mod json_lines;
 pub mod prometheus;
 pub mod pushgateway;
@@ -47,6 +48,8 @@ pub struct OutputSettings {
     pub prometheus: Option<prometheus::PrometheusSettings>,
     /// `[[outputs.pushgateway]]`.
     pub pushgateway: Vec<pushgateway::PushgatewaySettings>,
+    /// `[[outputs.influxdb]]`.
+    pub influxdb: Vec<influxdb::InfluxSettings>,
 }
 
 /// `[outputs]` as written.
@@ -57,6 +60,8 @@ pub struct OutputsSection {
     prometheus: Option<Spanned<prometheus::PrometheusSection>>,
     #[serde(default)]
     pushgateway: Vec<Spanned<pushgateway::PushgatewaySection>>,
+    #[serde(default)]
+    influxdb: Vec<Spanned<influxdb::InfluxSection>>,
 }
 
 impl OutputsSection {
@@ -82,10 +87,22 @@ impl OutputsSection {
                 .pushgateway
                 .push(section.into_inner().resolve(span, base, at)?);
         }
+        for (index, section) in self.influxdb.into_iter().enumerate() {
+            let span = section.span();
+            outputs
+                .influxdb
+                .push(section.into_inner().resolve(index, span, base, at)?);
+        }
         let mut names: Vec<(&str, &str)> = outputs
             .pushgateway
             .iter()
             .map(|p| (p.name.as_str(), "pushgateway"))
+            .chain(
+                outputs
+                    .influxdb
+                    .iter()
+                    .map(|i| (i.name.as_str(), "influxdb")),
+            )
             .collect();
         names.sort();
         if let Some(pair) = names.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -265,7 +282,11 @@ impl SinkSet {
         let latest = json_lines::LatestValues::new(store);
         probes.add("latest", "latest", Probe::Counters(latest.counters()));
         if let Some(registry) = &prometheus {
-            probes.add("prometheus", "prometheus", Probe::Registry(registry.clone()));
+            probes.add(
+                "prometheus",
+                "prometheus",
+                Probe::Registry(registry.clone()),
+            );
         }
         let mut sinks = SinkSet {
             json,
@@ -285,6 +306,16 @@ impl SinkSet {
                 probes,
             );
             sinks.pushgateways.push(expiries);
+        }
+        for settings in &outputs.influxdb {
+            let writer = influxdb::InfluxWriter::new(settings)?;
+            sinks.spawn(
+                &settings.name,
+                "influxdb",
+                settings.delivery,
+                writer,
+                probes,
+            );
         }
         Ok(sinks)
     }

@@ -328,11 +328,8 @@ pub async fn serve(
         let health = health.clone();
         let registry = registry.clone();
         async move {
-            let format = Format::negotiate(
-                headers
-                    .get(header::ACCEPT)
-                    .and_then(|v| v.to_str().ok()),
-            );
+            let format =
+                Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
             // Rendering a large registry is CPU work; keep it off the
             // runtime's reactor threads.
             let body = tokio::task::spawn_blocking(move || {
@@ -379,7 +376,11 @@ mod tests {
     use super::*;
     use crate::model::{Datetime, Dimension, Metric, MetricValue, Resource};
 
-    fn group(resource: &str, interface: &str, metrics: &[(&str, MetricType, MetricValue)]) -> SharedGroup {
+    fn group(
+        resource: &str,
+        interface: &str,
+        metrics: &[(&str, MetricType, MetricValue)],
+    ) -> SharedGroup {
         let at = Datetime {
             seconds: 1,
             nanoseconds: 0,
@@ -420,7 +421,11 @@ mod tests {
             "ge-0/0/0",
             &[
                 ("bits_in", MetricType::Gauge, MetricValue::Float(1.5)),
-                ("error_packets_in", MetricType::Counter, MetricValue::Unsigned(7)),
+                (
+                    "error_packets_in",
+                    MetricType::Counter,
+                    MetricValue::Unsigned(7),
+                ),
             ],
         )]);
         registry.accept(&[group(
@@ -430,7 +435,10 @@ mod tests {
         )]);
         let text = render(&registry, Format::Text);
         assert!(text.contains("# TYPE interface_bits_in gauge\n"), "{text}");
-        assert!(text.contains("# TYPE interface_error_packets_in_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE interface_error_packets_in_total counter\n"),
+            "{text}"
+        );
         assert!(
             text.contains("interface_bits_in{interface_name=\"ge-0/0/0\",resource_id=\"sw1\",")
                 && text.contains("} 2.5\n"),
@@ -439,7 +447,10 @@ mod tests {
         assert!(!text.contains(" 1.5\n"), "latest value only: {text}");
         assert!(text.contains("interface_error_packets_in_total{"), "{text}");
         let om = render(&registry, Format::OpenMetrics);
-        assert!(om.contains("# TYPE interface_error_packets_in counter\n"), "{om}");
+        assert!(
+            om.contains("# TYPE interface_error_packets_in counter\n"),
+            "{om}"
+        );
         assert!(om.ends_with("# EOF\n"));
         assert_eq!(registry.series(), 2);
     }
@@ -450,11 +461,23 @@ mod tests {
             stale_after: Duration::from_millis(50),
             ..PrometheusSettings::default()
         });
-        registry.accept(&[group("old", "e0", &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))])]);
+        registry.accept(&[group(
+            "old",
+            "e0",
+            &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
+        )]);
         std::thread::sleep(Duration::from_millis(80));
         registry.accept(&[
-            group("new", "e0", &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))]),
-            group("gone", "e0", &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))]),
+            group(
+                "new",
+                "e0",
+                &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
+            ),
+            group(
+                "gone",
+                "e0",
+                &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
+            ),
         ]);
         registry.forget_resource("gone");
         let text = render(&registry, Format::Text);
@@ -471,9 +494,17 @@ mod tests {
             ..PrometheusSettings::default()
         });
         for i in 0..4 {
-            registry.accept(&[group(&format!("sw{i}"), "e0", &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))])]);
+            registry.accept(&[group(
+                &format!("sw{i}"),
+                "e0",
+                &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
+            )]);
         }
-        registry.accept(&[group("sw0", "e0", &[("bits_in", MetricType::Counter, MetricValue::Unsigned(1))])]);
+        registry.accept(&[group(
+            "sw0",
+            "e0",
+            &[("bits_in", MetricType::Counter, MetricValue::Unsigned(1))],
+        )]);
         let snapshot = registry.snapshot("prometheus");
         assert_eq!(snapshot.buffered, 2);
         assert_eq!(snapshot.dropped.get(reason::SERIES_LIMIT), Some(&2));

@@ -74,7 +74,10 @@ impl PushgatewaySection {
                 let parsed = reqwest::Url::parse(text)
                     .map_err(|e| at(url.span(), format!("{what}.url {text:?}: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(at(url.span(), format!("{what}.url must be http:// or https://")));
+                    return Err(at(
+                        url.span(),
+                        format!("{what}.url must be http:// or https://"),
+                    ));
                 }
                 text.to_owned()
             }
@@ -107,7 +110,10 @@ impl PushgatewaySection {
             stale_after = crate::units::parse_duration(stale.get_ref())
                 .map_err(|e| at(stale.span(), format!("{what}.stale_after: {e}")))?;
             if stale_after < Duration::from_secs(1) {
-                return Err(at(stale.span(), format!("{what}.stale_after must be at least 1s")));
+                return Err(at(
+                    stale.span(),
+                    format!("{what}.stale_after must be at least 1s"),
+                ));
             }
         }
         let max_series = match &self.max_series {
@@ -170,7 +176,11 @@ pub fn group_path(job: &str, instance: &str) -> String {
         if value.is_empty() || value.contains('/') {
             let encoded = base64::engine::general_purpose::URL_SAFE.encode(value.as_bytes());
             // The Pushgateway reads an empty value as `=` padding only.
-            let encoded = if encoded.is_empty() { "=".to_owned() } else { encoded };
+            let encoded = if encoded.is_empty() {
+                "=".to_owned()
+            } else {
+                encoded
+            };
             format!("{label}@base64/{encoded}")
         } else {
             format!("{label}/{}", utf8_percent_encode(value, SEGMENT))
@@ -273,9 +283,7 @@ impl PushgatewayWriter {
         );
         let request = self.client.request(method, url);
         match (&self.settings.username, &self.settings.password) {
-            (Some(user), Some(password)) => {
-                request.basic_auth(user, Some(password.expose_text()))
-            }
+            (Some(user), Some(password)) => request.basic_auth(user, Some(password.expose_text())),
             _ => request,
         }
     }
@@ -317,7 +325,10 @@ impl PushgatewayWriter {
         let response = response.map_err(|e| {
             (
                 true,
-                format!("pushgateway sink {name}: {what} of {id:?}: {}", e.without_url()),
+                format!(
+                    "pushgateway sink {name}: {what} of {id:?}: {}",
+                    e.without_url()
+                ),
             )
         })?;
         let status = response.status();
@@ -326,7 +337,8 @@ impl PushgatewayWriter {
         }
         let text = response.text().await.unwrap_or_default();
         let excerpt: String = text.chars().take(300).collect();
-        let retry = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        let retry = status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::UNAUTHORIZED
             || status == reqwest::StatusCode::FORBIDDEN
             || status == reqwest::StatusCode::NOT_FOUND;
@@ -390,7 +402,10 @@ mod tests {
 
     #[test]
     fn group_paths_are_safe_for_any_resource_id() {
-        assert_eq!(group_path("vigil", "sw1"), "/metrics/job/vigil/instance/sw1");
+        assert_eq!(
+            group_path("vigil", "sw1"),
+            "/metrics/job/vigil/instance/sw1"
+        );
         assert_eq!(
             group_path("vigil", "core sw:1"),
             "/metrics/job/vigil/instance/core%20sw%3A1"
@@ -400,7 +415,10 @@ mod tests {
             group_path("vigil", "ge-0/0/1"),
             "/metrics/job/vigil/instance@base64/Z2UtMC8wLzE="
         );
-        assert_eq!(group_path("vigil", ""), "/metrics/job/vigil/instance@base64/=");
+        assert_eq!(
+            group_path("vigil", ""),
+            "/metrics/job/vigil/instance@base64/="
+        );
     }
 
     #[test]
@@ -412,7 +430,10 @@ mod tests {
             })
         };
         let err = parse("job = \"x\"").expect_err("no url");
-        assert!(err.message.contains("outputs.pushgateway.url is required"), "{err}");
+        assert!(
+            err.message.contains("outputs.pushgateway.url is required"),
+            "{err}"
+        );
         let err = parse("url = \"ftp://x\"").expect_err("scheme");
         assert!(err.message.contains("http"), "{err}");
         let settings = parse(
