@@ -627,3 +627,155 @@ fn snmp_polling_status_says_why_a_device_has_no_data() {
         .count();
     assert!(alive_data >= 2, "the answering device produced data");
 }
+
+/// A number from a text-format `/metrics` document: the sample whose line
+/// starts with `series` (name and labels exactly as vigil writes them).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+fn get_metrics(port: u16) -> String {
+    reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+}
+
+#[test]
+fn prometheus_scrapes_the_running_host_and_status_reads_the_same_numbers() {
+    use vigil_tests::metrics_servers::Prometheus;
+    let port = vigil_tests::servers::free_tcp_port().expect("port");
+    let site = Site::with_config(
+        4,
+        &format!("[outputs.prometheus]\nlisten = \"127.0.0.1:{port}\"\nstale_after = \"1m\"\n"),
+    );
+    site.inventory(
+        &[("sw1", "network"), ("sw2", "network"), ("srv1", "system")],
+        3600,
+    );
+    // Discovery runs once at start, then not for an hour: its counters
+    // stay put while the test compares them.
+    site.discovery("1h");
+    heartbeat("beat", "1s", r#"resource_class = "network""#).write(&site.plugins(), "beat");
+    let vigil = site.start();
+    let prometheus =
+        Prometheus::start(&[("vigil", format!("127.0.0.1:{port}"))]).expect("prometheus");
+
+    // Collected series, with resource labels, through PromQL.
+    let result = prometheus
+        .wait_for("heartbeat_up", |r| r.len() == 2, Duration::from_secs(60))
+        .expect("two devices' heartbeat_up");
+    let ids: BTreeSet<&str> = result
+        .iter()
+        .filter_map(|s| s["metric"]["resource_id"].as_str())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["sw1", "sw2"]));
+    assert!(result.iter().all(|s| s["value"][1] == "1"));
+    assert!(
+        result
+            .iter()
+            .all(|s| s["metric"]["resource_class"] == "network")
+    );
+    // The polling status of each device (0 = ok).
+    prometheus
+        .wait_for(
+            "status_polling_status{plugin=\"beat\"} == 0",
+            |r| r.len() == 2,
+            Duration::from_secs(30),
+        )
+        .expect("polling status 0 for both devices");
+
+    // vigil's own health, through PromQL.
+    prometheus
+        .wait_for(
+            "vigil_plugin_runs_total{plugin=\"beat\",outcome=\"ok\"} > 4",
+            |r| r.len() == 1,
+            Duration::from_secs(30),
+        )
+        .expect("beat runs counted");
+    let result = prometheus
+        .query("vigil_resources{discovery_plugin=\"inventory\"}")
+        .expect("query");
+    assert_eq!(result.len(), 1, "{result:?}");
+    assert_eq!(result[0]["value"][1], "3");
+    let result = prometheus
+        .query("vigil_sink_delivered_groups_total{sink=\"json_lines\"} > 0")
+        .expect("query");
+    assert_eq!(result.len(), 1, "json lines delivered: {result:?}");
+    let result = prometheus
+        .query("vigil_plugin_run_duration_seconds_count{plugin=\"beat\"} > 0")
+        .expect("query");
+    assert_eq!(result.len(), 1, "{result:?}");
+
+    // `vigil status` reads the numbers /metrics shows. Counters that are
+    // frozen are equal; moving ones are bracketed by two scrapes.
+    let before = get_metrics(port);
+    let first_update = site.status()["updated_at"].as_f64().unwrap_or(0.0);
+    wait_until("a fresh status", Duration::from_secs(10), || {
+        site.status()["updated_at"].as_f64().unwrap_or(0.0) > first_update
+    });
+    let status = site.status();
+    let after = get_metrics(port);
+    let health = &status["health"];
+    let plugin = |name: &str| {
+        health["plugins"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let discovery_ok = sample(
+        &after,
+        "vigil_plugin_runs_total{plugin=\"inventory\",outcome=\"ok\"}",
+    );
+    assert_eq!(discovery_ok, Some(1.0));
+    assert_eq!(plugin("inventory")["outcomes"]["ok"], 1);
+    assert_eq!(
+        health["inventory"]["resources_by_discovery"]["inventory"],
+        3
+    );
+    assert_eq!(health["inventory"]["plugins_loaded"], 2);
+    let series = "vigil_plugin_runs_total{plugin=\"beat\",outcome=\"ok\"}";
+    let in_status = plugin("beat")["outcomes"]["ok"]
+        .as_f64()
+        .expect("beat runs");
+    let (low, high) = (
+        sample(&before, series).expect("before"),
+        sample(&after, series).expect("after"),
+    );
+    assert!(
+        low <= in_status && in_status <= high,
+        "status says {in_status} beat runs, /metrics said {low} then {high}"
+    );
+    let json_sink = health["sinks"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "json_lines"))
+        .cloned()
+        .expect("json_lines sink in status");
+    let accepted = json_sink["accepted"].as_f64().expect("accepted");
+    let series = "vigil_sink_accepted_groups_total{sink=\"json_lines\",kind=\"json_lines\"}";
+    let (low, high) = (
+        sample(&before, series).expect("before"),
+        sample(&after, series).expect("after"),
+    );
+    assert!(
+        low <= accepted && accepted <= high,
+        "{low} <= {accepted} <= {high}"
+    );
+
+    // The human summary shows the sinks.
+    let text = String::from_utf8_lossy(&site.vigil(&["status"]).stdout).into_owned();
+    assert!(text.contains("SINK"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("prometheus ") && l.contains("prometheus")),
+        "{text}"
+    );
+    assert!(
+        text.contains("resources by discovery plugin: inventory=3"),
+        "{text}"
+    );
+    stop(vigil);
+}
