@@ -22,13 +22,13 @@ use tokio::sync::{mpsc, watch};
 use crate::bus::kafka::{self, KafkaPublisher, KafkaSettings, Topic};
 use crate::health::{Health, Inventory};
 use crate::pipeline::stats::RunStats;
-use crate::sinks::prometheus::SeriesRegistry;
-use crate::sinks::{SinkProbes, SinkSet, run_sinks};
 use crate::pipeline::{Executor, epoch_seconds, record_runs};
 use crate::plugin::PluginRegistry;
 use crate::plugin::watcher::{self, WatchSettings};
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::scheduler::{LocalClaims, Scheduler, SchedulerSettings};
+use crate::sinks::prometheus::SeriesRegistry;
+use crate::sinks::{SinkProbes, SinkSet, run_sinks};
 use crate::site::SiteConfig;
 use crate::store::{HostStatus, PluginStatus, Storage, off_runtime};
 
@@ -198,7 +198,11 @@ pub async fn run_as(
     let started_at = epoch_seconds(SystemTime::now());
     let outputs = Outputs::new(&site, &store);
     let stats = Arc::new(RunStats::default());
-    let health = Arc::new(Health::new(started_at, stats.clone(), outputs.probes.clone()));
+    let health = Arc::new(Health::new(
+        started_at,
+        stats.clone(),
+        outputs.probes.clone(),
+    ));
     let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
     let metrics_server = outputs.serve_metrics(&health, metrics_stop_rx).await?;
     if identity.role == Role::Consumer {
@@ -319,8 +323,9 @@ pub async fn run_as(
                 tracing::info!(?stats, "kafka publisher stopped");
                 Ok(())
             });
-            let consumer = (identity.role == Role::All)
-                .then(|| tokio::spawn(consume_bus(site.clone(), outputs.clone(), consumer_stop_rx)));
+            let consumer = (identity.role == Role::All).then(|| {
+                tokio::spawn(consume_bus(site.clone(), outputs.clone(), consumer_stop_rx))
+            });
             (sinks, consumer)
         }
     };
@@ -345,7 +350,10 @@ pub async fn run_as(
                     _ = stop.changed() => break,
                 }
                 enrichments.sweep(epoch_seconds(SystemTime::now()));
-                write_status(&site, &registry, &scheduler, &stats, &health, &store, started_at).await;
+                write_status(
+                    &site, &registry, &scheduler, &stats, &health, &store, started_at,
+                )
+                .await;
             }
         })
     };

@@ -109,7 +109,11 @@ impl HealthSnapshot {
             Kind::Gauge,
             "When this vigil process started, in seconds since the epoch.",
         );
-        doc.sample("vigil_start_time_seconds", "", SampleValue::Float(self.started_at));
+        doc.sample(
+            "vigil_start_time_seconds",
+            "",
+            SampleValue::Float(self.started_at),
+        );
 
         let plugins = &self.plugins;
         doc.family(
@@ -151,7 +155,8 @@ impl HealthSnapshot {
             (
                 "vigil_plugin_run_duration_seconds",
                 "Wall-clock duration of plugin runs.",
-                (|p: &PluginRunStats| p.duration_seconds.clone()) as fn(&PluginRunStats) -> Histogram,
+                (|p: &PluginRunStats| p.duration_seconds.clone())
+                    as fn(&PluginRunStats) -> Histogram,
             ),
             (
                 "vigil_scheduler_lateness_seconds",
@@ -162,7 +167,13 @@ impl HealthSnapshot {
             doc.family(name, Kind::Histogram, help);
             for p in plugins {
                 let h = pick(p);
-                doc.histogram(name, &[("plugin", &p.name)], &h.cumulative(), h.sum, h.count);
+                doc.histogram(
+                    name,
+                    &[("plugin", &p.name)],
+                    &h.cumulative(),
+                    h.sum,
+                    h.count,
+                );
             }
         }
         counter_per_plugin(
@@ -185,7 +196,11 @@ impl HealthSnapshot {
             );
         }
 
-        doc.family("vigil_queue_depth", Kind::Gauge, "Items waiting in a queue.");
+        doc.family(
+            "vigil_queue_depth",
+            Kind::Gauge,
+            "Items waiting in a queue.",
+        );
         for (queue, depth) in &self.queues {
             doc.sample(
                 "vigil_queue_depth",
@@ -265,7 +280,11 @@ impl HealthSnapshot {
                 SampleValue::Unsigned(*n),
             );
         }
-        doc.family("vigil_plugins_loaded", Kind::Gauge, "Plugins loaded and scheduled.");
+        doc.family(
+            "vigil_plugins_loaded",
+            Kind::Gauge,
+            "Plugins loaded and scheduled.",
+        );
         doc.sample(
             "vigil_plugins_loaded",
             "",

@@ -135,7 +135,11 @@ impl RunStats {
     }
 
     pub fn skipped(&self, plugin: &str) {
-        self.lock().entry(plugin.to_owned()).or_default().stats.skipped += 1;
+        self.lock()
+            .entry(plugin.to_owned())
+            .or_default()
+            .stats
+            .skipped += 1;
     }
 
     /// Every plugin's numbers, by name.

@@ -278,10 +278,7 @@ impl Scheduler {
                 .entry(stored.resource.creation_plugin.clone())
                 .or_insert(0u64) += 1;
         }
-        *self
-            .by_discovery
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = by_discovery;
+        *self.by_discovery.lock().unwrap_or_else(|p| p.into_inner()) = by_discovery;
         let plugins = self.registry.plugins();
         let now = now_ms();
         let mut desired: HashSet<JobKey> = HashSet::new();

@@ -16,9 +16,9 @@ use toml::Spanned;
 use crate::filter::ResourceFilter;
 use crate::model::Resource;
 use crate::plugin::ini::LocatedError;
-use crate::units::parse_duration;
 pub use crate::secret::Secret;
 use crate::secret::SecretSource;
+use crate::units::parse_duration;
 
 /// Request settings: the site's defaults, or a plugin's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +256,9 @@ fn credential_rule(
         None => 161,
     };
     let secret = |source: &Spanned<SecretSource>, field: &str| {
-        source.get_ref().read(base)
+        source
+            .get_ref()
+            .read(base)
             .map_err(|e| at(source.span(), format!("{name}.{field}: {e}")))
     };
     let version = entry.version.get_ref().trim().to_ascii_lowercase();
