@@ -12,6 +12,9 @@
 //!   key/value, clock): its WIT binding, its per-run state and its limits.
 //! * [`site`] is the operator's configuration: defaults and caps for every
 //!   limit, and which capabilities plugins may be granted.
+//! * [`sinks`] is the pipeline's last stage: JSON lines, the latest-value
+//!   store, Prometheus `/metrics`, InfluxDB and the Pushgateway.
+//! * [`health`] is vigil's own health metrics (`/metrics`, `vigil status`).
 //! * [`model`] re-exports the data types plugins exchange with the host.
 
 pub mod agent;
@@ -19,12 +22,16 @@ pub mod backends;
 pub mod bus;
 pub mod capabilities;
 pub mod coordination;
+pub mod dashboards;
 pub mod filter;
+pub mod health;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod sandbox;
 pub mod scheduler;
+pub mod secret;
+pub mod sinks;
 pub mod site;
 pub mod store;
 pub mod transform;

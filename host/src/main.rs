@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use vigil_host::agent::{self, AgentSettings, Identity, Role};
+use vigil_host::dashboards::DashboardsCommand;
 use vigil_host::filter::ResourceFilter;
 use vigil_host::model::{MetricValue, Resource};
 use vigil_host::plugin::{PluginKind, PluginManifest, PluginRegistry};
@@ -67,9 +68,9 @@ enum Command {
     /// consumer role of `vigil run`), in a consumer group with the other
     /// consumers of the site.
     Consume {
-        /// The sinks to feed. `site`: those the site config sets up (JSON
-        /// lines and the latest-value store); InfluxDB and Prometheus
-        /// sinks are not in this version.
+        /// The sinks to feed. `site`: those the site config's `[outputs]`
+        /// sets up (JSON lines, latest values, Prometheus, InfluxDB,
+        /// Pushgateway).
         #[arg(long, default_value = "site")]
         sink: String,
     },
@@ -107,6 +108,12 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+    /// Generate Grafana dashboards (from a flow description, or vigil's own
+    /// health) and draw dashboard layouts. Needs no site config.
+    Dashboards {
+        #[command(subcommand)]
+        command: DashboardsCommand,
     },
 }
 
@@ -191,6 +198,11 @@ fn load_site(path: Option<&Path>) -> anyhow::Result<SiteConfig> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Offline: needs neither a site config nor the async runtime.
+    if let Command::Dashboards { command } = cli.command {
+        vigil_host::dashboards::run(command)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let site = Arc::new(load_site(cli.site.as_deref())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -210,7 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume { sink } => {
             if sink != "site" {
                 anyhow::bail!(
-                    "--sink {sink:?}: this version feeds the site config's own sinks (`--sink site`: JSON lines and the latest-value store); InfluxDB and Prometheus sinks are not in this version"
+                    "--sink {sink:?}: the consumer feeds the sinks the site config's [outputs] sets up (`--sink site`)"
                 );
             }
             let identity = Identity {
@@ -227,6 +239,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => runs(&site, plugin.as_deref(), limit, json),
+        Command::Dashboards { command } => {
+            vigil_host::dashboards::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins { command } => {
             let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site))?);
             match command {
@@ -338,6 +354,56 @@ fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
             p.lateness_p99_ms,
             outcomes.join(" ")
         );
+    }
+    let health = &status.health;
+    if !health.inventory.resources_by_discovery.is_empty() {
+        let by: Vec<String> = health
+            .inventory
+            .resources_by_discovery
+            .iter()
+            .map(|(plugin, n)| format!("{plugin}={n}"))
+            .collect();
+        println!("resources by discovery plugin: {}", by.join(" "));
+    }
+    if !health.queues.is_empty() {
+        let queues: Vec<String> = health
+            .queues
+            .iter()
+            .map(|(queue, n)| format!("{queue}={n}"))
+            .collect();
+        println!("queues: {}", queues.join(" "));
+    }
+    if !health.sinks.is_empty() {
+        println!(
+            "{:<16} {:<12} {:>17} {:>10} {:>10} {:>8}  DROPPED",
+            "SINK", "KIND", "BUFFERED/CAPACITY", "ACCEPTED", "DELIVERED", "RETRIES"
+        );
+        for sink in &health.sinks {
+            let dropped: Vec<String> = sink
+                .dropped
+                .iter()
+                .map(|(why, n)| format!("{why}={n}"))
+                .collect();
+            let fill = if sink.capacity == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", sink.buffered, sink.capacity)
+            };
+            println!(
+                "{:<16} {:<12} {:>17} {:>10} {:>10} {:>8}  {}",
+                sink.name,
+                sink.kind,
+                fill,
+                sink.accepted,
+                sink.delivered,
+                sink.retries,
+                if dropped.is_empty() {
+                    "0".to_owned()
+                } else {
+                    dropped.join(" ")
+                }
+            );
+        }
     }
     for (path, error) in &status.broken {
         println!("broken: {path}");
