@@ -31,8 +31,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A secret as written in the site file.
-#[derive(Debug, Deserialize)]
+/// A secret as written in the site file. `Debug` shows where an
+/// `env` or `file` secret comes from, never an inline value.
+#[derive(Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
     Inline(String),
@@ -50,6 +51,16 @@ pub struct EnvSecret {
 #[serde(deny_unknown_fields)]
 pub struct FileSecret {
     file: PathBuf,
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            SecretSource::Env(env) => env.fmt(f),
+            SecretSource::File(file) => file.fmt(f),
+        }
+    }
 }
 
 impl SecretSource {
@@ -92,6 +103,13 @@ mod tests {
             .expect("inline");
         assert_eq!(secret.expose_text(), "hunter2-password");
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_inline_source_is_redacted_too() {
+        let source: SecretSource =
+            serde_json::from_str("\"hunter2-password\"").expect("inline source");
+        assert!(!format!("{source:?}").contains("hunter2"), "{source:?}");
     }
 
     #[test]

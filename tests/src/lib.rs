@@ -12,6 +12,7 @@ pub mod artifacts {
 }
 
 pub mod kafka_servers;
+pub mod metrics_servers;
 pub mod mongo_servers;
 pub mod redis_servers;
 pub mod servers;

@@ -1,6 +1,6 @@
 //! What the real-server harnesses ([`crate::snmp_servers`],
 //! [`crate::kafka_servers`], [`crate::mongo_servers`],
-//! [`crate::redis_servers`]) share: where the install scripts and their
+//! [`crate::redis_servers`], [`crate::metrics_servers`]) share: where the install scripts and their
 //! products live, running an install script once per process, handing out
 //! free loopback ports, starting a server in its own process group with its
 //! output in a log file, waiting until it is ready, telling whether its port
@@ -377,6 +377,22 @@ fn held_by_other(pid: u32, sockets: &[String]) -> Option<bool> {
     Some(true)
 }
 
+/// The program `name` on `PATH`, else in `/usr/sbin`, `/sbin`, `/usr/bin`
+/// or `/bin` (a non-login `PATH` may lack the sbin directories, where
+/// Debian puts daemons).
+pub fn find_program(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("{name} not found on PATH or in /usr/sbin (is the Debian package installed?)")
+}
+
 /// `kill SIGNAL -- -GROUP`, quietly; whether it succeeded.
 fn signal_group(group: u32, signal: &str) -> bool {
     Command::new("kill")
@@ -403,6 +419,17 @@ pub fn kill_process_group(mut child: Child) {
         }
         // Still running, so the group id is still its own.
         signal_group(group, "-KILL");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGKILL to the child's process group at once (a crash, not a stop: the
+/// server gets no chance to flush or clean up), then reaps it.
+pub fn sigkill_process_group(mut child: Child) {
+    if let Ok(None) = child.try_wait() {
+        // Not yet reaped, so the group id is still its own.
+        signal_group(child.id(), "-KILL");
     }
     let _ = child.kill();
     let _ = child.wait();

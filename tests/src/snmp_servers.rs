@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::servers::{
-    self, InstallScript, Probe, Readiness, TryAnotherPort, kill_process_group, start_on_free_port,
-    udp_port_taken_by_other,
+    self, InstallScript, Probe, Readiness, TryAnotherPort, find_program, kill_process_group,
+    start_on_free_port, udp_port_taken_by_other,
 };
 pub use crate::servers::{free_udp_port, repo_root, test_servers_dir};
 
@@ -651,19 +651,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Finds a net-snmp program on PATH or in the sbin directories (snmpd lives
 /// in /usr/sbin, which a non-login PATH may lack).
-fn find_program(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    for dir in dirs {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!("{name} not found on PATH or in /usr/sbin (is the Debian package installed?)")
-}
-
 /// No MIBs and no `snmp.conf` but the (empty) one of vigil's: the output of
 /// the net-snmp tools stays numeric and the same on every machine.
 fn isolate_net_snmp(command: &mut Command) -> Result<()> {

@@ -476,6 +476,21 @@ fn host_status(site: &str, runs: u64) -> HostStatus {
             lateness_p99_ms: 12.0,
         }],
         broken: vec![("bad.vigil-plugin".into(), "line 3: unknown key".into())],
+        health: vigil_host::health::HealthSnapshot {
+            started_at: 1000.5,
+            sinks: vec![vigil_host::sinks::buffer::SinkSnapshot {
+                name: "influxdb".into(),
+                kind: "influxdb".into(),
+                buffered: 12,
+                capacity: 100_000,
+                accepted: runs,
+                delivered: runs.saturating_sub(12),
+                retries: 4,
+                dropped: [("buffer_full".to_owned(), 3)].into_iter().collect(),
+            }],
+            queues: [("bus".to_owned(), 5)].into_iter().collect(),
+            ..Default::default()
+        },
     }
 }
 

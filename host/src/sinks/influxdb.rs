@@ -440,8 +440,11 @@ impl fmt::Display for Skipped {
     }
 }
 
+/// Reads one field of a resource.
+type ResourceField = fn(&Resource) -> &str;
+
 /// The resource tags, in key order, and the fields they come from.
-const RESOURCE_TAGS: [(&str, fn(&Resource) -> &str); 6] = [
+const RESOURCE_TAGS: [(&str, ResourceField); 6] = [
     ("resource_class", |r| &r.class),
     ("resource_endpoint", |r| &r.endpoint),
     ("resource_id", |r| &r.id),
@@ -473,12 +476,12 @@ const FULLWIDTH_BACKSLASH: &[u8] = "＼".as_bytes();
 fn write_escaped(out: &mut Vec<u8>, text: &str, part: Part) {
     let bytes = text.as_bytes();
     // Most names and values need nothing: copy them whole.
-    let plain = !bytes.iter().any(|&b| {
+    let special = bytes.iter().any(|&b| {
         matches!(b, b',' | b' ' | b'\n' | b'\r' | b'\\')
             || (b == b'=' && part != Part::Measurement)
             || (b == b'"' && part == Part::FieldKey)
-    }) && !(part == Part::Measurement && bytes.first() == Some(&b'#'));
-    if plain {
+    }) || (part == Part::Measurement && bytes.first() == Some(&b'#'));
+    if !special {
         out.extend_from_slice(bytes);
         return;
     }
@@ -919,7 +922,8 @@ impl BatchWriter for InfluxWriter {
             )
         });
         // Parts still to send, the next on top; a 413 splits a part in two.
-        let mut parts = vec![0..batch.len()];
+        let mut parts: Vec<Range<usize>> = Vec::with_capacity(8);
+        parts.push(0..batch.len());
         while let Some(part) = parts.pop() {
             let (bytes, lines) = self.slice(&part);
             if lines == 0 {

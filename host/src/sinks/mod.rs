@@ -224,7 +224,10 @@ enum Probe {
 /// Reads every sink's numbers for `vigil status` and `/metrics`; cheap to
 /// clone, shared with the health endpoint.
 #[derive(Clone, Default)]
-pub struct SinkProbes(Arc<Mutex<Vec<(String, &'static str, Probe)>>>);
+pub struct SinkProbes(Arc<Mutex<Vec<NamedProbe>>>);
+
+/// A sink's name, kind and probe.
+type NamedProbe = (String, &'static str, Probe);
 
 impl SinkProbes {
     fn add(&self, name: &str, kind: &'static str, probe: Probe) {

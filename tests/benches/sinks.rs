@@ -1,0 +1,344 @@
+//! Sink throughput on one core: `cargo bench -p vigil-tests --bench sinks`.
+//!
+//! A workload shaped like `snmp-interface-polling`'s output: one group per
+//! interface with 10 dimensions and 22 metrics (2 of them rate-transformed
+//! counters). Prints, single-threaded and without a network:
+//! * the rate transform alone;
+//! * for each sink's encoder (Panoptes JSON, InfluxDB line protocol,
+//!   Prometheus registry update and `/metrics` render, Pushgateway body):
+//!   groups and metrics per second, transform included;
+//!
+//! then groups per second delivered into a real InfluxDB 1.6 on loopback
+//! through the sink's buffer, batching and HTTP writer.
+//!
+//! `VIGIL_BENCH_GROUPS` sets the groups per pass (default 100,000) and
+//! `VIGIL_BENCH_INFLUX_GROUPS` those sent to InfluxDB (default 50,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_host::model::{
+    Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
+};
+use vigil_host::pipeline::encode::write_json_line;
+use vigil_host::plugin::manifest::RateTransform;
+use vigil_host::sinks::DeliverySettings;
+use vigil_host::sinks::buffer::{SharedGroup, SinkBuffer};
+use vigil_host::sinks::delivery::{Delivery, deliver};
+use vigil_host::sinks::exposition::{Exposition, Format, group_labels};
+use vigil_host::sinks::influxdb::{
+    InfluxApi, InfluxSettings, InfluxWriter, Precision, write_group,
+};
+use vigil_host::sinks::prometheus::{Families, PrometheusSettings, SeriesRegistry};
+use vigil_host::transform::RateTransformer;
+use vigil_tests::metrics_servers::Influxd;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DEVICES: usize = 200;
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `groups` interface groups over 200 devices, at poll `round`.
+fn workload(groups: usize, round: u64) -> Vec<MetricsGroup> {
+    let at = Datetime {
+        seconds: 1_700_000_000 + round * 60,
+        nanoseconds: 0,
+    };
+    (0..groups)
+        .map(|i| {
+            let device = i % DEVICES;
+            let interface = i / DEVICES;
+            let mut resource = Resource::named(&format!("device-{device}"), "127.0.0.1");
+            resource.site = "lab".into();
+            resource.class = "network".into();
+            resource.subclass = "switch".into();
+            resource.type_ = "juniper".into();
+            let dimension = |name: &str, value: String| Dimension {
+                name: name.into(),
+                value,
+            };
+            let counter = |name: &str, value: u64| Metric {
+                name: name.into(),
+                value: MetricValue::Unsigned(value),
+                type_: MetricType::Counter,
+                creation_timestamp: at,
+            };
+            let gauge = |name: &str, value: i64| Metric {
+                name: name.into(),
+                value: MetricValue::Signed(value),
+                type_: MetricType::Gauge,
+                creation_timestamp: at,
+            };
+            let base = (i as u64 + 1) * 1_000_000 + round * 75_000_000;
+            MetricsGroup {
+                group_type: "interface".into(),
+                interval_seconds: 60,
+                creation_timestamp: at,
+                schema_version: "0.2".into(),
+                resource,
+                dimensions: vec![
+                    dimension("alias", format!("uplink {interface}")),
+                    dimension("configured_speed", "10000000000".into()),
+                    dimension("description", format!("to core-{device}, port {interface}")),
+                    dimension("interface_name", format!("xe-0/0/{interface}")),
+                    dimension("media_type", "ethernetCsmacd".into()),
+                    dimension("parent_interface_configured_speed", "0".into()),
+                    dimension("parent_interface_media_type", String::new()),
+                    dimension("parent_interface_name", String::new()),
+                    dimension("parent_interface_port_speed", "0".into()),
+                    dimension("port_speed", "10000000000".into()),
+                ],
+                metrics: vec![
+                    counter("bits_in", base * 8),
+                    counter("bits_out", base * 6),
+                    counter("unicast_packets_in", base / 900),
+                    counter("unicast_packets_out", base / 800),
+                    counter("multicast_packets_in", base / 90_000),
+                    counter("multicast_packets_out", base / 80_000),
+                    counter("broadcast_packets_in", base / 70_000),
+                    counter("broadcast_packets_out", base / 60_000),
+                    counter("total_packets_in", base / 850),
+                    counter("total_packets_out", base / 750),
+                    counter("error_packets_in", 3),
+                    counter("error_packets_out", 0),
+                    counter("discarded_packets_in", 17),
+                    counter("discarded_packets_out", 2),
+                    counter("errors_crc", 0),
+                    counter("errors_frame", 0),
+                    counter("errors_giants", 0),
+                    gauge("admin_state", 1),
+                    gauge("oper_state", 1),
+                    gauge("oper_admin_state_mismatch", 0),
+                    gauge("mtu", 9192),
+                    gauge("port_speed", 10_000_000_000),
+                ],
+            }
+        })
+        .collect()
+}
+
+fn transforms() -> Vec<RateTransform> {
+    vec![RateTransform {
+        name: "interface_bit_rates".into(),
+        group_type: "interface".into(),
+        metrics: vec!["bits_in".into(), "bits_out".into()],
+    }]
+}
+
+struct Figure {
+    name: &'static str,
+    groups: usize,
+    metrics: usize,
+    elapsed: Duration,
+}
+
+fn report(figure: &Figure) {
+    let secs = figure.elapsed.as_secs_f64();
+    println!(
+        "{:<44} {:>10.0} groups/s {:>12.0} metrics/s  ({} groups in {:?})",
+        figure.name,
+        figure.groups as f64 / secs,
+        figure.metrics as f64 / secs,
+        figure.groups,
+        figure.elapsed
+    );
+}
+
+/// Runs `encode` over a freshly transformed pass, timing transform + encode.
+fn measure(
+    name: &'static str,
+    groups: usize,
+    round: &mut u64,
+    transformer: &RateTransformer,
+    mut encode: impl FnMut(&[MetricsGroup]),
+) -> Figure {
+    *round += 1;
+    let mut batch = workload(groups, *round);
+    let started = Instant::now();
+    transformer.apply("bench", &transforms(), &mut batch);
+    encode(&batch);
+    let elapsed = started.elapsed();
+    Figure {
+        name,
+        groups: batch.len(),
+        metrics: batch.iter().map(|g| g.metrics.len()).sum(),
+        elapsed,
+    }
+}
+
+fn main() {
+    let groups = env_count("VIGIL_BENCH_GROUPS", 100_000);
+    println!(
+        "{groups} interface groups per pass (22 metrics, 10 dimensions), one thread, transform included:"
+    );
+    let transformer = RateTransformer::new(groups * 4);
+    let mut round = 0;
+    // The first poll only baselines the counters.
+    transformer.apply("bench", &transforms(), &mut workload(groups, round));
+
+    let transform_only = measure(
+        "rate transform alone",
+        groups,
+        &mut round,
+        &transformer,
+        |_| {},
+    );
+    report(&transform_only);
+
+    let mut json = Vec::with_capacity(groups * 2048);
+    let figure = measure(
+        "transform + Panoptes JSON lines",
+        groups,
+        &mut round,
+        &transformer,
+        |batch| {
+            json.clear();
+            for group in batch {
+                write_json_line(group, &mut json).expect("json");
+            }
+        },
+    );
+    report(&figure);
+    println!("    ({} bytes per group)", json.len() / groups.max(1));
+
+    let mut lines = Vec::with_capacity(groups * 1024);
+    let figure = measure(
+        "transform + InfluxDB line protocol",
+        groups,
+        &mut round,
+        &transformer,
+        |batch| {
+            lines.clear();
+            for group in batch {
+                let _ = write_group(group, Precision::Seconds, &mut lines);
+            }
+        },
+    );
+    report(&figure);
+    println!("    ({} bytes per group)", lines.len() / groups.max(1));
+
+    let registry = SeriesRegistry::new(PrometheusSettings {
+        max_series: groups * 32,
+        ..PrometheusSettings::default()
+    });
+    let mut shared: Vec<SharedGroup> = Vec::new();
+    let figure = measure(
+        "transform + Prometheus registry update",
+        groups,
+        &mut round,
+        &transformer,
+        |batch| {
+            shared = batch.iter().cloned().map(Arc::new).collect();
+            registry.accept(&shared);
+        },
+    );
+    report(&figure);
+    let started = Instant::now();
+    let mut doc = Exposition::new(Format::Text);
+    registry.render(&mut doc);
+    let text = doc.finish();
+    report(&Figure {
+        name: "Prometheus /metrics render (text)",
+        groups,
+        metrics: registry.series(),
+        elapsed: started.elapsed(),
+    });
+    println!("    ({} series, {} bytes)", registry.series(), text.len());
+
+    let figure = measure(
+        "transform + Pushgateway bodies",
+        groups,
+        &mut round,
+        &transformer,
+        |batch| {
+            // One group per device, rendered as the PUT body.
+            let mut per_device: Vec<Families> = (0..DEVICES).map(|_| Families::default()).collect();
+            let now = Instant::now();
+            for (i, group) in batch.iter().enumerate() {
+                let labels = group_labels(group, &["job", "instance"]);
+                per_device[i % DEVICES].accept(group, &labels, now, usize::MAX, None);
+            }
+            for families in &per_device {
+                let mut doc = Exposition::new(Format::Text);
+                families.render(&mut doc);
+                std::hint::black_box(doc.finish());
+            }
+        },
+    );
+    report(&figure);
+
+    influxdb(env_count("VIGIL_BENCH_INFLUX_GROUPS", 50_000));
+}
+
+/// Groups delivered into a real InfluxDB through the sink.
+fn influxdb(groups: usize) {
+    let influxd = Influxd::start().expect("influxd");
+    influxd.create_database("bench").expect("create database");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let settings = InfluxSettings {
+        name: "influxdb".into(),
+        url: influxd.url(),
+        api: InfluxApi::V1 {
+            database: "bench".into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+        },
+        precision: Precision::Seconds,
+        delivery: DeliverySettings {
+            buffer: groups,
+            delivery: Delivery {
+                batch_size: 5_000,
+                flush_interval: Duration::from_millis(100),
+                ..Delivery::default()
+            },
+            timeout: Duration::from_secs(30),
+        },
+    };
+    let batch: Vec<SharedGroup> = workload(groups, 1).into_iter().map(Arc::new).collect();
+    let metrics: usize = batch.iter().map(|g| g.metrics.len()).sum();
+    let buffer = SinkBuffer::new(groups);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let writer = InfluxWriter::new(&settings).expect("writer");
+        let task = tokio::spawn(deliver(
+            "influxdb".into(),
+            buffer.clone(),
+            writer,
+            settings.delivery.delivery,
+        ));
+        buffer.push(&batch);
+        buffer.close();
+        task.await.expect("delivery");
+    });
+    let elapsed = started.elapsed();
+    let snapshot = buffer.counters.snapshot("influxdb", "influxdb", 0, 0);
+    assert_eq!(snapshot.delivered as usize, groups, "{snapshot:?}");
+    let answer = influxd
+        .query("bench", "SELECT count(mtu) FROM interface")
+        .expect("count");
+    let stored = answer["results"][0]["series"][0]["values"][0][1]
+        .as_u64()
+        .unwrap_or_default();
+    assert_eq!(
+        stored as usize, groups,
+        "InfluxDB holds every group: {answer}"
+    );
+    report(&Figure {
+        name: "into InfluxDB 1.6 over HTTP (1 worker)",
+        groups,
+        metrics,
+        elapsed,
+    });
+}
