@@ -232,3 +232,102 @@ fn consume_needs_the_kafka_bus_and_a_known_sink() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("--sink \"influxdb\""), "{error}");
 }
+
+#[test]
+fn dashboards_generate_matches_the_committed_examples_and_locates_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("plugin-configs/dashboards");
+    let flow = root.join("flow.yml");
+    let flow = flow.to_str().expect("utf-8 path");
+    for (datasource, committed) in [
+        ("prometheus", "flow.prometheus.json"),
+        ("influxdb", "flow.influxdb.json"),
+    ] {
+        let output = vigil(
+            dir.path(),
+            &["dashboards", "generate", flow, "--datasource", datasource],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let generated: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(committed)).expect("committed dashboard"),
+        )
+        .expect("committed JSON");
+        assert_eq!(generated, expected, "{datasource}");
+    }
+
+    // The layout picture of what was just generated.
+    let json = dir.path().join("flow.json");
+    let svg = dir.path().join("flow.svg");
+    let output = vigil(
+        dir.path(),
+        &[
+            "dashboards",
+            "generate",
+            flow,
+            "--output",
+            json.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(output.status.success());
+    let output = vigil(
+        dir.path(),
+        &[
+            "dashboards",
+            "layout",
+            json.to_str().expect("utf-8"),
+            "--output",
+            svg.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let picture = std::fs::read_to_string(&svg).expect("svg");
+    assert!(picture.contains("<svg "), "{picture}");
+    assert_eq!(
+        picture,
+        std::fs::read_to_string(root.join("flow-layout.svg")).expect("committed picture"),
+        "the committed picture is the example dashboard's layout"
+    );
+
+    // A broken flow: every problem, each with its file and line.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "title: t\nnodes:\n  - name: a\n    type: switch\n    interfaces:\n      - name: \"\"\n        peers: [{node: zz, interface: x}]\n",
+    )
+    .expect("write");
+    let output = vigil(
+        dir.path(),
+        &["dashboards", "generate", bad.to_str().expect("utf-8")],
+    );
+    assert!(!output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    let path = bad.display().to_string();
+    assert!(errors.contains(&format!("{path}:6: ")), "{errors}");
+    assert!(errors.contains(&format!("{path}:7: ")), "{errors}");
+    assert!(errors.contains("no node \"zz\""), "{errors}");
+
+    // The health dashboard needs Prometheus.
+    let output = vigil(
+        dir.path(),
+        &["dashboards", "health", "--datasource", "influxdb"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Prometheus"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
