@@ -229,17 +229,16 @@ fn main() {
         ..PrometheusSettings::default()
     });
     let mut shared: Vec<SharedGroup> = Vec::new();
-    let figure = measure(
-        "transform + Prometheus registry update",
-        groups,
-        &mut round,
-        &transformer,
-        |batch| {
+    for name in [
+        "transform + Prometheus registry (new series)",
+        "transform + Prometheus registry (updates)",
+    ] {
+        let figure = measure(name, groups, &mut round, &transformer, |batch| {
             shared = batch.iter().cloned().map(Arc::new).collect();
             registry.accept(&shared);
-        },
-    );
-    report(&figure);
+        });
+        report(&figure);
+    }
     let started = Instant::now();
     let mut doc = Exposition::new(Format::Text);
     registry.render(&mut doc);

@@ -12,7 +12,7 @@
 //! that, new series are dropped and counted (`series_limit`). A name that
 //! arrives with a second type keeps the first (`type_conflict`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -96,23 +96,39 @@ impl PrometheusSection {
     }
 }
 
-struct Series {
+/// A metric family: its name, type and help text.
+struct Family {
+    name: String,
+    kind: Kind,
+    help: String,
+}
+
+/// One sample of a label set.
+struct Sample {
+    family: u32,
     value: SampleValue,
-    resource_id: Arc<str>,
     updated: Instant,
 }
 
-struct Family {
-    kind: Kind,
-    help: String,
-    series: HashMap<String, Series>,
+/// Every sample sharing one label set (the metrics of one group's
+/// dimensions and resource), so a group costs one label lookup, not one
+/// per metric.
+struct LabelSet {
+    resource_id: Arc<str>,
+    samples: Vec<Sample>,
 }
 
 /// Families of series, latest value each; not locked (see
 /// [`SeriesRegistry`] for the shared one).
 #[derive(Default)]
 pub struct Families {
-    families: BTreeMap<String, Family>,
+    families: Vec<Family>,
+    /// Family index by name.
+    by_name: HashMap<String, u32>,
+    /// Family index by group type, then metric name (skips building and
+    /// sanitising the name for every sample).
+    by_metric: HashMap<String, HashMap<String, u32>>,
+    label_sets: HashMap<Arc<str>, LabelSet>,
     series: usize,
 }
 
@@ -128,6 +144,66 @@ impl Families {
         self.series == 0
     }
 
+    /// The family of `metric` in `group_type`: its index, or why it has
+    /// none (a name already used with another type).
+    fn family(
+        &mut self,
+        group_type: &str,
+        metric: &crate::model::Metric,
+        kinds: Option<&mut HashMap<String, Kind>>,
+    ) -> Result<u32, DropReason> {
+        let kind = Kind::from(metric.type_);
+        let known = self
+            .by_metric
+            .get(group_type)
+            .and_then(|metrics| metrics.get(&metric.name))
+            .copied();
+        let index = match known {
+            Some(index) => index,
+            None => {
+                let mut name = family_name(group_type, &metric.name);
+                if metric.type_ == MetricType::Counter
+                    && let Some(stripped) = name.strip_suffix("_total")
+                {
+                    name = stripped.to_owned();
+                }
+                let index = match self.by_name.get(&name) {
+                    Some(index) => *index,
+                    None => {
+                        let index = self.families.len() as u32;
+                        self.families.push(Family {
+                            name: name.clone(),
+                            kind,
+                            help: format!(
+                                "vigil: metric {} of metrics group {group_type}",
+                                metric.name
+                            ),
+                        });
+                        self.by_name.insert(name, index);
+                        index
+                    }
+                };
+                self.by_metric
+                    .entry(group_type.to_owned())
+                    .or_default()
+                    .insert(metric.name.clone(), index);
+                index
+            }
+        };
+        let family = &self.families[index as usize];
+        if family.kind != kind {
+            return Err(reason::TYPE_CONFLICT);
+        }
+        // A type fixed elsewhere (the Pushgateway sees every resource).
+        if let Some(kinds) = kinds {
+            let fixed = *kinds.entry(family.name.clone()).or_insert(kind);
+            if fixed != kind {
+                return Err(reason::TYPE_CONFLICT);
+            }
+        }
+        Ok(index)
+    }
+
     /// Records a group's samples; the reason if any metric was dropped.
     /// `labels` is the group's rendered label set.
     pub fn accept(
@@ -136,93 +212,135 @@ impl Families {
         labels: &str,
         now: Instant,
         max_series: usize,
-        kinds: Option<&mut HashMap<String, Kind>>,
+        mut kinds: Option<&mut HashMap<String, Kind>>,
     ) -> Option<DropReason> {
         let mut dropped = None;
-        let resource_id: Arc<str> = Arc::from(group.resource.id.as_str());
-        let mut kinds = kinds;
+        let mut indexes = Vec::with_capacity(group.metrics.len());
         for metric in &group.metrics {
-            let kind = Kind::from(metric.type_);
-            let mut name = family_name(&group.group_type, &metric.name);
-            if metric.type_ == MetricType::Counter
-                && let Some(stripped) = name.strip_suffix("_total")
-            {
-                name = stripped.to_owned();
-            }
-            // A type fixed elsewhere (the Pushgateway sees every resource).
-            if let Some(kinds) = kinds.as_deref_mut() {
-                let fixed = *kinds.entry(name.clone()).or_insert(kind);
-                if fixed != kind {
-                    dropped = Some(reason::TYPE_CONFLICT);
-                    continue;
+            match self.family(&group.group_type, metric, kinds.as_deref_mut()) {
+                Ok(index) => indexes.push(Some(index)),
+                Err(why) => {
+                    dropped = Some(why);
+                    indexes.push(None);
                 }
             }
-            let family = self.families.entry(name).or_insert_with(|| Family {
-                kind,
-                help: format!(
-                    "vigil: metric {} of metrics group {}",
-                    metric.name, group.group_type
-                ),
-                series: HashMap::new(),
-            });
-            if family.kind != kind {
-                dropped = Some(reason::TYPE_CONFLICT);
-                continue;
-            }
-            match family.series.get_mut(labels) {
-                Some(series) => {
-                    series.value = metric.value.into();
-                    series.updated = now;
+        }
+        let set = match self.label_sets.get_mut(labels) {
+            Some(set) => set,
+            None => self
+                .label_sets
+                .entry(Arc::from(labels))
+                .or_insert_with(|| LabelSet {
+                    resource_id: Arc::from(group.resource.id.as_str()),
+                    samples: Vec::with_capacity(group.metrics.len()),
+                }),
+        };
+        for (metric, index) in group.metrics.iter().zip(indexes) {
+            let Some(family) = index else { continue };
+            match set.samples.iter_mut().find(|s| s.family == family) {
+                Some(sample) => {
+                    sample.value = metric.value.into();
+                    sample.updated = now;
                 }
                 None if self.series >= max_series => dropped = Some(reason::SERIES_LIMIT),
                 None => {
-                    family.series.insert(
-                        labels.to_owned(),
-                        Series {
-                            value: metric.value.into(),
-                            resource_id: resource_id.clone(),
-                            updated: now,
-                        },
-                    );
+                    set.samples.push(Sample {
+                        family,
+                        value: metric.value.into(),
+                        updated: now,
+                    });
                     self.series += 1;
                 }
             }
+        }
+        if set.samples.is_empty() {
+            self.label_sets.remove(labels);
         }
         dropped
     }
 
     /// Drops series last updated before `cutoff`.
     pub fn sweep(&mut self, cutoff: Instant) {
-        self.retain(|series| series.updated >= cutoff);
+        self.retain(|_, sample| sample.updated >= cutoff);
     }
 
     pub fn forget_resource(&mut self, id: &str) {
-        self.retain(|series| &*series.resource_id != id);
+        self.retain(|set, _| &*set.resource_id != id);
     }
 
-    fn retain(&mut self, keep: impl Fn(&Series) -> bool) {
+    fn retain(&mut self, keep: impl Fn(&LabelSet, &Sample) -> bool) {
         let mut removed = 0;
-        self.families.retain(|_, family| {
-            let before = family.series.len();
-            family.series.retain(|_, series| keep(series));
-            removed += before - family.series.len();
-            !family.series.is_empty()
+        self.label_sets.retain(|_, set| {
+            let before = set.samples.len();
+            let samples = std::mem::take(&mut set.samples);
+            set.samples = samples.into_iter().filter(|s| keep(set, s)).collect();
+            removed += before - set.samples.len();
+            !set.samples.is_empty()
         });
         self.series -= removed;
+        // Names no series uses any more would otherwise pile up (metric
+        // names come from plugins): compact once they dominate.
+        if self.families.len() > 2 * self.series + 1024 {
+            self.compact();
+        }
     }
 
-    /// Writes every family, series in label order (stable output).
+    fn compact(&mut self) {
+        let mut used = vec![false; self.families.len()];
+        for set in self.label_sets.values() {
+            for sample in &set.samples {
+                used[sample.family as usize] = true;
+            }
+        }
+        let mut remap = vec![u32::MAX; self.families.len()];
+        let families = std::mem::take(&mut self.families);
+        for (old, family) in families.into_iter().enumerate() {
+            if used[old] {
+                remap[old] = self.families.len() as u32;
+                self.families.push(family);
+            }
+        }
+        for set in self.label_sets.values_mut() {
+            for sample in &mut set.samples {
+                sample.family = remap[sample.family as usize];
+            }
+        }
+        self.by_name.retain(|_, index| {
+            *index = remap[*index as usize];
+            *index != u32::MAX
+        });
+        for metrics in self.by_metric.values_mut() {
+            metrics.retain(|_, index| {
+                *index = remap[*index as usize];
+                *index != u32::MAX
+            });
+        }
+        self.by_metric.retain(|_, metrics| !metrics.is_empty());
+    }
+
+    /// Writes every family with its series.
     pub fn render(&self, doc: &mut Exposition) {
-        for (name, family) in &self.families {
-            doc.family(name, family.kind, &family.help);
+        let mut by_family: Vec<Vec<(&str, SampleValue)>> = vec![Vec::new(); self.families.len()];
+        for (labels, set) in &self.label_sets {
+            for sample in &set.samples {
+                by_family[sample.family as usize].push((labels, sample.value));
+            }
+        }
+        let mut order: Vec<usize> = (0..self.families.len()).collect();
+        order.sort_by(|a, b| self.families[*a].name.cmp(&self.families[*b].name));
+        for index in order {
+            let series = &by_family[index];
+            if series.is_empty() {
+                continue;
+            }
+            let family = &self.families[index];
+            doc.family(&family.name, family.kind, &family.help);
             let sample_name = match family.kind {
-                Kind::Counter => format!("{name}_total"),
-                _ => name.clone(),
+                Kind::Counter => format!("{}_total", family.name),
+                _ => family.name.clone(),
             };
-            let mut series: Vec<(&String, &Series)> = family.series.iter().collect();
-            series.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (labels, series) in series {
-                doc.sample(&sample_name, labels, series.value);
+            for (labels, value) in series {
+                doc.sample(&sample_name, labels, *value);
             }
         }
     }
@@ -485,6 +603,40 @@ mod tests {
         assert!(!text.contains("resource_id=\"old\""), "stale: {text}");
         assert!(!text.contains("resource_id=\"gone\""), "expired: {text}");
         assert_eq!(registry.series(), 1);
+    }
+
+    #[test]
+    fn names_no_series_uses_are_forgotten() {
+        let mut families = Families::default();
+        let now = Instant::now();
+        for i in 0..3000 {
+            let g = group(
+                &format!("r{i}"),
+                "e0",
+                &[(&format!("m{i}"), MetricType::Gauge, MetricValue::Float(1.0))],
+            );
+            families.accept(&g, &group_labels(&g, &[]), now, usize::MAX, None);
+            families.forget_resource(&format!("r{i}"));
+        }
+        let g = group(
+            "kept",
+            "e0",
+            &[("bits_in", MetricType::Gauge, MetricValue::Float(2.0))],
+        );
+        families.accept(&g, &group_labels(&g, &[]), now, usize::MAX, None);
+        assert!(
+            families.families.len() <= 1025,
+            "{}",
+            families.families.len()
+        );
+        let mut doc = Exposition::new(Format::Text);
+        families.render(&mut doc);
+        let text = doc.finish();
+        assert!(text.contains("interface_bits_in{"), "{text}");
+        assert!(
+            text.contains("resource_id=\"kept\"") && text.contains("} 2\n"),
+            "{text}"
+        );
     }
 
     #[test]
