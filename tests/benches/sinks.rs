@@ -295,6 +295,7 @@ fn influxdb(groups: usize) {
             password: None,
         },
         precision: Precision::Seconds,
+        field_names: Default::default(),
         delivery: DeliverySettings {
             buffer: groups,
             delivery: Delivery {

@@ -33,7 +33,7 @@ use vigil_host::plugin::ini::LocatedError;
 use vigil_host::sinks::buffer::{SharedGroup, SinkBuffer, SinkSnapshot, reason};
 use vigil_host::sinks::delivery::{BatchWriter, Delivery, SendError, deliver};
 use vigil_host::sinks::influxdb::{
-    InfluxApi, InfluxSection, InfluxSettings, InfluxWriter, Precision, write_group,
+    FieldNames, InfluxApi, InfluxSection, InfluxSettings, InfluxWriter, Precision, write_group,
 };
 use vigil_host::sinks::{DeliverySettings, OutputsSection, SinkProbes, SinkSet};
 use vigil_host::store::sqlite::SqliteStorage;
@@ -117,6 +117,7 @@ fn v1_settings(
             password: None,
         },
         precision,
+        field_names: FieldNames::Metric,
         delivery: DeliverySettings {
             buffer,
             delivery: delivery(batch_size),
@@ -552,6 +553,39 @@ fn refused_points_are_counted_and_the_next_are_delivered() {
         })
         .collect();
     assert_eq!(stored, vec![(0, 1), (2, 2), (4, 4)]);
+    sink.close();
+}
+
+/// `field_names = "panoptes"` appends to a database Panoptes' consumer
+/// filled: same field names, floats, so no field type conflict.
+#[test]
+fn panoptes_field_names_append_to_a_panoptes_database() {
+    let influxd = start_influxd();
+    // What Panoptes' consumer wrote: `<metric>__<type>`, numbers without `i`.
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/write?db={DB}&precision=s", influxd.url()))
+        .body("interface,interface_name=e0,resource_endpoint=10.0.0.1 in_octets__counter=5 1700000000\n")
+        .send()
+        .expect("write");
+    assert_eq!(response.status().as_u16(), 204);
+    let mut settings = v1_settings(&influxd.url(), Precision::Seconds, 100, 10);
+    settings.field_names = FieldNames::Panoptes;
+    let sink = Sink::start(&settings);
+    let mut counter = metric("in_octets", MetricValue::Unsigned(123));
+    counter.type_ = MetricType::Counter;
+    sink.push(&[group(
+        "interface",
+        &[("interface_name", "e0")],
+        vec![counter],
+        at(1_700_000_060),
+    )]);
+    let snapshot = sink.wait("delivery", |s| s.delivered == 1 || rejected(s) > 0);
+    assert_eq!(rejected(&snapshot), 0, "{snapshot:?}");
+    let values: Vec<f64> = rows(&influxd, "SELECT in_octets__counter FROM interface")
+        .iter()
+        .map(|r| r["in_octets__counter"].as_f64().expect("a number"))
+        .collect();
+    assert_eq!(values, vec![5.0, 123.0]);
     sink.close();
 }
 

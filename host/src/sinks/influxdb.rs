@@ -27,7 +27,9 @@
 //!   values would make InfluxDB refuse every point of a field Panoptes had
 //!   written as float in the same shard (a field type conflict), so a
 //!   migration gets new field names instead of rejected writes; dashboards
-//!   need `__<type>` removed. A metric named `time` is written
+//!   need `__<type>` removed. `field_names = "panoptes"` writes exactly
+//!   Panoptes' fields instead (`<metric>__<type>`, floats), to keep
+//!   appending to a database Panoptes filled. A metric named `time` is written
 //!   `exported_time` (InfluxDB drops a `time` field).
 //! - **u64 above `i64::MAX`** (InfluxDB 1.x has no unsigned type unless
 //!   built with it) is written as a float, rounded to 53 bits. InfluxDB
@@ -92,7 +94,7 @@ use toml::Spanned;
 use super::buffer::SharedGroup;
 use super::delivery::{BatchWriter, SendError};
 use super::{At, DeliverySection, DeliverySettings, LocatedError};
-use crate::model::{Datetime, MetricValue, MetricsGroup, Resource};
+use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
 use crate::secret::{Secret, SecretSource};
 
 /// The timestamp unit of the lines (and of the write's `precision`).
@@ -185,7 +187,20 @@ pub struct InfluxSettings {
     pub url: String,
     pub api: InfluxApi,
     pub precision: Precision,
+    pub field_names: FieldNames,
     pub delivery: DeliverySettings,
+}
+
+/// How fields are named and typed (`field_names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldNames {
+    /// `<metric>`, integers as integers (vigil's default).
+    #[default]
+    Metric,
+    /// Panoptes' consumer output, to keep appending to a database it
+    /// filled: `<metric>__<type>`, every number a float (as Panoptes wrote
+    /// them; a float field refuses integers).
+    Panoptes,
 }
 
 /// `[[outputs.influxdb]]` as written.
@@ -203,6 +218,7 @@ pub struct InfluxSection {
     bucket: Option<Spanned<String>>,
     token: Option<Spanned<SecretSource>>,
     precision: Option<Spanned<String>>,
+    field_names: Option<Spanned<String>>,
     // The shared delivery keys (serde cannot flatten a section that denies
     // unknown fields); they become a `DeliverySection`.
     buffer: Option<Spanned<u32>>,
@@ -229,6 +245,7 @@ impl fmt::Debug for InfluxSection {
             .field("bucket", &self.bucket)
             .field("token", &redacted(&self.token))
             .field("precision", &self.precision)
+            .field("field_names", &self.field_names)
             .field("buffer", &self.buffer)
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
@@ -286,6 +303,21 @@ impl InfluxSection {
                     ),
                 )
             })?,
+        };
+        let field_names = match &self.field_names {
+            None => FieldNames::default(),
+            Some(names) => match names.get_ref().as_str() {
+                "metric" => FieldNames::Metric,
+                "panoptes" => FieldNames::Panoptes,
+                other => {
+                    return Err(at(
+                        names.span(),
+                        format!(
+                            "{what}.field_names must be \"metric\" or \"panoptes\", found {other:?}"
+                        ),
+                    ));
+                }
+            },
         };
         let read_secret = |source: &Spanned<SecretSource>, key: &str| {
             source
@@ -382,6 +414,7 @@ impl InfluxSection {
             url,
             api,
             precision,
+            field_names,
             delivery,
         })
     }
@@ -559,6 +592,16 @@ pub fn write_group(
     precision: Precision,
     out: &mut Vec<u8>,
 ) -> Result<(), Skipped> {
+    write_group_as(group, precision, FieldNames::Metric, out)
+}
+
+/// [`write_group`] with the fields named and typed as `names` says.
+pub fn write_group_as(
+    group: &MetricsGroup,
+    precision: Precision,
+    names: FieldNames,
+    out: &mut Vec<u8>,
+) -> Result<(), Skipped> {
     if group.group_type.is_empty() {
         return Err(Skipped::NoMeasurement);
     }
@@ -581,8 +624,18 @@ pub fn write_group(
         } else {
             write_escaped(out, &metric.name, Part::FieldKey);
         }
+        if names == FieldNames::Panoptes {
+            out.extend_from_slice(match metric.type_ {
+                MetricType::Counter => b"__counter",
+                MetricType::Gauge => b"__gauge",
+            });
+        }
         out.push(b'=');
         match metric.value {
+            // No `i`: InfluxDB reads the number as a float, as Panoptes'
+            // fields are.
+            MetricValue::Signed(v) if names == FieldNames::Panoptes => write_i64(out, v),
+            MetricValue::Unsigned(v) if names == FieldNames::Panoptes => write_u64(out, v),
             MetricValue::Signed(v) => {
                 write_i64(out, v);
                 out.push(b'i');
@@ -685,6 +738,7 @@ pub struct InfluxWriter {
     write_url: reqwest::Url,
     auth: Auth,
     precision: Precision,
+    field_names: FieldNames,
     /// The encoded batch, reused across batches.
     body: Vec<u8>,
     /// Where each group's line ends in `body` (an empty line for a skipped
@@ -766,6 +820,7 @@ impl InfluxWriter {
             write_url,
             auth,
             precision: settings.precision,
+            field_names: settings.field_names,
             body: Vec::new(),
             ends: Vec::new(),
         })
@@ -784,7 +839,9 @@ impl InfluxWriter {
         let mut skipped = 0;
         let mut first = None;
         for group in batch {
-            if let Err(why) = write_group(group, self.precision, &mut self.body) {
+            if let Err(why) =
+                write_group_as(group, self.precision, self.field_names, &mut self.body)
+            {
                 skipped += 1;
                 first.get_or_insert(why);
             }
@@ -1145,6 +1202,32 @@ mod tests {
         assert!(text.contains(" a＼\\,b=1i,c\\\\\"d=2i,e＼=3i "), "{text}");
         // One line, whatever the values held.
         assert_eq!(text.matches('\n').count(), 1, "{text}");
+    }
+
+    #[test]
+    fn panoptes_field_names_are_typed_and_floats() {
+        let mut out = Vec::new();
+        let at = at_nanos(0, 0);
+        let metrics = [
+            ("in_octets", MetricType::Counter, MetricValue::Unsigned(123)),
+            ("oper_state", MetricType::Gauge, MetricValue::Signed(-1)),
+            ("utilization", MetricType::Gauge, MetricValue::Float(0.5)),
+        ]
+        .into_iter()
+        .map(|(name, type_, value)| Metric {
+            name: name.into(),
+            value,
+            type_,
+            creation_timestamp: at,
+        })
+        .collect();
+        let group = group("interface", &[("interface_name", "e0")], metrics);
+        write_group_as(&group, Precision::Seconds, FieldNames::Panoptes, &mut out).expect("line");
+        let line = String::from_utf8(out).expect("utf-8");
+        assert!(
+            line.contains(" in_octets__counter=123,oper_state__gauge=-1,utilization__gauge=0.5 "),
+            "{line}"
+        );
     }
 
     #[test]
