@@ -8,7 +8,7 @@
 //! * **The embedded bus** is the in-process bounded
 //!   `tokio::sync::mpsc` channel the executor already publishes to
 //!   ([`crate::pipeline::Executor::bus`]) and the sinks drain
-//!   ([`crate::pipeline::sinks::run_sinks`]). Its bound is back-pressure: a
+//!   ([`crate::sinks::run_sinks`]). Its bound is back-pressure: a
 //!   full channel makes the publishing run wait. One process collects and
 //!   writes.
 //! * **The networked bus** is Kafka ([`kafka`]): topics per site as in

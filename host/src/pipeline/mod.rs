@@ -4,7 +4,7 @@
 //! scheduler ──job──▶ executor (sandbox run) ─┬─ discovery  ─▶ resource store ─▶ scheduler replans
 //!                                            ├─ enrichment ─▶ enrichment cache ─▶ later polls
 //!                                            └─ polling    ─▶ transform (rates) ─▶ bus ─▶ sinks
-//!                                                 + polling status ─┘     (crate::sinks)
+//!                                                 + polling status ─┘   (see [`crate::sinks`])
 //! ```
 //!
 //! Every run, whatever its outcome, is counted ([`stats`]) and recorded in
