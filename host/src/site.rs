@@ -752,6 +752,57 @@ mod tests {
     }
 
     #[test]
+    fn output_mistakes_are_located() {
+        let err = parse("[site]\nname = \"lab\"\n[outputs.prometheus]\nlisten = \"localhost\"\n")
+            .expect_err("no port");
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.message.contains("outputs.prometheus.listen"), "{err}");
+        let err = parse(
+            "[site]\nname = \"lab\"\n[[outputs.influxdb]]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"v\"\nprecision = \"h\"\n",
+        )
+        .expect_err("bad precision");
+        assert_eq!(err.line, 6, "{err}");
+        let err = parse(
+            "[site]\nname = \"lab\"\n[[outputs.pushgateway]]\nurl = \"http://127.0.0.1:9091\"\n\
+             [[outputs.influxdb]]\nname = \"pushgateway\"\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"v\"\n",
+        )
+        .expect_err("duplicate name");
+        assert!(
+            err.message.contains("already named \"pushgateway\""),
+            "{err}"
+        );
+        assert!(err.line >= 5, "{err}");
+        let err = parse(
+            "[site]\nname = \"lab\"\n[[outputs.influxdb]]\nname = \"prometheus\"\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"v\"\n",
+        )
+        .expect_err("a built-in sink's name");
+        assert!(
+            err.message.contains("already named \"prometheus\""),
+            "{err}"
+        );
+        let site = parse(
+            "[site]\nname = \"lab\"\n[outputs]\njson_lines = \"out.jsonl\"\n[outputs.prometheus]\n\
+             [[outputs.influxdb]]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"v\"\n[[outputs.influxdb]]\nurl = \"http://127.0.0.1:8087\"\ndatabase = \"w\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            site.outputs.json_lines,
+            Some(PathBuf::from("/etc/vigil/out.jsonl"))
+        );
+        assert_eq!(
+            site.outputs.prometheus.map(|p| p.listen.to_string()),
+            Some("127.0.0.1:9464".to_owned())
+        );
+        let names: Vec<&str> = site
+            .outputs
+            .influxdb
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(names, ["influxdb", "influxdb-2"]);
+    }
+
+    #[test]
     fn backend_mistakes_are_located() {
         let err =
             parse("[site]\nname = \"lab\"\n[bus]\nbackend = \"kafka\"\n").expect_err("no brokers");

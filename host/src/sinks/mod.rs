@@ -81,38 +81,36 @@ impl OutputsSection {
             let span = section.span();
             outputs.prometheus = Some(section.into_inner().resolve(span, at)?);
         }
+        // Names tell sinks apart in `vigil status` and on /metrics; the
+        // built-in sinks' names are taken.
+        let mut names: Vec<String> = ["json_lines", "latest", "prometheus"]
+            .map(str::to_owned)
+            .to_vec();
+        let mut check_name = |name: &str, span: std::ops::Range<usize>| {
+            if names.iter().any(|taken| taken == name) {
+                return Err(at(
+                    span,
+                    format!(
+                        "outputs: another sink is already named {name:?}; give each a distinct `name`"
+                    ),
+                ));
+            }
+            names.push(name.to_owned());
+            Ok(())
+        };
         for section in self.pushgateway {
             let span = section.span();
-            outputs
-                .pushgateway
-                .push(section.into_inner().resolve(span, base, at)?);
+            let settings = section.into_inner().resolve(span.clone(), base, at)?;
+            check_name(&settings.name, span)?;
+            outputs.pushgateway.push(settings);
         }
         for (index, section) in self.influxdb.into_iter().enumerate() {
             let span = section.span();
-            outputs
-                .influxdb
-                .push(section.into_inner().resolve(index, span, base, at)?);
-        }
-        let mut names: Vec<(&str, &str)> = outputs
-            .pushgateway
-            .iter()
-            .map(|p| (p.name.as_str(), "pushgateway"))
-            .chain(
-                outputs
-                    .influxdb
-                    .iter()
-                    .map(|i| (i.name.as_str(), "influxdb")),
-            )
-            .collect();
-        names.sort();
-        if let Some(pair) = names.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(at(
-                0..0,
-                format!(
-                    "outputs: two sinks are named {:?}; give each a distinct `name`",
-                    pair[0].0
-                ),
-            ));
+            let settings = section
+                .into_inner()
+                .resolve(index, span.clone(), base, at)?;
+            check_name(&settings.name, span)?;
+            outputs.influxdb.push(settings);
         }
         Ok(outputs)
     }
