@@ -57,7 +57,7 @@ pub struct OutputSettings {
 #[serde(deny_unknown_fields)]
 pub struct OutputsSection {
     json_lines: Option<PathBuf>,
-    prometheus: Option<Spanned<prometheus::PrometheusSection>>,
+    prometheus: Option<prometheus::PrometheusSection>,
     #[serde(default)]
     pushgateway: Vec<Spanned<pushgateway::PushgatewaySection>>,
     #[serde(default)]
@@ -78,8 +78,7 @@ impl OutputsSection {
             ..OutputSettings::default()
         };
         if let Some(section) = self.prometheus {
-            let span = section.span();
-            outputs.prometheus = Some(section.into_inner().resolve(span, at)?);
+            outputs.prometheus = Some(section.resolve(at)?);
         }
         // Names tell sinks apart in `vigil status` and on /metrics; the
         // built-in sinks' names are taken.

@@ -53,13 +53,8 @@ pub struct PrometheusSection {
 }
 
 impl PrometheusSection {
-    pub fn resolve(
-        self,
-        span: std::ops::Range<usize>,
-        at: At<'_>,
-    ) -> Result<PrometheusSettings, LocatedError> {
+    pub fn resolve(self, at: At<'_>) -> Result<PrometheusSettings, LocatedError> {
         let mut settings = PrometheusSettings::default();
-        let _ = span;
         if let Some(listen) = &self.listen {
             settings.listen = listen.get_ref().parse().map_err(|e| {
                 at(
