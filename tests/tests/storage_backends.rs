@@ -282,7 +282,11 @@ fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> 
             at(1001, 0),
         )
     };
-    store.store_latest(&[counter("a"), counter("b"), counter("c")])?;
+    store.store_latest(&[
+        counter("a").into(),
+        counter("b").into(),
+        counter("c").into(),
+    ])?;
     // b is rediscovered before it expires: its own TTL counts from then.
     assert_eq!(
         store.upsert_resources("disco", &[resource("b", 30)], 100.0, 1020.0)?,
@@ -414,10 +418,10 @@ fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
         &[("busy", MetricValue::Float(12.5), MetricType::Gauge)],
         at(30, 0),
     );
-    store.store_latest(&[interface(1, at(10, 0)), cpu])?;
+    store.store_latest(&[interface(1, at(10, 0)).into(), cpu.into()])?;
     // A later sample of the same series replaces it (idempotently).
-    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000))])?;
-    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000))])?;
+    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000)).into()])?;
+    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000)).into()])?;
 
     let dims = pairs(&[("description", "uplink ü"), ("interface_name", "ge-0/0/0")]);
     let series = |metric: &str, value: &str, metric_type: &str| SeriesValue {
@@ -573,7 +577,8 @@ fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
                 MetricType::Counter,
             )],
             at(1000, 0),
-        )])?;
+        )
+        .into()])?;
         store.put_status(&host_status("lab", 9))?;
         (
             store.live_resources(1000.0)?,

@@ -276,7 +276,7 @@ return gone",
     fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
         self.inner.recent_runs(plugin, limit)
     }
-    fn store_latest(&self, groups: &[MetricsGroup]) -> StoreResult<()> {
+    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
         self.inner.store_latest(groups)
     }
     fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {

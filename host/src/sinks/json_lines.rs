@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::buffer::{SharedGroup, SinkCounters, reason};
-use crate::model::MetricsGroup;
 use crate::pipeline::encode::write_json_line;
 use crate::store::{Storage, off_runtime};
 
@@ -109,10 +108,7 @@ impl LatestValues {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let groups: Vec<MetricsGroup> = std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|g| Arc::try_unwrap(g).unwrap_or_else(|shared| (*shared).clone()))
-            .collect();
+        let groups = std::mem::take(&mut self.pending);
         let count = groups.len() as u64;
         let stored = off_runtime(&self.store, "storing latest values", move |store| {
             store.store_latest(&groups)

@@ -152,7 +152,8 @@ pub trait Storage: Send + Sync + 'static {
     fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
     /// Newest first.
     fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>>;
-    fn store_latest(&self, groups: &[MetricsGroup]) -> StoreResult<()>;
+    /// Takes the groups shared with the other sinks (no copy).
+    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()>;
     fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>>;
     fn put_status(&self, status: &HostStatus) -> StoreResult<()>;
     fn status(&self) -> StoreResult<Option<HostStatus>>;

@@ -618,7 +618,7 @@ impl Storage for MongoStorage {
         })
     }
 
-    fn store_latest(&self, groups: &[MetricsGroup]) -> StoreResult<()> {
+    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
         off_async(|| {
             let mut updates = Vec::new();
             for group in groups {

@@ -255,7 +255,7 @@ impl Storage for SqliteStorage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn store_latest(&self, groups: &[MetricsGroup]) -> StoreResult<()> {
+    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         {
@@ -439,8 +439,10 @@ mod tests {
                 },
             }],
         };
-        store.store_latest(&[group(1, 10)]).expect("store");
-        store.store_latest(&[group(u64::MAX, 20)]).expect("store");
+        store.store_latest(&[group(1, 10).into()]).expect("store");
+        store
+            .store_latest(&[group(u64::MAX, 20).into()])
+            .expect("store");
         let latest = store.latest(Some("interface")).expect("latest");
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[0].value, u64::MAX.to_string());
