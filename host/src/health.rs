@@ -116,20 +116,14 @@ impl HealthSnapshot {
         );
 
         let plugins = &self.plugins;
-        doc.family(
+        counter_per_plugin_and(
+            doc,
+            plugins,
             "vigil_plugin_runs",
-            Kind::Counter,
             "Plugin runs by plugin and outcome.",
+            "outcome",
+            |p| &p.outcomes,
         );
-        for p in plugins {
-            for (outcome, n) in &p.outcomes {
-                doc.sample(
-                    "vigil_plugin_runs_total",
-                    &render_labels(&[("plugin", &p.name), ("outcome", outcome)]),
-                    SampleValue::Unsigned(*n),
-                );
-            }
-        }
         counter_per_plugin(
             doc,
             plugins,
@@ -137,31 +131,24 @@ impl HealthSnapshot {
             "Runs not started because the previous one was still going or too recent.",
             |p| p.skipped,
         );
-        doc.family(
+        counter_per_plugin_and(
+            doc,
+            plugins,
             "vigil_sandbox_limit_hits",
-            Kind::Counter,
             "Runs stopped by a sandbox limit, by plugin and limit.",
+            "limit",
+            |p| &p.limit_hits,
         );
-        for p in plugins {
-            for (limit, n) in &p.limit_hits {
-                doc.sample(
-                    "vigil_sandbox_limit_hits_total",
-                    &render_labels(&[("plugin", &p.name), ("limit", limit)]),
-                    SampleValue::Unsigned(*n),
-                );
-            }
-        }
         for (name, help, pick) in [
             (
                 "vigil_plugin_run_duration_seconds",
                 "Wall-clock duration of plugin runs.",
-                (|p: &PluginRunStats| p.duration_seconds.clone())
-                    as fn(&PluginRunStats) -> Histogram,
+                (|p| &p.duration_seconds) as fn(&PluginRunStats) -> &Histogram,
             ),
             (
                 "vigil_scheduler_lateness_seconds",
                 "How late runs started against their schedule.",
-                |p: &PluginRunStats| p.lateness_seconds.clone(),
+                |p| &p.lateness_seconds,
             ),
         ] {
             doc.family(name, Kind::Histogram, help);
@@ -305,6 +292,29 @@ impl HealthSnapshot {
 
 fn sink_labels(s: &SinkSnapshot) -> String {
     render_labels(&[("sink", &s.name), ("kind", &s.kind)])
+}
+
+/// A counter family with one series per plugin and key of `pick`'s map,
+/// the key as the label `key`.
+fn counter_per_plugin_and(
+    doc: &mut Exposition,
+    plugins: &[PluginRunStats],
+    name: &str,
+    help: &str,
+    key: &str,
+    pick: impl Fn(&PluginRunStats) -> &BTreeMap<String, u64>,
+) {
+    doc.family(name, Kind::Counter, help);
+    let sample = format!("{name}_total");
+    for p in plugins {
+        for (value, n) in pick(p) {
+            doc.sample(
+                &sample,
+                &render_labels(&[("plugin", &p.name), (key, value)]),
+                SampleValue::Unsigned(*n),
+            );
+        }
+    }
 }
 
 fn counter_per_plugin(
