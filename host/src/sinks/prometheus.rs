@@ -260,17 +260,21 @@ impl Families {
     }
 
     pub fn forget_resource(&mut self, id: &str) {
-        self.retain(|set, _| &*set.resource_id != id);
+        self.retain(|resource_id, _| resource_id != id);
     }
 
-    fn retain(&mut self, keep: impl Fn(&LabelSet, &Sample) -> bool) {
+    /// Keeps the samples `keep(resource id, sample)` says to.
+    fn retain(&mut self, keep: impl Fn(&str, &Sample) -> bool) {
         let mut removed = 0;
         self.label_sets.retain(|_, set| {
-            let before = set.samples.len();
-            let samples = std::mem::take(&mut set.samples);
-            set.samples = samples.into_iter().filter(|s| keep(set, s)).collect();
-            removed += before - set.samples.len();
-            !set.samples.is_empty()
+            let LabelSet {
+                resource_id,
+                samples,
+            } = set;
+            let before = samples.len();
+            samples.retain(|sample| keep(resource_id, sample));
+            removed += before - samples.len();
+            !samples.is_empty()
         });
         self.series -= removed;
         // Names no series uses any more would otherwise pile up (metric

@@ -203,6 +203,7 @@ pub struct PushgatewayWriter {
     dirty: BTreeSet<String>,
     deletes: BTreeSet<String>,
     expiries: Arc<Expiries>,
+    last_sweep: Instant,
 }
 
 impl PushgatewayWriter {
@@ -222,6 +223,7 @@ impl PushgatewayWriter {
             dirty: BTreeSet::new(),
             deletes: BTreeSet::new(),
             expiries,
+            last_sweep: Instant::now(),
         })
     }
 
@@ -244,16 +246,11 @@ impl PushgatewayWriter {
                 refused += 1;
             }
             room = room.saturating_sub(families.len() - before);
-            self.dirty.insert(id.clone());
-        }
-        // Series no longer reported leave their groups.
-        if let Some(cutoff) = now.checked_sub(self.settings.stale_after) {
-            for (id, families) in &mut self.resources {
-                let before = families.len();
-                families.sweep(cutoff);
-                if families.len() != before {
-                    self.dirty.insert(id.clone());
-                }
+            if families.is_empty() {
+                // Nothing of it was kept: nothing to push.
+                self.resources.remove(id);
+            } else {
+                self.dirty.insert(id.clone());
             }
         }
         for id in self.expiries.take() {
@@ -261,16 +258,29 @@ impl PushgatewayWriter {
             self.dirty.remove(&id);
             self.deletes.insert(id);
         }
-        let emptied: Vec<String> = self
-            .resources
-            .iter()
-            .filter(|(_, f)| f.is_empty())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in emptied {
-            self.resources.remove(&id);
-            self.dirty.remove(&id);
-            self.deletes.insert(id);
+        // Series no longer reported leave their groups; a group left empty
+        // is deleted. A pass touches every series, so it runs at most eight
+        // times per `stale_after`, not on every batch.
+        let sweep_every = (self.settings.stale_after / 8).max(Duration::from_millis(250));
+        if now.duration_since(self.last_sweep) >= sweep_every
+            && let Some(cutoff) = now.checked_sub(self.settings.stale_after)
+        {
+            self.last_sweep = now;
+            let (dirty, deletes) = (&mut self.dirty, &mut self.deletes);
+            self.resources.retain(|id, families| {
+                let before = families.len();
+                families.sweep(cutoff);
+                if families.is_empty() {
+                    dirty.remove(id);
+                    deletes.insert(id.clone());
+                    false
+                } else {
+                    if families.len() != before {
+                        dirty.insert(id.clone());
+                    }
+                    true
+                }
+            });
         }
         refused
     }
