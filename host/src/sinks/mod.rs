@@ -149,58 +149,95 @@ impl DeliverySection {
             timeout: Duration::from_secs(10),
         };
         if let Some(buffer) = &self.buffer {
-            let value = *buffer.get_ref();
-            if !(1..=10_000_000).contains(&value) {
-                return Err(at(
-                    buffer.span(),
-                    format!("{what}.buffer must be 1 to 10000000 groups, found {value}"),
-                ));
-            }
-            settings.buffer = value as usize;
+            settings.buffer = in_range(
+                &format!("{what}.buffer"),
+                buffer,
+                1..=10_000_000,
+                " groups",
+                at,
+            )? as usize;
         }
         if let Some(batch) = &self.batch_size {
-            let value = *batch.get_ref();
-            if !(1..=100_000).contains(&value) {
-                return Err(at(
-                    batch.span(),
-                    format!("{what}.batch_size must be 1 to 100000 groups, found {value}"),
-                ));
-            }
-            settings.delivery.batch_size = value as usize;
+            settings.delivery.batch_size = in_range(
+                &format!("{what}.batch_size"),
+                batch,
+                1..=100_000,
+                " groups",
+                at,
+            )? as usize;
         }
-        for (key, value, slot, range) in [
-            (
-                "flush_interval",
-                &self.flush_interval,
-                &mut settings.delivery.flush_interval,
+        if let Some(flush) = &self.flush_interval {
+            settings.delivery.flush_interval = duration_in_range(
+                &format!("{what}.flush_interval"),
+                flush,
                 Duration::from_millis(10)..=Duration::from_secs(300),
-            ),
-            (
-                "timeout",
-                &self.timeout,
-                &mut settings.timeout,
+                at,
+            )?;
+        }
+        if let Some(timeout) = &self.timeout {
+            settings.timeout = duration_in_range(
+                &format!("{what}.timeout"),
+                timeout,
                 Duration::from_millis(100)..=Duration::from_secs(300),
-            ),
-        ] {
-            if let Some(value) = value {
-                let parsed = crate::units::parse_duration(value.get_ref())
-                    .map_err(|e| at(value.span(), format!("{what}.{key}: {e}")))?;
-                if !range.contains(&parsed) {
-                    return Err(at(
-                        value.span(),
-                        format!(
-                            "{what}.{key} must be {:?} to {:?}, found {parsed:?}",
-                            range.start(),
-                            range.end()
-                        ),
-                    ));
-                }
-                *slot = parsed;
-            }
+                at,
+            )?;
         }
         Ok(settings)
     }
 }
+
+/// A number from the site file, checked against `range`; `key` names it
+/// in the error (e.g. `outputs.influxdb[0].buffer`), `unit` follows the
+/// range there (e.g. ` groups`).
+pub fn in_range<T: Copy + PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: &Spanned<T>,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+    at: At<'_>,
+) -> Result<T, LocatedError> {
+    let n = *value.get_ref();
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(at(
+            value.span(),
+            format!(
+                "{key} must be {} to {}{unit}, found {n}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// A duration from the site file (`10s`, `250ms`, ...), checked against
+/// `range`.
+pub fn duration_in_range(
+    key: &str,
+    value: &Spanned<String>,
+    range: std::ops::RangeInclusive<Duration>,
+    at: At<'_>,
+) -> Result<Duration, LocatedError> {
+    let parsed = crate::units::parse_duration(value.get_ref())
+        .map_err(|e| at(value.span(), format!("{key}: {e}")))?;
+    if range.contains(&parsed) {
+        Ok(parsed)
+    } else {
+        Err(at(
+            value.span(),
+            format!(
+                "{key} must be {:?} to {:?}, found {parsed:?}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// How long a series may go without an update before a sink forgets it.
+pub const STALE_AFTER_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
 
 /// One running networked sink.
 struct NetworkedSink {

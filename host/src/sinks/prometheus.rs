@@ -22,7 +22,7 @@ use toml::Spanned;
 
 use super::buffer::{SharedGroup, SinkCounters, SinkSnapshot, reason};
 use super::exposition::{Exposition, Format, Kind, SampleValue, family_name, group_labels};
-use super::{At, LocatedError};
+use super::{At, LocatedError, STALE_AFTER_RANGE, duration_in_range, in_range};
 use crate::model::{MetricType, MetricsGroup};
 
 /// `[outputs.prometheus]`.
@@ -67,25 +67,16 @@ impl PrometheusSection {
             })?;
         }
         if let Some(stale) = &self.stale_after {
-            let parsed = crate::units::parse_duration(stale.get_ref())
-                .map_err(|e| at(stale.span(), format!("outputs.prometheus.stale_after: {e}")))?;
-            if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86_400)).contains(&parsed) {
-                return Err(at(
-                    stale.span(),
-                    format!("outputs.prometheus.stale_after must be 1s to 7d, found {parsed:?}"),
-                ));
-            }
-            settings.stale_after = parsed;
+            settings.stale_after = duration_in_range(
+                "outputs.prometheus.stale_after",
+                stale,
+                STALE_AFTER_RANGE,
+                at,
+            )?;
         }
         if let Some(max) = &self.max_series {
-            let value = *max.get_ref();
-            if !(1..=50_000_000).contains(&value) {
-                return Err(at(
-                    max.span(),
-                    format!("outputs.prometheus.max_series must be 1 to 50000000, found {value}"),
-                ));
-            }
-            settings.max_series = value as usize;
+            settings.max_series =
+                in_range("outputs.prometheus.max_series", max, 1..=50_000_000, "", at)? as usize;
         }
         Ok(settings)
     }

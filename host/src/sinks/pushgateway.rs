@@ -27,7 +27,7 @@ use super::buffer::SharedGroup;
 use super::delivery::{BatchWriter, SendError};
 use super::exposition::{Exposition, Format, Kind, group_labels};
 use super::prometheus::Families;
-use super::{At, DeliverySection, DeliverySettings, LocatedError};
+use super::{At, DeliverySection, DeliverySettings, LocatedError, duration_in_range, in_range};
 use crate::secret::{Secret, SecretSource};
 
 /// `[[outputs.pushgateway]]`.
@@ -105,25 +105,19 @@ impl PushgatewaySection {
                 format!("{what}: username and password go together"),
             ));
         }
-        let mut stale_after = Duration::from_secs(900);
-        if let Some(stale) = &self.stale_after {
-            stale_after = crate::units::parse_duration(stale.get_ref())
-                .map_err(|e| at(stale.span(), format!("{what}.stale_after: {e}")))?;
-            if stale_after < Duration::from_secs(1) {
-                return Err(at(
-                    stale.span(),
-                    format!("{what}.stale_after must be at least 1s"),
-                ));
-            }
-        }
+        let stale_after = match &self.stale_after {
+            Some(stale) => duration_in_range(
+                &format!("{what}.stale_after"),
+                stale,
+                super::STALE_AFTER_RANGE,
+                at,
+            )?,
+            None => Duration::from_secs(900),
+        };
         let max_series = match &self.max_series {
-            Some(max) if !(1..=50_000_000).contains(max.get_ref()) => {
-                return Err(at(
-                    max.span(),
-                    format!("{what}.max_series must be 1 to 50000000"),
-                ));
+            Some(max) => {
+                in_range(&format!("{what}.max_series"), max, 1..=50_000_000, "", at)? as usize
             }
-            Some(max) => *max.get_ref() as usize,
             None => 1_000_000,
         };
         let delivery = DeliverySection {
