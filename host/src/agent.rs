@@ -34,6 +34,9 @@ use crate::store::{HostStatus, PluginStatus, Storage, off_runtime};
 
 /// How often the status the CLI reads is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Shutdown waits for runs in flight up to the site's deadline cap plus
+/// this (the async timeout a run gets past its deadline is 200 ms).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Tunables that tests shorten.
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +245,8 @@ pub async fn run_as(
     ));
     {
         let registry = registry.clone();
-        tokio::task::spawn_blocking(move || registry.rescan()).await?;
+        // Cached plugins load now; the rest compile in the background.
+        tokio::task::spawn_blocking(move || registry.start_rescan()).await?;
     }
     let _watcher = watcher::watch(registry.clone(), settings.watch)?;
 
@@ -270,6 +274,7 @@ pub async fn run_as(
         stats: stats.clone(),
         resources_changed: resources_changed.clone(),
         expired: expired_tx,
+        resources: site.resources.clone(),
     });
     let scheduler = Scheduler::new(
         registry.clone(),
@@ -281,6 +286,7 @@ pub async fn run_as(
             max_concurrent_runs: site.max_concurrent_runs as usize,
             max_runs_per_plugin: site.max_runs_per_plugin as usize,
             housekeeping: settings.housekeeping,
+            shutdown_wait: site.limit_caps.deadline + SHUTDOWN_GRACE,
         },
         // The executor notifies it when discovery adds resources.
         resources_changed,

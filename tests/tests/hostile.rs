@@ -24,6 +24,9 @@ struct Attack {
     behaviour: &'static str,
     /// Extra `[sandbox]` settings for this attack.
     sandbox: &'static [(&'static str, &'static str)],
+    /// Entries of 1,000-byte metadata on the polled resource (the most
+    /// discovery may attach is 16 of them).
+    fat_resource: usize,
     check: fn(&RunReport),
 }
 
@@ -66,6 +69,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "infinite-loop",
         sandbox: &[("deadline", "1s")],
+        fat_resource: 0,
         check: |r| {
             assert!(
                 matches!(trap(r), TrapReason::Deadline { limit } if *limit == Duration::from_secs(1)),
@@ -77,6 +81,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "infinite-loop",
         sandbox: &[("deadline", "30s"), ("fuel", "50000000")],
+        fat_resource: 0,
         check: |r| {
             assert!(
                 matches!(trap(r), TrapReason::OutOfFuel { limit: 50_000_000 }),
@@ -89,6 +94,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "allocate-1gib",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| match trap(r) {
             TrapReason::MemoryLimit { requested, limit } => {
                 assert!(*requested >= 1 << 30, "requested {requested}");
@@ -101,22 +107,88 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "recursion",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| assert_eq!(trap(r), &TrapReason::StackOverflow),
     },
     Attack {
         behaviour: "output-100mb",
         sandbox: &[("memory", "256MiB")],
+        fat_resource: 0,
+        // Stopped while being copied out: the host never holds the 100 MB.
+        check: |r| match &r.outcome {
+            RunOutcome::OutputRejected(RejectReason::LiftLimit { limit }) => {
+                assert_eq!(*limit, 4 << 20);
+            }
+            other => panic!("expected output refused while lifting, got {other}"),
+        },
+    },
+    Attack {
+        behaviour: "aliased-strings",
+        sandbox: &[],
+        fat_resource: 0,
+        // 200 strings aliasing one 1 MiB guest buffer: 200 MiB if each
+        // were copied; the copy budget counts every one.
+        check: |r| match &r.outcome {
+            RunOutcome::OutputRejected(RejectReason::LiftLimit { limit }) => {
+                assert_eq!(*limit, 4 << 20);
+                assert!(r.peak_memory <= 64 << 20);
+            }
+            other => panic!("expected output refused while lifting, got {other}"),
+        },
+    },
+    Attack {
+        behaviour: "many-groups",
+        sandbox: &[],
+        fat_resource: 16,
+        // 1,000 tiny groups (~100 KB) for a resource with 16 KB of
+        // metadata: the copies the host would make are charged first.
         check: |r| match &r.outcome {
             RunOutcome::OutputRejected(RejectReason::TooLarge { bytes, limit }) => {
-                assert!(*bytes >= 100 << 20, "bytes {bytes}");
+                assert!(*bytes > 16_000_000, "bytes {bytes}");
                 assert_eq!(*limit, 4 << 20);
             }
             other => panic!("expected output rejected as too large, got {other}"),
         },
     },
     Attack {
+        behaviour: "label-bomb",
+        sandbox: &[],
+        fat_resource: 0,
+        // 7 KB of labels on 1,000 metrics: 7 MB of /metrics text.
+        check: |r| match &r.outcome {
+            RunOutcome::OutputRejected(RejectReason::TooLarge { bytes, limit }) => {
+                assert!(*bytes > 7_000_000, "bytes {bytes}");
+                assert_eq!(*limit, 4 << 20);
+            }
+            other => panic!("expected output rejected as too large, got {other}"),
+        },
+    },
+    Attack {
+        behaviour: "duplicate-dimensions",
+        sandbox: &[],
+        fat_resource: 0,
+        check: |r| match &r.outcome {
+            RunOutcome::OutputRejected(RejectReason::Invalid(message)) => {
+                assert!(message.contains("20000 dimensions, limit 64"), "{message}")
+            }
+            other => panic!("expected output rejected for its dimensions, got {other}"),
+        },
+    },
+    Attack {
+        behaviour: "reserved-group",
+        sandbox: &[],
+        fat_resource: 0,
+        check: |r| match &r.outcome {
+            RunOutcome::OutputRejected(RejectReason::Invalid(message)) => {
+                assert!(message.contains("reserved for vigil"), "{message}")
+            }
+            other => panic!("expected output rejected for its name, got {other}"),
+        },
+    },
+    Attack {
         behaviour: "log-flood",
         sandbox: &[("max_log_lines", "50"), ("max_host_calls", "20000")],
+        fat_resource: 0,
         check: |r| {
             assert_eq!(trap(r), &TrapReason::HostCallQuota { limit: 20_000 });
             assert_eq!(r.log.len(), 50, "kept lines");
@@ -137,6 +209,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "panic",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| match trap(r) {
             TrapReason::Panic {
                 message: Some(message),
@@ -152,6 +225,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "read-passwd",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| {
             let result = dimension(probe(r), "result");
             assert!(
@@ -163,6 +237,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "tcp-connect",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| {
             let result = dimension(probe(r), "result");
             assert!(
@@ -174,6 +249,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "environment",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| {
             let group = probe(r);
             assert_eq!(dimension(group, "vars"), "", "environment leaked");
@@ -184,6 +260,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "kv-exhaust",
         sandbox: &[("kv_quota", "64KiB")],
+        fat_resource: 0,
         check: |r| {
             let group = probe(r);
             assert!(
@@ -201,6 +278,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "invalid-utf8",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| match &r.outcome {
             RunOutcome::OutputRejected(RejectReason::Invalid(message)) => {
                 assert!(message.contains("UTF-8"), "{message}")
@@ -211,6 +289,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "bad-metric-name",
         sandbox: &[],
+        fat_resource: 0,
         check: |r| match &r.outcome {
             RunOutcome::OutputRejected(RejectReason::Invalid(message)) => {
                 assert!(message.contains("metric name"), "{message}")
@@ -221,6 +300,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         behaviour: "sleep-forever",
         sandbox: &[("deadline", "1s")],
+        fat_resource: 0,
         check: |r| {
             assert!(
                 matches!(trap(r), TrapReason::Deadline { .. }),
@@ -324,7 +404,11 @@ async fn hostile_plugins_end_in_their_outcome_while_a_good_plugin_keeps_its_sche
         let sandbox = sandbox.clone();
         let plugin = plugin.clone();
         async move {
-            let resource = Resource::named(&format!("victim-{}", attack.behaviour), "127.0.0.1");
+            let mut resource =
+                Resource::named(&format!("victim-{}", attack.behaviour), "127.0.0.1");
+            resource.metadata = (0..attack.fat_resource)
+                .map(|i| (format!("key{i}"), "m".repeat(1000)))
+                .collect();
             let report = poll(&sandbox, &plugin, &resource).await;
             (attack, plugin, report)
         }
@@ -366,7 +450,13 @@ async fn hostile_plugins_end_in_their_outcome_while_a_good_plugin_keeps_its_sche
         .find(|(a, _, _)| a.behaviour == "kv-exhaust")
         .expect("kv attack")
         .1;
-    assert!(sandbox.kv().usage(&kv_plugin.manifest.name) <= 64 << 10);
+    assert!(
+        sandbox
+            .kv()
+            .usage(&kv_plugin.manifest.name)
+            .expect("kv usage")
+            <= 64 << 10
+    );
 
     // The good plugin kept its schedule: it ran all along, and no gap
     // between two of its runs came near the attackers' one-second deadlines.

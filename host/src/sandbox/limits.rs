@@ -33,6 +33,12 @@ pub struct Limits {
     pub kv_quota: u64,
     /// Calls into vigil's host imports per run.
     pub max_host_calls: u64,
+    /// Records one run may return: metrics groups, resources or enrichment
+    /// groups.
+    pub max_groups: u64,
+    /// Live resources a discovery plugin may own at once; new resources
+    /// past it are refused and counted.
+    pub max_resources: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +139,26 @@ pub static LIMITS: &[LimitSpec] = &[
         get: |l| Some(l.max_host_calls),
         set: |l, v| l.max_host_calls = v,
     },
+    LimitSpec {
+        key: "max_groups",
+        unit: LimitUnit::Count,
+        // 10,000 covers a chassis with every interface polled in one run
+        // (the largest recording here has 1,200).
+        default: Some(10_000),
+        cap: 1_000_000,
+        doc: "metrics groups, resources or enrichment groups one run may return",
+        get: |l| Some(l.max_groups),
+        set: |l, v| l.max_groups = v,
+    },
+    LimitSpec {
+        key: "max_resources",
+        unit: LimitUnit::Count,
+        default: Some(10_000),
+        cap: 1_000_000,
+        doc: "live resources one discovery plugin may own",
+        get: |l| Some(l.max_resources),
+        set: |l, v| l.max_resources = v,
+    },
 ];
 
 impl LimitSpec {
@@ -196,6 +222,8 @@ impl Limits {
             max_log_lines: 0,
             kv_quota: 0,
             max_host_calls: 0,
+            max_groups: 0,
+            max_resources: 0,
         };
         for spec in LIMITS {
             if let Some(default) = spec.default {

@@ -18,11 +18,13 @@ pub mod limits;
 pub mod outcome;
 pub mod validate;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -280,16 +282,32 @@ impl Sandbox {
     /// Loads the manifest's component (from the cache when possible) and
     /// checks that it exports the world of its declared kind and imports
     /// nothing the host does not provide.
+    ///
+    /// The module is read through one opened handle that must be a regular
+    /// file within `plugins.max_module_size`.
     pub fn prepare(&self, manifest: Arc<PluginManifest>) -> anyhow::Result<PreparedPlugin> {
-        let bytes = std::fs::read(&manifest.module)
-            .with_context(|| format!("reading {}", manifest.module.display()))?;
+        let bytes = cache::read_regular_file(
+            &manifest.module,
+            manifest.loading.max_module_size,
+            "plugins.max_module_size",
+        )?;
         let wasm_sha256 = sha256_hex(&bytes);
         self.prepare_component(manifest, &bytes, wasm_sha256)
+    }
+
+    /// The precompiled-component cache (the plugin registry prunes it).
+    pub fn artifact_cache(&self) -> &ArtifactCache {
+        &self.cache
     }
 
     /// [`Sandbox::prepare`] for a caller that has already read the
     /// manifest's module and hashed it (the registry, which fingerprints
     /// files to spot changes).
+    ///
+    /// The component's code is measured against the manifest's
+    /// [`cache::LoadLimits`] before anything is compiled; compiling (when
+    /// the component is not cached) can take seconds, so call this off the
+    /// async runtime.
     pub fn prepare_component(
         &self,
         manifest: Arc<PluginManifest>,
@@ -297,6 +315,9 @@ impl Sandbox {
         wasm_sha256: String,
     ) -> anyhow::Result<PreparedPlugin> {
         let module = &manifest.module;
+        cache::check_compile_cost(bytes, &manifest.loading).map_err(|e| {
+            anyhow::anyhow!("{}: {e} (plugin {:?})", module.display(), manifest.name)
+        })?;
         let (component, cache) = self
             .cache
             .load(&self.engine, bytes, &wasm_sha256)
@@ -394,7 +415,15 @@ impl Sandbox {
                 Some(SnmpRun::new(self.snmp.clone(), resource.clone(), options));
         }
         let call = call_plugin(&mut store, &plugin.pre, input);
-        let result = tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await;
+        // A panic in a host import (or in a library it calls) must end this
+        // run only: it unwinds to here, becomes a trap, and the store and
+        // instance are dropped with the report.
+        let guarded = AssertUnwindSafe(call).catch_unwind();
+        let result = match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, guarded).await {
+            Ok(Err(panic)) => Ok(Err(CallError::HostPanic(panic_text(panic.as_ref())))),
+            Ok(Ok(result)) => Ok(result),
+            Err(elapsed) => Err(elapsed),
+        };
 
         let fuel_left = store.get_fuel().unwrap_or(0);
         report.fuel_consumed = fuel - fuel_left;
@@ -413,6 +442,10 @@ impl Sandbox {
                 classify_error(e, state, &limits, &report.stderr, true)
             }
             Ok(Err(CallError::Call(e))) => classify_error(e, state, &limits, &report.stderr, false),
+            Ok(Err(CallError::HostPanic(message))) => {
+                tracing::error!(plugin = %report.plugin, "a host call panicked: {message}");
+                RunOutcome::Trap(TrapReason::HostPanic(message))
+            }
             Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
             Ok(Ok(Ok(output))) => accept_output(output, &limits, polled.as_ref()),
         };
@@ -453,6 +486,11 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Bytes the host copies out of the guest per call (results of the
+        // export included) stop at max_output while they are being lifted:
+        // a hundred strings aliasing one 1 MiB buffer cost 100 MiB of
+        // budget, not 1 MiB, so aliasing cannot multiply host memory.
+        store.set_hostcall_fuel(usize::try_from(limits.max_output).unwrap_or(usize::MAX));
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
             .map_err(|e| anyhow::anyhow!("setting fuel: {e:#}"))?;
@@ -567,7 +605,7 @@ fn accept_output(
     limits: &limits::Limits,
     polled: Option<&Resource>,
 ) -> RunOutcome {
-    match validate::check(&output, limits.max_output, polled) {
+    match validate::check(&output, limits, polled) {
         Ok(()) => {
             validate::adopt_resource(&mut output, polled);
             RunOutcome::Ok(output)
@@ -579,6 +617,16 @@ fn accept_output(
 enum CallError {
     Instantiate(wasmtime::Error),
     Call(wasmtime::Error),
+    HostPanic(String),
+}
+
+/// The message of a caught panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 type CallResult = Result<Result<RunOutput, crate::model::PluginError>, CallError>;
@@ -671,6 +719,10 @@ fn classify_error(
             limit: limits.max_host_calls,
         });
     }
+    // A backend behind a host import failed: the host's fault, named.
+    if let Some(failure) = error.downcast_ref::<crate::capabilities::kv::KvFailure>() {
+        return RunOutcome::HostFailure(failure.to_string());
+    }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         return RunOutcome::Trap(match trap {
             Trap::OutOfFuel => TrapReason::OutOfFuel {
@@ -687,6 +739,12 @@ fn classify_error(
         });
     }
     let message = format!("{error:#}");
+    // wasmtime's `HostcallFuelExhausted` is private; its text is stable.
+    if message.contains("fuel allocated for hostcalls has been exhausted") {
+        return RunOutcome::OutputRejected(RejectReason::LiftLimit {
+            limit: limits.max_output,
+        });
+    }
     if message.contains("utf-8") || message.contains("UTF-8") || message.contains("utf8") {
         return RunOutcome::OutputRejected(RejectReason::Invalid(format!(
             "invalid UTF-8 in output: {message}"
@@ -720,13 +778,33 @@ fn panic_message(stderr: &str) -> Option<String> {
 
 /// Refuses a component that imports a capability its ini does not ask for:
 /// it would only fail at run time, on the first call.
+///
+/// Interfaces are matched by package and name, whatever their version: the
+/// linker serves a semver-compatible import (`snmp@0.1.1`) with the host's
+/// `snmp@0.1.0`, so comparing whole strings would let it through.
 fn check_capability_imports(imports: &[String], manifest: &PluginManifest) -> anyhow::Result<()> {
-    const SNMP: &str = "vigil:plugin/snmp@0.1.0";
-    if imports.iter().any(|i| i == SNMP) && !manifest.grants.snmp {
-        anyhow::bail!(
-            "the component imports {SNMP}, but {} does not ask for it: add `snmp = yes` under [capabilities] (and allow it in the site config)",
-            manifest.path.display()
-        );
+    /// (package, interface, capability, granted?) for every host interface
+    /// that needs a grant.
+    type Granted = fn(&PluginManifest) -> bool;
+    const NEEDS_GRANT: &[(&str, &str, &str, Granted)] =
+        &[("vigil:plugin", "snmp", "snmp", |m| m.grants.snmp)];
+    for import in imports {
+        // `namespace:package/interface@version`; the version is optional.
+        let unversioned = import.split_once('@').map_or(import.as_str(), |(name, _)| name);
+        let Some((package, interface)) = unversioned.split_once('/') else {
+            continue;
+        };
+        for (grant_package, grant_interface, capability, granted) in NEEDS_GRANT {
+            if package.eq_ignore_ascii_case(grant_package)
+                && interface.eq_ignore_ascii_case(grant_interface)
+                && !granted(manifest)
+            {
+                anyhow::bail!(
+                    "the component imports {import}, but {} does not ask for it: add `{capability} = yes` under [capabilities] (and allow it in the site config)",
+                    manifest.path.display()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -49,6 +49,10 @@ pub enum TrapReason {
     Panic { message: Option<String> },
     /// The plugin made more host-import calls than its quota.
     HostCallQuota { limit: u64 },
+    /// A host import panicked while serving the plugin (a host bug, or a
+    /// library that panics on input the host failed to validate). The run
+    /// ends here; the host and every other run carry on.
+    HostPanic(String),
     /// Any other trap (out-of-bounds access, bad conversion...).
     Fault(String),
 }
@@ -57,6 +61,10 @@ pub enum TrapReason {
 pub enum RejectReason {
     /// The output's encoded size is over `[sandbox] max_output`.
     TooLarge { bytes: u64, limit: u64 },
+    /// Copying the output out of the sandbox was stopped at `[sandbox]
+    /// max_output` bytes (strings and lists are counted as they are lifted,
+    /// so aliased buffers cannot multiply what the host allocates).
+    LiftLimit { limit: u64 },
     /// The output breaks the schema (bad names, wrong resource, invalid
     /// UTF-8, non-finite numbers...).
     Invalid(String),
@@ -70,7 +78,9 @@ impl RunOutcome {
             RunOutcome::Ok(_) => "ok",
             RunOutcome::PluginError(_) => "plugin_error",
             RunOutcome::Trap(reason) => reason.label(),
-            RunOutcome::OutputRejected(RejectReason::TooLarge { .. }) => "rejected.too_large",
+            RunOutcome::OutputRejected(
+                RejectReason::TooLarge { .. } | RejectReason::LiftLimit { .. },
+            ) => "rejected.too_large",
             RunOutcome::OutputRejected(RejectReason::Invalid(_)) => "rejected.invalid",
             RunOutcome::HostFailure(_) => "host_failure",
         }
@@ -91,6 +101,7 @@ impl TrapReason {
             TrapReason::StackOverflow => "trap.stack_overflow",
             TrapReason::Panic { .. } => "trap.panic",
             TrapReason::HostCallQuota { .. } => "trap.host_call_quota",
+            TrapReason::HostPanic(_) => "trap.host_panic",
             TrapReason::Fault(_) => "trap.fault",
         }
     }
@@ -131,6 +142,7 @@ impl fmt::Display for TrapReason {
             TrapReason::HostCallQuota { limit } => {
                 write!(f, "host-call quota of {limit} calls exceeded")
             }
+            TrapReason::HostPanic(m) => write!(f, "a host call panicked: {m}"),
             TrapReason::Fault(m) => write!(f, "fault: {m}"),
         }
     }
@@ -142,6 +154,10 @@ impl fmt::Display for RejectReason {
             RejectReason::TooLarge { bytes, limit } => {
                 write!(f, "too large: {bytes} bytes, limit {limit}")
             }
+            RejectReason::LiftLimit { limit } => write!(
+                f,
+                "too large: copying it out of the sandbox passed the limit of {limit} bytes"
+            ),
             RejectReason::Invalid(m) => write!(f, "invalid: {m}"),
         }
     }

@@ -1,8 +1,35 @@
 //! Checks on what a plugin returns, before anything downstream sees it:
-//! a size budget first (cheap, and it bounds everything after), then the
-//! schema rules that keep sinks safe (names that are valid identifiers in
-//! every backend, bounded values, finite numbers, and metrics only for the
-//! resource that was polled).
+//! counts and a size budget first (cheap, and they bound everything
+//! after), then the schema rules that keep sinks safe (names that are valid
+//! identifiers in every backend, bounded values, finite numbers, and
+//! metrics only for the resource that was polled).
+//!
+//! # Amplification
+//!
+//! The size budget (`[sandbox] max_output`) is charged with what the
+//! *host* will hold and write for an output, not only with what the plugin
+//! sent, so no input can make the host do much more work than it paid for:
+//!
+//! * every metrics group is charged the host's record of the polled
+//!   resource, which replaces the plugin's copy in each group (a resource
+//!   with 16 KiB of metadata times 1,000 groups of 100 bytes is 16 MB, and
+//!   is refused at the default 4 MiB instead of being built);
+//! * every metric is charged the group's label set once more, because the
+//!   Prometheus exposition repeats the labels on every sample (one group
+//!   with 1 MB of dimensions and 2,000 metrics would render 2 GB);
+//! * the counts that drive per-record work have ceilings of their own
+//!   ([`MAX_DIMENSIONS`], [`MAX_METRICS`], [`MAX_LABEL_BYTES`],
+//!   [`MAX_METADATA_ENTRIES`], [`MAX_METADATA_BYTES`], [`MAX_SETS`],
+//!   [`MAX_SET_VALUES`] and the `max_groups` limit).
+//!
+//! Lifting is bounded separately, while it happens: the sandbox sets
+//! wasmtime's per-call copy budget to `max_output`, so strings aliasing one
+//! guest buffer cannot be multiplied into host memory before this check.
+//! With both, host bytes per output stay within about 2x `max_output`
+//! (the lifted copy plus the charged renderings); `tests/tests/hostile.rs`
+//! and the accept-path property test measure it.
+
+use std::collections::HashSet;
 
 use super::outcome::{RejectReason, RunOutput};
 use crate::model::{
@@ -12,39 +39,76 @@ use crate::model::{
 pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_VALUE_BYTES: usize = 1024;
 pub const MAX_ID_BYTES: usize = 256;
+/// Dimensions in one metrics group (Panoptes' interface group has 10).
+pub const MAX_DIMENSIONS: usize = 64;
+/// Metrics in one metrics group (Panoptes' interface group has 22).
+pub const MAX_METRICS: usize = 1024;
+/// Bytes of dimension names and values in one metrics group: the label set
+/// every series of the group carries.
+pub const MAX_LABEL_BYTES: usize = 8 << 10;
+/// Metadata entries on one resource.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Bytes of metadata keys and values on one resource.
+pub const MAX_METADATA_BYTES: usize = 16 << 10;
+/// Sets (keys) in one enrichment group: an interface enrichment has one set
+/// per interface (the largest recording here has about 1,200).
+pub const MAX_SETS: usize = 100_000;
+/// Values in one enrichment set.
+pub const MAX_SET_VALUES: usize = 256;
+/// Group types, enrichment namespaces and metric-name prefixes vigil keeps
+/// for its own series (`vigil_plugin_runs_total`...).
+pub const RESERVED_PREFIX: &str = "vigil";
 
-/// Approximate encoded size of an output, in bytes: string bytes plus a
-/// fixed cost per number and per record.
+fn resource_size(r: &Resource) -> u64 {
+    let strings = [
+        &r.id,
+        &r.site,
+        &r.endpoint,
+        &r.class,
+        &r.subclass,
+        &r.type_,
+        &r.creation_plugin,
+    ];
+    strings.iter().map(|s| s.len() as u64).sum::<u64>()
+        + r.metadata
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64 + 8)
+            .sum::<u64>()
+        + 32
+}
+
+fn label_bytes(g: &MetricsGroup) -> u64 {
+    g.dimensions
+        .iter()
+        .map(|d| (d.name.len() + d.value.len()) as u64 + 8)
+        .sum()
+}
+
+/// Approximate encoded size of an output as the plugin sent it, in bytes:
+/// string bytes plus a fixed cost per number and per record.
 pub fn encoded_size(output: &RunOutput) -> u64 {
-    fn resource(r: &Resource) -> u64 {
-        let strings = [
-            &r.id,
-            &r.site,
-            &r.endpoint,
-            &r.class,
-            &r.subclass,
-            &r.type_,
-            &r.creation_plugin,
-        ];
-        strings.iter().map(|s| s.len() as u64).sum::<u64>()
-            + r.metadata
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64 + 8)
-                .sum::<u64>()
-            + 32
-    }
-    fn metrics(g: &MetricsGroup) -> u64 {
-        (g.group_type.len() + g.schema_version.len()) as u64
-            + resource(&g.resource)
-            + g.dimensions
-                .iter()
-                .map(|d| (d.name.len() + d.value.len()) as u64 + 8)
-                .sum::<u64>()
-            + g.metrics
-                .iter()
-                .map(|m| m.name.len() as u64 + 32)
-                .sum::<u64>()
-            + 32
+    charged_size(output, None)
+}
+
+/// What the host will hold and write for `output`: [`encoded_size`] plus,
+/// for metrics, the adopted resource per group and the label set per
+/// metric (see the module doc). Saturating: a hostile count cannot wrap.
+pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
+    let adopted = polled.map_or(0, resource_size);
+    fn metrics(g: &MetricsGroup, adopted: u64) -> u64 {
+        let labels = label_bytes(g);
+        let per_metric = g
+            .metrics
+            .iter()
+            .map(|m| m.name.len() as u64 + 32)
+            .fold(0u64, u64::saturating_add);
+        ((g.group_type.len() + g.schema_version.len()) as u64)
+            .saturating_add(resource_size(&g.resource))
+            .saturating_add(adopted)
+            .saturating_add(labels)
+            .saturating_add(per_metric)
+            .saturating_add((g.metrics.len() as u64).saturating_mul(labels))
+            .saturating_add(32)
     }
     fn enrichment(g: &EnrichmentGroup) -> u64 {
         g.namespace.len() as u64
@@ -75,11 +139,22 @@ pub fn encoded_size(output: &RunOutput) -> u64 {
                 .sum::<u64>()
     }
     match output {
-        RunOutput::Resources(r) => r.iter().map(resource).sum(),
-        RunOutput::Enrichments(e) => e.iter().map(enrichment).sum(),
-        RunOutput::Metrics(m) => m.iter().map(metrics).sum(),
+        RunOutput::Resources(r) => r.iter().map(resource_size).fold(0, u64::saturating_add),
+        RunOutput::Enrichments(e) => e.iter().map(enrichment).fold(0, u64::saturating_add),
+        RunOutput::Metrics(m) => m
+            .iter()
+            .map(|g| metrics(g, adopted))
+            .fold(0, u64::saturating_add),
         RunOutput::Analysis(a) => analysis(a),
     }
+}
+
+/// Whether `name` is one vigil keeps for itself (`vigil`, `vigil_*`).
+pub fn reserved_name(name: &str) -> bool {
+    name == RESERVED_PREFIX
+        || name
+            .strip_prefix(RESERVED_PREFIX)
+            .is_some_and(|rest| rest.starts_with('_'))
 }
 
 /// `[a-z_][a-z0-9_]*`, at most [`MAX_NAME_BYTES`]: valid as an InfluxDB
@@ -114,14 +189,26 @@ fn valid_id(text: &str) -> bool {
 /// resource the run was for (enrichment and polling).
 pub fn check(
     output: &RunOutput,
-    max_output: u64,
+    limits: &super::limits::Limits,
     polled: Option<&Resource>,
 ) -> Result<(), RejectReason> {
-    let bytes = encoded_size(output);
-    if bytes > max_output {
+    let records = match output {
+        RunOutput::Resources(r) => r.len(),
+        RunOutput::Enrichments(e) => e.len(),
+        RunOutput::Metrics(m) => m.len(),
+        RunOutput::Analysis(a) => a.findings.len(),
+    } as u64;
+    if records > limits.max_groups {
+        return Err(RejectReason::Invalid(format!(
+            "{records} records returned, limit {} ([sandbox] max_groups)",
+            limits.max_groups
+        )));
+    }
+    let bytes = charged_size(output, polled);
+    if bytes > limits.max_output {
         return Err(RejectReason::TooLarge {
             bytes,
-            limit: max_output,
+            limit: limits.max_output,
         });
     }
     let invalid = |m: String| Err(RejectReason::Invalid(m));
@@ -147,6 +234,15 @@ pub fn check(
                         ));
                     }
                 }
+                if r.metadata.len() > MAX_METADATA_ENTRIES {
+                    return invalid(format!(
+                        "resource {i} ({}): {} metadata entries, limit {MAX_METADATA_ENTRIES}",
+                        r.id,
+                        r.metadata.len()
+                    ));
+                }
+                let mut metadata_bytes = 0usize;
+                let mut keys = HashSet::with_capacity(r.metadata.len());
                 for (key, value) in &r.metadata {
                     if !valid_metadata_key(key) || value.len() > MAX_VALUE_BYTES {
                         return invalid(format!(
@@ -154,6 +250,19 @@ pub fn check(
                             r.id
                         ));
                     }
+                    if !keys.insert(key.as_str()) {
+                        return invalid(format!(
+                            "resource {i} ({}): metadata key {key:?} appears twice",
+                            r.id
+                        ));
+                    }
+                    metadata_bytes += key.len() + value.len();
+                }
+                if metadata_bytes > MAX_METADATA_BYTES {
+                    return invalid(format!(
+                        "resource {i} ({}): {metadata_bytes} bytes of metadata, limit {MAX_METADATA_BYTES}",
+                        r.id
+                    ));
                 }
             }
         }
@@ -165,6 +274,19 @@ pub fn check(
                         g.namespace
                     ));
                 }
+                if reserved_name(&g.namespace) {
+                    return invalid(format!(
+                        "enrichment group {i}: namespace {:?} is reserved for vigil",
+                        g.namespace
+                    ));
+                }
+                if g.sets.len() > MAX_SETS {
+                    return invalid(format!(
+                        "enrichment group {i} ({}): {} sets, limit {MAX_SETS}",
+                        g.namespace,
+                        g.sets.len()
+                    ));
+                }
                 if g.ttl_seconds == 0 {
                     return invalid(format!(
                         "enrichment group {i} ({}): ttl_seconds must be at least 1",
@@ -172,6 +294,14 @@ pub fn check(
                     ));
                 }
                 for set in &g.sets {
+                    if set.values.len() > MAX_SET_VALUES {
+                        return invalid(format!(
+                            "enrichment group {i} ({}): {} values under key {:?}, limit {MAX_SET_VALUES}",
+                            g.namespace,
+                            set.values.len(),
+                            set.key
+                        ));
+                    }
                     if !valid_id(&set.key)
                         || set
                             .values
@@ -218,6 +348,12 @@ fn check_metrics_group(
             g.group_type
         ));
     }
+    if reserved_name(&g.group_type) {
+        return invalid(format!(
+            "group type {:?} is reserved for vigil's own series",
+            g.group_type
+        ));
+    }
     if g.schema_version != SCHEMA_VERSION {
         return invalid(format!(
             "schema version {:?}, expected {SCHEMA_VERSION:?}",
@@ -235,7 +371,26 @@ fn check_metrics_group(
             g.resource.id, polled.id
         ));
     }
+    if g.dimensions.len() > MAX_DIMENSIONS {
+        return invalid(format!(
+            "{} dimensions, limit {MAX_DIMENSIONS}",
+            g.dimensions.len()
+        ));
+    }
+    if g.metrics.len() > MAX_METRICS {
+        return invalid(format!("{} metrics, limit {MAX_METRICS}", g.metrics.len()));
+    }
+    let labels = label_bytes(g);
+    if labels > MAX_LABEL_BYTES as u64 {
+        return invalid(format!(
+            "{labels} bytes of dimensions, limit {MAX_LABEL_BYTES}"
+        ));
+    }
+    let mut names = HashSet::with_capacity(g.dimensions.len());
     for d in &g.dimensions {
+        if !names.insert(d.name.as_str()) {
+            return invalid(format!("dimension {:?} appears twice", d.name));
+        }
         if !valid_name(&d.name) {
             return invalid(format!(
                 "dimension name {:?} is not [a-z_][a-z0-9_]*",
@@ -253,9 +408,13 @@ fn check_metrics_group(
     if g.metrics.is_empty() {
         return invalid("no metrics".into());
     }
+    let mut metric_names = HashSet::with_capacity(g.metrics.len());
     for m in &g.metrics {
         if !valid_name(&m.name) {
             return invalid(format!("metric name {:?} is not [a-z_][a-z0-9_]*", m.name));
+        }
+        if !metric_names.insert(m.name.as_str()) {
+            return invalid(format!("metric {:?} appears twice", m.name));
         }
         if let MetricValue::Float(x) = m.value
             && !x.is_finite()
@@ -269,7 +428,22 @@ fn check_metrics_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, Metric, MetricType};
+    use crate::model::{Datetime, Dimension, EnrichmentSet, Metric, MetricType};
+    use crate::sandbox::limits::Limits;
+
+    fn mib() -> Limits {
+        Limits {
+            max_output: 1 << 20,
+            ..Limits::builtin_defaults()
+        }
+    }
+
+    fn rejected(output: &RunOutput, limits: &Limits, polled: Option<&Resource>) -> String {
+        match check(output, limits, polled) {
+            Err(RejectReason::Invalid(m)) => m,
+            other => panic!("expected an invalid output, got {other:?}"),
+        }
+    }
 
     fn group(resource: &Resource, metric: &str, value: MetricValue) -> MetricsGroup {
         MetricsGroup {
@@ -312,24 +486,188 @@ mod tests {
     fn metrics_rules() {
         let r = Resource::named("r1", "127.0.0.1");
         let ok = RunOutput::Metrics(vec![group(&r, "bits_in", MetricValue::Unsigned(5))]);
-        assert_eq!(check(&ok, 1 << 20, Some(&r)), Ok(()));
+        assert_eq!(check(&ok, &mib(), Some(&r)), Ok(()));
         // Hostile dimension values are data, not names: allowed.
         let bad = RunOutput::Metrics(vec![group(&r, "bits in", MetricValue::Unsigned(5))]);
         assert!(
-            matches!(check(&bad, 1 << 20, Some(&r)), Err(RejectReason::Invalid(m)) if m.contains("bits in"))
+            matches!(check(&bad, &mib(), Some(&r)), Err(RejectReason::Invalid(m)) if m.contains("bits in"))
         );
         let nan = RunOutput::Metrics(vec![group(&r, "x", MetricValue::Float(f64::NAN))]);
         assert!(matches!(
-            check(&nan, 1 << 20, Some(&r)),
+            check(&nan, &mib(), Some(&r)),
             Err(RejectReason::Invalid(_))
         ));
         let other = Resource::named("r2", "127.0.0.2");
         assert!(
-            matches!(check(&ok, 1 << 20, Some(&other)), Err(RejectReason::Invalid(m)) if m.contains("not the resource"))
+            matches!(check(&ok, &mib(), Some(&other)), Err(RejectReason::Invalid(m)) if m.contains("not the resource"))
         );
         assert!(matches!(
-            check(&ok, 10, Some(&r)),
+            check(
+                &ok,
+                &Limits {
+                    max_output: 10,
+                    ..mib()
+                },
+                Some(&r)
+            ),
             Err(RejectReason::TooLarge { limit: 10, .. })
         ));
+    }
+
+    #[test]
+    fn counts_have_ceilings() {
+        let r = Resource::named("r1", "127.0.0.1");
+        let one = group(&r, "bits_in", MetricValue::Unsigned(5));
+        let limits = Limits {
+            max_groups: 3,
+            ..mib()
+        };
+        let four = RunOutput::Metrics(vec![one.clone(); 4]);
+        assert!(rejected(&four, &limits, Some(&r)).contains("4 records returned, limit 3"));
+        let three = RunOutput::Metrics(vec![one.clone(); 3]);
+        assert_eq!(check(&three, &limits, Some(&r)), Ok(()));
+
+        let mut wide = one.clone();
+        wide.dimensions = (0..=MAX_DIMENSIONS)
+            .map(|i| Dimension {
+                name: format!("d{i}"),
+                value: "v".into(),
+            })
+            .collect();
+        let m = rejected(&RunOutput::Metrics(vec![wide]), &mib(), Some(&r));
+        assert!(m.contains("65 dimensions, limit 64"), "{m}");
+
+        let mut twice = one.clone();
+        twice.dimensions.push(twice.dimensions[0].clone());
+        let m = rejected(&RunOutput::Metrics(vec![twice]), &mib(), Some(&r));
+        assert!(m.contains("appears twice"), "{m}");
+
+        let mut tall = one.clone();
+        tall.metrics = (0..=MAX_METRICS)
+            .map(|i| Metric {
+                name: format!("m{i}"),
+                ..one.metrics[0].clone()
+            })
+            .collect();
+        let m = rejected(&RunOutput::Metrics(vec![tall]), &mib(), Some(&r));
+        assert!(m.contains("1025 metrics, limit 1024"), "{m}");
+
+        let mut same = one.clone();
+        same.metrics.push(same.metrics[0].clone());
+        let m = rejected(&RunOutput::Metrics(vec![same]), &mib(), Some(&r));
+        assert!(m.contains("metric \"bits_in\" appears twice"), "{m}");
+
+        let mut heavy = one.clone();
+        heavy.dimensions = (0..9)
+            .map(|i| Dimension {
+                name: format!("d{i}"),
+                value: "v".repeat(1000),
+            })
+            .collect();
+        let m = rejected(&RunOutput::Metrics(vec![heavy]), &mib(), Some(&r));
+        assert!(m.contains("bytes of dimensions, limit 8192"), "{m}");
+    }
+
+    #[test]
+    fn vigil_names_are_reserved() {
+        let r = Resource::named("r1", "127.0.0.1");
+        for name in ["vigil", "vigil_plugin"] {
+            let mut g = group(&r, "runs_total", MetricValue::Unsigned(1));
+            g.group_type = name.into();
+            let m = rejected(&RunOutput::Metrics(vec![g]), &mib(), Some(&r));
+            assert!(m.contains("reserved"), "{m}");
+        }
+        // Only the prefix word is reserved.
+        let mut g = group(&r, "x", MetricValue::Unsigned(1));
+        g.group_type = "vigilance".into();
+        assert_eq!(
+            check(&RunOutput::Metrics(vec![g]), &mib(), Some(&r)),
+            Ok(())
+        );
+        let enrichment = RunOutput::Enrichments(vec![EnrichmentGroup {
+            namespace: "vigil_cache".into(),
+            ttl_seconds: 60,
+            sets: Vec::new(),
+        }]);
+        assert!(rejected(&enrichment, &mib(), Some(&r)).contains("reserved"));
+    }
+
+    #[test]
+    fn resource_metadata_is_bounded() {
+        let mut r = Resource::named("r1", "127.0.0.1");
+        r.metadata = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        let m = rejected(&RunOutput::Resources(vec![r.clone()]), &mib(), None);
+        assert!(m.contains("65 metadata entries, limit 64"), "{m}");
+        r.metadata = (0..20)
+            .map(|i| (format!("k{i}"), "v".repeat(1000)))
+            .collect();
+        let m = rejected(&RunOutput::Resources(vec![r.clone()]), &mib(), None);
+        assert!(m.contains("bytes of metadata, limit 16384"), "{m}");
+        r.metadata = vec![("k".into(), "a".into()), ("k".into(), "b".into())];
+        let m = rejected(&RunOutput::Resources(vec![r]), &mib(), None);
+        assert!(m.contains("appears twice"), "{m}");
+    }
+
+    #[test]
+    fn enrichment_sets_are_bounded() {
+        let r = Resource::named("r1", "127.0.0.1");
+        let set = EnrichmentSet {
+            key: "1".into(),
+            values: (0..=MAX_SET_VALUES)
+                .map(|i| (format!("k{i}"), "v".into()))
+                .collect(),
+        };
+        let output = RunOutput::Enrichments(vec![EnrichmentGroup {
+            namespace: "interface".into(),
+            ttl_seconds: 60,
+            sets: vec![set],
+        }]);
+        let m = rejected(&output, &mib(), Some(&r));
+        assert!(m.contains("257 values under key \"1\", limit 256"), "{m}");
+    }
+
+    /// The host's record of the polled resource replaces the plugin's copy
+    /// in every group, and every sample repeats the group's labels: both
+    /// are charged before anything is built.
+    #[test]
+    fn the_budget_is_charged_with_what_the_host_builds() {
+        let mut polled = Resource::named("r1", "127.0.0.1");
+        polled.metadata = (0..16)
+            .map(|i| (format!("k{i}"), "v".repeat(1000)))
+            .collect();
+        let tiny = Resource::named("r1", "");
+        let one = group(&tiny, "x", MetricValue::Unsigned(1));
+        let output = RunOutput::Metrics(vec![one.clone(); 1000]);
+        let sent = encoded_size(&output);
+        let charged = charged_size(&output, Some(&polled));
+        assert!(sent < 200_000, "sent {sent}");
+        assert!(charged > 16_000_000, "charged {charged}");
+        let limits = Limits {
+            max_output: 4 << 20,
+            ..mib()
+        };
+        assert!(matches!(
+            check(&output, &limits, Some(&polled)),
+            Err(RejectReason::TooLarge { bytes, limit }) if bytes == charged && limit == 4 << 20
+        ));
+
+        let mut labelled = one.clone();
+        labelled.dimensions = (0..7)
+            .map(|i| Dimension {
+                name: format!("d{i}"),
+                value: "v".repeat(1000),
+            })
+            .collect();
+        labelled.metrics = (0..1000)
+            .map(|i| Metric {
+                name: format!("m{i}"),
+                ..one.metrics[0].clone()
+            })
+            .collect();
+        let output = RunOutput::Metrics(vec![labelled]);
+        let labels = 7 * (2 + 1000 + 8);
+        assert!(charged_size(&output, None) >= 1000 * labels);
     }
 }

@@ -76,6 +76,10 @@ pub struct SchedulerSettings {
     /// How often expired resources are swept and the plan refreshed even
     /// without a change notification.
     pub housekeeping: Duration,
+    /// How long shutdown waits for runs in flight (each ends by its own
+    /// deadline, so the site's deadline cap plus a grace is enough); runs
+    /// still going after it are cancelled, counted and logged.
+    pub shutdown_wait: Duration,
 }
 
 pub struct Scheduler {
@@ -94,6 +98,23 @@ pub struct Scheduler {
     jobs: std::sync::atomic::AtomicUsize,
     /// Live resources by discovery plugin, at the last plan rebuild.
     by_discovery: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Turns true when shutdown gives up on runs still in flight: their
+    /// tasks drop the run (and with it the instance) at once.
+    cancel: watch::Sender<bool>,
+}
+
+/// Gives a job's claim back however its task ends: normally, cancelled at
+/// shutdown, or unwinding from a panic (a panic used to leave the job
+/// "still running" forever, so it was never scheduled again).
+struct ClaimGuard {
+    claims: Arc<dyn WorkClaims>,
+    key: JobKey,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        self.claims.release(&self.key);
+    }
 }
 
 struct Planned {
@@ -177,6 +198,7 @@ impl Scheduler {
             resources: std::sync::atomic::AtomicUsize::new(0),
             jobs: std::sync::atomic::AtomicUsize::new(0),
             by_discovery: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            cancel: watch::channel(false).0,
         })
     }
 
@@ -229,6 +251,15 @@ impl Scheduler {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
                         break;
                     }
+                    // A deleted discovery plugin's resources expire now.
+                    if let Ok(crate::plugin::RegistryEvent::Unloaded { name, path }) = &event
+                        && self.registry.get(name).is_none()
+                    {
+                        let expired = crate::store::expire_removed_plugin(&self.store, name, path).await;
+                        if !expired.is_empty() {
+                            self.runner.resources_expired(&expired);
+                        }
+                    }
                     self.replan(&mut plan, &mut heap, &mut generation).await;
                 }
                 _ = housekeeping.tick() => {
@@ -237,9 +268,48 @@ impl Scheduler {
                 }
             }
         }
-        // Drain: every permit back means every run has finished.
-        let permits = self.settings.max_concurrent_runs as u32;
-        let _all = self.pool.acquire_many(permits).await;
+        self.drain().await;
+    }
+
+    /// Stops starting runs and waits, at most `shutdown_wait`, for those in
+    /// flight. Closing the semaphores first matters: they are fair, so a
+    /// drain that queued behind thousands of waiting jobs (a plugin with
+    /// 200,000 resources) used to wait for all of them to run.
+    async fn drain(&self) {
+        self.pool.close();
+        for slots in self
+            .per_plugin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+        {
+            slots.close();
+        }
+        let total = self.settings.max_concurrent_runs;
+        let all_back = async {
+            while self.pool.available_permits() < total {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(self.settings.shutdown_wait, all_back)
+            .await
+            .is_err()
+        {
+            let left = self.runs_in_flight();
+            tracing::warn!(
+                runs = left,
+                waited = ?self.settings.shutdown_wait,
+                "runs still in flight at the end of the shutdown wait: cancelled, their output is lost"
+            );
+            self.cancel.send_replace(true);
+            // Cancelled tasks drop their permits as they unwind the run.
+            let cancelled = async {
+                while self.pool.available_permits() < total {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), cancelled).await;
+        }
     }
 
     async fn expire_resources(&self) {
@@ -403,20 +473,25 @@ impl Scheduler {
             }
             let (plugin, resource) = (planned.plugin.clone(), planned.resource.clone());
             let plugin_slots = self.plugin_slots(&key.plugin);
-            let (pool, runner, claims, coordinator) = (
+            let (pool, runner, coordinator) = (
                 self.pool.clone(),
                 self.runner.clone(),
-                self.claims.clone(),
                 self.coordinator.clone(),
             );
+            let claim = ClaimGuard {
+                claims: self.claims.clone(),
+                key: key.clone(),
+            };
+            let mut cancel = self.cancel.subscribe();
             tokio::spawn(async move {
+                let _claim = claim;
                 // The plugin's own cap first: a plugin whose runs all hang
-                // queues here without holding pool slots.
-                let (Ok(_plugin_slot), Ok(_slot)) = (
-                    plugin_slots.acquire_owned().await,
-                    pool.acquire_owned().await,
-                ) else {
-                    claims.release(&key);
+                // queues here without holding pool slots. Closed
+                // semaphores (shutdown) end the wait at once.
+                let Ok(_plugin_slot) = plugin_slots.acquire_owned().await else {
+                    return;
+                };
+                let Ok(_slot) = pool.acquire_owned().await else {
                     return;
                 };
                 let lease = match coordinator.lease(&key, due as f64 / 1000.0, interval).await {
@@ -428,7 +503,6 @@ impl Scheduler {
                             _ => "coordination_unavailable",
                         };
                         runner.skipped(&key, reason);
-                        claims.release(&key);
                         return;
                     }
                 };
@@ -439,9 +513,11 @@ impl Scheduler {
                     due: UNIX_EPOCH + Duration::from_millis(due),
                     lease: lease.clone(),
                 };
-                runner.run(job).await;
+                tokio::select! {
+                    () = runner.run(job) => {}
+                    _ = cancel.wait_for(|cancelled| *cancelled) => return,
+                }
                 lease.release().await;
-                claims.release(&key);
             });
         }
     }

@@ -9,6 +9,9 @@
 //! they observed in a `probe` metrics group instead of failing, so the test
 //! can assert on exactly what the plugin could see.
 
+mod amplify;
+mod snmp;
+
 use std::hint::black_box;
 use vigil_sdk::prelude::*;
 
@@ -36,6 +39,12 @@ impl Polling for Hostile {
             "kv-exhaust" => kv_exhaust(&resource),
             "invalid-utf8" => Ok(vec![invalid_utf8(&resource)]),
             "bad-metric-name" => Ok(vec![bad_metric_name(&resource)]),
+            "many-groups" => Ok(amplify::many_groups(&resource)),
+            "aliased-strings" => Ok(amplify::aliased_strings(&resource)),
+            "duplicate-dimensions" => Ok(amplify::duplicate_dimensions(&resource)),
+            "label-bomb" => Ok(amplify::label_bomb(&resource)),
+            "reserved-group" => Ok(amplify::reserved_group(&resource)),
+            "snmp-oid-bomb" | "snmp-get" | "snmp-flood" => snmp::run(&behaviour, &resource),
             "sleep-forever" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Ok(Vec::new())
