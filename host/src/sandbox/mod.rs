@@ -598,9 +598,10 @@ impl LiveInstance {
     }
 }
 
-/// Checks what a plugin returned (size, then schema) and, if it passes,
-/// puts the host's own record of the polled resource into its groups.
-fn accept_output(
+/// Checks what a plugin returned (counts and size, then schema) and, if it
+/// passes, puts the host's own record of the polled resource into its
+/// groups. Public for the accept-path property test.
+pub fn accept_output(
     mut output: RunOutput,
     limits: &limits::Limits,
     polled: Option<&Resource>,
