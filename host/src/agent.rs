@@ -113,7 +113,7 @@ async fn consume_bus(
     let sinks = Arc::new(tokio::sync::Mutex::new(outputs.open()?));
     let handler_sinks = sinks.clone();
     let group = format!("{}-sinks", site.name);
-    let report = kafka::consume(
+    let report = kafka::consume_batches(
         &kafka,
         &group,
         Topic::Processed,
@@ -122,7 +122,7 @@ async fn consume_bus(
             let sinks = handler_sinks.clone();
             async move {
                 let mut sinks = sinks.lock().await;
-                sinks.accept(batch);
+                sinks.accept_async(batch).await;
                 // Offsets are committed only once this returns Ok.
                 sinks.flush().await
             }

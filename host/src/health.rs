@@ -1,6 +1,10 @@
 //! vigil's own health, as numbers: plugin runs by outcome, run durations,
 //! start lateness, sandbox limit hits, fuel and memory, queue depths, every
-//! sink's buffer and drops, and resources by discovery plugin.
+//! sink's buffer and drops, each plugin's series and refused series in the
+//! sinks that budget them, and resources by discovery plugin.
+//!
+//! Every family here is named `vigil_*`; the sinks refuse collected
+//! families of that prefix, so what `/metrics` says about vigil is vigil's.
 //!
 //! [`Health::snapshot`] gathers them into one [`HealthSnapshot`]; the
 //! `/metrics` endpoint renders that snapshot and `vigil status` prints the
@@ -13,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::stats::{Histogram, PluginRunStats, RunStats};
 use crate::sinks::SinkProbes;
-use crate::sinks::buffer::SinkSnapshot;
+use crate::sinks::buffer::{PluginSeries, SinkSnapshot};
 use crate::sinks::exposition::{Exposition, Kind, SampleValue, render_labels};
 
 type Gauge = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -42,6 +46,10 @@ pub struct HealthSnapshot {
     pub sinks: Vec<SinkSnapshot>,
     pub queues: BTreeMap<String, u64>,
     pub inventory: Inventory,
+    /// Series and refused series per sink and plugin (sinks with series
+    /// budgets: Prometheus, Pushgateway).
+    #[serde(default)]
+    pub sink_plugins: Vec<PluginSeries>,
 }
 
 impl Health {
@@ -77,6 +85,7 @@ impl Health {
             started_at: self.started_at,
             plugins: self.runs.snapshot(),
             sinks: self.sinks.snapshots(),
+            sink_plugins: self.sinks.plugin_series(),
             queues: queues
                 .iter()
                 .map(|(name, depth)| (name.clone(), depth()))
@@ -250,6 +259,38 @@ impl HealthSnapshot {
                 doc.sample(
                     "vigil_sink_dropped_groups_total",
                     &render_labels(&[("sink", &s.name), ("kind", &s.kind), ("reason", why)]),
+                    SampleValue::Unsigned(*n),
+                );
+            }
+        }
+
+        doc.family(
+            "vigil_sink_series",
+            Kind::Gauge,
+            "Series a sink holds, by the plugin that produced them.",
+        );
+        for p in &self.sink_plugins {
+            doc.sample(
+                "vigil_sink_series",
+                &render_labels(&[("sink", &p.sink), ("kind", &p.kind), ("plugin", &p.plugin)]),
+                SampleValue::Unsigned(p.series),
+            );
+        }
+        doc.family(
+            "vigil_sink_dropped_series",
+            Kind::Counter,
+            "Series a sink refused, by producing plugin and reason.",
+        );
+        for p in &self.sink_plugins {
+            for (why, n) in &p.dropped {
+                doc.sample(
+                    "vigil_sink_dropped_series_total",
+                    &render_labels(&[
+                        ("sink", &p.sink),
+                        ("kind", &p.kind),
+                        ("plugin", &p.plugin),
+                        ("reason", why),
+                    ]),
                     SampleValue::Unsigned(*n),
                 );
             }

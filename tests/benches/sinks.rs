@@ -29,7 +29,7 @@ use vigil_host::sinks::exposition::{Exposition, Format, group_labels};
 use vigil_host::sinks::influxdb::{
     InfluxApi, InfluxSettings, InfluxWriter, Precision, write_group,
 };
-use vigil_host::sinks::prometheus::{Families, PrometheusSettings, SeriesRegistry};
+use vigil_host::sinks::prometheus::{Families, PrometheusSettings, SeriesLimits, SeriesRegistry};
 use vigil_host::transform::RateTransformer;
 use vigil_tests::metrics_servers::Influxd;
 
@@ -174,6 +174,10 @@ fn measure(
 }
 
 fn main() {
+    hostile();
+    if std::env::var_os("VIGIL_BENCH_HOSTILE_ONLY").is_some() {
+        return;
+    }
     let groups = env_count("VIGIL_BENCH_GROUPS", 100_000);
     println!(
         "{groups} interface groups per pass (22 metrics, 10 dimensions), one thread, transform included:"
@@ -226,6 +230,7 @@ fn main() {
 
     let registry = SeriesRegistry::new(PrometheusSettings {
         max_series: groups * 32,
+        max_series_per_plugin: groups * 32,
         ..PrometheusSettings::default()
     });
     let mut shared: Vec<SharedGroup> = Vec::new();
@@ -258,15 +263,19 @@ fn main() {
         &transformer,
         |batch| {
             // One group per device, rendered as the PUT body.
-            let mut per_device: Vec<Families> = (0..DEVICES).map(|_| Families::default()).collect();
+            let mut families = Families::default();
             let now = Instant::now();
-            for (i, group) in batch.iter().enumerate() {
+            let limits = SeriesLimits {
+                max_series: groups * 32,
+                max_series_per_plugin: groups * 32,
+            };
+            for group in batch {
                 let labels = group_labels(group, &["job", "instance"]);
-                per_device[i % DEVICES].accept(group, &labels, now, usize::MAX, None);
+                families.accept(group, "bench", &labels, now, limits);
             }
-            for families in &per_device {
+            for device in 0..DEVICES {
                 let mut doc = Exposition::new(Format::Text);
-                families.render(&mut doc);
+                families.render_resource(&format!("device-{device}"), &mut doc);
                 std::hint::black_box(doc.finish());
             }
         },
@@ -341,4 +350,138 @@ fn influxdb(groups: usize) {
         metrics,
         elapsed,
     });
+}
+
+/// One group of `n` dimensions all named `d` (values distinct), one metric.
+fn duplicate_dimensions(n: usize) -> MetricsGroup {
+    let at = Datetime {
+        seconds: 1_700_000_000,
+        nanoseconds: 0,
+    };
+    MetricsGroup {
+        group_type: "g".into(),
+        interval_seconds: 60,
+        creation_timestamp: at,
+        schema_version: "0.2".into(),
+        resource: Resource::named("r", "127.0.0.1"),
+        dimensions: (0..n)
+            .map(|i| Dimension {
+                name: "d".into(),
+                value: format!("{i}"),
+            })
+            .collect(),
+        metrics: vec![Metric {
+            name: "m".into(),
+            value: MetricValue::Signed(1),
+            type_: MetricType::Gauge,
+            creation_timestamp: at,
+        }],
+    }
+}
+
+/// The worst amplification shape: `metrics` one-letter-ish metrics over
+/// `dimensions` dimensions of 24-byte names and 200-byte values.
+fn wide_group(dimensions: usize, metrics: usize) -> MetricsGroup {
+    let at = Datetime {
+        seconds: 1_700_000_000,
+        nanoseconds: 0,
+    };
+    MetricsGroup {
+        group_type: "g".into(),
+        interval_seconds: 60,
+        creation_timestamp: at,
+        schema_version: "0.2".into(),
+        resource: Resource::named("r", "127.0.0.1"),
+        dimensions: (0..dimensions)
+            .map(|i| Dimension {
+                name: format!("dimension_{i:014}"),
+                value: format!("{i:0200}"),
+            })
+            .collect(),
+        metrics: (0..metrics)
+            .map(|i| Metric {
+                name: format!("m{i}"),
+                value: MetricValue::Signed(i as i64),
+                type_: MetricType::Gauge,
+                creation_timestamp: at,
+            })
+            .collect(),
+    }
+}
+
+/// Hostile shapes, printed before the throughput figures:
+/// * one group of `VIGIL_BENCH_DUPLICATES` (default 20,000; a
+///   comma-separated list for several) dimensions of the same name through
+///   each encoder's label renaming;
+/// * host bytes per plugin byte (Panoptes JSON of the group) of a wide
+///   group (64 dimensions of 224 bytes, 2,000 metrics) in the latest-value
+///   store (SQLite file growth), the Prometheus registry (live heap) and
+///   its `/metrics` page.
+fn hostile() {
+    let sizes: Vec<usize> = std::env::var("VIGIL_BENCH_DUPLICATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![20_000]);
+    for n in sizes {
+        let group = duplicate_dimensions(n);
+        let started = Instant::now();
+        let prometheus = group_labels(&group, &[]);
+        let prometheus_time = started.elapsed();
+        let started = Instant::now();
+        let pushgateway = group_labels(&group, &["job", "instance"]);
+        let pushgateway_time = started.elapsed();
+        let started = Instant::now();
+        let mut line = Vec::new();
+        let _ = write_group(&group, Precision::Seconds, &mut line);
+        let influx_time = started.elapsed();
+        println!(
+            "{n} dimensions named alike: Prometheus labels {prometheus_time:?} ({} bytes), \
+Pushgateway labels {pushgateway_time:?} ({} bytes), InfluxDB line {influx_time:?} ({} bytes)",
+            prometheus.len(),
+            pushgateway.len(),
+            line.len()
+        );
+    }
+
+    let group = wide_group(64, 2_000);
+    let input = vigil_host::pipeline::encode::encode_metrics_group(&group).len();
+    let shared: Vec<SharedGroup> = vec![Arc::new(group)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vigil.db");
+    let file_bytes = |path: &std::path::Path| {
+        let wal = path.with_extension("db-wal");
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    };
+    let empty = {
+        let store = vigil_host::store::sqlite::SqliteStorage::open(&path).expect("store");
+        drop(store);
+        file_bytes(&path)
+    };
+    {
+        use vigil_host::store::Storage as _;
+        let store = vigil_host::store::sqlite::SqliteStorage::open(&path).expect("store");
+        store.store_latest(&shared).expect("store_latest");
+    }
+    let stored = file_bytes(&path) - empty;
+    println!(
+        "wide group (64 dimensions x 224 bytes, 2,000 metrics), {input} bytes of Panoptes JSON:"
+    );
+    println!(
+        "    latest-value store (SQLite): {stored} bytes, {:.2} per input byte",
+        stored as f64 / input as f64
+    );
+    let registry = SeriesRegistry::new(PrometheusSettings::default());
+    registry.accept(&shared);
+    // Label text once per label set plus one 40-byte sample per series
+    // (what `Families` holds; map overhead aside).
+    let held = registry.label_bytes() + 40 * registry.series();
+    let mut doc = Exposition::new(Format::Text);
+    registry.render(&mut doc);
+    let page = doc.finish().len();
+    println!(
+        "    Prometheus registry: {held} bytes held, {:.2} per input byte; /metrics page {page} bytes, {:.1} per input byte",
+        held as f64 / input as f64,
+        page as f64 / input as f64
+    );
 }

@@ -450,6 +450,7 @@ fn pushgateway_settings(
         password: None,
         stale_after,
         max_series: 1000,
+        max_series_per_plugin: 1000,
         delivery: DeliverySettings {
             buffer: 1000,
             delivery: Delivery {

@@ -18,6 +18,17 @@
 //! Resources are keyed by resource id and partitioned by librdkafka's
 //! partitioner on that key.
 //!
+//! # The producing plugin, in a header
+//!
+//! A metrics message published from a run ([`KafkaPublisher::publish_batch`],
+//! what [`run_publisher`] uses) carries one header, `vigil-plugin`: the
+//! name of the plugin that produced the group (UTF-8, at most
+//! [`MAX_PLUGIN_NAME`] bytes). The value stays Panoptes JSON, byte for
+//! byte, so consumers that ignore headers read the same messages as
+//! before; a consumer reading a message without the header (an older
+//! agent, another producer) attributes it to [`UNKNOWN_PLUGIN`]
+//! ([`consume_batches`]). The sinks use it to budget series per plugin.
+//!
 //! # Delivery: at least once, never blocking, with a bound
 //!
 //! [`KafkaPublisher`] wraps an idempotent librdkafka producer
@@ -94,14 +105,38 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
+use super::{Batch, MAX_PLUGIN_NAME, PluginName, UNKNOWN_PLUGIN};
 use crate::model::{MetricsGroup, Resource};
 pub use crate::pipeline::encode::decode_metrics_group;
 use crate::pipeline::encode::{encode_metrics_group, encode_resource};
+
+/// The header naming a metrics message's producing plugin.
+pub const PLUGIN_HEADER: &str = "vigil-plugin";
+
+/// The producing plugin a message's headers name: the first
+/// [`PLUGIN_HEADER`], if it is UTF-8 of at most [`MAX_PLUGIN_NAME`] bytes.
+pub fn plugin_header<H: Headers>(headers: Option<&H>) -> Option<PluginName> {
+    headers?
+        .iter()
+        .find(|header| header.key == PLUGIN_HEADER)
+        .and_then(|header| header.value)
+        .filter(|value| value.len() <= MAX_PLUGIN_NAME)
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(PluginName::from)
+}
+
+/// One header, `vigil-plugin: <plugin>`.
+fn plugin_headers(plugin: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: PLUGIN_HEADER,
+        value: Some(plugin.as_bytes()),
+    })
+}
 
 /// Partitions of each topic [`ensure_topics`] creates, by default.
 pub const DEFAULT_PARTITIONS: i32 = 3;
@@ -525,12 +560,23 @@ impl Shared {
     }
 }
 
+/// A message to publish.
+struct Outgoing<'a> {
+    partition: Option<i32>,
+    key: &'a [u8],
+    payload: &'a [u8],
+    /// Its producing plugin, for the [`PLUGIN_HEADER`] header.
+    plugin: Option<&'a str>,
+}
+
 /// A message waiting to be sent (again).
 struct Parked {
     topic: String,
     partition: Option<i32>,
     key: Vec<u8>,
     payload: Vec<u8>,
+    /// The `vigil-plugin` header's value, if it had one.
+    plugin: Option<PluginName>,
     /// When it was first published (ms since the publisher's epoch).
     first_ms: usize,
 }
@@ -703,6 +749,7 @@ impl ProducerContext for DeliveryContext {
                         partition: Some(message.partition()).filter(|p| *p >= 0),
                         key: message.key().unwrap_or_default().to_vec(),
                         payload: message.payload().unwrap_or_default().to_vec(),
+                        plugin: plugin_header(message.headers()),
                         first_ms,
                     });
                 } else {
@@ -811,21 +858,41 @@ impl KafkaPublisher {
     /// on its series' partition. Never blocks: when the buffer is full the
     /// group is dropped and counted (`buffer_full`).
     pub fn publish_metrics(&self, topic: Topic, groups: &[MetricsGroup]) -> PublishReport {
+        self.publish_groups(topic, groups.iter().map(|group| (None, group)))
+    }
+
+    /// [`publish_metrics`](KafkaPublisher::publish_metrics), each message
+    /// with its producing plugin in a [`PLUGIN_HEADER`] header (left out
+    /// for [`UNKNOWN_PLUGIN`]).
+    pub fn publish_batch(&self, topic: Topic, batch: &Batch) -> PublishReport {
+        self.publish_groups(
+            topic,
+            batch.iter().map(|(plugin, group)| {
+                let plugin = Some(&**plugin).filter(|p| *p != UNKNOWN_PLUGIN);
+                (plugin, group)
+            }),
+        )
+    }
+
+    fn publish_groups<'a>(
+        &self,
+        topic: Topic,
+        groups: impl Iterator<Item = (Option<&'a str>, &'a MetricsGroup)>,
+    ) -> PublishReport {
         let mut report = PublishReport::default();
         let name = &self.topics[topic.index()];
         let now = self.shared.now_ms() as usize;
-        for group in groups {
+        for (plugin, group) in groups {
             let payload = encode_metrics_group(group);
             let key = metrics_key(group);
             let partition = series_partition(group, self.settings.partitions);
-            self.enqueue(
-                name,
-                Some(partition),
-                key.as_bytes(),
-                &payload,
-                now,
-                &mut report,
-            );
+            let message = Outgoing {
+                partition: Some(partition),
+                key: key.as_bytes(),
+                payload: &payload,
+                plugin,
+            };
+            self.enqueue(name, message, now, &mut report);
         }
         self.warn_if_full(&report);
         report
@@ -840,14 +907,13 @@ impl KafkaPublisher {
         let now = self.shared.now_ms() as usize;
         for resource in resources {
             let payload = encode_resource(resource);
-            self.enqueue(
-                name,
-                None,
-                resource.id.as_bytes(),
-                &payload,
-                now,
-                &mut report,
-            );
+            let message = Outgoing {
+                partition: None,
+                key: resource.id.as_bytes(),
+                payload: &payload,
+                plugin: None,
+            };
+            self.enqueue(name, message, now, &mut report);
         }
         self.warn_if_full(&report);
         report
@@ -868,12 +934,16 @@ impl KafkaPublisher {
     fn enqueue(
         &self,
         topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: &[u8],
+        message: Outgoing<'_>,
         first_ms: usize,
         report: &mut PublishReport,
     ) {
+        let Outgoing {
+            partition,
+            key,
+            payload,
+            plugin,
+        } = message;
         let shared = &self.shared;
         loop {
             // While messages wait in the lot, or the producer is being
@@ -894,6 +964,7 @@ impl KafkaPublisher {
                         partition,
                         key: key.to_vec(),
                         payload: payload.to_vec(),
+                        plugin: plugin.map(PluginName::from),
                         first_ms,
                     };
                     if lot.hold {
@@ -920,6 +991,9 @@ impl KafkaPublisher {
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }
+            if let Some(plugin) = plugin {
+                record = record.headers(plugin_headers(plugin));
+            }
             let Err((error, _)) = producer.send(record) else {
                 report.enqueued += 1;
                 return;
@@ -934,6 +1008,7 @@ impl KafkaPublisher {
                     partition,
                     key: key.to_vec(),
                     payload: payload.to_vec(),
+                    plugin: plugin.map(PluginName::from),
                     first_ms,
                 });
                 report.enqueued += 1;
@@ -1161,6 +1236,9 @@ fn resend_parked(slot: &ProducerSlot, shared: &Shared) {
             if let Some(partition) = parked.partition {
                 record = record.partition(partition);
             }
+            if let Some(plugin) = &parked.plugin {
+                record = record.headers(plugin_headers(plugin));
+            }
             match producer.send(record) {
                 Ok(()) => {
                     shared.resent.fetch_add(1, Ordering::SeqCst);
@@ -1224,13 +1302,16 @@ fn expire_parked(shared: &Shared) {
 /// [`Topic::Processed`]) until every sender is gone, then waits up to
 /// [`CLOSE_FLUSH_TIMEOUT`] for what is still buffered. This is the sink
 /// stage of `vigil run` in Kafka mode. Returns the final counters.
-pub async fn run_publisher(
-    mut rx: mpsc::Receiver<Vec<MetricsGroup>>,
+/// Each batch's groups carry their producing plugin in a header
+/// ([`PLUGIN_HEADER`]); a `Vec<MetricsGroup>` is a batch of an unknown
+/// producer.
+pub async fn run_publisher<B: Into<Batch>>(
+    mut rx: mpsc::Receiver<B>,
     publisher: Arc<KafkaPublisher>,
     topic: Topic,
 ) -> PublisherStats {
     while let Some(batch) = rx.recv().await {
-        publisher.publish_metrics(topic, &batch);
+        publisher.publish_batch(topic, &batch.into());
     }
     let started = Instant::now();
     let flushed = publisher.flush(CLOSE_FLUSH_TIMEOUT).await;
@@ -1278,6 +1359,8 @@ struct Received {
     partition: i32,
     offset: i64,
     payload: Option<Vec<u8>>,
+    /// Its [`PLUGIN_HEADER`], if any.
+    plugin: Option<PluginName>,
 }
 
 /// Consumes `topic` as a member of consumer group `group_id` until
@@ -1301,10 +1384,35 @@ pub async fn consume<F, Fut>(
     topic: Topic,
     batch_max: usize,
     mut handler: F,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ConsumeReport>
 where
     F: FnMut(Vec<MetricsGroup>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    consume_batches(
+        settings,
+        group_id,
+        topic,
+        batch_max,
+        move |batch: Batch| handler(batch.into_parts().0),
+        shutdown,
+    )
+    .await
+}
+
+/// [`consume`], handing the handler each group with its producing plugin
+/// (from the [`PLUGIN_HEADER`] header; [`UNKNOWN_PLUGIN`] without one).
+pub async fn consume_batches<F, Fut>(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topic: Topic,
+    batch_max: usize,
+    mut handler: F,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<ConsumeReport>
+where
+    F: FnMut(Batch) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     settings.validate()?;
@@ -1369,6 +1477,7 @@ where
                     partition: message.partition(),
                     offset: message.offset(),
                     payload: message.payload().map(<[u8]>::to_vec),
+                    plugin: plugin_header(message.headers()),
                 });
             }
             Err(e) => {
@@ -1395,14 +1504,16 @@ where
             }
         }
 
-        let mut groups = Vec::with_capacity(batch.len());
+        let unknown = PluginName::from(UNKNOWN_PLUGIN);
+        let producer = |received: &Received| received.plugin.clone().unwrap_or(unknown.clone());
+        let mut groups = Batch::default();
         for received in &batch {
             let decoded = match &received.payload {
                 Some(payload) => decode_metrics_group(payload),
                 None => Err(anyhow::anyhow!("the message has no payload")),
             };
             match decoded {
-                Ok(group) => groups.push(group),
+                Ok(group) => groups.push(producer(received), group),
                 Err(e) => {
                     report.undecodable += 1;
                     // A topic full of something else would flood the log:
@@ -1434,11 +1545,17 @@ where
             loop {
                 // A retry decodes the batch again rather than keeping a copy.
                 let groups = offer.take().unwrap_or_else(|| {
-                    batch
-                        .iter()
-                        .filter_map(|r| r.payload.as_deref())
-                        .filter_map(|p| decode_metrics_group(p).ok())
-                        .collect()
+                    let mut groups = Batch::default();
+                    for received in &batch {
+                        if let Some(group) = received
+                            .payload
+                            .as_deref()
+                            .and_then(|p| decode_metrics_group(p).ok())
+                        {
+                            groups.push(producer(received), group);
+                        }
+                    }
+                    groups
                 });
                 match handler(groups).await {
                     Ok(()) => break,

@@ -47,8 +47,8 @@ pub struct Executor {
     /// Filled by enrichment runs, read by polling runs.
     pub enrichments: Arc<EnrichmentCache>,
     pub transformer: Arc<RateTransformer>,
-    /// The metrics bus to the sinks.
-    pub bus: mpsc::Sender<Vec<MetricsGroup>>,
+    /// The metrics bus to the sinks; each batch names its plugin.
+    pub bus: mpsc::Sender<crate::bus::Batch>,
     /// Finished runs, for the run history.
     pub runs: mpsc::UnboundedSender<RunRecord>,
     pub stats: Arc<RunStats>,
@@ -200,10 +200,17 @@ impl Executor {
         let _ = self.runs.send(record);
     }
 
-    /// Sends groups down the bus; waits when it is full (back-pressure,
+    /// Sends groups down the bus, as produced by `plugin` (the sinks
+    /// budget series per plugin); waits when it is full (back-pressure,
     /// never loss).
     async fn publish(&self, plugin: &str, groups: Vec<MetricsGroup>) {
-        if !groups.is_empty() && self.bus.send(groups).await.is_err() {
+        if !groups.is_empty()
+            && self
+                .bus
+                .send(crate::bus::Batch::from_plugin(plugin, groups))
+                .await
+                .is_err()
+        {
             tracing::error!(plugin, "metrics bus closed; dropping a poll's output");
         }
     }

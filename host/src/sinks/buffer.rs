@@ -7,6 +7,10 @@
 //! a failed batch back at the front ([`SinkBuffer::requeue`]), where the
 //! same bound applies. So a sink holds at most `capacity` groups plus the
 //! one batch being sent, whatever happens downstream.
+//!
+//! Each group travels with the plugin that produced it ([`Batch`]), for
+//! sinks that budget per plugin (the Pushgateway's series budget); the
+//! name is a shared `Arc<str>`, 16 bytes per buffered group.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::bus::{PluginName, UNKNOWN_PLUGIN};
 use crate::model::MetricsGroup;
 
 /// A metrics group shared by every sink of the process (encoded once per
@@ -34,8 +39,19 @@ pub mod reason {
     pub const SHUTDOWN: &str = "shutdown";
     /// The Prometheus registry reached its series bound.
     pub const SERIES_LIMIT: &str = "series_limit";
-    /// A metric whose name already exists with another type.
+    /// The producing plugin reached its own series budget
+    /// (`max_series_per_plugin`).
+    pub const PLUGIN_SERIES_LIMIT: &str = "plugin_series_limit";
+    /// A family whose name is taken on the page by a family of another
+    /// type (`x` as a gauge and a counter, or a gauge `x_total` next to a
+    /// counter `x`): the later one is refused, so the page always parses.
     pub const TYPE_CONFLICT: &str = "type_conflict";
+    /// A family named like vigil's own (`vigil_*`), or like a name the
+    /// Pushgateway adds itself.
+    pub const RESERVED_NAME: &str = "reserved_name";
+    /// A series another plugin created (it stays that plugin's until it
+    /// goes stale or its resource expires).
+    pub const OTHER_PLUGIN: &str = "series_of_another_plugin";
     /// Writing failed locally (file sinks).
     pub const WRITE_ERROR: &str = "write_error";
 }
@@ -112,13 +128,48 @@ impl SinkCounters {
     }
 }
 
+/// One sink's series and refusals for one plugin (sinks that budget
+/// series per plugin: the Prometheus registry and the Pushgateway).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginSeries {
+    pub sink: String,
+    pub kind: String,
+    pub plugin: String,
+    /// Series it holds now.
+    pub series: u64,
+    /// Series refused, by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// Groups taken from a [`SinkBuffer`], each with its producer:
+/// `plugins[i]` produced `groups[i]`.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub groups: Vec<SharedGroup>,
+    pub plugins: Vec<PluginName>,
+}
+
+impl Taken {
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
 /// A bounded, drop-oldest queue of metrics groups for one sink.
 #[derive(Debug)]
 pub struct SinkBuffer {
     capacity: usize,
-    queue: Mutex<VecDeque<SharedGroup>>,
+    queue: Mutex<VecDeque<(SharedGroup, PluginName)>>,
     ready: Notify,
     closed: AtomicBool,
+    /// Turns true at [`SinkBuffer::close`], for a delivery loop in the
+    /// middle of a send.
+    closing: tokio::sync::watch::Sender<bool>,
+    unknown: PluginName,
     pub counters: SinkCounters,
 }
 
@@ -129,6 +180,8 @@ impl SinkBuffer {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            closing: tokio::sync::watch::Sender::new(false),
+            unknown: PluginName::from(UNKNOWN_PLUGIN),
             counters: SinkCounters::default(),
         })
     }
@@ -145,16 +198,28 @@ impl SinkBuffer {
         self.len() == 0
     }
 
-    /// Adds groups at the back; never waits. Past the capacity the oldest
-    /// groups are dropped and counted.
+    /// Adds groups of an unknown producer at the back (see
+    /// [`SinkBuffer::push_from`]).
     pub fn push(&self, groups: &[SharedGroup]) {
+        self.push_from(groups, &[]);
+    }
+
+    /// Adds groups at the back, `plugins[i]` having produced `groups[i]`
+    /// (unknown where `plugins` is short); never waits. Past the capacity
+    /// the oldest groups are dropped and counted.
+    pub fn push_from(&self, groups: &[SharedGroup], plugins: &[PluginName]) {
         if groups.is_empty() {
             return;
         }
         self.counters.accepted(groups.len() as u64);
         let dropped = {
             let mut queue = lock(&self.queue);
-            queue.extend(groups.iter().cloned());
+            queue.extend(
+                groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (g.clone(), plugins.get(i).unwrap_or(&self.unknown).clone())),
+            );
             let excess = queue.len().saturating_sub(self.capacity);
             queue.drain(..excess);
             excess
@@ -165,11 +230,11 @@ impl SinkBuffer {
 
     /// Puts a batch that could not be delivered back at the front, in
     /// order; past the capacity the oldest (this batch first) are dropped.
-    pub fn requeue(&self, batch: Vec<SharedGroup>) {
+    pub fn requeue(&self, batch: Taken) {
         let dropped = {
             let mut queue = lock(&self.queue);
-            for group in batch.into_iter().rev() {
-                queue.push_front(group);
+            for pair in batch.groups.into_iter().zip(batch.plugins).rev() {
+                queue.push_front(pair);
             }
             let excess = queue.len().saturating_sub(self.capacity);
             queue.drain(..excess);
@@ -179,15 +244,23 @@ impl SinkBuffer {
     }
 
     /// Takes up to `max` groups from the front, without waiting.
-    pub fn take(&self, max: usize) -> Vec<SharedGroup> {
+    pub fn take(&self, max: usize) -> Taken {
         let mut queue = lock(&self.queue);
         let n = max.min(queue.len());
-        queue.drain(..n).collect()
+        let mut taken = Taken {
+            groups: Vec::with_capacity(n),
+            plugins: Vec::with_capacity(n),
+        };
+        for (group, plugin) in queue.drain(..n) {
+            taken.groups.push(group);
+            taken.plugins.push(plugin);
+        }
+        taken
     }
 
     /// Waits until at least `max` groups are buffered, `linger` has passed
     /// or the buffer is closed, then takes up to `max` (possibly none).
-    pub async fn next_batch(&self, max: usize, linger: Duration) -> Vec<SharedGroup> {
+    pub async fn next_batch(&self, max: usize, linger: Duration) -> Taken {
         let deadline = tokio::time::Instant::now() + linger;
         loop {
             let ready = self.ready.notified();
@@ -204,7 +277,15 @@ impl SinkBuffer {
     /// No more pushes will come: the delivery loop drains and stops.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.closing.send_replace(true);
         self.ready.notify_one();
+    }
+
+    /// Returns once [`SinkBuffer::close`] was called (at once if it was).
+    pub async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        // The sender lives as long as `self`.
+        let _ = closing.wait_for(|closed| *closed).await;
     }
 
     pub fn is_closed(&self) -> bool {
@@ -244,8 +325,8 @@ mod tests {
         })
     }
 
-    fn ids(groups: &[SharedGroup]) -> Vec<u32> {
-        groups.iter().map(|g| g.interval_seconds).collect()
+    fn ids(taken: &Taken) -> Vec<u32> {
+        taken.groups.iter().map(|g| g.interval_seconds).collect()
     }
 
     #[test]

@@ -3,13 +3,30 @@
 //! retry with capped exponential backoff, while new groups keep arriving
 //! in the buffer (and the oldest go once it is full). A sink that is down
 //! never blocks polling or any other sink: each sink has its own buffer and
-//! its own task.
+//! its own task, and its CPU work (encoding, rendering) runs on tokio's
+//! blocking pool, not on the runtime's workers.
+//!
+//! # Shutdown is bounded
+//!
+//! Once the buffer is closed, the sink has [`Delivery::shutdown_grace`]
+//! (5 s by default, [`SHUTDOWN_GRACE`]) to deliver what it holds, counted
+//! from the moment of the close, **including a send already in flight**:
+//! a server that accepts connections and never answers (a request timeout
+//! may be up to 300 s) does not stretch it. At the deadline the send in
+//! flight is abandoned, and it and everything still buffered are counted as
+//! dropped (`shutdown`) and logged in one line with the count. So
+//! [`super::SinkSet::close`] returns within the grace (all sinks count it
+//! from the same moment) plus one encoding step, whatever the servers do.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::buffer::{SharedGroup, SinkBuffer, reason};
+use super::buffer::{SharedGroup, SinkBuffer, Taken, reason};
+use crate::bus::PluginName;
+
+/// The default time a stopping sink keeps trying to deliver what it holds.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a send failed.
 #[derive(Debug)]
@@ -29,6 +46,17 @@ pub trait BatchWriter: Send + 'static {
     /// flush interval, for work that is not data (e.g. deletions).
     fn send(&mut self, batch: &[SharedGroup])
     -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// [`BatchWriter::send`], knowing that `plugins[i]` produced
+    /// `batch[i]`; writers that budget per plugin override it.
+    fn send_from(
+        &mut self,
+        batch: &[SharedGroup],
+        plugins: &[PluginName],
+    ) -> impl Future<Output = Result<(), SendError>> + Send {
+        let _ = plugins;
+        self.send(batch)
+    }
 }
 
 /// Batching and retry settings of one sink.
@@ -40,7 +68,8 @@ pub struct Delivery {
     pub flush_interval: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// How long a stopping sink keeps trying to deliver what it holds.
+    /// How long a stopping sink keeps trying to deliver what it holds,
+    /// from the close on (see the module doc).
     pub shutdown_grace: Duration,
 }
 
@@ -51,9 +80,16 @@ impl Default for Delivery {
             flush_interval: Duration::from_secs(1),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
+}
+
+/// How a send ended.
+enum Sent {
+    Done(Result<(), SendError>),
+    /// The shutdown deadline passed while it was in flight.
+    OutOfTime,
 }
 
 /// Runs until the buffer is closed and drained (or the shutdown grace
@@ -68,17 +104,45 @@ pub async fn deliver<W: BatchWriter>(
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut retries_in_outage = 0u64;
     let mut shutdown_deadline: Option<tokio::time::Instant> = None;
+    let deadline_of = |deadline: &mut Option<tokio::time::Instant>| {
+        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + delivery.shutdown_grace)
+    };
     loop {
         let batch = buffer
             .next_batch(delivery.batch_size, delivery.flush_interval)
             .await;
-        if buffer.is_closed() && shutdown_deadline.is_none() {
-            shutdown_deadline = Some(tokio::time::Instant::now() + delivery.shutdown_grace);
+        if buffer.is_closed() {
+            deadline_of(&mut shutdown_deadline);
         }
         if batch.is_empty() && buffer.is_closed() {
             break;
         }
-        match writer.send(&batch).await {
+        let sent = {
+            let send = writer.send_from(&batch.groups, &batch.plugins);
+            tokio::pin!(send);
+            loop {
+                match shutdown_deadline {
+                    None => tokio::select! {
+                        result = &mut send => break Sent::Done(result),
+                        _ = buffer.closed() => {
+                            deadline_of(&mut shutdown_deadline);
+                        }
+                    },
+                    Some(deadline) => tokio::select! {
+                        result = &mut send => break Sent::Done(result),
+                        _ = tokio::time::sleep_until(deadline) => break Sent::OutOfTime,
+                    },
+                }
+            }
+        };
+        let result = match sent {
+            Sent::Done(result) => result,
+            Sent::OutOfTime => {
+                give_up(&name, &buffer, batch);
+                break;
+            }
+        };
+        match result {
             Ok(()) => {
                 buffer.counters.delivered(batch.len() as u64);
                 if let Some(since) = failing_since.take() {
@@ -114,22 +178,46 @@ pub async fn deliver<W: BatchWriter>(
                 }
                 retries_in_outage += 1;
                 buffer.counters.retried();
-                buffer.requeue(batch);
-                let mut pause = jittered(backoff);
-                if let Some(deadline) = shutdown_deadline {
-                    let now = tokio::time::Instant::now();
-                    if now >= deadline {
-                        let lost = buffer.discard_all(reason::SHUTDOWN);
-                        tracing::error!(sink = %name, groups = lost, "stopping with undeliverable groups; dropped");
-                        break;
-                    }
-                    pause = pause.min(deadline - now);
+                if let Some(deadline) = shutdown_deadline
+                    && tokio::time::Instant::now() >= deadline
+                {
+                    give_up(&name, &buffer, batch);
+                    break;
                 }
-                tokio::time::sleep(pause).await;
+                buffer.requeue(batch);
+                let pause = jittered(backoff);
+                // A close during the pause starts the grace; the pause never
+                // outlasts it.
+                let wake = tokio::time::Instant::now() + pause;
+                let wake = match shutdown_deadline {
+                    Some(deadline) => wake.min(deadline),
+                    None => wake,
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = buffer.closed(), if shutdown_deadline.is_none() => {
+                        let deadline = deadline_of(&mut shutdown_deadline);
+                        tokio::time::sleep_until(wake.min(deadline)).await;
+                    }
+                }
                 backoff = (backoff * 2).min(delivery.backoff_max);
             }
         }
     }
+}
+
+/// Counts `in_flight` and everything still buffered as lost at shutdown,
+/// in one log line.
+fn give_up(name: &str, buffer: &SinkBuffer, in_flight: Taken) {
+    let in_flight = in_flight.len();
+    buffer.counters.dropped(reason::SHUTDOWN, in_flight as u64);
+    let lost = in_flight + buffer.discard_all(reason::SHUTDOWN);
+    tracing::error!(
+        sink = %name,
+        groups = lost,
+        reason = reason::SHUTDOWN,
+        "sink stopping with {lost} undelivered metrics groups after its shutdown grace period; counted as dropped"
+    );
 }
 
 /// 75% to 125% of `base`, so sinks of many agents do not retry in step.

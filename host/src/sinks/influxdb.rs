@@ -18,7 +18,9 @@
 //!   which InfluxDB refuses as a key) is written `exported_<name>` (Panoptes
 //!   let the resource field overwrite it), as the Prometheus sinks do; a
 //!   repeated dimension name gets `_2`, `_3`, ... (InfluxDB refuses the whole
-//!   line on duplicate tags). Tags with an empty key or value are left out:
+//!   line on duplicate tags); the renaming is linear in the dimensions
+//!   whatever their names (20,000 dimensions of one name used to take
+//!   hours, see [`super::exposition::UniqueNames`]). Tags with an empty key or value are left out:
 //!   InfluxDB refuses them (Panoptes wrote them, and lost the point).
 //! - **Fields** are named after the metric (Panoptes wrote
 //!   `<metric>__<type>`, e.g. `in_octets__counter`) and integers stay
@@ -93,6 +95,7 @@ use toml::Spanned;
 
 use super::buffer::SharedGroup;
 use super::delivery::{BatchWriter, SendError};
+use super::exposition::UniqueNames;
 use super::{At, DeliverySection, DeliverySettings, LocatedError};
 use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
 use crate::secret::{Secret, SecretSource};
@@ -689,8 +692,15 @@ fn write_tags(group: &MetricsGroup, out: &mut Vec<u8>) {
     }
 }
 
-/// [`write_tags`] when names need `exported_` or a numeric suffix.
+/// [`write_tags`] when names need `exported_` or a numeric suffix; linear
+/// in the dimensions (plus the sorts) whatever they are
+/// ([`UniqueNames`]).
 fn write_tags_renamed(group: &MetricsGroup, out: &mut Vec<u8>) {
+    write_tags_renamed_counted(group, out);
+}
+
+/// [`write_tags_renamed`], returning the name lookups it made.
+fn write_tags_renamed_counted(group: &MetricsGroup, out: &mut Vec<u8>) -> usize {
     let mut dimensions: Vec<(&str, &str)> = group
         .dimensions
         .iter()
@@ -699,23 +709,25 @@ fn write_tags_renamed(group: &MetricsGroup, out: &mut Vec<u8>) {
         .collect();
     // Stable: of two equal names, the first keeps it.
     dimensions.sort_by(|a, b| a.0.cmp(b.0));
-    let mut taken: Vec<String> = Vec::with_capacity(dimensions.len() + 6);
+    // The resource tags and `time` are never handed to a dimension.
+    let mut names = UniqueNames::with_reserved(
+        RESOURCE_TAGS
+            .iter()
+            .map(|(tag, _)| *tag)
+            .chain(std::iter::once("time")),
+    );
     let mut tags: Vec<(String, &str)> = Vec::with_capacity(dimensions.len() + 6);
     for (name, value) in dimensions {
-        let mut key = if reserved_key(name) {
+        let key = if reserved_key(name) {
             format!("exported_{name}")
         } else {
             name.to_owned()
         };
-        if taken.contains(&key) {
-            let base = key.clone();
-            let mut n = 2;
-            while taken.contains(&key) || reserved_key(&key) {
-                key = format!("{base}_{n}");
-                n += 1;
-            }
-        }
-        taken.push(key.clone());
+        let key = if names.claim(&key) {
+            key
+        } else {
+            names.claim_suffixed(&key)
+        };
         tags.push((key, value));
     }
     for (key, field) in RESOURCE_TAGS {
@@ -725,6 +737,7 @@ fn write_tags_renamed(group: &MetricsGroup, out: &mut Vec<u8>) {
     for (key, value) in &tags {
         write_tag(out, key, value);
     }
+    names.probes()
 }
 
 // --- the writer -------------------------------------------------------------
@@ -831,23 +844,35 @@ impl InfluxWriter {
         self.write_url.as_str()
     }
 
-    /// Encodes `batch` into `body`/`ends`; returns how many groups got no
-    /// line, and the first reason.
-    fn encode(&mut self, batch: &[SharedGroup]) -> (usize, Option<Skipped>) {
-        self.body.clear();
-        self.ends.clear();
-        let mut skipped = 0;
-        let mut first = None;
-        for group in batch {
-            if let Err(why) =
-                write_group_as(group, self.precision, self.field_names, &mut self.body)
-            {
-                skipped += 1;
-                first.get_or_insert(why);
+    /// Encodes `batch` into `body`/`ends` on tokio's blocking pool (CPU
+    /// work linear in the batch's size stays off the runtime's workers);
+    /// returns how many groups got no line, and the first reason.
+    async fn encode(&mut self, batch: &[SharedGroup]) -> (usize, Option<Skipped>) {
+        let mut body = std::mem::take(&mut self.body);
+        let mut ends = std::mem::take(&mut self.ends);
+        let (precision, field_names) = (self.precision, self.field_names);
+        let groups = batch.to_vec();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let counts = encode_into(&groups, precision, field_names, &mut body, &mut ends);
+            (body, ends, counts)
+        })
+        .await;
+        match encoded {
+            Ok((body, ends, counts)) => {
+                self.body = body;
+                self.ends = ends;
+                counts
             }
-            self.ends.push(self.body.len());
+            // Only a bug gets here (encoding does not panic on any input):
+            // encode on this thread rather than lose the batch.
+            Err(_) => encode_into(
+                batch,
+                self.precision,
+                self.field_names,
+                &mut self.body,
+                &mut self.ends,
+            ),
         }
-        (skipped, first)
     }
 
     /// The bytes of groups `range`, and how many lines they hold.
@@ -891,6 +916,29 @@ impl InfluxWriter {
             self.name, self.write_url
         )
     }
+}
+
+/// Encodes `batch` into `body` with each group's end in `ends`; returns
+/// how many groups got no line, and the first reason.
+fn encode_into(
+    batch: &[SharedGroup],
+    precision: Precision,
+    field_names: FieldNames,
+    body: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> (usize, Option<Skipped>) {
+    body.clear();
+    ends.clear();
+    let mut skipped = 0;
+    let mut first = None;
+    for group in batch {
+        if let Err(why) = write_group_as(group, precision, field_names, body) {
+            skipped += 1;
+            first.get_or_insert(why);
+        }
+        ends.push(body.len());
+    }
+    (skipped, first)
 }
 
 /// What one request came to.
@@ -970,7 +1018,7 @@ impl BatchWriter for InfluxWriter {
         if batch.is_empty() {
             return Ok(());
         }
-        let (skipped, why) = self.encode(batch);
+        let (skipped, why) = self.encode(batch).await;
         let mut rejected = skipped;
         let mut message = why.map(|why| {
             format!(

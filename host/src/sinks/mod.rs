@@ -13,7 +13,12 @@
 //! own task ([`delivery`]), so one that is down neither blocks polling nor
 //! delays another. Every sink counts what it accepted, delivered, retried
 //! and dropped, and why ([`buffer::SinkSnapshot`]); `vigil status` and
-//! `/metrics` show those counts.
+//! `/metrics` show those counts. The sinks that budget series (the
+//! Prometheus registry and the Pushgateway) also count per producing
+//! plugin ([`buffer::PluginSeries`]), which the bus carries with every
+//! group ([`crate::bus::Batch`]).
+//!
+//! Stopping is bounded: see [`SinkSet::close`] and [`delivery`].
 
 pub mod buffer;
 pub mod delivery;
@@ -22,6 +27,7 @@ pub mod influxdb;
 pub mod json_lines;
 pub mod prometheus;
 pub mod pushgateway;
+pub mod series;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,7 +36,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::MetricsGroup;
+use crate::bus::{Batch, PluginName};
 use crate::plugin::ini::LocatedError;
 use crate::store::Storage;
 use buffer::{SharedGroup, SinkBuffer, SinkCounters, SinkSnapshot};
@@ -244,6 +250,7 @@ struct NetworkedSink {
     name: String,
     kind: &'static str,
     buffer: Arc<SinkBuffer>,
+    grace: Duration,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -251,12 +258,15 @@ struct NetworkedSink {
 #[derive(Clone)]
 enum Probe {
     Buffered(Arc<SinkBuffer>),
+    /// A buffered sink that also budgets series per plugin.
+    BufferedPerPlugin(Arc<SinkBuffer>, Arc<prometheus::UsageView>),
     Counters(Arc<SinkCounters>),
     Registry(Arc<prometheus::SeriesRegistry>),
 }
 
 /// Reads every sink's numbers for `vigil status` and `/metrics`; cheap to
-/// clone, shared with the health endpoint.
+/// clone, shared with the health endpoint. Never waits on a sink's work:
+/// every number is a counter or a copy the sink publishes.
 #[derive(Clone, Default)]
 pub struct SinkProbes(Arc<Mutex<Vec<NamedProbe>>>);
 
@@ -271,31 +281,89 @@ impl SinkProbes {
             .push((name.to_owned(), kind, probe));
     }
 
+    fn probes(&self) -> Vec<NamedProbe> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn snapshots(&self) -> Vec<SinkSnapshot> {
-        let probes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        probes
+        self.probes()
             .iter()
             .map(|(name, kind, probe)| match probe {
-                Probe::Buffered(buffer) => buffer.counters.snapshot(
-                    name,
-                    kind,
-                    buffer.len() as u64,
-                    buffer.capacity() as u64,
-                ),
+                Probe::Buffered(buffer) | Probe::BufferedPerPlugin(buffer, _) => buffer
+                    .counters
+                    .snapshot(name, kind, buffer.len() as u64, buffer.capacity() as u64),
                 Probe::Counters(counters) => counters.snapshot(name, kind, 0, 0),
                 Probe::Registry(registry) => registry.snapshot(name),
             })
             .collect()
     }
+
+    /// Series and refusals per plugin of the sinks that budget them.
+    pub fn plugin_series(&self) -> Vec<buffer::PluginSeries> {
+        let mut all = Vec::new();
+        for (name, kind, probe) in self.probes() {
+            match probe {
+                Probe::BufferedPerPlugin(_, usage) => {
+                    all.extend(prometheus::plugin_series(&name, kind, &usage.get()));
+                }
+                Probe::Registry(registry) => all.extend(registry.plugin_series(&name)),
+                Probe::Buffered(_) | Probe::Counters(_) => {}
+            }
+        }
+        all
+    }
 }
 
 /// Every sink of this process.
+///
+/// # CPU work stays off the runtime
+///
+/// [`SinkSet::accept_async`] (what [`run_sinks`] uses) hands a batch to
+/// the sinks on tokio's blocking pool: JSON encoding, the Prometheus
+/// registry's label rendering and updates, and the buffer pushes. The
+/// networked sinks encode on the blocking pool too, from their own tasks
+/// (see [`delivery`]). Every encoder is linear (or n log n) in a group's
+/// size whatever the input ([`exposition::UniqueNames`]), so one group
+/// costs time in proportion to its bytes: a 20,000-dimension group of
+/// ~200 KB takes milliseconds, not the hours the cubic renaming took.
+/// [`SinkSet::accept`] does the same work on the caller's thread, for
+/// callers that are not async.
 pub struct SinkSet {
-    json: Option<json_lines::JsonLines>,
+    json: Option<Arc<Mutex<json_lines::JsonLines>>>,
     latest: json_lines::LatestValues,
     prometheus: Option<Arc<prometheus::SeriesRegistry>>,
     networked: Vec<NetworkedSink>,
     pushgateways: Vec<Arc<pushgateway::Expiries>>,
+}
+
+/// What the synchronous half of [`SinkSet::accept`] touches, cheap to
+/// clone into the blocking pool.
+#[derive(Clone)]
+struct LocalSinks {
+    json: Option<Arc<Mutex<json_lines::JsonLines>>>,
+    prometheus: Option<Arc<prometheus::SeriesRegistry>>,
+    buffers: Vec<Arc<SinkBuffer>>,
+}
+
+impl LocalSinks {
+    /// Shares the batch's groups and gives them to every sink but the
+    /// latest values (which keep them until the next flush).
+    fn accept(&self, batch: Batch) -> (Vec<SharedGroup>, Vec<PluginName>) {
+        let (groups, plugins) = batch.into_parts();
+        let shared: Vec<SharedGroup> = groups.into_iter().map(Arc::new).collect();
+        if let Some(json) = &self.json {
+            json.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .accept(&shared);
+        }
+        if let Some(registry) = &self.prometheus {
+            registry.accept_from(&shared, &plugins);
+        }
+        for buffer in &self.buffers {
+            buffer.push_from(&shared, &plugins);
+        }
+        (shared, plugins)
+    }
 }
 
 impl SinkSet {
@@ -312,7 +380,7 @@ impl SinkSet {
             Some(path) => {
                 let sink = json_lines::JsonLines::open(path)?;
                 probes.add("json_lines", "json_lines", Probe::Counters(sink.counters()));
-                Some(sink)
+                Some(Arc::new(Mutex::new(sink)))
             }
             None => None,
         };
@@ -335,24 +403,19 @@ impl SinkSet {
         for settings in &outputs.pushgateway {
             let expiries = Arc::new(pushgateway::Expiries::default());
             let writer = pushgateway::PushgatewayWriter::new(settings, expiries.clone())?;
-            sinks.spawn(
+            let usage = writer.usage();
+            let buffer = sinks.spawn(&settings.name, "pushgateway", settings.delivery, writer);
+            probes.add(
                 &settings.name,
                 "pushgateway",
-                settings.delivery,
-                writer,
-                probes,
+                Probe::BufferedPerPlugin(buffer, usage),
             );
             sinks.pushgateways.push(expiries);
         }
         for settings in &outputs.influxdb {
             let writer = influxdb::InfluxWriter::new(settings)?;
-            sinks.spawn(
-                &settings.name,
-                "influxdb",
-                settings.delivery,
-                writer,
-                probes,
-            );
+            let buffer = sinks.spawn(&settings.name, "influxdb", settings.delivery, writer);
+            probes.add(&settings.name, "influxdb", Probe::Buffered(buffer));
         }
         Ok(sinks)
     }
@@ -363,10 +426,8 @@ impl SinkSet {
         kind: &'static str,
         settings: DeliverySettings,
         writer: impl delivery::BatchWriter,
-        probes: &SinkProbes,
-    ) {
+    ) -> Arc<SinkBuffer> {
         let buffer = SinkBuffer::new(settings.buffer);
-        probes.add(name, kind, Probe::Buffered(buffer.clone()));
         let task = tokio::spawn(delivery::deliver(
             name.to_owned(),
             buffer.clone(),
@@ -376,33 +437,57 @@ impl SinkSet {
         self.networked.push(NetworkedSink {
             name: name.to_owned(),
             kind,
-            buffer,
+            buffer: buffer.clone(),
+            grace: settings.delivery.shutdown_grace,
             task,
         });
+        buffer
     }
 
-    /// Takes a batch; never waits on a network. JSON lines and the latest
-    /// values are durable after the next [`SinkSet::flush`]; networked sinks
-    /// deliver from their buffers.
-    pub fn accept(&mut self, batch: Vec<MetricsGroup>) {
-        let shared: Vec<SharedGroup> = batch.into_iter().map(Arc::new).collect();
-        if let Some(json) = self.json.as_mut() {
-            json.accept(&shared);
+    fn local(&self) -> LocalSinks {
+        LocalSinks {
+            json: self.json.clone(),
+            prometheus: self.prometheus.clone(),
+            buffers: self.networked.iter().map(|s| s.buffer.clone()).collect(),
         }
-        if let Some(registry) = &self.prometheus {
-            registry.accept(&shared);
-        }
-        for sink in &self.networked {
-            sink.buffer.push(&shared);
-        }
+    }
+
+    /// Takes a batch on the caller's thread (see [`SinkSet::accept_async`]
+    /// for async callers); never waits on a network. JSON lines and the
+    /// latest values are durable after the next [`SinkSet::flush`];
+    /// networked sinks deliver from their buffers. A `Vec<MetricsGroup>`
+    /// is a batch of an unknown producer.
+    pub fn accept(&mut self, batch: impl Into<Batch>) {
+        let (shared, _) = self.local().accept(batch.into());
         self.latest.accept(shared);
+    }
+
+    /// [`SinkSet::accept`] with the CPU work on tokio's blocking pool, so
+    /// a large or hostile batch never holds a runtime worker.
+    pub async fn accept_async(&mut self, batch: impl Into<Batch>) {
+        let batch = batch.into();
+        let groups = batch.len();
+        let local = self.local();
+        match tokio::task::spawn_blocking(move || local.accept(batch)).await {
+            Ok((shared, _)) => self.latest.accept(shared),
+            Err(e) => {
+                // Only a bug gets here (the encoders do not panic on any
+                // input); the batch is lost, and said.
+                tracing::error!(groups, "the sinks failed to take a batch; dropped: {e}");
+            }
+        }
     }
 
     /// Makes the local sinks durable. An error means the last batches may
     /// not be (a Kafka consumer then must not commit them).
     pub async fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(json) = self.json.as_mut() {
-            json.flush()?;
+        if let Some(json) = self.json.clone() {
+            // A file write: off the runtime.
+            tokio::task::spawn_blocking(move || {
+                json.lock().unwrap_or_else(|p| p.into_inner()).flush()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("flushing JSON lines: {e}"))??;
         }
         self.latest.flush().await
     }
@@ -420,16 +505,32 @@ impl SinkSet {
         }
     }
 
-    /// Flushes, then lets each networked sink deliver what it holds (each
-    /// within its shutdown grace period).
+    /// Closes every networked sink's buffer (which starts each one's
+    /// shutdown grace, [`delivery::SHUTDOWN_GRACE`] by default), flushes the
+    /// local sinks, then waits for the networked sinks: each delivers what
+    /// it can within its grace and counts the rest as dropped (`shutdown`),
+    /// so this returns within the longest grace (plus one encoding step)
+    /// however stuck a server is. A task still running a second past its
+    /// grace (a bug) is aborted and its groups counted the same way.
     pub async fn close(mut self) -> anyhow::Result<()> {
-        let flushed = self.flush().await;
+        let started = tokio::time::Instant::now();
         for sink in &self.networked {
             sink.buffer.close();
         }
+        let flushed = self.flush().await;
         for sink in self.networked {
-            if let Err(e) = sink.task.await {
-                tracing::error!(sink = %sink.name, kind = sink.kind, "sink task failed: {e}");
+            let guard = started + sink.grace + Duration::from_secs(1);
+            let mut task = sink.task;
+            match tokio::time::timeout_at(guard, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(sink = %sink.name, kind = sink.kind, "sink task failed: {e}");
+                }
+                Err(_) => {
+                    task.abort();
+                    let lost = sink.buffer.discard_all(buffer::reason::SHUTDOWN);
+                    tracing::error!(sink = %sink.name, kind = sink.kind, groups = lost, "sink still busy past its shutdown grace; stopped, {lost} buffered groups dropped");
+                }
             }
         }
         flushed
@@ -438,7 +539,7 @@ impl SinkSet {
 
 /// Drains the bus into the sinks until every sender is gone.
 pub async fn run_sinks(
-    mut bus: tokio::sync::mpsc::Receiver<Vec<MetricsGroup>>,
+    mut bus: tokio::sync::mpsc::Receiver<Batch>,
     mut sinks: SinkSet,
     mut expired: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
 ) -> anyhow::Result<()> {
@@ -447,7 +548,7 @@ pub async fn run_sinks(
         tokio::select! {
             batch = bus.recv() => {
                 let Some(batch) = batch else { break };
-                sinks.accept(batch);
+                sinks.accept_async(batch).await;
             }
             Some(ids) = expired.recv() => sinks.resources_expired(&ids),
             _ = tick.tick() => {

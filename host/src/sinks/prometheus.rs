@@ -1,29 +1,88 @@
 //! The Prometheus exposition sink: every collected series, kept in memory
 //! and served on `/metrics` next to vigil's own health
 //! ([`crate::health`]), in the text format or OpenMetrics as the scraper
-//! asks.
+//! asks. [`Families`] is also the Pushgateway sink's store.
 //!
 //! A series is `<group>_<metric>` (counters `..._total`) labelled with the
 //! group's dimensions and the resource's fields
 //! ([`super::exposition::group_labels`]). Its sample is the latest value.
 //! A series not updated for `stale_after` is dropped, as are the series of
 //! an expired resource, so a device that went away stops being reported
-//! instead of flat-lining. The registry holds at most `max_series`; past
-//! that, new series are dropped and counted (`series_limit`). A name that
-//! arrives with a second type keeps the first (`type_conflict`).
+//! instead of flat-lining.
+//!
+//! # Memory: one label set, many samples
+//!
+//! A group's label set is rendered once and kept once, under its compact
+//! id ([`super::series::label_set_id`], 16 bytes); each of its series is a
+//! 40-byte sample (family index, producing plugin, value, time). So the
+//! registry holds about the plugin's own bytes: a 2,000-metric group over
+//! 14 KB of dimensions costs ~14 KB of label text plus 80 KB of samples,
+//! not 2,000 copies of the labels. (The page itself must repeat the label
+//! set on every sample line: that is the format. Its size is bounded by
+//! the series budgets below times the label sets' length, which the
+//! validation caps on dimensions bound.)
+//!
+//! # Fair share: budgets per plugin
+//!
+//! Every series belongs to the plugin whose group created it (the bus
+//! carries each group's producer, [`crate::bus::Batch`]). A plugin holds at
+//! most `max_series_per_plugin` series (default 250,000); past it its new
+//! series are refused and counted against it (`plugin_series_limit`), so
+//! a plugin that floods cardinality fills its own budget, not the registry:
+//! with the default `max_series` of 1,000,000, four plugins at their
+//! budget still leave room for every other plugin's series. The registry
+//! as a whole still holds at most `max_series` (`series_limit`). A series
+//! stays its creator's until it goes stale or its resource expires: a group
+//! of another plugin that lands on the same name and labels is refused
+//! (`series_of_another_plugin`), so no plugin can overwrite a neighbour's
+//! values.
+//!
+//! # A page that always parses
+//!
+//! * Names vigil uses for itself are reserved: a collected family whose
+//!   name starts with `vigil_` is refused (`reserved_name`), so no plugin
+//!   can serve series under vigil's health families.
+//! * Every family claims every name it puts on the page: its own, and its
+//!   samples' (a counter `x` writes `x_total`, and OpenMetrics reserves
+//!   `x_created`). A later family that would reuse any of them is refused
+//!   (`type_conflict`): a gauge `x_total` next to a counter `x` would make
+//!   a text-format parser see two `# TYPE x_total` lines and an OpenMetrics
+//!   parser a sample outside its family, and either rejects the whole
+//!   page. A name that arrives with a second type keeps the first.
+//!
+//! Refusals are counted per group (`vigil_sink_dropped_groups_total`, the
+//! group's first reason) and per plugin and series
+//! (`vigil_sink_dropped_series_total{plugin,reason}`), and each plugin's
+//! live series are `vigil_sink_series{plugin}`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::buffer::{SharedGroup, SinkCounters, SinkSnapshot, reason};
+use super::buffer::{PluginSeries, SharedGroup, SinkCounters, SinkSnapshot, reason};
 use super::exposition::{Exposition, Format, Kind, SampleValue, family_name, group_labels};
+use super::series::{IdMap, IdSet, SeriesId, label_set_id};
 use super::{At, LocatedError, STALE_AFTER_RANGE, duration_in_range, in_range};
+use crate::bus::{PluginName, UNKNOWN_PLUGIN};
 use crate::model::{MetricType, MetricsGroup};
+
+/// Family names that start with this are vigil's own.
+pub const RESERVED_PREFIX: &str = "vigil_";
+/// `max_series` and `max_series_per_plugin` at most.
+pub const MAX_SERIES_CEILING: u64 = 50_000_000;
+/// Default of `max_series_per_plugin` (Prometheus registry and Pushgateway).
+pub const DEFAULT_SERIES_PER_PLUGIN: usize = 250_000;
+/// Plugins a [`Families`] accounts for separately; the names past these
+/// (only a Kafka bus fed by many agents could have so many) share one
+/// entry, [`OTHER_PLUGINS`].
+pub const MAX_PLUGINS: usize = 4096;
+/// Where plugins past [`MAX_PLUGINS`] are accounted.
+pub const OTHER_PLUGINS: &str = "(other)";
 
 /// `[outputs.prometheus]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +91,7 @@ pub struct PrometheusSettings {
     pub listen: SocketAddr,
     pub stale_after: Duration,
     pub max_series: usize,
+    pub max_series_per_plugin: usize,
 }
 
 impl Default for PrometheusSettings {
@@ -40,6 +100,16 @@ impl Default for PrometheusSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             stale_after: Duration::from_secs(300),
             max_series: 1_000_000,
+            max_series_per_plugin: DEFAULT_SERIES_PER_PLUGIN,
+        }
+    }
+}
+
+impl PrometheusSettings {
+    pub fn limits(&self) -> SeriesLimits {
+        SeriesLimits {
+            max_series: self.max_series,
+            max_series_per_plugin: self.max_series_per_plugin,
         }
     }
 }
@@ -50,6 +120,7 @@ pub struct PrometheusSection {
     listen: Option<Spanned<String>>,
     stale_after: Option<Spanned<String>>,
     max_series: Option<Spanned<u64>>,
+    max_series_per_plugin: Option<Spanned<u64>>,
 }
 
 impl PrometheusSection {
@@ -74,12 +145,65 @@ impl PrometheusSection {
                 at,
             )?;
         }
-        if let Some(max) = &self.max_series {
-            settings.max_series =
-                in_range("outputs.prometheus.max_series", max, 1..=50_000_000, "", at)? as usize;
-        }
+        let (max_series, per_plugin) = series_budgets(
+            "outputs.prometheus",
+            self.max_series.as_ref(),
+            self.max_series_per_plugin.as_ref(),
+            at,
+        )?;
+        settings.max_series = max_series;
+        settings.max_series_per_plugin = per_plugin;
         Ok(settings)
     }
+}
+
+/// `max_series` (default 1,000,000) and `max_series_per_plugin` (default
+/// 250,000, or `max_series` when that is lower), each 1 to 50,000,000;
+/// a per-plugin budget above `max_series` is an error (it could never be
+/// reached).
+pub fn series_budgets(
+    what: &str,
+    max_series: Option<&Spanned<u64>>,
+    per_plugin: Option<&Spanned<u64>>,
+    at: At<'_>,
+) -> Result<(usize, usize), LocatedError> {
+    let max = match max_series {
+        Some(max) => in_range(
+            &format!("{what}.max_series"),
+            max,
+            1..=MAX_SERIES_CEILING,
+            "",
+            at,
+        )? as usize,
+        None => 1_000_000,
+    };
+    let per_plugin = match per_plugin {
+        Some(budget) => {
+            let n = in_range(
+                &format!("{what}.max_series_per_plugin"),
+                budget,
+                1..=MAX_SERIES_CEILING,
+                "",
+                at,
+            )? as usize;
+            if n > max {
+                return Err(at(
+                    budget.span(),
+                    format!("{what}.max_series_per_plugin ({n}) exceeds {what}.max_series ({max})"),
+                ));
+            }
+            n
+        }
+        None => DEFAULT_SERIES_PER_PLUGIN.min(max),
+    };
+    Ok((max, per_plugin))
+}
+
+/// How many series a [`Families`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    pub max_series: usize,
+    pub max_series_per_plugin: usize,
 }
 
 /// A metric family: its name, type and help text.
@@ -87,21 +211,49 @@ struct Family {
     name: String,
     kind: Kind,
     help: String,
+    /// The name its samples carry (a counter's ends in `_total`).
+    sample_name: String,
+}
+
+/// Every name a family of `kind` called `name` writes on a page, in
+/// either format: its `# TYPE` names and its sample names (OpenMetrics
+/// reserves `_created` for counters and histograms).
+fn page_names(name: &str, kind: Kind) -> Vec<String> {
+    let suffixes: &[&str] = match kind {
+        Kind::Gauge => &[""],
+        Kind::Counter => &["", "_total", "_created"],
+        Kind::Histogram => &["", "_bucket", "_sum", "_count", "_created"],
+    };
+    suffixes.iter().map(|s| format!("{name}{s}")).collect()
 }
 
 /// One sample of a label set.
+#[derive(Debug, Clone, Copy)]
 struct Sample {
     family: u32,
+    /// The plugin that created the series (index into `Families::plugins`).
+    plugin: u32,
     value: SampleValue,
     updated: Instant,
 }
 
 /// Every sample sharing one label set (the metrics of one group's
 /// dimensions and resource), so a group costs one label lookup, not one
-/// per metric.
+/// per metric. `samples` is sorted by family, so a group's metrics merge
+/// into it in time linear in both (plus sorting the group's).
 struct LabelSet {
-    resource_id: Arc<str>,
+    labels: Box<str>,
+    resource: Arc<str>,
     samples: Vec<Sample>,
+}
+
+/// What one plugin holds and had refused.
+#[derive(Debug, Clone)]
+struct PluginUsage {
+    name: PluginName,
+    series: usize,
+    /// Series refused, by reason.
+    dropped: BTreeMap<&'static str, u64>,
 }
 
 /// Families of series, latest value each; not locked (see
@@ -114,14 +266,33 @@ pub struct Families {
     /// Family index by group type, then metric name (skips building and
     /// sanitising the name for every sample).
     by_metric: HashMap<String, HashMap<String, u32>>,
-    label_sets: HashMap<Arc<str>, LabelSet>,
+    /// Every name a family writes on the page, to that family.
+    page_names: HashMap<String, u32>,
+    /// Names refused besides the `vigil_` prefix (the Pushgateway's own).
+    reserved: &'static [&'static str],
+    sets: IdMap<LabelSet>,
+    /// Label sets by resource id.
+    resources: HashMap<Arc<str>, IdSet>,
+    plugins: Vec<PluginUsage>,
+    plugin_index: HashMap<PluginName, u32>,
     series: usize,
+    /// Families in name order (`ranks[family]` is its position), rebuilt
+    /// when families changed.
+    ranks: Vec<u32>,
 }
 
 /// Why a group's metric was not kept.
 pub type DropReason = &'static str;
 
 impl Families {
+    /// Families that also refuse the family names `reserved`.
+    pub fn with_reserved(reserved: &'static [&'static str]) -> Families {
+        Families {
+            reserved,
+            ..Families::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.series
     }
@@ -130,13 +301,46 @@ impl Families {
         self.series == 0
     }
 
+    /// Whether any series of resource `id` is held.
+    pub fn has_resource(&self, id: &str) -> bool {
+        self.resources.contains_key(id)
+    }
+
+    /// The index of `plugin` in the usage table.
+    fn plugin(&mut self, plugin: &str) -> u32 {
+        if let Some(index) = self.plugin_index.get(plugin) {
+            return *index;
+        }
+        let name: PluginName = if self.plugins.len() >= MAX_PLUGINS {
+            if let Some(index) = self.plugin_index.get(OTHER_PLUGINS) {
+                return *index;
+            }
+            Arc::from(OTHER_PLUGINS)
+        } else {
+            Arc::from(plugin)
+        };
+        let index = self.plugins.len() as u32;
+        self.plugins.push(PluginUsage {
+            name: name.clone(),
+            series: 0,
+            dropped: BTreeMap::new(),
+        });
+        self.plugin_index.insert(name, index);
+        index
+    }
+
+    fn refused(&mut self, plugin: u32, why: DropReason, series: u64) {
+        if let Some(usage) = self.plugins.get_mut(plugin as usize) {
+            *usage.dropped.entry(why).or_default() += series;
+        }
+    }
+
     /// The family of `metric` in `group_type`: its index, or why it has
-    /// none (a name already used with another type).
+    /// none.
     fn family(
         &mut self,
         group_type: &str,
         metric: &crate::model::Metric,
-        kinds: Option<&mut HashMap<String, Kind>>,
     ) -> Result<u32, DropReason> {
         let kind = Kind::from(metric.type_);
         let known = self
@@ -155,19 +359,7 @@ impl Families {
                 }
                 let index = match self.by_name.get(&name) {
                     Some(index) => *index,
-                    None => {
-                        let index = self.families.len() as u32;
-                        self.families.push(Family {
-                            name: name.clone(),
-                            kind,
-                            help: format!(
-                                "vigil: metric {} of metrics group {group_type}",
-                                metric.name
-                            ),
-                        });
-                        self.by_name.insert(name, index);
-                        index
-                    }
+                    None => self.new_family(name, kind, group_type, &metric.name)?,
                 };
                 self.by_metric
                     .entry(group_type.to_owned())
@@ -176,108 +368,224 @@ impl Families {
                 index
             }
         };
-        let family = &self.families[index as usize];
-        if family.kind != kind {
+        if self.families[index as usize].kind != kind {
             return Err(reason::TYPE_CONFLICT);
-        }
-        // A type fixed elsewhere (the Pushgateway sees every resource).
-        if let Some(kinds) = kinds {
-            let fixed = *kinds.entry(family.name.clone()).or_insert(kind);
-            if fixed != kind {
-                return Err(reason::TYPE_CONFLICT);
-            }
         }
         Ok(index)
     }
 
-    /// Records a group's samples; the reason if any metric was dropped.
+    fn new_family(
+        &mut self,
+        name: String,
+        kind: Kind,
+        group_type: &str,
+        metric: &str,
+    ) -> Result<u32, DropReason> {
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(reason::RESERVED_NAME);
+        }
+        let names = page_names(&name, kind);
+        if names.iter().any(|n| self.reserved.contains(&n.as_str())) {
+            return Err(reason::RESERVED_NAME);
+        }
+        if names.iter().any(|n| self.page_names.contains_key(n)) {
+            return Err(reason::TYPE_CONFLICT);
+        }
+        let index = self.families.len() as u32;
+        for n in names {
+            self.page_names.insert(n, index);
+        }
+        let sample_name = match kind {
+            Kind::Counter => format!("{name}_total"),
+            _ => name.clone(),
+        };
+        self.families.push(Family {
+            name: name.clone(),
+            kind,
+            help: format!("vigil: metric {metric} of metrics group {group_type}"),
+            sample_name,
+        });
+        self.by_name.insert(name, index);
+        self.ranks.clear();
+        Ok(index)
+    }
+
+    /// Records a group's samples for `plugin`; the reason if any metric was
+    /// dropped (every dropped series is counted against `plugin`).
     /// `labels` is the group's rendered label set.
     pub fn accept(
         &mut self,
         group: &MetricsGroup,
+        plugin: &str,
         labels: &str,
         now: Instant,
-        max_series: usize,
-        mut kinds: Option<&mut HashMap<String, Kind>>,
+        limits: SeriesLimits,
     ) -> Option<DropReason> {
+        let plugin = self.plugin(plugin);
         let mut dropped = None;
-        let mut indexes = Vec::with_capacity(group.metrics.len());
-        for metric in &group.metrics {
-            match self.family(&group.group_type, metric, kinds.as_deref_mut()) {
-                Ok(index) => indexes.push(Some(index)),
+        // (family, position in the group): the last of a family wins.
+        let mut incoming: Vec<(u32, usize)> = Vec::with_capacity(group.metrics.len());
+        for (position, metric) in group.metrics.iter().enumerate() {
+            match self.family(&group.group_type, metric) {
+                Ok(index) => incoming.push((index, position)),
                 Err(why) => {
-                    dropped = Some(why);
-                    indexes.push(None);
+                    dropped.get_or_insert(why);
+                    self.refused(plugin, why, 1);
                 }
             }
         }
-        let set = match self.label_sets.get_mut(labels) {
-            Some(set) => set,
-            None => self
-                .label_sets
-                .entry(Arc::from(labels))
-                .or_insert_with(|| LabelSet {
-                    resource_id: Arc::from(group.resource.id.as_str()),
-                    samples: Vec::with_capacity(group.metrics.len()),
-                }),
+        incoming.sort_by_key(|&(family, _)| family);
+        incoming.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                // Keep the later position in the surviving slot.
+                earlier.1 = later.1;
+                true
+            } else {
+                false
+            }
+        });
+        if incoming.is_empty() {
+            return dropped;
+        }
+        let id = label_set_id(labels);
+        let Families {
+            sets,
+            resources,
+            plugins,
+            series,
+            ..
+        } = self;
+        let set = sets.entry(id).or_insert_with(|| LabelSet {
+            labels: labels.into(),
+            resource: Arc::from(group.resource.id.as_str()),
+            samples: Vec::new(),
+        });
+        let mut refusals: Vec<(DropReason, u64)> = Vec::new();
+        let mut refuse = |why: DropReason, dropped: &mut Option<DropReason>| {
+            dropped.get_or_insert(why);
+            match refusals.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, n)) => *n += 1,
+                None => refusals.push((why, 1)),
+            }
         };
-        for (metric, index) in group.metrics.iter().zip(indexes) {
-            let Some(family) = index else { continue };
-            match set.samples.iter_mut().find(|s| s.family == family) {
-                Some(sample) => {
-                    sample.value = metric.value.into();
-                    sample.updated = now;
+        // Merge the sorted incoming metrics into the sorted samples.
+        let old = std::mem::take(&mut set.samples);
+        let mut merged = Vec::with_capacity(old.len() + incoming.len());
+        let mut old = old.into_iter().peekable();
+        for (family, position) in incoming {
+            while let Some(sample) = old.next_if(|s| s.family < family) {
+                merged.push(sample);
+            }
+            let value = group.metrics[position].value.into();
+            match old.next_if(|s| s.family == family) {
+                Some(mut sample) => {
+                    if sample.plugin == plugin {
+                        sample.value = value;
+                        sample.updated = now;
+                    } else {
+                        refuse(reason::OTHER_PLUGIN, &mut dropped);
+                    }
+                    merged.push(sample);
                 }
-                None if self.series >= max_series => dropped = Some(reason::SERIES_LIMIT),
+                None if plugins[plugin as usize].series >= limits.max_series_per_plugin => {
+                    refuse(reason::PLUGIN_SERIES_LIMIT, &mut dropped);
+                }
+                None if *series >= limits.max_series => {
+                    refuse(reason::SERIES_LIMIT, &mut dropped);
+                }
                 None => {
-                    set.samples.push(Sample {
+                    merged.push(Sample {
                         family,
-                        value: metric.value.into(),
+                        plugin,
+                        value,
                         updated: now,
                     });
-                    self.series += 1;
+                    plugins[plugin as usize].series += 1;
+                    *series += 1;
                 }
             }
         }
-        if set.samples.is_empty() {
-            self.label_sets.remove(labels);
+        merged.extend(old);
+        if merged.is_empty() {
+            sets.remove(&id);
+        } else {
+            set.samples = merged;
+            resources
+                .entry(Arc::from(group.resource.id.as_str()))
+                .or_default()
+                .insert(id);
+        }
+        for (why, n) in refusals {
+            self.refused(plugin, why, n);
         }
         dropped
     }
 
-    /// Drops series last updated before `cutoff`.
-    pub fn sweep(&mut self, cutoff: Instant) {
-        self.retain(|_, sample| sample.updated >= cutoff);
+    /// Drops series last updated before `cutoff`; returns the resources
+    /// that lost any.
+    pub fn sweep(&mut self, cutoff: Instant) -> Vec<Arc<str>> {
+        let ids: Vec<SeriesId> = self.sets.keys().copied().collect();
+        self.retain(ids, |sample| sample.updated >= cutoff)
     }
 
+    /// Drops every series of resource `id`.
     pub fn forget_resource(&mut self, id: &str) {
-        self.retain(|resource_id, _| resource_id != id);
+        let Some(ids) = self.resources.get(id) else {
+            return;
+        };
+        let ids: Vec<SeriesId> = ids.iter().copied().collect();
+        self.retain(ids, |_| false);
     }
 
-    /// Keeps the samples `keep(resource id, sample)` says to.
-    fn retain(&mut self, keep: impl Fn(&str, &Sample) -> bool) {
-        let mut removed = 0;
-        self.label_sets.retain(|_, set| {
-            let LabelSet {
-                resource_id,
-                samples,
-            } = set;
-            let before = samples.len();
-            samples.retain(|sample| keep(resource_id, sample));
-            removed += before - samples.len();
-            !samples.is_empty()
-        });
-        self.series -= removed;
+    /// Keeps the samples of label sets `ids` that `keep` says to; returns
+    /// the resources that lost any.
+    fn retain(&mut self, ids: Vec<SeriesId>, keep: impl Fn(&Sample) -> bool) -> Vec<Arc<str>> {
+        let mut changed: Vec<Arc<str>> = Vec::new();
+        for id in ids {
+            let Some(set) = self.sets.get_mut(&id) else {
+                continue;
+            };
+            let before = set.samples.len();
+            let plugins = &mut self.plugins;
+            set.samples.retain(|sample| {
+                let kept = keep(sample);
+                if !kept && let Some(usage) = plugins.get_mut(sample.plugin as usize) {
+                    usage.series = usage.series.saturating_sub(1);
+                }
+                kept
+            });
+            let removed = before - set.samples.len();
+            if removed == 0 {
+                continue;
+            }
+            self.series -= removed;
+            let resource = set.resource.clone();
+            if set.samples.is_empty() {
+                self.sets.remove(&id);
+                if let Some(of_resource) = self.resources.get_mut(&resource) {
+                    of_resource.remove(&id);
+                    if of_resource.is_empty() {
+                        self.resources.remove(&resource);
+                    }
+                }
+            }
+            if changed.last() != Some(&resource) {
+                changed.push(resource);
+            }
+        }
+        changed.sort();
+        changed.dedup();
         // Names no series uses any more would otherwise pile up (metric
         // names come from plugins): compact once they dominate.
         if self.families.len() > 2 * self.series + 1024 {
             self.compact();
         }
+        changed
     }
 
     fn compact(&mut self) {
         let mut used = vec![false; self.families.len()];
-        for set in self.label_sets.values() {
+        for set in self.sets.values() {
             for sample in &set.samples {
                 used[sample.family as usize] = true;
             }
@@ -290,15 +598,22 @@ impl Families {
                 self.families.push(family);
             }
         }
-        for set in self.label_sets.values_mut() {
+        // Remapping keeps the order, so every set stays sorted.
+        for set in self.sets.values_mut() {
             for sample in &mut set.samples {
                 sample.family = remap[sample.family as usize];
             }
         }
-        self.by_name.retain(|_, index| {
+        for index in self.by_name.values_mut() {
             *index = remap[*index as usize];
-            *index != u32::MAX
-        });
+        }
+        self.by_name.retain(|_, index| *index != u32::MAX);
+        self.page_names.clear();
+        for (index, family) in self.families.iter().enumerate() {
+            for name in page_names(&family.name, family.kind) {
+                self.page_names.insert(name, index as u32);
+            }
+        }
         for metrics in self.by_metric.values_mut() {
             metrics.retain(|_, index| {
                 *index = remap[*index as usize];
@@ -306,33 +621,90 @@ impl Families {
             });
         }
         self.by_metric.retain(|_, metrics| !metrics.is_empty());
+        self.ranks.clear();
+    }
+
+    /// Rebuilds the name order if families changed.
+    fn rank(&mut self) {
+        if self.ranks.len() == self.families.len() {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.families.len() as u32).collect();
+        order.sort_by(|a, b| {
+            self.families[*a as usize]
+                .name
+                .cmp(&self.families[*b as usize].name)
+        });
+        self.ranks = vec![0; order.len()];
+        for (rank, family) in order.into_iter().enumerate() {
+            self.ranks[family as usize] = rank as u32;
+        }
     }
 
     /// Writes every family with its series.
-    pub fn render(&self, doc: &mut Exposition) {
-        let mut by_family: Vec<Vec<(&str, SampleValue)>> = vec![Vec::new(); self.families.len()];
-        for (labels, set) in &self.label_sets {
-            for sample in &set.samples {
-                by_family[sample.family as usize].push((labels, sample.value));
+    pub fn render(&mut self, doc: &mut Exposition) {
+        self.rank();
+        let sets: Vec<&LabelSet> = self.sets.values().collect();
+        self.write(doc, &sets);
+    }
+
+    /// Writes the families of resource `id`'s series (the Pushgateway
+    /// group of that resource); false when it has none.
+    pub fn render_resource(&mut self, id: &str, doc: &mut Exposition) -> bool {
+        self.rank();
+        let Some(ids) = self.resources.get(id) else {
+            return false;
+        };
+        let sets: Vec<&LabelSet> = ids.iter().filter_map(|id| self.sets.get(id)).collect();
+        self.write(doc, &sets);
+        true
+    }
+
+    /// Writes the samples of `sets`, grouped by family in name order.
+    /// Needs fresh `ranks`.
+    fn write(&self, doc: &mut Exposition, sets: &[&LabelSet]) {
+        let mut samples: Vec<(u32, u32, &str, SampleValue)> = sets
+            .iter()
+            .flat_map(|set| {
+                set.samples.iter().map(|s| {
+                    let rank = self.ranks.get(s.family as usize).copied().unwrap_or(0);
+                    (rank, s.family, &*set.labels, s.value)
+                })
+            })
+            .collect();
+        samples.sort_unstable_by_key(|s| s.0);
+        let mut current = None;
+        for (_, family, labels, value) in samples {
+            let family = &self.families[family as usize];
+            if current != Some(family.name.as_str()) {
+                doc.family(&family.name, family.kind, &family.help);
+                current = Some(family.name.as_str());
             }
+            doc.sample(&family.sample_name, labels, value);
         }
-        let mut order: Vec<usize> = (0..self.families.len()).collect();
-        order.sort_by(|a, b| self.families[*a].name.cmp(&self.families[*b].name));
-        for index in order {
-            let series = &by_family[index];
-            if series.is_empty() {
-                continue;
-            }
-            let family = &self.families[index];
-            doc.family(&family.name, family.kind, &family.help);
-            let sample_name = match family.kind {
-                Kind::Counter => format!("{}_total", family.name),
-                _ => family.name.clone(),
-            };
-            for (labels, value) in series {
-                doc.sample(&sample_name, labels, *value);
-            }
-        }
+    }
+
+    /// Each plugin's live series and refusals.
+    pub fn plugin_usage(&self) -> Usage {
+        self.plugins
+            .iter()
+            .map(|usage| {
+                (
+                    usage.name.to_string(),
+                    usage.series as u64,
+                    usage
+                        .dropped
+                        .iter()
+                        .map(|(why, n)| ((*why).to_owned(), *n))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The label text held, in bytes (each label set once).
+    pub fn label_bytes(&self) -> usize {
+        self.sets.values().map(|set| set.labels.len()).sum()
     }
 }
 
@@ -342,6 +714,29 @@ pub struct SeriesRegistry {
     settings: PrometheusSettings,
     families: Mutex<Families>,
     counters: SinkCounters,
+    /// Copies of what the families hold, readable without their lock (a
+    /// large accept holds it for a while, off the runtime; `vigil status`
+    /// reads these from async code).
+    series: AtomicUsize,
+    plugins: UsageView,
+}
+
+/// Each plugin's live series and refusals (by reason).
+pub type Usage = Vec<(String, u64, BTreeMap<String, u64>)>;
+
+/// [`Usage`] as a sink last published it, readable without the sink's
+/// own lock.
+#[derive(Debug, Default)]
+pub struct UsageView(Mutex<Usage>);
+
+impl UsageView {
+    pub fn set(&self, usage: Usage) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = usage;
+    }
+
+    pub fn get(&self) -> Usage {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl SeriesRegistry {
@@ -350,6 +745,8 @@ impl SeriesRegistry {
             settings,
             families: Mutex::new(Families::default()),
             counters: SinkCounters::default(),
+            series: AtomicUsize::new(0),
+            plugins: UsageView::default(),
         }
     }
 
@@ -361,24 +758,42 @@ impl SeriesRegistry {
         self.families.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publishes the lock-free copies.
+    fn published(&self, families: &Families) {
+        self.series.store(families.len(), Ordering::Relaxed);
+        self.plugins.set(families.plugin_usage());
+    }
+
+    /// Takes groups of an unknown producer (see [`Self::accept_from`]).
     pub fn accept(&self, groups: &[SharedGroup]) {
+        self.accept_from(groups, &[]);
+    }
+
+    /// Takes groups, `plugins[i]` having produced `groups[i]` (an unknown
+    /// producer where `plugins` is short). CPU work linear in the groups'
+    /// size: call it off the async runtime for large batches.
+    pub fn accept_from(&self, groups: &[SharedGroup], plugins: &[PluginName]) {
         let now = Instant::now();
         // Labels are rendered outside the lock; a scrape waits only for the
         // map updates.
-        let labelled: Vec<(&SharedGroup, String)> =
-            groups.iter().map(|g| (g, group_labels(g, &[]))).collect();
+        let labelled: Vec<String> = groups.iter().map(|g| group_labels(g, &[])).collect();
+        let limits = self.settings.limits();
         let mut families = self.lock();
-        for (group, labels) in labelled {
+        for (i, (group, labels)) in groups.iter().zip(&labelled).enumerate() {
+            let plugin = plugins.get(i).map_or(UNKNOWN_PLUGIN, |p| &**p);
             self.counters.accepted(1);
-            match families.accept(group, &labels, now, self.settings.max_series, None) {
+            match families.accept(group, plugin, labels, now, limits) {
                 None => self.counters.delivered(1),
                 Some(why) => self.counters.dropped(why, 1),
             }
         }
+        self.published(&families);
     }
 
     pub fn forget_resource(&self, id: &str) {
-        self.lock().forget_resource(id);
+        let mut families = self.lock();
+        families.forget_resource(id);
+        self.published(&families);
     }
 
     /// Drops stale series, then writes the rest.
@@ -388,10 +803,16 @@ impl SeriesRegistry {
             families.sweep(cutoff);
         }
         families.render(doc);
+        self.published(&families);
     }
 
     pub fn series(&self) -> usize {
-        self.lock().len()
+        self.series.load(Ordering::Relaxed)
+    }
+
+    /// The label text held, in bytes.
+    pub fn label_bytes(&self) -> usize {
+        self.lock().label_bytes()
     }
 
     pub fn snapshot(&self, name: &str) -> SinkSnapshot {
@@ -402,6 +823,25 @@ impl SeriesRegistry {
             self.settings.max_series as u64,
         )
     }
+
+    /// Each plugin's series and refusals, as sink `name`.
+    pub fn plugin_series(&self, name: &str) -> Vec<PluginSeries> {
+        plugin_series(name, "prometheus", &self.plugins.get())
+    }
+}
+
+/// [`Families::plugin_usage`] as snapshots of sink `name` of `kind`.
+pub fn plugin_series(name: &str, kind: &str, usage: &Usage) -> Vec<PluginSeries> {
+    usage
+        .iter()
+        .map(|(plugin, series, dropped)| PluginSeries {
+            sink: name.to_owned(),
+            kind: kind.to_owned(),
+            plugin: plugin.clone(),
+            series: *series,
+            dropped: dropped.clone(),
+        })
+        .collect()
 }
 
 /// The `/metrics` document: vigil's health, then the collected series.
@@ -489,12 +929,21 @@ mod tests {
         interface: &str,
         metrics: &[(&str, MetricType, MetricValue)],
     ) -> SharedGroup {
+        typed_group("interface", resource, interface, metrics)
+    }
+
+    fn typed_group(
+        group_type: &str,
+        resource: &str,
+        interface: &str,
+        metrics: &[(&str, MetricType, MetricValue)],
+    ) -> SharedGroup {
         let at = Datetime {
             seconds: 1,
             nanoseconds: 0,
         };
         Arc::new(MetricsGroup {
-            group_type: "interface".into(),
+            group_type: group_type.into(),
             interval_seconds: 60,
             creation_timestamp: at,
             schema_version: "0.2".into(),
@@ -515,10 +964,26 @@ mod tests {
         })
     }
 
+    fn gauge(name: &str) -> (&str, MetricType, MetricValue) {
+        (name, MetricType::Gauge, MetricValue::Float(1.0))
+    }
+
     fn render(registry: &SeriesRegistry, format: Format) -> String {
         let mut doc = Exposition::new(format);
         registry.render(&mut doc);
         doc.finish()
+    }
+
+    fn plugins(names: &[&str]) -> Vec<PluginName> {
+        names.iter().map(|n| PluginName::from(*n)).collect()
+    }
+
+    fn usage_of(registry: &SeriesRegistry, plugin: &str) -> PluginSeries {
+        registry
+            .plugin_series("prometheus")
+            .into_iter()
+            .find(|p| p.plugin == plugin)
+            .unwrap_or_default()
     }
 
     #[test]
@@ -569,23 +1034,11 @@ mod tests {
             stale_after: Duration::from_millis(50),
             ..PrometheusSettings::default()
         });
-        registry.accept(&[group(
-            "old",
-            "e0",
-            &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
-        )]);
+        registry.accept(&[group("old", "e0", &[gauge("bits_in")])]);
         std::thread::sleep(Duration::from_millis(80));
         registry.accept(&[
-            group(
-                "new",
-                "e0",
-                &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
-            ),
-            group(
-                "gone",
-                "e0",
-                &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
-            ),
+            group("new", "e0", &[gauge("bits_in")]),
+            group("gone", "e0", &[gauge("bits_in")]),
         ]);
         registry.forget_resource("gone");
         let text = render(&registry, Format::Text);
@@ -593,19 +1046,21 @@ mod tests {
         assert!(!text.contains("resource_id=\"old\""), "stale: {text}");
         assert!(!text.contains("resource_id=\"gone\""), "expired: {text}");
         assert_eq!(registry.series(), 1);
+        assert_eq!(usage_of(&registry, UNKNOWN_PLUGIN).series, 1);
     }
 
     #[test]
     fn names_no_series_uses_are_forgotten() {
         let mut families = Families::default();
         let now = Instant::now();
+        let limits = PrometheusSettings::default().limits();
         for i in 0..3000 {
             let g = group(
                 &format!("r{i}"),
                 "e0",
                 &[(&format!("m{i}"), MetricType::Gauge, MetricValue::Float(1.0))],
             );
-            families.accept(&g, &group_labels(&g, &[]), now, usize::MAX, None);
+            families.accept(&g, "p", &group_labels(&g, &[]), now, limits);
             families.forget_resource(&format!("r{i}"));
         }
         let g = group(
@@ -613,12 +1068,13 @@ mod tests {
             "e0",
             &[("bits_in", MetricType::Gauge, MetricValue::Float(2.0))],
         );
-        families.accept(&g, &group_labels(&g, &[]), now, usize::MAX, None);
+        families.accept(&g, "p", &group_labels(&g, &[]), now, limits);
         assert!(
             families.families.len() <= 1025,
             "{}",
             families.families.len()
         );
+        assert!(families.page_names.len() <= 3 * 1025);
         let mut doc = Exposition::new(Format::Text);
         families.render(&mut doc);
         let text = doc.finish();
@@ -633,14 +1089,11 @@ mod tests {
     fn bounds_and_type_conflicts_are_counted() {
         let registry = SeriesRegistry::new(PrometheusSettings {
             max_series: 2,
+            max_series_per_plugin: 2,
             ..PrometheusSettings::default()
         });
         for i in 0..4 {
-            registry.accept(&[group(
-                &format!("sw{i}"),
-                "e0",
-                &[("bits_in", MetricType::Gauge, MetricValue::Float(1.0))],
-            )]);
+            registry.accept(&[group(&format!("sw{i}"), "e0", &[gauge("bits_in")])]);
         }
         registry.accept(&[group(
             "sw0",
@@ -649,8 +1102,209 @@ mod tests {
         )]);
         let snapshot = registry.snapshot("prometheus");
         assert_eq!(snapshot.buffered, 2);
-        assert_eq!(snapshot.dropped.get(reason::SERIES_LIMIT), Some(&2));
+        assert_eq!(
+            snapshot.dropped.get(reason::PLUGIN_SERIES_LIMIT),
+            Some(&2),
+            "{snapshot:?}"
+        );
         assert_eq!(snapshot.dropped.get(reason::TYPE_CONFLICT), Some(&1));
         assert_eq!(snapshot.delivered, 2);
+    }
+
+    /// A plugin that floods cardinality fills its own budget; the
+    /// neighbour's new series still get in, and the refusals are counted
+    /// against the flooder.
+    #[test]
+    fn one_plugin_cannot_take_another_plugins_series() {
+        let registry = SeriesRegistry::new(PrometheusSettings {
+            max_series: 1_000,
+            max_series_per_plugin: 300,
+            ..PrometheusSettings::default()
+        });
+        let flood: Vec<SharedGroup> = (0..5_000)
+            .map(|i| group("sw1", &format!("e{i}"), &[gauge("bits_in")]))
+            .collect();
+        registry.accept_from(&flood, &vec![PluginName::from("hog"); flood.len()]);
+        let neighbour: Vec<SharedGroup> = (0..100)
+            .map(|i| group("sw2", &format!("e{i}"), &[gauge("bits_in")]))
+            .collect();
+        registry.accept_from(&neighbour, &vec![PluginName::from("good"); 100]);
+        let hog = usage_of(&registry, "hog");
+        assert_eq!(hog.series, 300);
+        assert_eq!(hog.dropped.get(reason::PLUGIN_SERIES_LIMIT), Some(&4_700));
+        let good = usage_of(&registry, "good");
+        assert_eq!(good.series, 100);
+        assert!(good.dropped.is_empty(), "{good:?}");
+        assert_eq!(registry.series(), 400);
+        // The flooder cannot overwrite the neighbour's values either.
+        registry.accept_from(
+            &[group(
+                "sw2",
+                "e0",
+                &[("bits_in", MetricType::Gauge, MetricValue::Float(666.0))],
+            )],
+            &plugins(&["hog"]),
+        );
+        let text = render(&registry, Format::Text);
+        assert!(!text.contains(" 666\n"), "{text}");
+        assert_eq!(
+            usage_of(&registry, "hog").dropped.get(reason::OTHER_PLUGIN),
+            Some(&1)
+        );
+        // Once the neighbour's series leave, the budget is free again.
+        registry.forget_resource("sw1");
+        assert_eq!(usage_of(&registry, "hog").series, 0);
+    }
+
+    /// `vigil_*` families are vigil's: a plugin's are refused and counted.
+    #[test]
+    fn vigil_names_are_reserved() {
+        let registry = SeriesRegistry::new(PrometheusSettings::default());
+        registry.accept_from(
+            &[
+                typed_group(
+                    "vigil",
+                    "sw1",
+                    "e0",
+                    &[("plugin_runs", MetricType::Counter, MetricValue::Unsigned(9))],
+                ),
+                // `vigil-x` sanitises to `vigil_x`.
+                typed_group("vigil-x", "sw1", "e0", &[gauge("y")]),
+                typed_group("vigilant", "sw1", "e0", &[gauge("y")]),
+            ],
+            &plugins(&["evil", "evil", "evil"]),
+        );
+        let text = render(&registry, Format::Text);
+        assert!(!text.contains("vigil_"), "{text}");
+        assert!(text.contains("vigilant_y{"), "{text}");
+        let evil = usage_of(&registry, "evil");
+        assert_eq!(evil.dropped.get(reason::RESERVED_NAME), Some(&2));
+        assert_eq!(evil.series, 1);
+    }
+
+    /// Families that would share a name on the page, in either format,
+    /// are refused (the later one), so the page always parses.
+    #[test]
+    fn names_that_collide_after_suffixing_are_refused() {
+        let registry = SeriesRegistry::new(PrometheusSettings::default());
+        let counter = ("x", MetricType::Counter, MetricValue::Unsigned(1));
+        let cases: Vec<(&str, Vec<(&str, MetricType, MetricValue)>)> = vec![
+            // counter g_x: writes g_x_total (and reserves g_x_created).
+            ("g", vec![counter]),
+            // gauge g_x_total: the counter's sample name.
+            ("g", vec![gauge("x_total")]),
+            // gauge g_x_created: OpenMetrics' counter suffix.
+            ("g", vec![gauge("x_created")]),
+            // gauge g_x: the counter's family name.
+            ("g", vec![gauge("x")]),
+            // gauge h_y_total first, then counter h_y (stripped of
+            // `_total`... and without): both would write h_y_total.
+            ("h", vec![gauge("y_total")]),
+            (
+                "h",
+                vec![("y", MetricType::Counter, MetricValue::Unsigned(2))],
+            ),
+        ];
+        for (group_type, metrics) in &cases {
+            registry.accept(&[typed_group(group_type, "sw1", "e0", metrics)]);
+        }
+        let snapshot = registry.snapshot("prometheus");
+        assert_eq!(snapshot.dropped.get(reason::TYPE_CONFLICT), Some(&4));
+        for format in [Format::Text, Format::OpenMetrics] {
+            let page = render(&registry, format);
+            strict_parse(&page, format).unwrap_or_else(|e| panic!("{e}\n{page}"));
+            assert!(page.contains("g_x_total{"), "{page}");
+            assert!(page.contains("h_y_total{"), "{page}");
+        }
+    }
+
+    /// A strict reader of what [`Exposition`] writes: every sample line
+    /// belongs to the family declared just before it (its name is the
+    /// family's, with the suffixes its type allows), no family or `# TYPE`
+    /// name appears twice, no sample name appears in two families, and
+    /// OpenMetrics ends with `# EOF`.
+    pub(crate) fn strict_parse(page: &str, format: Format) -> Result<usize, String> {
+        use std::collections::HashSet;
+        let mut types: HashSet<String> = HashSet::new();
+        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut family: Option<(String, String)> = None;
+        let mut samples = 0;
+        let mut lines = page.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line == "# EOF" {
+                if format != Format::OpenMetrics || lines.peek().is_some() {
+                    return Err("# EOF misplaced".into());
+                }
+                return Ok(samples);
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                if family.as_ref().is_some_and(|(f, _)| f == name) {
+                    return Err(format!("second HELP for {name}"));
+                }
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().unwrap_or_default().to_owned();
+                let kind = parts.next().unwrap_or_default().to_owned();
+                if !types.insert(name.clone()) {
+                    return Err(format!("second TYPE for {name}"));
+                }
+                family = Some((name, kind));
+                continue;
+            }
+            let Some((name, kind)) = &family else {
+                return Err(format!("sample before any TYPE: {line}"));
+            };
+            let sample = line.split(['{', ' ']).next().unwrap_or_default().to_owned();
+            let base = match (format, kind.as_str()) {
+                (Format::Text, "counter") => name.strip_suffix("_total").map(str::to_owned),
+                _ => Some(name.clone()),
+            }
+            .ok_or_else(|| format!("counter {name} without _total"))?;
+            let allowed: &[&str] = match kind.as_str() {
+                "counter" => &["_total"],
+                "gauge" => &[""],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                other => return Err(format!("unknown type {other}")),
+            };
+            if !allowed.iter().any(|s| sample == format!("{base}{s}")) {
+                return Err(format!("sample {sample} outside family {name} ({kind})"));
+            }
+            if let Some(previous) = owner.insert(sample.clone(), name.clone())
+                && previous != *name
+            {
+                return Err(format!("sample {sample} in families {previous} and {name}"));
+            }
+            if types.contains(&sample) && sample != *name && !(format == Format::Text) {
+                return Err(format!("sample {sample} named like another family"));
+            }
+            samples += 1;
+        }
+        match format {
+            Format::OpenMetrics => Err("no # EOF".into()),
+            Format::Text => Ok(samples),
+        }
+    }
+
+    /// A group of many metrics keeps its label text once: the registry
+    /// holds about what the plugin sent, not the labels per sample.
+    #[test]
+    fn label_text_is_held_once_per_label_set() {
+        let registry = SeriesRegistry::new(PrometheusSettings::default());
+        let metrics: Vec<(String, MetricType, MetricValue)> = (0..2_000)
+            .map(|i| (format!("m{i}"), MetricType::Gauge, MetricValue::Signed(i)))
+            .collect();
+        let metrics: Vec<(&str, MetricType, MetricValue)> = metrics
+            .iter()
+            .map(|(n, t, v)| (n.as_str(), *t, *v))
+            .collect();
+        let long = "x".repeat(10_000);
+        let g = group("sw1", &long, &metrics);
+        let labels = group_labels(&g, &[]).len();
+        registry.accept(&[g]);
+        assert_eq!(registry.series(), 2_000);
+        assert_eq!(registry.label_bytes(), labels);
     }
 }

@@ -5,30 +5,57 @@
 //!
 //! A push is an HTTP `PUT`, which replaces the whole group. Several plugins
 //! feed one resource at different times, so the sink keeps every
-//! resource's latest series ([`Families`]) and puts all of them each time
-//! any changed; a resource's series not updated for `stale_after` leave its
-//! group, and a resource that expires (or has nothing left) has its group
-//! `DELETE`d. Resource ids with `/` (or empty) use the Pushgateway's
-//! `@base64` path encoding. A dimension called `job` or `instance` is
-//! renamed `exported_job` / `exported_instance`, because the grouping key
-//! owns those labels.
+//! resource's latest series (one [`Families`] for all resources, rendered
+//! per resource) and puts all of them each time any changed; a resource's
+//! series not updated for `stale_after` leave its group, and a resource
+//! that expires (or has nothing left) has its group `DELETE`d. A dimension
+//! called `job` or `instance` is renamed `exported_job` /
+//! `exported_instance`, because the grouping key owns those labels.
+//!
+//! # Paths that name one resource's group and nothing else
+//!
+//! A resource id goes into the path as is only when it is *plain*: one or
+//! more of `A-Z a-z 0-9 _ - .`, and not `.` or `..`. Everything else
+//! (empty, `.`, `..`, `/`, `%`, spaces, any non-ASCII) uses the
+//! Pushgateway's `@base64` form (URL-safe alphabet, which has no `/`, `.` or
+//! `%`), so no id can become a dot segment that an HTTP client or proxy
+//! resolves away (`/instance/..` is `/metrics/job/<job>`, the job-level
+//! group: a plugin reporting a resource `..` used to make vigil PUT and
+//! DELETE that), nor a second path segment, nor a different id after
+//! percent-decoding.
+//!
+//! # Budgets and CPU
+//!
+//! Series are budgeted per producing plugin (`max_series_per_plugin`,
+//! default 250,000, at most `max_series`) as in the Prometheus registry,
+//! and names the Pushgateway adds itself (`push_time_seconds`,
+//! `push_failure_time_seconds`) or vigil uses (`vigil_*`) are refused.
+//! Folding a batch into the series and rendering push bodies run on
+//! tokio's blocking pool (bodies 64 resources per step), never on a
+//! runtime worker.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::buffer::SharedGroup;
 use super::delivery::{BatchWriter, SendError};
-use super::exposition::{Exposition, Format, Kind, group_labels};
-use super::prometheus::Families;
-use super::{At, DeliverySection, DeliverySettings, LocatedError, duration_in_range, in_range};
+use super::exposition::{Exposition, Format, group_labels};
+use super::prometheus::{Families, SeriesLimits, UsageView, series_budgets};
+use super::{At, DeliverySection, DeliverySettings, LocatedError, duration_in_range};
+use crate::bus::{PluginName, UNKNOWN_PLUGIN};
 use crate::secret::{Secret, SecretSource};
+
+/// Family names the Pushgateway adds to every group itself: a pushed
+/// family of that name would make it refuse the push.
+pub const PUSHGATEWAY_NAMES: &[&str] = &["push_time_seconds", "push_failure_time_seconds"];
+/// Dirty resources whose push bodies one blocking step renders.
+const RENDER_CHUNK: usize = 64;
 
 /// `[[outputs.pushgateway]]`.
 #[derive(Debug, Clone)]
@@ -41,6 +68,8 @@ pub struct PushgatewaySettings {
     pub password: Option<Secret>,
     pub stale_after: Duration,
     pub max_series: usize,
+    /// Series one plugin may hold (at most `max_series`).
+    pub max_series_per_plugin: usize,
     pub delivery: DeliverySettings,
 }
 
@@ -54,6 +83,7 @@ pub struct PushgatewaySection {
     password: Option<Spanned<SecretSource>>,
     stale_after: Option<Spanned<String>>,
     max_series: Option<Spanned<u64>>,
+    max_series_per_plugin: Option<Spanned<u64>>,
     buffer: Option<Spanned<u32>>,
     batch_size: Option<Spanned<u32>>,
     flush_interval: Option<Spanned<String>>,
@@ -114,12 +144,12 @@ impl PushgatewaySection {
             )?,
             None => Duration::from_secs(900),
         };
-        let max_series = match &self.max_series {
-            Some(max) => {
-                in_range(&format!("{what}.max_series"), max, 1..=50_000_000, "", at)? as usize
-            }
-            None => 1_000_000,
-        };
+        let (max_series, max_series_per_plugin) = series_budgets(
+            what,
+            self.max_series.as_ref(),
+            self.max_series_per_plugin.as_ref(),
+            at,
+        )?;
         let delivery = DeliverySection {
             buffer: self.buffer,
             batch_size: self.batch_size,
@@ -137,6 +167,7 @@ impl PushgatewaySection {
             password,
             stale_after,
             max_series,
+            max_series_per_plugin,
             delivery,
         })
     }
@@ -160,14 +191,24 @@ impl Expiries {
     }
 }
 
-/// Characters a path segment must not carry unescaped.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+/// Whether `value` may stand in a path segment as it is: one or more of
+/// `A-Z a-z 0-9 _ - .`, and not a dot segment (`.`, `..`).
+fn plain(value: &str) -> bool {
+    !value.is_empty()
+        && value != "."
+        && value != ".."
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
 
-/// `/metrics/job/<job>/instance/<id>` with each value path-safe: `@base64`
-/// (URL-safe) when it holds a `/` or is empty, else percent-encoded.
+/// `/metrics/job/<job>/instance/<id>`, each value as it is when plain, else
+/// `@base64` (see the module doc).
 pub fn group_path(job: &str, instance: &str) -> String {
     fn segment(label: &str, value: &str) -> String {
-        if value.is_empty() || value.contains('/') {
+        if plain(value) {
+            format!("{label}/{value}")
+        } else {
             let encoded = base64::engine::general_purpose::URL_SAFE.encode(value.as_bytes());
             // The Pushgateway reads an empty value as `=` padding only.
             let encoded = if encoded.is_empty() {
@@ -176,8 +217,6 @@ pub fn group_path(job: &str, instance: &str) -> String {
                 encoded
             };
             format!("{label}@base64/{encoded}")
-        } else {
-            format!("{label}/{}", utf8_percent_encode(value, SEGMENT))
         }
     }
     format!(
@@ -187,17 +226,91 @@ pub fn group_path(job: &str, instance: &str) -> String {
     )
 }
 
+/// What the writer keeps between batches; behind a lock so the blocking
+/// pool can work on it.
+struct PushState {
+    families: Families,
+    dirty: BTreeSet<Arc<str>>,
+    deletes: BTreeSet<String>,
+    last_sweep: Instant,
+}
+
 pub struct PushgatewayWriter {
     settings: PushgatewaySettings,
     client: reqwest::Client,
-    resources: HashMap<String, Families>,
-    /// One type per metric name across all groups (the Pushgateway
-    /// refuses a push that disagrees with another group).
-    kinds: HashMap<String, Kind>,
-    dirty: BTreeSet<String>,
-    deletes: BTreeSet<String>,
+    state: Arc<Mutex<PushState>>,
     expiries: Arc<Expiries>,
-    last_sweep: Instant,
+    usage: Arc<UsageView>,
+}
+
+fn lock(state: &Mutex<PushState>) -> MutexGuard<'_, PushState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PushState {
+    /// Folds a batch into the series; returns how many groups had series
+    /// refused.
+    fn fold(
+        &mut self,
+        settings: &PushgatewaySettings,
+        batch: &[SharedGroup],
+        plugins: &[PluginName],
+        expired: Vec<String>,
+    ) -> usize {
+        let now = Instant::now();
+        let limits = SeriesLimits {
+            max_series: settings.max_series,
+            max_series_per_plugin: settings.max_series_per_plugin,
+        };
+        let mut refused = 0;
+        for (i, group) in batch.iter().enumerate() {
+            let plugin = plugins.get(i).map_or(UNKNOWN_PLUGIN, |p| &**p);
+            let id = group.resource.id.as_str();
+            self.deletes.remove(id);
+            let labels = group_labels(group, &["job", "instance"]);
+            if self
+                .families
+                .accept(group, plugin, &labels, now, limits)
+                .is_some()
+            {
+                refused += 1;
+            }
+            if self.families.has_resource(id) && !self.dirty.contains(id) {
+                self.dirty.insert(Arc::from(id));
+            }
+        }
+        for id in expired {
+            self.families.forget_resource(&id);
+            self.dirty.remove(id.as_str());
+            self.deletes.insert(id);
+        }
+        // Series no longer reported leave their groups; a group left empty
+        // is deleted. A pass touches every series, so it runs at most eight
+        // times per `stale_after`, not on every batch.
+        let sweep_every = (settings.stale_after / 8).max(Duration::from_millis(250));
+        if now.duration_since(self.last_sweep) >= sweep_every
+            && let Some(cutoff) = now.checked_sub(settings.stale_after)
+        {
+            self.last_sweep = now;
+            for id in self.families.sweep(cutoff) {
+                if self.families.has_resource(&id) {
+                    self.dirty.insert(id);
+                } else {
+                    self.dirty.remove(&id);
+                    self.deletes.insert(id.to_string());
+                }
+            }
+        }
+        refused
+    }
+
+    /// The text a push of `id` sends; `None` when it has no series.
+    fn body(&mut self, id: &str) -> Option<String> {
+        let mut doc = Exposition::new(Format::Text);
+        self.families
+            .render_resource(id, &mut doc)
+            .then(|| doc.finish())
+    }
 }
 
 impl PushgatewayWriter {
@@ -212,71 +325,20 @@ impl PushgatewayWriter {
         Ok(PushgatewayWriter {
             settings: settings.clone(),
             client,
-            resources: HashMap::new(),
-            kinds: HashMap::new(),
-            dirty: BTreeSet::new(),
-            deletes: BTreeSet::new(),
+            state: Arc::new(Mutex::new(PushState {
+                families: Families::with_reserved(PUSHGATEWAY_NAMES),
+                dirty: BTreeSet::new(),
+                deletes: BTreeSet::new(),
+                last_sweep: Instant::now(),
+            })),
             expiries,
-            last_sweep: Instant::now(),
+            usage: Arc::default(),
         })
     }
 
-    fn fold(&mut self, batch: &[SharedGroup]) -> usize {
-        let now = Instant::now();
-        let total: usize = self.resources.values().map(Families::len).sum();
-        let mut room = self.settings.max_series.saturating_sub(total);
-        let mut refused = 0;
-        for group in batch {
-            let id = &group.resource.id;
-            self.deletes.remove(id);
-            let families = self.resources.entry(id.clone()).or_default();
-            let before = families.len();
-            let labels = group_labels(group, &["job", "instance"]);
-            let limit = before + room;
-            if families
-                .accept(group, &labels, now, limit, Some(&mut self.kinds))
-                .is_some()
-            {
-                refused += 1;
-            }
-            room = room.saturating_sub(families.len() - before);
-            if families.is_empty() {
-                // Nothing of it was kept: nothing to push.
-                self.resources.remove(id);
-            } else {
-                self.dirty.insert(id.clone());
-            }
-        }
-        for id in self.expiries.take() {
-            self.resources.remove(&id);
-            self.dirty.remove(&id);
-            self.deletes.insert(id);
-        }
-        // Series no longer reported leave their groups; a group left empty
-        // is deleted. A pass touches every series, so it runs at most eight
-        // times per `stale_after`, not on every batch.
-        let sweep_every = (self.settings.stale_after / 8).max(Duration::from_millis(250));
-        if now.duration_since(self.last_sweep) >= sweep_every
-            && let Some(cutoff) = now.checked_sub(self.settings.stale_after)
-        {
-            self.last_sweep = now;
-            let (dirty, deletes) = (&mut self.dirty, &mut self.deletes);
-            self.resources.retain(|id, families| {
-                let before = families.len();
-                families.sweep(cutoff);
-                if families.is_empty() {
-                    dirty.remove(id);
-                    deletes.insert(id.clone());
-                    false
-                } else {
-                    if families.len() != before {
-                        dirty.insert(id.clone());
-                    }
-                    true
-                }
-            });
-        }
-        refused
+    /// Each plugin's series and refusals, as last published.
+    pub fn usage(&self) -> Arc<UsageView> {
+        self.usage.clone()
     }
 
     fn request(&self, method: reqwest::Method, id: &str) -> reqwest::RequestBuilder {
@@ -294,16 +356,10 @@ impl PushgatewayWriter {
 
     /// The text a push of `id` sends.
     pub fn body(&self, id: &str) -> Option<String> {
-        let families = self.resources.get(id)?;
-        let mut doc = Exposition::new(Format::Text);
-        families.render(&mut doc);
-        Some(doc.finish())
+        lock(&self.state).body(id)
     }
 
-    async fn push(&self, id: &str) -> Result<(), (bool, String)> {
-        let Some(body) = self.body(id) else {
-            return Ok(());
-        };
+    async fn push(&self, id: &str, body: String) -> Result<(), (bool, String)> {
         let response = self
             .request(reqwest::Method::PUT, id)
             .header(reqwest::header::CONTENT_TYPE, Format::TEXT_CONTENT_TYPE)
@@ -351,38 +407,96 @@ impl PushgatewayWriter {
             format!("pushgateway sink {name}: {what} of {id:?}: HTTP {status}: {excerpt}"),
         ))
     }
+
+    /// Runs `work` on the state in the blocking pool.
+    async fn on_state<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut PushState, &PushgatewaySettings) -> T + Send + 'static,
+    ) -> Result<T, SendError> {
+        let state = self.state.clone();
+        let settings = self.settings.clone();
+        tokio::task::spawn_blocking(move || work(&mut lock(&state), &settings))
+            .await
+            .map_err(|e| {
+                SendError::Retry(format!(
+                    "pushgateway sink {}: folding a batch failed: {e}",
+                    self.settings.name
+                ))
+            })
+    }
 }
 
 impl BatchWriter for PushgatewayWriter {
     async fn send(&mut self, batch: &[SharedGroup]) -> Result<(), SendError> {
-        let refused_series = self.fold(batch);
-        for id in self.deletes.clone() {
+        self.send_from(batch, &[]).await
+    }
+
+    async fn send_from(
+        &mut self,
+        batch: &[SharedGroup],
+        plugins: &[PluginName],
+    ) -> Result<(), SendError> {
+        let expired = self.expiries.take();
+        let (batch_owned, plugins_owned) = (batch.to_vec(), plugins.to_vec());
+        let (refused_series, deletes, dirty, usage) = self
+            .on_state(move |state, settings| {
+                let refused = state.fold(settings, &batch_owned, &plugins_owned, expired);
+                (
+                    refused,
+                    state.deletes.iter().cloned().collect::<Vec<_>>(),
+                    state.dirty.iter().cloned().collect::<Vec<_>>(),
+                    state.families.plugin_usage(),
+                )
+            })
+            .await?;
+        self.usage.set(usage);
+        for id in deletes {
             match self.delete(&id).await {
                 Ok(()) => {
-                    self.deletes.remove(&id);
+                    lock(&self.state).deletes.remove(&id);
                 }
                 Err((true, message)) => return Err(SendError::Retry(message)),
                 Err((false, message)) => {
                     tracing::warn!("{message}");
-                    self.deletes.remove(&id);
+                    lock(&self.state).deletes.remove(&id);
                 }
             }
         }
         let mut refused_groups = 0;
         let mut last_refusal = String::new();
-        for id in self.dirty.clone() {
-            match self.push(&id).await {
-                Ok(()) => {
-                    self.dirty.remove(&id);
-                }
-                Err((true, message)) => return Err(SendError::Retry(message)),
-                Err((false, message)) => {
-                    // The Pushgateway refused this resource's series (e.g. a
-                    // name another job pushes with another type); the
-                    // others still go.
-                    self.dirty.remove(&id);
-                    refused_groups += batch.iter().filter(|g| g.resource.id == id).count();
-                    last_refusal = message;
+        for chunk in dirty.chunks(RENDER_CHUNK) {
+            let ids = chunk.to_vec();
+            let bodies = self
+                .on_state(move |state, _| {
+                    ids.into_iter()
+                        .map(|id| {
+                            let body = state.body(&id);
+                            (id, body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await?;
+            for (id, body) in bodies {
+                let outcome = match body {
+                    Some(body) => self.push(&id, body).await,
+                    None => Ok(()),
+                };
+                match outcome {
+                    Ok(()) => {
+                        lock(&self.state).dirty.remove(&id);
+                    }
+                    Err((true, message)) => return Err(SendError::Retry(message)),
+                    Err((false, message)) => {
+                        // The Pushgateway refused this resource's series
+                        // (e.g. a name another job pushes with another
+                        // type); the others still go.
+                        lock(&self.state).dirty.remove(&id);
+                        refused_groups += batch
+                            .iter()
+                            .filter(|g| g.resource.id.as_str() == &*id)
+                            .count();
+                        last_refusal = message;
+                    }
                 }
             }
         }
@@ -390,7 +504,8 @@ impl BatchWriter for PushgatewayWriter {
             return Err(SendError::PartlyRejected {
                 rejected: refused_groups.max(refused_series),
                 message: if last_refusal.is_empty() {
-                    "series over the sink's max_series or with a conflicting type".to_owned()
+                    "series refused: over a series budget, a conflicting type or a reserved name"
+                        .to_owned()
                 } else {
                     last_refusal
                 },
@@ -410,10 +525,42 @@ mod tests {
             group_path("vigil", "sw1"),
             "/metrics/job/vigil/instance/sw1"
         );
+        // Anything not plain is base64, never percent-encoded: a
+        // percent-decoding proxy could turn `%2e%2e` into `..`.
         assert_eq!(
             group_path("vigil", "core sw:1"),
-            "/metrics/job/vigil/instance/core%20sw%3A1"
+            "/metrics/job/vigil/instance@base64/Y29yZSBzdzox"
         );
+        assert_eq!(
+            group_path("vigil", "a.b-c_9"),
+            "/metrics/job/vigil/instance/a.b-c_9"
+        );
+        for (id, encoded) in [
+            ("..", "Li4="),
+            (".", "Lg=="),
+            ("...", "..."),
+            ("%2e%2e", "JTJlJTJl"),
+            ("a/../b", "YS8uLi9i"),
+            (" ", "IA=="),
+            ("é", "w6k="),
+        ] {
+            let path = group_path("vigil", id);
+            if plain(id) {
+                assert_eq!(path, format!("/metrics/job/vigil/instance/{encoded}"));
+            } else {
+                assert_eq!(
+                    path,
+                    format!("/metrics/job/vigil/instance@base64/{encoded}")
+                );
+            }
+            // Exactly one segment after the label, none of them a dot
+            // segment, and nothing a URL parser rewrites.
+            let url = reqwest::Url::parse(&format!("http://h{path}")).expect("url");
+            assert_eq!(url.path(), path, "{id:?}");
+            let segments: Vec<&str> = path.split('/').collect();
+            assert_eq!(segments.len(), 6, "{path}");
+            assert!(!segments.iter().any(|s| *s == "." || *s == ".."), "{path}");
+        }
         // `/` cannot be percent-encoded in a path the Pushgateway splits.
         assert_eq!(
             group_path("vigil", "ge-0/0/1"),

@@ -25,13 +25,19 @@
 //!   one `$inc` of `counters.runs`. The newest 200,000 are kept. Indexes:
 //!   `seq`; `plugin, seq`.
 //! - `counters`: `{_id: "runs", next: i64}`, the last run `seq` handed out.
-//! - `latest`: the latest value of every series.
-//!   `{_id: '["<resource id>","<group type>",[[dim, value], ...],"<metric>"]',
-//!   resource_id, group_type, dimensions: [[name, value], ...] (sorted),
-//!   metric, value: string, metric_type: "counter"|"gauge", at: f64}`,
-//!   replaced whole on every write. `value` is the exact decimal text, as in
-//!   SQLite: a 64-bit counter above 2^53 survives, which a double would not.
-//!   Indexes: `resource_id`; `group_type`.
+//! - `latest_series` and `latest_values`: the latest value of every
+//!   series, keyed by compact ids as in SQLite (the dimension text is
+//!   stored once per series, not once per metric).
+//!   `latest_series`: `{_id: <series id, 32 hex digits>, resource_id,
+//!   group_type, dimensions: [[name, value], ...] (sorted)}`, written with
+//!   `$setOnInsert` only. `latest_values`: `{_id: "<series id>:<metric>",
+//!   series: <series id>, metric, value: string, metric_type:
+//!   "counter"|"gauge", at: f64}`, replaced whole on every write. `value`
+//!   is the exact decimal text, as in SQLite: a 64-bit counter above 2^53
+//!   survives, which a double would not. Indexes: `latest_series`:
+//!   `resource_id`; `group_type`; `latest_values`: `series`. (The
+//!   `latest` collection of earlier versions, one document per metric with
+//!   the whole dimension set in its `_id`, is no longer read.)
 //! - `status`: `{_id: "host", site, pid: i64, updated_at: f64, body: <the
 //!   HostStatus as JSON>}`, replaced whole. `body` is what [`Storage::status`]
 //!   reads (its `outcomes` map has keys with dots, and its counters are u64).
@@ -108,7 +114,8 @@ const BATCH_IDS: usize = 1000;
 const RESOURCES: &str = "resources";
 const RUNS: &str = "runs";
 const COUNTERS: &str = "counters";
-const LATEST: &str = "latest";
+const LATEST_SERIES: &str = "latest_series";
+const LATEST_VALUES: &str = "latest_values";
 const STATUS: &str = "status";
 const ENDPOINTS: &str = "endpoints";
 const FINDINGS: &str = "findings";
@@ -118,7 +125,8 @@ const TOPOLOGY_LINKS: &str = "topology_links";
 const INDEXES: &[(&str, &[&[&str]])] = &[
     (RESOURCES, &[&["expires_at"]]),
     (RUNS, &[&["seq"], &["plugin", "seq"]]),
-    (LATEST, &[&["resource_id"], &["group_type"]]),
+    (LATEST_SERIES, &[&["resource_id"], &["group_type"]]),
+    (LATEST_VALUES, &[&["series"]]),
     (
         ENDPOINTS,
         &[
@@ -443,16 +451,52 @@ fn run_record(document: &Document) -> Result<RunRecord, String> {
     })
 }
 
-fn series_value(document: &Document) -> Result<SeriesValue, String> {
+/// A `latest_series` document: its id, resource id, group type and
+/// dimensions.
+type SeriesDocument = (String, String, String, Vec<(String, String)>);
+
+fn series_document(document: &Document) -> Result<SeriesDocument, String> {
+    Ok((
+        text(document, "_id")?,
+        text(document, "resource_id")?,
+        text(document, "group_type")?,
+        pairs(document, "dimensions")?,
+    ))
+}
+
+/// A `latest_values` document of series `series`.
+fn series_value(series: &SeriesDocument, document: &Document) -> Result<SeriesValue, String> {
     Ok(SeriesValue {
-        resource_id: text(document, "resource_id")?,
-        group_type: text(document, "group_type")?,
-        dimensions: pairs(document, "dimensions")?,
+        resource_id: series.1.clone(),
+        group_type: series.2.clone(),
+        dimensions: series.3.clone(),
         metric: text(document, "metric")?,
         value: text(document, "value")?,
         metric_type: text(document, "metric_type")?,
         at: number(document, "at")?,
     })
+}
+
+impl MongoStorage {
+    /// Deletes the latest values of resources `ids`: their series' values,
+    /// then their series.
+    fn delete_latest_of(&self, ids: &[String]) -> StoreResult<()> {
+        for chunk in ids.chunks(BATCH_IDS) {
+            let series = self.find_all(
+                LATEST_SERIES,
+                doc! { "resource_id": { "$in": chunk } },
+                None,
+                None,
+            )?;
+            let series: Vec<String> = series
+                .iter()
+                .map(|d| text(d, "_id").map_err(|e| self.malformed(LATEST_SERIES, d, &e)))
+                .collect::<StoreResult<_>>()?;
+            self.delete_in(LATEST_VALUES, "series", &series, &Document::new())?;
+            self.delete_in(LATEST_SERIES, "resource_id", chunk, &Document::new())?;
+        }
+        Ok(())
+    }
 }
 
 impl Storage for MongoStorage {
@@ -543,7 +587,7 @@ impl Storage for MongoStorage {
                 }
                 expired.retain(|id| !still_there.contains(id));
             }
-            self.delete_in(LATEST, "resource_id", &expired, &Document::new())?;
+            self.delete_latest_of(&expired)?;
             expired.sort();
             Ok(expired)
         })
@@ -620,32 +664,45 @@ impl Storage for MongoStorage {
 
     fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
         off_async(|| {
-            let mut updates = Vec::new();
+            let mut series_updates = Vec::new();
+            let mut value_updates = Vec::new();
             for group in groups {
+                if group.metrics.is_empty() {
+                    continue;
+                }
                 let mut dimensions: Vec<(&str, &str)> = group
                     .dimensions
                     .iter()
                     .map(|d| (d.name.as_str(), d.value.as_str()))
                     .collect();
                 dimensions.sort();
+                let series = crate::sinks::series::series_id(
+                    &group.resource.id,
+                    &group.group_type,
+                    dimensions.iter().copied(),
+                )
+                .hex();
+                // Written once: a series' text never changes under its id.
+                series_updates.push(doc! {
+                    "q": { "_id": &series },
+                    "u": { "$setOnInsert": {
+                        "resource_id": &group.resource.id,
+                        "group_type": &group.group_type,
+                        "dimensions": pairs_bson(dimensions.iter().copied()),
+                    } },
+                    "upsert": true,
+                });
                 for metric in &group.metrics {
-                    let key = serde_json::to_string(&(
-                        &group.resource.id,
-                        &group.group_type,
-                        &dimensions,
-                        &metric.name,
-                    ))?;
+                    let key = format!("{series}:{}", metric.name);
                     let kind = match metric.type_ {
                         MetricType::Counter => "counter",
                         MetricType::Gauge => "gauge",
                     };
-                    updates.push(doc! {
+                    value_updates.push(doc! {
                         "q": { "_id": &key },
                         "u": {
                             "_id": &key,
-                            "resource_id": &group.resource.id,
-                            "group_type": &group.group_type,
-                            "dimensions": pairs_bson(dimensions.iter().copied()),
+                            "series": &series,
                             "metric": &metric.name,
                             "value": metric.value.to_text(),
                             "metric_type": kind,
@@ -655,7 +712,8 @@ impl Storage for MongoStorage {
                     });
                 }
             }
-            self.upsert_all(LATEST, updates)?;
+            self.upsert_all(LATEST_SERIES, series_updates)?;
+            self.upsert_all(LATEST_VALUES, value_updates)?;
             Ok(())
         })
     }
@@ -666,13 +724,34 @@ impl Storage for MongoStorage {
                 Some(group_type) => doc! { "group_type": group_type },
                 None => Document::new(),
             };
-            let documents = self.find_all(LATEST, filter, None, None)?;
-            let mut series = Vec::with_capacity(documents.len());
+            let documents = self.find_all(LATEST_SERIES, filter, None, None)?;
+            let mut all_series = std::collections::HashMap::with_capacity(documents.len());
             for d in &documents {
-                let value = series_value(d).map_err(|e| self.malformed(LATEST, d, &e))?;
-                // SQLite's order: its dimensions column is this JSON text.
-                let dimensions = serde_json::to_string(&value.dimensions)?;
-                series.push((dimensions, value));
+                let series =
+                    series_document(d).map_err(|e| self.malformed(LATEST_SERIES, d, &e))?;
+                all_series.insert(series.0.clone(), series);
+            }
+            let ids: Vec<&String> = all_series.keys().collect();
+            let mut series = Vec::new();
+            for chunk in ids.chunks(BATCH_IDS) {
+                let values = self.find_all(
+                    LATEST_VALUES,
+                    doc! { "series": { "$in": chunk } },
+                    None,
+                    None,
+                )?;
+                for d in &values {
+                    let owner =
+                        text(d, "series").map_err(|e| self.malformed(LATEST_VALUES, d, &e))?;
+                    let Some(of) = all_series.get(&owner) else {
+                        continue;
+                    };
+                    let value =
+                        series_value(of, d).map_err(|e| self.malformed(LATEST_VALUES, d, &e))?;
+                    // SQLite's order: its dimensions column is this JSON text.
+                    let dimensions = serde_json::to_string(&value.dimensions)?;
+                    series.push((dimensions, value));
+                }
             }
             series.sort_by(|(da, a), (db, b)| {
                 (&a.resource_id, &a.group_type, da, &a.metric).cmp(&(
