@@ -51,16 +51,16 @@ pub async fn shared_state(
 ) -> anyhow::Result<(Arc<EnrichmentCache>, Arc<RateTransformer>)> {
     Ok(match &site.cache_backend {
         CacheBackend::Embedded => (
-            Arc::new(EnrichmentCache::default()),
+            Arc::new(EnrichmentCache::new(site.enrichment.clone())),
             Arc::new(RateTransformer::default()),
         ),
         CacheBackend::Redis { url } => {
             let connection = connect(url).await?;
             (
-                Arc::new(EnrichmentCache::shared(RedisEnrichments::new(
-                    connection.clone(),
-                    &site.name,
-                ))),
+                Arc::new(EnrichmentCache::shared_with(
+                    RedisEnrichments::new(connection.clone(), &site.name),
+                    site.enrichment.clone(),
+                )),
                 Arc::new(RateTransformer::shared(
                     DEFAULT_SERIES_CAPACITY,
                     RedisRates::new(connection, &site.name),

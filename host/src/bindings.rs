@@ -8,8 +8,10 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "base",
     imports: {
-        // SNMP waits on the network: the only async import.
+        // SNMP waits on the network; kv may wait on a disk or a lock (it
+        // runs on the blocking pool).
         "vigil:plugin/snmp": async | trappable,
+        "vigil:plugin/kv": async | trappable,
         default: trappable,
     },
     additional_derives: [PartialEq],

@@ -73,6 +73,11 @@ pub struct SiteConfig {
     pub bus_backend: BusBackend,
     /// How agents share the work.
     pub coordination: Coordination,
+    /// Rules for discovered resources (`[resources]`): the site they must
+    /// be in and the ceiling on their TTL.
+    pub resources: crate::store::ResourceSettings,
+    /// Bounds on the enrichment cache (`[enrichment]`).
+    pub enrichment: crate::pipeline::enrichment_cache::EnrichmentLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +143,10 @@ struct SiteFile {
     snmp: SnmpSection,
     #[serde(default)]
     coordination: CoordinationSection,
+    #[serde(default)]
+    resources: crate::store::ResourcesSection,
+    #[serde(default)]
+    enrichment: crate::pipeline::enrichment_cache::EnrichmentSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +253,8 @@ impl SiteConfig {
             cache_backend: CacheBackend::Embedded,
             bus_backend: BusBackend::Embedded,
             coordination: Coordination::Local,
+            resources: crate::store::ResourceSettings::new("local"),
+            enrichment: crate::pipeline::enrichment_cache::EnrichmentLimits::default(),
         }
     }
 
@@ -383,6 +394,8 @@ impl SiteConfig {
         site.cache_backend = cache_backend(&file.cache, &file.coordination, &at)?;
         site.bus_backend = bus_backend(&file.bus, &at)?;
         site.coordination = coordination(&file.coordination, &site.name, &at)?;
+        site.resources = file.resources.resolve(&site.name, &at)?;
+        site.enrichment = file.enrichment.resolve(&at)?;
         site.database = match file.storage.path {
             Some(path) => join(&path),
             None => join(Path::new("vigil-data/vigil.db")),

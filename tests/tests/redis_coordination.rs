@@ -16,8 +16,8 @@ use vigil_host::model::{
 use vigil_host::pipeline::enrichment_cache::EnrichmentCache;
 use vigil_host::plugin::manifest::RateTransform;
 use vigil_host::scheduler::JobKey;
-use vigil_host::store::Storage;
 use vigil_host::store::sqlite::SqliteStorage;
+use vigil_host::store::{ResourcePolicy, Storage};
 use vigil_host::transform::RateTransformer;
 use vigil_tests::redis_servers::RedisServer;
 
@@ -117,6 +117,15 @@ async fn membership_waits_for_the_join_grace_and_drops_the_silent() {
     assert_eq!(*a.members(), vec!["a".to_owned()]);
 }
 
+fn policy(default_ttl: f64) -> ResourcePolicy {
+    ResourcePolicy {
+        site: "lab".into(),
+        default_ttl,
+        max_ttl: 86_400.0,
+        max_resources: 10_000,
+    }
+}
+
 fn counter_group(resource: &str, value: u64, at: u64) -> MetricsGroup {
     let stamp = Datetime {
         seconds: at,
@@ -172,7 +181,16 @@ async fn agents_share_rate_state_enrichments_and_resources() {
             values: vec![("interface_name".into(), "ge-0/0/0".into())],
         }],
     };
-    writer.put("sw1", vec![group.clone()], 0.0, None).await;
+    let stored = writer
+        .put(
+            "inventory_enrichment",
+            "sw1",
+            vec![group.clone()],
+            0.0,
+            None,
+        )
+        .await;
+    assert_eq!(stored.stored, 1, "{stored:?}");
     let namespaces = vec!["interface".to_owned()];
     assert_eq!(reader.get("sw1", &namespaces, 0.0).await, vec![group]);
     assert!(reader.get("sw2", &namespaces, 0.0).await.is_empty());
@@ -195,11 +213,11 @@ async fn agents_share_rate_state_enrichments_and_resources() {
         Resource::named("sw2", "10.0.0.2"),
     ];
     let summary = agent_a
-        .upsert_resources("inventory", &resources, 30.0, 1000.0)
+        .upsert_resources("inventory", &resources, &policy(30.0), 1000.0)
         .expect("upsert");
     assert_eq!((summary.added, summary.refreshed), (2, 0));
     let summary = agent_b
-        .upsert_resources("inventory", &resources[..1], 100.0, 1010.0)
+        .upsert_resources("inventory", &resources[..1], &policy(100.0), 1010.0)
         .expect("upsert");
     assert_eq!((summary.added, summary.refreshed), (0, 1));
     let live: Vec<String> = agent_b
@@ -224,4 +242,187 @@ async fn agents_share_rate_state_enrichments_and_resources() {
         live[0].first_seen, 1000.0,
         "first seen is kept across agents"
     );
+}
+
+fn enrichment(namespace: &str, ttl: u64, value: &str) -> EnrichmentGroup {
+    EnrichmentGroup {
+        namespace: namespace.into(),
+        ttl_seconds: ttl,
+        sets: vec![EnrichmentSet {
+            key: "resource".into(),
+            values: vec![("rack".into(), value.into())],
+        }],
+    }
+}
+
+/// The enrichment cache's rules hold in Redis, across agents: a namespace
+/// belongs to its first writer until its last entry goes (another plugin,
+/// on another agent, is refused and named); TTLs are capped; namespaces
+/// per resource, entries and bytes are bounded, the soonest to expire
+/// evicted first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_enrichment_cache_keeps_owners_and_bounds() {
+    use vigil_host::pipeline::enrichment_cache::EnrichmentLimits;
+    let redis = RedisServer::start().expect("redis-server");
+    let connection = connect(&redis.url()).await.expect("connect");
+    let limits = EnrichmentLimits {
+        max_ttl: Duration::from_secs(3600),
+        max_namespaces_per_resource: 4,
+        max_entries: 50,
+        max_bytes: 64 << 10,
+        ..EnrichmentLimits::default()
+    };
+    let agent = |site: &str| {
+        EnrichmentCache::shared_with(
+            RedisEnrichments::new(connection.clone(), site),
+            limits.clone(),
+        )
+    };
+    let (one, two) = (agent("lab"), agent("lab"));
+    let raw = RedisEnrichments::new(connection.clone(), "lab");
+    let now = vigil_host::pipeline::epoch_seconds(std::time::SystemTime::now());
+    let ns = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+
+    // Ownership across agents.
+    let stored = one
+        .put(
+            "inventory_enrichment",
+            "sw1",
+            vec![enrichment("inventory", 600, "r0")],
+            now,
+            None,
+        )
+        .await;
+    assert_eq!(stored.stored, 1);
+    for resource in ["sw1", "sw2"] {
+        let poisoned = two
+            .put(
+                "poison",
+                resource,
+                vec![enrichment("inventory", u64::MAX, "forged")],
+                now,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (poisoned.stored, poisoned.conflicts),
+            (0, 1),
+            "{poisoned:?}"
+        );
+        assert!(
+            poisoned
+                .describe(1)
+                .contains("namespace \"inventory\" is owned by \"inventory_enrichment\""),
+            "{}",
+            poisoned.describe(1)
+        );
+    }
+    let read = two.get("sw1", &ns(&["inventory"]), now).await;
+    assert_eq!(read, vec![enrichment("inventory", 600, "r0")]);
+    assert!(two.get("sw2", &ns(&["inventory"]), now).await.is_empty());
+    assert_eq!(
+        raw.owner("inventory").await.expect("owner").as_deref(),
+        Some("inventory_enrichment")
+    );
+
+    // TTL u64::MAX becomes the site's ceiling.
+    two.put(
+        "other",
+        "sw1",
+        vec![enrichment("forever", u64::MAX, "x")],
+        now,
+        None,
+    )
+    .await;
+    assert_eq!(
+        one.get("sw1", &ns(&["forever"]), now).await[0].ttl_seconds,
+        3600
+    );
+
+    // A new namespace per run: the fifth on sw1 is refused.
+    let summary = two
+        .put(
+            "other",
+            "sw1",
+            vec![
+                enrichment("n1", 60, "x"),
+                enrichment("n2", 60, "x"),
+                enrichment("n3", 60, "x"),
+            ],
+            now,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (summary.stored, summary.over_namespaces),
+        (2, 1),
+        "{summary:?}"
+    );
+
+    // A flood over many resources: at most 50 entries, the soonest to
+    // expire evicted first, counted.
+    let mut evicted = 0;
+    for i in 0..200u64 {
+        let summary = two
+            .put(
+                "flood",
+                &format!("flood{i}"),
+                vec![enrichment("flood", 100 + i, "x")],
+                now,
+                None,
+            )
+            .await;
+        evicted += summary.evicted;
+    }
+    let (entries, bytes) = raw.usage().await.expect("usage");
+    assert_eq!(entries, 50);
+    assert!(bytes <= 64 << 10, "{bytes}");
+    assert!(evicted >= 150, "{evicted}");
+    assert_eq!(one.get("flood199", &ns(&["flood"]), now).await.len(), 1);
+    assert!(one.get("flood0", &ns(&["flood"]), now).await.is_empty());
+    // The owner's long-lived entry outlives the flood.
+    assert_eq!(one.get("sw1", &ns(&["inventory"]), now).await.len(), 1);
+
+    // (The cache is full: a new entry closer to expiry than all the
+    // others is itself the first to go.)
+    let short = one
+        .put("brief", "sw3", vec![enrichment("brief", 1, "x")], now, None)
+        .await;
+    assert_eq!((short.stored, short.evicted), (1, 1));
+    assert_eq!(raw.owner("brief").await.expect("owner"), None);
+
+    // A namespace whose entries all expired is free again (another site's
+    // cache, not full).
+    let (three, four) = (agent("lab2"), agent("lab2"));
+    let raw = RedisEnrichments::new(connection.clone(), "lab2");
+    let short = three
+        .put("brief", "sw3", vec![enrichment("brief", 1, "x")], now, None)
+        .await;
+    assert_eq!((short.stored, short.evicted), (1, 0));
+    let refused = four
+        .put(
+            "successor",
+            "sw3",
+            vec![enrichment("brief", 60, "y")],
+            now,
+            None,
+        )
+        .await;
+    assert_eq!(refused.conflicts, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let taken = four
+        .put(
+            "successor",
+            "sw3",
+            vec![enrichment("brief", 60, "y")],
+            now + 2.0,
+            None,
+        )
+        .await;
+    assert_eq!((taken.stored, taken.conflicts), (1, 0), "{taken:?}");
+    assert_eq!(
+        raw.owner("brief").await.expect("owner").as_deref(),
+        Some("successor")
+    );
+    assert_eq!(raw.usage().await.expect("usage").0, 1);
 }

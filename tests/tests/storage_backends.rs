@@ -9,15 +9,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
+use vigil_host::coordination::shared::RedisResources;
 use vigil_host::model::{
     Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
 };
+use vigil_host::store::ResourceSettings;
 use vigil_host::store::mongo::MongoStorage;
 use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::store::{
-    HostStatus, PluginStatus, RunRecord, SeriesValue, Storage, StoredResource, UpsertSummary,
+    HostStatus, PluginStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage,
+    StoredResource, UpsertSummary,
 };
 use vigil_tests::mongo_servers::{NxMongo, free_tcp_port};
+use vigil_tests::redis_servers::RedisServer;
 
 // --- backends ----------------------------------------------------------------
 
@@ -60,6 +64,46 @@ fn mongo_backend(name: &str) -> Result<Opener> {
             .with_context(|| format!("opening database {database} at {url}"))?;
         Ok(Box::new(store) as Box<dyn Storage>)
     }))
+}
+
+/// The resource registry agents share through Redis (everything else in
+/// a SQLite store of the test's own), on a `redis-server` of the test's
+/// own that stops with the opener.
+fn redis_backend() -> Result<(tempfile::TempDir, Opener)> {
+    let dir = tempfile::tempdir().context("tempdir")?;
+    let redis = std::sync::Arc::new(RedisServer::start()?);
+    let path = dir.path().join("vigil.db");
+    let open: Opener = Box::new(move || {
+        let inner =
+            SqliteStorage::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let store = RedisResources::new(std::sync::Arc::new(inner), &redis.url(), "lab")
+            .context("redis registry")?;
+        Ok(Box::new(store) as Box<dyn Storage>)
+    });
+    Ok((dir, open))
+}
+
+/// The resource checks again on the Redis registry (its run history,
+/// latest values and status are the inner SQLite store's, checked above).
+macro_rules! registry_conformance {
+    (checks: [$($check:ident),* $(,)?], restarts: [$($restart:ident),* $(,)?] $(,)?) => {
+        mod redis {
+            $(
+                #[test]
+                fn $check() -> anyhow::Result<()> {
+                    let (_dir, open) = super::redis_backend()?;
+                    super::$check(open()?.as_ref())
+                }
+            )*
+            $(
+                #[test]
+                fn $restart() -> anyhow::Result<()> {
+                    let (_dir, open) = super::redis_backend()?;
+                    super::$restart(&open)
+                }
+            )*
+        }
+    };
 }
 
 /// Runs each check (a `fn(&dyn Storage) -> Result<()>`) against a fresh
@@ -112,8 +156,27 @@ conformance! {
         status_round_trips,
         callable_from_async_code,
         large_batches_count_exactly,
+        a_live_resource_cannot_be_taken_over,
+        resources_stay_in_the_hosts_site,
+        each_plugin_owns_at_most_its_budget,
+        ttls_are_capped_and_times_are_the_hosts,
+        a_removed_plugins_resources_expire_at_once,
     ],
-    restarts: [reopened_store_keeps_everything],
+    restarts: [reopened_store_keeps_everything, racing_claims_have_one_winner_each],
+}
+
+registry_conformance! {
+    checks: [
+        upsert_counts_added_and_refreshed_idempotently,
+        live_resources_round_trip_sorted_by_id,
+        large_batches_count_exactly,
+        a_live_resource_cannot_be_taken_over,
+        resources_stay_in_the_hosts_site,
+        each_plugin_owns_at_most_its_budget,
+        ttls_are_capped_and_times_are_the_hosts,
+        a_removed_plugins_resources_expire_at_once,
+    ],
+    restarts: [racing_claims_have_one_winner_each],
 }
 
 // --- fixtures ------------------------------------------------------------------
@@ -182,7 +245,22 @@ fn run(plugin: &str, resource_id: Option<&str>, started_at: f64) -> RunRecord {
 }
 
 fn summary(added: usize, refreshed: usize) -> UpsertSummary {
-    UpsertSummary { added, refreshed }
+    UpsertSummary {
+        added,
+        refreshed,
+        ..UpsertSummary::default()
+    }
+}
+
+/// The host's rules for site "lab": `default_ttl` for resources without
+/// one, a 7-day ceiling, 10,000 resources per plugin.
+fn policy(default_ttl: f64) -> ResourcePolicy {
+    ResourcePolicy {
+        site: "lab".into(),
+        default_ttl,
+        max_ttl: 7.0 * 86_400.0,
+        max_resources: 10_000,
+    }
 }
 
 fn ids(resources: &[StoredResource]) -> Vec<&str> {
@@ -209,12 +287,12 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 
 fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result<()> {
     assert_eq!(
-        store.upsert_resources("disco", &[], 100.0, 1000.0)?,
+        store.upsert_resources("disco", &[], &policy(100.0), 1000.0)?,
         summary(0, 0)
     );
     let batch = [resource("a", 0), resource("b", 30)];
     assert_eq!(
-        store.upsert_resources("disco", &batch, 100.0, 1000.0)?,
+        store.upsert_resources("disco", &batch, &policy(100.0), 1000.0)?,
         summary(2, 0)
     );
     let before = store.live_resources(1000.0)?;
@@ -222,20 +300,19 @@ fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result
 
     // The same batch again (a retried write): nothing added, same state.
     assert_eq!(
-        store.upsert_resources("disco", &batch, 100.0, 1000.0)?,
+        store.upsert_resources("disco", &batch, &policy(100.0), 1000.0)?,
         summary(0, 2)
     );
     assert_eq!(store.live_resources(1000.0)?, before);
 
-    // One id twice in a batch: the first adds it, the second refreshes it.
+    // One id twice in a batch: the first adds it, the repeat is refused.
     let twice = [resource("c", 0), resource("c", 0)];
-    assert_eq!(
-        store.upsert_resources("disco", &twice, 100.0, 1005.0)?,
-        summary(1, 1)
-    );
+    let repeated = store.upsert_resources("disco", &twice, &policy(100.0), 1005.0)?;
+    assert_eq!((repeated.added, repeated.duplicates), (1, 1));
 
-    // Rediscovered by another plugin with new data: what a refresh changes
-    // and what it keeps from the first sighting.
+    // Rediscovered by its owner with new data: what a refresh changes and
+    // what it keeps from the first sighting (and what the plugin cannot
+    // set: the owner, the creation time).
     let mut a = resource("a", 0);
     a.endpoint = "10.0.0.2".into();
     a.type_ = "cisco".into();
@@ -243,7 +320,7 @@ fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result
     a.creation_timestamp = at(950, 0);
     a.metadata = pairs(&[("os", "junos 21"), ("model", "mx480")]);
     assert_eq!(
-        store.upsert_resources("disco2", &[a], 50.0, 1010.0)?,
+        store.upsert_resources("disco", &[a], &policy(50.0), 1010.0)?,
         summary(0, 1)
     );
     let live = store.live_resources(1010.0)?;
@@ -256,10 +333,13 @@ fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result
         pairs(&[("os", "junos 21"), ("model", "mx480")])
     );
     assert_eq!(a.resource.ttl_seconds, 50);
-    assert_eq!(a.discovered_by, "disco2");
-    // The first discoverer and the first creation time stay.
+    assert_eq!(a.discovered_by, "disco");
+    // The owner and the host's time of first sight stay.
     assert_eq!(a.resource.creation_plugin, "disco");
-    assert_eq!(a.resource.creation_timestamp, at(900, 500_000_000));
+    assert_eq!(
+        a.resource.creation_timestamp,
+        Datetime::from_seconds(1000.0)
+    );
     assert_eq!(
         (a.first_seen, a.last_seen, a.expires_at),
         (1000.0, 1010.0, 1060.0)
@@ -270,7 +350,7 @@ fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result
 fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> {
     let batch = [resource("a", 0), resource("b", 30), resource("c", 30)];
     assert_eq!(
-        store.upsert_resources("disco", &batch, 100.0, 1000.0)?,
+        store.upsert_resources("disco", &batch, &policy(100.0), 1000.0)?,
         summary(3, 0)
     );
     let counter = |id: &str| {
@@ -289,7 +369,7 @@ fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> 
     ])?;
     // b is rediscovered before it expires: its own TTL counts from then.
     assert_eq!(
-        store.upsert_resources("disco", &[resource("b", 30)], 100.0, 1020.0)?,
+        store.upsert_resources("disco", &[resource("b", 30)], &policy(100.0), 1020.0)?,
         summary(0, 1)
     );
 
@@ -316,7 +396,7 @@ fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> 
 
 fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
     let mut full = resource("b", 0);
-    full.site = "dc-1 ünïcödé".into();
+    full.subclass = "dc-1 ünïcödé".into();
     full.endpoint = "2001:db8::1".into();
     full.class = String::new();
     full.creation_timestamp = at(1_700_000_000, 250_000_000);
@@ -334,7 +414,7 @@ fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
     store.upsert_resources(
         "disco",
         &[full.clone(), bare.clone(), third],
-        100.0,
+        &policy(100.0),
         1000.25,
     )?;
 
@@ -343,6 +423,7 @@ fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
     assert_eq!(ids(&live), ["C", "a", "b"]);
     let mut expected = full;
     expected.creation_plugin = "disco".into();
+    expected.creation_timestamp = Datetime::from_seconds(1000.25);
     expected.ttl_seconds = 100;
     assert_eq!(
         live[2],
@@ -522,7 +603,7 @@ fn callable_from_async_code(store: &dyn Storage) -> Result<()> {
     runtime.block_on(async {
         store.put_status(&host_status("async", 1))?;
         ensure!(store.status()?.is_some_and(|s| s.site == "async"));
-        store.upsert_resources("disco", &[resource("a", 0)], 100.0, 1000.0)?;
+        store.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)?;
         ensure!(store.live_resources(1000.0)?.len() == 1);
         Ok(())
     })
@@ -535,13 +616,13 @@ fn large_batches_count_exactly(store: &dyn Storage) -> Result<()> {
         .map(|i| resource(&format!("r{i:04}"), 0))
         .collect();
     assert_eq!(
-        store.upsert_resources("disco", &resources, 100.0, 1000.0)?,
+        store.upsert_resources("disco", &resources, &policy(100.0), 1000.0)?,
         summary(2500, 0)
     );
     let mut again = resources.clone();
     again.push(resource("new", 0));
     assert_eq!(
-        store.upsert_resources("disco", &again, 100.0, 1001.0)?,
+        store.upsert_resources("disco", &again, &policy(100.0), 1001.0)?,
         summary(1, 2500)
     );
     let runs: Vec<RunRecord> = (0..1500)
@@ -563,7 +644,7 @@ fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
         store.upsert_resources(
             "disco",
             &[resource("a", 0), resource("b", 30)],
-            100.0,
+            &policy(100.0),
             1000.0,
         )?;
         store.record_runs(&[run("a", Some("r1"), 1.0), run("b", None, 2.0)])?;
@@ -598,8 +679,8 @@ fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
         store.upsert_resources(
             "disco",
             &[resource("a", 0), resource("b", 30)],
-            100.0,
-            1010.0
+            &policy(100.0),
+            1010.0,
         )?,
         summary(0, 2)
     );
@@ -610,6 +691,293 @@ fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
         .map(|r| r.started_at)
         .collect();
     assert_eq!(started, [0.0, 2.0, 1.0]);
+    Ok(())
+}
+
+// --- ownership, sites, budgets, TTLs (issue 11) ----------------------------------
+
+fn live(store: &dyn Storage, id: &str, now: f64) -> Result<Option<StoredResource>> {
+    Ok(store
+        .live_resources(now)?
+        .into_iter()
+        .find(|r| r.resource.id == id))
+}
+
+/// A discovery plugin re-reports another plugin's live resource with an
+/// endpoint it controls (where the SNMP credentials would then go): the
+/// claim is refused, counted and named, nothing of it is stored, and the
+/// owner keeps refreshing. Once the resource expires the id is free.
+fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
+    store.upsert_resources(
+        "inventory",
+        &[resource("sw1", 60), resource("sw2", 600)],
+        &policy(100.0),
+        1000.0,
+    )?;
+    let owners = store.live_resources(1000.0)?;
+    let mut stolen = resource("sw1", u64::MAX);
+    stolen.endpoint = "127.0.0.66:1161".into();
+    stolen.class = "stolen".into();
+    stolen.metadata = pairs(&[("community_hint", "send it here")]);
+    let claim = store.upsert_resources(
+        "attacker",
+        &[stolen.clone(), resource("own1", 0)],
+        &policy(100.0),
+        1010.0,
+    )?;
+    assert_eq!(
+        (claim.added, claim.refreshed, claim.conflicts),
+        (1, 0, 1),
+        "{claim:?}"
+    );
+    assert_eq!(
+        claim.refusals,
+        vec![Refusal::Owned {
+            id: "sw1".into(),
+            owner: "inventory".into()
+        }]
+    );
+    let detail = claim.describe(2);
+    assert!(
+        detail.contains("1 owned by another plugin")
+            && detail.contains("\"sw1\" is owned by \"inventory\""),
+        "{detail}"
+    );
+    let after: Vec<StoredResource> = store
+        .live_resources(1010.0)?
+        .into_iter()
+        .filter(|r| r.resource.id != "own1")
+        .collect();
+    assert_eq!(after, owners, "the owner's records are untouched");
+
+    // The owner refreshes as usual; the attacker keeps being refused.
+    assert_eq!(
+        store.upsert_resources("inventory", &[resource("sw1", 60)], &policy(100.0), 1020.0)?,
+        summary(0, 1)
+    );
+    let again = store.upsert_resources("attacker", &[stolen.clone()], &policy(100.0), 1030.0)?;
+    assert_eq!((again.added, again.conflicts), (0, 1));
+    let sw1 = live(store, "sw1", 1030.0)?.context("sw1")?;
+    assert_eq!(
+        (
+            sw1.discovered_by.as_str(),
+            sw1.resource.endpoint.as_str(),
+            sw1.expires_at
+        ),
+        ("inventory", "127.0.0.1", 1080.0)
+    );
+
+    // Expired (even before the sweep), it is free: the attacker gets a
+    // fresh record of its own, and the old owner is refused in turn.
+    let taken = store.upsert_resources("attacker", &[stolen], &policy(100.0), 1081.0)?;
+    assert_eq!((taken.added, taken.conflicts), (1, 0), "{taken:?}");
+    let sw1 = live(store, "sw1", 1081.0)?.context("sw1")?;
+    assert_eq!(
+        (
+            sw1.discovered_by.as_str(),
+            sw1.resource.creation_plugin.as_str(),
+            sw1.first_seen,
+            sw1.resource.creation_timestamp
+        ),
+        (
+            "attacker",
+            "attacker",
+            1081.0,
+            Datetime::from_seconds(1081.0)
+        )
+    );
+    let back =
+        store.upsert_resources("inventory", &[resource("sw1", 60)], &policy(100.0), 1082.0)?;
+    assert_eq!(back.conflicts, 1);
+    Ok(())
+}
+
+/// A host runs one site: an empty site becomes it, another is refused.
+fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
+    let mut elsewhere = resource("x", 0);
+    elsewhere.site = "dc9".into();
+    let mut unsited = resource("y", 0);
+    unsited.site = String::new();
+    let got = store.upsert_resources(
+        "disco",
+        &[elsewhere, unsited, resource("z", 0)],
+        &policy(100.0),
+        1000.0,
+    )?;
+    assert_eq!((got.added, got.wrong_site), (2, 1), "{got:?}");
+    assert_eq!(
+        got.refusals,
+        vec![Refusal::Site {
+            id: "x".into(),
+            site: "dc9".into()
+        }]
+    );
+    let live = store.live_resources(1000.0)?;
+    assert_eq!(ids(&live), ["y", "z"]);
+    assert!(live.iter().all(|r| r.resource.site == "lab"));
+    Ok(())
+}
+
+/// A flood of new resources stops at the plugin's budget; refreshes of
+/// what it owns go on, budgets are per plugin, and expired resources give
+/// their place back.
+fn each_plugin_owns_at_most_its_budget(store: &dyn Storage) -> Result<()> {
+    let budget = ResourcePolicy {
+        max_resources: 3,
+        ..policy(100.0)
+    };
+    let flood: Vec<Resource> = (0..6).map(|i| resource(&format!("f{i}"), 0)).collect();
+    let got = store.upsert_resources("flood", &flood[..5], &budget, 1000.0)?;
+    assert_eq!((got.added, got.over_budget), (3, 2), "{got:?}");
+    assert_eq!(
+        got.refusals,
+        vec![
+            Refusal::Budget {
+                id: "f3".into(),
+                limit: 3
+            },
+            Refusal::Budget {
+                id: "f4".into(),
+                limit: 3
+            }
+        ]
+    );
+    // The neighbour's budget is its own.
+    let neighbour: Vec<Resource> = (0..3).map(|i| resource(&format!("n{i}"), 0)).collect();
+    assert_eq!(
+        store.upsert_resources("inventory", &neighbour, &budget, 1001.0)?,
+        summary(3, 0)
+    );
+    // At its budget the flood still refreshes what it owns.
+    let mut refresh = flood[..3].to_vec();
+    refresh.push(flood[5].clone());
+    let got = store.upsert_resources("flood", &refresh, &budget, 1010.0)?;
+    assert_eq!((got.added, got.refreshed, got.over_budget), (0, 3, 1));
+    assert_eq!(store.live_resources(1010.0)?.len(), 6);
+    // Expired (at 1110), they count no more.
+    let later: Vec<Resource> = (6..10).map(|i| resource(&format!("f{i}"), 0)).collect();
+    let got = store.upsert_resources("flood", &later, &budget, 1200.0)?;
+    assert_eq!((got.added, got.over_budget), (3, 1));
+    Ok(())
+}
+
+/// A plugin's TTL (even `u64::MAX`) and its ini's are clamped by the site;
+/// creation times are the host's clock at first sight.
+fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
+    let settings = ResourceSettings {
+        site: "lab".into(),
+        max_ttl: Duration::from_secs(3600),
+    };
+    // The ini says a year.
+    let policy = settings.policy(Duration::from_secs(365 * 86_400), 10);
+    let mut forever = resource("forever", u64::MAX);
+    forever.creation_timestamp = at(4_000_000_000, 0);
+    let got = store.upsert_resources(
+        "disco",
+        &[forever.clone(), resource("default", 0)],
+        &policy,
+        1000.0,
+    )?;
+    assert_eq!(got.added, 2);
+    for r in store.live_resources(1000.0)? {
+        assert_eq!(
+            (
+                r.resource.ttl_seconds,
+                r.expires_at,
+                r.resource.creation_timestamp
+            ),
+            (3600, 4600.0, Datetime::from_seconds(1000.0)),
+            "{}",
+            r.resource.id
+        );
+    }
+    // A refresh keeps the first sighting's time.
+    store.upsert_resources("disco", &[forever], &policy, 2000.0)?;
+    let r = live(store, "forever", 2000.0)?.context("forever")?;
+    assert_eq!(
+        (r.resource.creation_timestamp, r.first_seen, r.expires_at),
+        (Datetime::from_seconds(1000.0), 1000.0, 5600.0)
+    );
+    assert_eq!(
+        sorted(store.expire_resources(5600.0)?),
+        owned(&["default", "forever"])
+    );
+    Ok(())
+}
+
+/// The discovery plugin's file is deleted: what it owned expires at once
+/// (the ids go to the sinks), the others' stay, and the ids are free.
+fn a_removed_plugins_resources_expire_at_once(store: &dyn Storage) -> Result<()> {
+    store.upsert_resources(
+        "gone",
+        &[resource("a", 0), resource("b", u64::MAX)],
+        &policy(100.0),
+        1000.0,
+    )?;
+    store.upsert_resources("kept", &[resource("c", 0)], &policy(100.0), 1000.0)?;
+    assert_eq!(
+        sorted(store.expire_plugin_resources("gone", 1010.0)?),
+        owned(&["a", "b"])
+    );
+    assert_eq!(ids(&store.live_resources(1010.0)?), ["c"]);
+    assert!(store.expire_plugin_resources("gone", 1011.0)?.is_empty());
+    assert_eq!(
+        store.upsert_resources("kept", &[resource("a", 0)], &policy(100.0), 1012.0)?,
+        summary(1, 0)
+    );
+    Ok(())
+}
+
+/// Two discovery plugins on two connections (two agents) claim the same
+/// 300 new ids at the same moment: each id ends with exactly one owner,
+/// holding that owner's data, and every loss is counted as a conflict.
+fn racing_claims_have_one_winner_each(open: &Opener) -> Result<()> {
+    let stores = [open()?, open()?];
+    let barrier = std::sync::Barrier::new(2);
+    let results: Vec<Result<UpsertSummary>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["red", "blue"]
+            .into_iter()
+            .zip(&stores)
+            .map(|(plugin, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || -> Result<UpsertSummary> {
+                    let batch: Vec<Resource> = (0..300)
+                        .map(|i| {
+                            let mut r = resource(&format!("race{i:03}"), 0);
+                            r.endpoint = plugin.into();
+                            r
+                        })
+                        .collect();
+                    barrier.wait();
+                    let mut total = UpsertSummary::default();
+                    // In slices, so the two interleave.
+                    for chunk in batch.chunks(25) {
+                        let got = store.upsert_resources(plugin, chunk, &policy(100.0), 1000.0)?;
+                        total.added += got.added;
+                        total.conflicts += got.conflicts;
+                        total.refreshed += got.refreshed;
+                    }
+                    Ok(total)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a claimant panicked"))?)
+            .collect()
+    });
+    let [red, blue] = [&results[0], &results[1]].map(|r| r.as_ref().map_err(|e| anyhow!("{e:#}")));
+    let (red, blue) = (red?, blue?);
+    assert_eq!(red.added + blue.added, 300, "{red:?} {blue:?}");
+    assert_eq!(red.conflicts + blue.conflicts, 300, "{red:?} {blue:?}");
+    assert_eq!(red.refreshed + blue.refreshed, 0);
+    let live = stores[0].live_resources(1000.0)?;
+    assert_eq!(live.len(), 300);
+    for r in &live {
+        assert_eq!(r.resource.endpoint, r.discovered_by, "{}", r.resource.id);
+    }
+    let red_owns = live.iter().filter(|r| r.discovered_by == "red").count();
+    assert_eq!(red_owns, red.added);
     Ok(())
 }
 
@@ -656,10 +1024,10 @@ fn mongo_retried_run_batch_is_not_recorded_twice() -> Result<()> {
 fn mongo_stores_share_a_server_but_not_data() -> Result<()> {
     let one = mongo_backend("isolation_one")?()?;
     let two = mongo_backend("isolation_two")?()?;
-    one.upsert_resources("disco", &[resource("a", 0)], 100.0, 1000.0)?;
+    one.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)?;
     assert!(two.live_resources(0.0)?.is_empty());
     assert_eq!(
-        two.upsert_resources("disco", &[resource("a", 0)], 100.0, 1000.0)?,
+        two.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)?,
         summary(1, 0)
     );
     Ok(())

@@ -16,9 +16,10 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Datetime, EnrichmentGroup, EnrichmentSet, MetricsGroup, Resource};
+use crate::pipeline::enrichment_cache::{Admitted, EnrichmentLimits, EnrichmentRefusal};
 use crate::store::{
-    HostStatus, RunRecord, SeriesValue, Storage, StoreError, StoreResult, StoredResource,
-    UpsertSummary,
+    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
+    StoredResource, UpsertSummary, prepare_batch,
 };
 use crate::transform::rate::CounterSample;
 
@@ -26,16 +27,98 @@ fn io_error(e: redis::RedisError) -> StoreError {
     StoreError::Io(std::io::Error::other(format!("redis: {e}")))
 }
 
-/// Resources as every agent of the site sees them: a hash of JSON records
-/// and a sorted set of expiry times. Everything else (run history, latest
-/// values, status) stays in this agent's own store.
+/// Resources as every agent of the site sees them. Everything else (run
+/// history, latest values, status) stays in this agent's own store.
+///
+/// Keys: `vigil:{SITE}:resources` (hash, id to JSON record),
+/// `...:resources:expiry` (sorted set, id by expiry), `...:resources:owner`
+/// (hash, id to owning plugin) and `...:resources:owned:PLUGIN` (sorted
+/// set of the plugin's ids by expiry, so its budget is one `ZCOUNT`).
+/// Ownership, the budget and the writes are decided in one Lua script per
+/// 1,000 resources, so two agents (or two plugins) racing for one id
+/// cannot both win: the script re-checks the owner and expiry it reads
+/// against what it writes, atomically.
 pub struct RedisResources {
     inner: Arc<dyn Storage>,
     client: redis::Client,
     connection: Mutex<Option<redis::Connection>>,
     records: String,
     expiry: String,
+    owners: String,
+    /// `owned` keys are this plus the plugin name.
+    owned_prefix: String,
 }
+
+/// Resources per upsert script call: bounds one script's run time (and so
+/// how long it holds Redis) to a few milliseconds.
+const SCRIPT_BATCH: usize = 1000;
+
+/// KEYS: records, expiry, owners, owned:PLUGIN. ARGV: plugin, now, budget,
+/// owned prefix, then (id, expires_at, JSON) per resource. Returns one
+/// entry per resource: `A` added, `R` refreshed, `B` over budget, or `O`
+/// followed by the owner that keeps it.
+const CLAIM: &str = r"
+local plugin, now, budget, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local owned = redis.call('ZCOUNT', KEYS[4], '(' .. ARGV[2], '+inf')
+local out = {}
+for i = 5, #ARGV, 3 do
+  local id, expires, json = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local owner = redis.call('HGET', KEYS[3], id)
+  local at = redis.call('ZSCORE', KEYS[2], id)
+  local live = at and tonumber(at) > now
+  local verdict
+  if live and owner and owner ~= plugin then
+    verdict = 'O' .. owner
+  elseif live and owner == plugin then
+    verdict = 'R'
+  elseif owned >= budget then
+    verdict = 'B'
+  else
+    if owner and owner ~= plugin then redis.call('ZREM', prefix .. owner, id) end
+    owned = owned + 1
+    verdict = 'A'
+  end
+  if verdict == 'R' or verdict == 'A' then
+    redis.call('HSET', KEYS[1], id, json)
+    redis.call('HSET', KEYS[3], id, plugin)
+    redis.call('ZADD', KEYS[2], expires, id)
+    redis.call('ZADD', KEYS[4], expires, id)
+  end
+  table.insert(out, verdict)
+end
+return out";
+
+/// KEYS: records, expiry, owners. ARGV: now, owned prefix, then ids.
+/// Removes the ids still expired at `now`; returns them.
+const EXPIRE: &str = r"
+local gone = {}
+local now = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local at = redis.call('ZSCORE', KEYS[2], id)
+  if at and tonumber(at) <= now then
+    local owner = redis.call('HGET', KEYS[3], id)
+    if owner then redis.call('ZREM', ARGV[2] .. owner, id) end
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[3], id)
+    table.insert(gone, id)
+  end
+end
+return gone";
+
+/// KEYS: expiry, owners, owned:PLUGIN. ARGV: plugin, now. Moves the
+/// expiry of every live resource the plugin owns to `now`.
+const RETIRE: &str = r"
+local now = tonumber(ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf')
+for _, id in ipairs(ids) do
+  if redis.call('HGET', KEYS[2], id) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', now, id)
+  end
+  redis.call('ZADD', KEYS[3], 'XX', now, id)
+end
+return #ids";
 
 #[derive(Serialize, Deserialize)]
 struct ResourceRecord {
@@ -113,6 +196,8 @@ impl RedisResources {
             connection: Mutex::new(None),
             records: format!("vigil:{{{site}}}:resources"),
             expiry: format!("vigil:{{{site}}}:resources:expiry"),
+            owners: format!("vigil:{{{site}}}:resources:owner"),
+            owned_prefix: format!("vigil:{{{site}}}:resources:owned:"),
         })
     }
 
@@ -172,50 +257,85 @@ impl Storage for RedisResources {
         &self,
         plugin: &str,
         resources: &[Resource],
-        default_ttl: f64,
+        policy: &ResourcePolicy,
         now: f64,
     ) -> StoreResult<UpsertSummary> {
-        if resources.is_empty() {
-            return Ok(UpsertSummary::default());
-        }
-        let ids: Vec<String> = resources.iter().map(|r| r.id.clone()).collect();
-        let known: BTreeMap<String, StoredResource> = self
-            .records(&ids)?
-            .into_iter()
-            .map(|s| (s.resource.id.clone(), s))
-            .collect();
         let mut summary = UpsertSummary::default();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for resource in resources {
-            let ttl = if resource.ttl_seconds > 0 {
-                resource.ttl_seconds as f64
-            } else {
-                default_ttl
-            };
-            let first_seen = match known.get(&resource.id) {
-                Some(existing) => {
-                    summary.refreshed += 1;
-                    existing.first_seen
-                }
-                None => {
-                    summary.added += 1;
-                    now
-                }
-            };
-            let stored = StoredResource {
-                resource: resource.clone(),
-                discovered_by: plugin.to_owned(),
-                first_seen,
-                last_seen: now,
-                expires_at: now + ttl,
-            };
-            let json = serde_json::to_string(&ResourceRecord::from_stored(&stored))?;
-            pipe.hset(&self.records, &resource.id, json).ignore();
-            pipe.zadd(&self.expiry, &resource.id, now + ttl).ignore();
+        let batch = prepare_batch(plugin, resources, policy, now, &mut summary);
+        if batch.is_empty() {
+            return Ok(summary);
         }
-        self.with_connection(|c| pipe.query::<()>(c))?;
+        let script = redis::Script::new(CLAIM);
+        let owned_key = format!("{}{plugin}", self.owned_prefix);
+        for chunk in batch.chunks(SCRIPT_BATCH) {
+            let ids: Vec<String> = chunk.iter().map(|(r, _)| r.id.clone()).collect();
+            // What a refresh keeps (first sight, creation time) comes from
+            // the record; the script decides whether it is one.
+            let known: BTreeMap<String, StoredResource> = self
+                .records(&ids)?
+                .into_iter()
+                .map(|s| (s.resource.id.clone(), s))
+                .collect();
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&self.records)
+                .key(&self.expiry)
+                .key(&self.owners)
+                .key(&owned_key)
+                .arg(plugin)
+                .arg(now)
+                .arg(policy.max_resources)
+                .arg(&self.owned_prefix);
+            for (r, ttl) in chunk {
+                let mut stored = StoredResource {
+                    resource: r.clone(),
+                    discovered_by: plugin.to_owned(),
+                    first_seen: now,
+                    last_seen: now,
+                    expires_at: now + ttl,
+                };
+                if let Some(existing) = known
+                    .get(&r.id)
+                    .filter(|e| e.discovered_by == plugin && e.expires_at > now)
+                {
+                    stored.first_seen = existing.first_seen;
+                    stored.resource.creation_timestamp = existing.resource.creation_timestamp;
+                }
+                let json = serde_json::to_string(&ResourceRecord::from_stored(&stored))?;
+                invocation.arg(&r.id).arg(now + ttl).arg(json);
+            }
+            let verdicts: Vec<String> = self.with_connection(|c| invocation.invoke(c))?;
+            for ((r, _), verdict) in chunk.iter().zip(verdicts) {
+                match verdict.as_str() {
+                    "A" => summary.added += 1,
+                    "R" => summary.refreshed += 1,
+                    "B" => summary.refuse(Refusal::Budget {
+                        id: r.id.clone(),
+                        limit: policy.max_resources,
+                    }),
+                    other => summary.refuse(Refusal::Owned {
+                        id: r.id.clone(),
+                        owner: other.strip_prefix('O').unwrap_or(other).to_owned(),
+                    }),
+                }
+            }
+        }
         Ok(summary)
+    }
+
+    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
+        let script = redis::Script::new(RETIRE);
+        let owned_key = format!("{}{plugin}", self.owned_prefix);
+        let _: i64 = self.with_connection(|c| {
+            script
+                .key(&self.expiry)
+                .key(&self.owners)
+                .key(&owned_key)
+                .arg(plugin)
+                .arg(now)
+                .invoke(c)
+        })?;
+        self.expire_resources(now)
     }
 
     fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
@@ -244,29 +364,21 @@ impl Storage for RedisResources {
         }
         // Another agent may have expired (or refreshed) them meanwhile:
         // remove only what is still expired, atomically.
-        let script = redis::Script::new(
-            r"
-local gone = {}
-local now = tonumber(ARGV[1])
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  local at = redis.call('ZSCORE', KEYS[2], id)
-  if at and tonumber(at) <= now then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HDEL', KEYS[1], id)
-    table.insert(gone, id)
-  end
-end
-return gone",
-        );
-        let gone: Vec<String> = self.with_connection(|c| {
-            script
-                .key(&self.records)
-                .key(&self.expiry)
-                .arg(now)
-                .arg(&ids)
-                .invoke(c)
-        })?;
+        let script = redis::Script::new(EXPIRE);
+        let mut gone = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCRIPT_BATCH) {
+            let removed: Vec<String> = self.with_connection(|c| {
+                script
+                    .key(&self.records)
+                    .key(&self.expiry)
+                    .key(&self.owners)
+                    .arg(now)
+                    .arg(&self.owned_prefix)
+                    .arg(chunk)
+                    .invoke(c)
+            })?;
+            gone.extend(removed);
+        }
         Ok(gone)
     }
 
@@ -290,12 +402,22 @@ return gone",
     }
 }
 
-/// The enrichment cache in Redis: one key per (resource, namespace) with
-/// the group's TTL as the key's.
+/// The enrichment cache in Redis, under the same rules as the local one
+/// (see [`crate::pipeline::enrichment_cache`]), decided atomically in one
+/// script per write.
+///
+/// Keys, under `vigil:{SITE}:enrichment`: `:g:NS|RESOURCE` (the group's
+/// JSON, expiring with its TTL; a namespace holds no `|`), `:owner` (hash,
+/// namespace to owning plugin), `:count` (hash, namespace to live
+/// entries: at 0 the namespace is free), `:r:RESOURCE` (sorted set of the
+/// resource's namespaces by expiry), `:index` (sorted set of every entry
+/// by expiry: the purge and eviction order), `:size` (hash, entry to bytes)
+/// and `:bytes` (the total).
 #[derive(Clone)]
 pub struct RedisEnrichments {
     connection: ConnectionManager,
     prefix: String,
+    script: Arc<redis::Script>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -305,26 +427,130 @@ struct GroupRecord {
     sets: Vec<(String, Vec<(String, String)>)>,
 }
 
+/// What Redis decided for each group of a write: `None` stored, else why
+/// not; and how many entries were evicted to make room.
+pub struct EnrichmentVerdicts {
+    pub groups: Vec<Option<EnrichmentRefusal>>,
+    pub evicted: usize,
+}
+
+/// KEYS: owner, count, index, size, bytes, r:RESOURCE. ARGV: plugin, now,
+/// max namespaces per resource, max entries, max bytes, key prefix,
+/// resource, then (namespace, ttl ms, expires at, bytes, JSON) per group.
+/// Returns one verdict per group (`S` stored, `N` past the namespace
+/// bound, `O` followed by the owner), then the eviction count.
+const ENRICH: &str = r"
+local plugin, now = ARGV[1], tonumber(ARGV[2])
+local max_ns, max_entries, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local P, resource = ARGV[6], ARGV[7]
+local function forget(member)
+  local bar = string.find(member, '|', 1, true)
+  if not bar then
+    redis.call('ZREM', KEYS[3], member)
+    return
+  end
+  local ns = string.sub(member, 1, bar - 1)
+  redis.call('DEL', P .. ':g:' .. member)
+  redis.call('ZREM', P .. ':r:' .. string.sub(member, bar + 1), ns)
+  redis.call('ZREM', KEYS[3], member)
+  local size = tonumber(redis.call('HGET', KEYS[4], member) or '0') or 0
+  redis.call('HDEL', KEYS[4], member)
+  redis.call('DECRBY', KEYS[5], size)
+  if redis.call('HINCRBY', KEYS[2], ns, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ns)
+    redis.call('HDEL', KEYS[1], ns)
+  end
+end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)) do
+  forget(member)
+end
+local out = {}
+local evicted = 0
+for i = 8, #ARGV, 5 do
+  local ns, ttl_ms, expires, size, json = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local member = ns .. '|' .. resource
+  local owner = redis.call('HGET', KEYS[1], ns)
+  if owner and owner ~= plugin then
+    table.insert(out, 'O' .. owner)
+  else
+    local replacing = redis.call('ZSCORE', KEYS[3], member)
+    if replacing then forget(member) end
+    if not replacing and redis.call('ZCARD', KEYS[6]) >= max_ns then
+      table.insert(out, 'N')
+    else
+      redis.call('SET', P .. ':g:' .. member, json, 'PX', ttl_ms)
+      redis.call('HSET', KEYS[1], ns, plugin)
+      redis.call('HINCRBY', KEYS[2], ns, 1)
+      redis.call('ZADD', KEYS[6], expires, ns)
+      redis.call('ZADD', KEYS[3], expires, member)
+      redis.call('HSET', KEYS[4], member, size)
+      redis.call('INCRBY', KEYS[5], size)
+      table.insert(out, 'S')
+      while redis.call('ZCARD', KEYS[3]) > max_entries
+        or (tonumber(redis.call('GET', KEYS[5]) or '0') or 0) > max_bytes do
+        local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+        if #first == 0 then break end
+        forget(first[1])
+        evicted = evicted + 1
+      end
+    end
+  end
+end
+local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
+if #last == 2 then
+  redis.call('PEXPIREAT', KEYS[6], math.ceil(tonumber(last[2]) * 1000) + 1000)
+end
+table.insert(out, tostring(evicted))
+return out";
+
 impl RedisEnrichments {
     pub fn new(connection: ConnectionManager, site: &str) -> RedisEnrichments {
         RedisEnrichments {
             connection,
             prefix: format!("vigil:{{{site}}}:enrichment"),
+            script: Arc::new(redis::Script::new(ENRICH)),
         }
     }
 
     fn key(&self, resource_id: &str, namespace: &str) -> String {
-        format!("{}:{resource_id}:{namespace}", self.prefix)
+        format!("{}:g:{namespace}|{resource_id}", self.prefix)
     }
 
-    /// Stores `groups` for `resource_id`, each for `ttl(group)` seconds.
+    /// Caches `groups` (already admitted: sizes checked, TTLs clamped) that
+    /// `plugin` returned for `resource_id`, under the cache's rules.
     pub async fn put(
         &self,
+        plugin: &str,
         resource_id: &str,
-        groups: &[(EnrichmentGroup, f64)],
-    ) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        for (group, ttl) in groups {
+        groups: &[Admitted],
+        limits: &EnrichmentLimits,
+        now: f64,
+    ) -> redis::RedisResult<EnrichmentVerdicts> {
+        if groups.is_empty() {
+            return Ok(EnrichmentVerdicts {
+                groups: Vec::new(),
+                evicted: 0,
+            });
+        }
+        // `now` orders the index (purge and eviction); the group keys
+        // themselves expire by Redis' clock, through PX.
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(format!("{}:owner", self.prefix))
+            .key(format!("{}:count", self.prefix))
+            .key(format!("{}:index", self.prefix))
+            .key(format!("{}:size", self.prefix))
+            .key(format!("{}:bytes", self.prefix))
+            .key(format!("{}:r:{resource_id}", self.prefix))
+            .arg(plugin)
+            .arg(now)
+            .arg(limits.max_namespaces_per_resource)
+            .arg(limits.max_entries)
+            .arg(limits.max_bytes)
+            .arg(&self.prefix)
+            .arg(resource_id);
+        for admitted in groups {
+            let group = &admitted.group;
             let record = GroupRecord {
                 namespace: group.namespace.clone(),
                 ttl_seconds: group.ttl_seconds,
@@ -337,12 +563,39 @@ impl RedisEnrichments {
             let json = serde_json::to_string(&record).map_err(|e| {
                 redis::RedisError::from((redis::ErrorKind::Client, "encoding", e.to_string()))
             })?;
-            let millis = (ttl * 1000.0).max(1.0) as u64;
-            pipe.pset_ex(self.key(resource_id, &group.namespace), json, millis)
-                .ignore();
+            let millis = (admitted.ttl * 1000.0).max(1.0) as u64;
+            invocation
+                .arg(&group.namespace)
+                .arg(millis)
+                .arg(now + admitted.ttl)
+                .arg(admitted.bytes)
+                .arg(json);
         }
         let mut connection = self.connection.clone();
-        pipe.query_async(&mut connection).await
+        let mut out: Vec<String> = invocation.invoke_async(&mut connection).await?;
+        let evicted = out.pop().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let verdicts = groups
+            .iter()
+            .zip(out)
+            .map(|(admitted, verdict)| {
+                let namespace = admitted.group.namespace.clone();
+                match verdict.as_str() {
+                    "S" => None,
+                    "N" => Some(EnrichmentRefusal::Namespaces {
+                        namespace,
+                        limit: limits.max_namespaces_per_resource,
+                    }),
+                    other => Some(EnrichmentRefusal::Owned {
+                        namespace,
+                        owner: other.strip_prefix('O').unwrap_or(other).to_owned(),
+                    }),
+                }
+            })
+            .collect();
+        Ok(EnrichmentVerdicts {
+            groups: verdicts,
+            evicted,
+        })
     }
 
     pub async fn get(
@@ -373,6 +626,23 @@ impl RedisEnrichments {
                     .collect(),
             })
             .collect())
+    }
+
+    /// The plugin that owns `namespace` in Redis, if any (for tests and
+    /// tools).
+    pub async fn owner(&self, namespace: &str) -> redis::RedisResult<Option<String>> {
+        let mut connection = self.connection.clone();
+        connection
+            .hget(format!("{}:owner", self.prefix), namespace)
+            .await
+    }
+
+    /// Entries and bytes the cache holds in Redis.
+    pub async fn usage(&self) -> redis::RedisResult<(u64, u64)> {
+        let mut connection = self.connection.clone();
+        let entries: u64 = connection.zcard(format!("{}:index", self.prefix)).await?;
+        let bytes: Option<i64> = connection.get(format!("{}:bytes", self.prefix)).await?;
+        Ok((entries, bytes.unwrap_or(0).max(0) as u64))
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Executor {
     /// Expired resource ids, to the sinks (their series and Pushgateway
     /// groups go too).
     pub expired: mpsc::UnboundedSender<Vec<String>>,
+    /// The site's rules for discovered resources (site, TTL ceiling).
+    pub resources: crate::store::ResourceSettings,
 }
 
 impl Executor {
@@ -119,30 +121,37 @@ impl Executor {
         };
 
         match report.outcome {
-            RunOutcome::Ok(RunOutput::Resources(mut resources)) => {
-                for resource in &mut resources {
-                    resource.creation_plugin = manifest.name.clone();
-                }
+            RunOutcome::Ok(RunOutput::Resources(resources)) => {
+                let policy = self
+                    .resources
+                    .policy(manifest.resource_ttl, manifest.limits.max_resources);
                 detail = self
-                    .store_resources(
-                        &manifest.name,
-                        resources,
-                        manifest.resource_ttl.as_secs_f64(),
-                        now,
-                    )
+                    .store_resources(&manifest.name, resources, policy, now)
                     .await;
             }
             RunOutcome::Ok(RunOutput::Enrichments(groups)) => {
                 if let Some(resource) = &job.resource {
-                    detail = format!("{} enrichment groups", groups.len());
-                    self.enrichments
+                    let count = groups.len();
+                    let summary = self
+                        .enrichments
                         .put(
+                            &manifest.name,
                             &resource.id,
                             groups,
                             now,
                             manifest.enrichment_ttl.map(|d| d.as_secs_f64()),
                         )
                         .await;
+                    detail = summary.describe(count);
+                    if summary.refused() > 0 || summary.evicted > 0 {
+                        tracing::warn!(
+                            plugin = %manifest.name,
+                            resource = %resource.id,
+                            conflicts = summary.conflicts,
+                            evicted = summary.evicted,
+                            "enrichment groups refused or entries evicted: {detail}"
+                        );
+                    }
                 }
             }
             RunOutcome::Ok(RunOutput::Metrics(mut groups)) => {
@@ -215,34 +224,50 @@ impl Executor {
         }
     }
 
+    /// Stores what a discovery run reported, under the host's rules (see
+    /// [`crate::store`]); refusals go to the log and the run's detail.
     async fn store_resources(
         &self,
         plugin: &str,
         resources: Vec<Resource>,
-        default_ttl: f64,
+        policy: crate::store::ResourcePolicy,
         now: f64,
     ) -> String {
         let plugin_name = plugin.to_owned();
         let count = resources.len();
         let stored = off_runtime(&self.store, "storing discovered resources", move |store| {
-            store.upsert_resources(&plugin_name, &resources, default_ttl, now)
+            store.upsert_resources(&plugin_name, &resources, &policy, now)
         })
         .await;
-        match stored {
-            Some(summary) => {
-                if summary.added > 0 {
-                    tracing::info!(
-                        plugin,
-                        added = summary.added,
-                        refreshed = summary.refreshed,
-                        "resources discovered"
-                    );
-                    self.resources_changed.notify_one();
-                }
-                format!("{count} resources ({} new)", summary.added)
-            }
-            None => "storing resources failed (see the log)".to_owned(),
+        let Some(summary) = stored else {
+            return "storing resources failed (see the log)".to_owned();
+        };
+        if summary.added > 0 {
+            tracing::info!(
+                plugin,
+                added = summary.added,
+                refreshed = summary.refreshed,
+                "resources discovered"
+            );
+            self.resources_changed.notify_one();
         }
+        let detail = summary.describe(count);
+        if summary.refused() > 0 {
+            for refusal in &summary.refusals {
+                if let crate::store::Refusal::Owned { id, owner } = refusal {
+                    tracing::warn!(resource = %id, owner = %owner, claimant = plugin, "resource claimed by another discovery plugin: refused");
+                }
+            }
+            tracing::warn!(
+                plugin,
+                conflicts = summary.conflicts,
+                wrong_site = summary.wrong_site,
+                over_budget = summary.over_budget,
+                duplicates = summary.duplicates,
+                "discovered resources refused: {detail}"
+            );
+        }
+        detail
     }
 }
 
@@ -332,6 +357,7 @@ mod tests {
             stats: Arc::new(RunStats::default()),
             resources_changed: Arc::new(Notify::new()),
             expired: mpsc::unbounded_channel().0,
+            resources: crate::store::ResourceSettings::new("local"),
         };
         let transforms = vec![RateTransform {
             name: "r".into(),

@@ -1,34 +1,74 @@
 //! Plugin key/value state in the embedded database, so a restart of
 //! `vigil run` keeps what plugins stored (counters, last-seen values...).
+//!
+//! # Under load
+//!
+//! The store has its own SQLite connection (not the one resources, runs
+//! and latest values go through), with a busy timeout ([`BUSY_TIMEOUT`]),
+//! and the sandbox calls it off the async workers (see
+//! [`crate::capabilities::kv`]). A write is one `BEGIN IMMEDIATE`
+//! transaction: the write lock is taken first, waiting out the busy
+//! timeout, and only then is the quota read and the value written. The
+//! earlier deferred transaction read first and upgraded to a write
+//! afterwards; when the host's other connection committed in between
+//! (every second for run history, every flush for latest values), SQLite
+//! refused the upgrade at once with `database is locked` (a stale
+//! snapshot cannot be upgraded, and the busy timeout does not apply), and
+//! that error reached the plugin as "quota exceeded". In
+//! `tests/tests/hostile_ownership.rs` 64 concurrent heartbeat runs against
+//! a writer committing 1,000-row transactions in a loop saw such false
+//! quota errors before; none now.
+//!
+//! Failures that remain (a lock held longer than the busy timeout, a full
+//! disk, a corrupt file) are reported as [`KvFailure`]s naming SQLite's
+//! error: the run ends as a host failure, never as the plugin's quota.
+//!
+//! Usage is the sum of key and value bytes of the plugin's rows, computed
+//! in the write's transaction: one indexed range scan of the plugin's own
+//! keys (at the default 1 MiB quota, at most a few thousand rows).
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::StoreResult;
-use crate::capabilities::kv::{KvBackend, KvError};
+use crate::capabilities::kv::{KvBackend, KvError, KvFailure};
 
-/// The quota check and the write happen in one transaction.
+/// How long a call waits for another connection's write lock. Writers on
+/// the host's database hold it for milliseconds (the largest, a 10,000
+/// resource discovery, about 100 ms on a laptop disk); 5 s is fifty times
+/// that and half the default run deadline.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS plugin_kv (
+    plugin TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (plugin, key)
+);";
+
 pub struct SqliteKv {
     connection: Mutex<Connection>,
 }
 
 impl SqliteKv {
     pub fn open(path: &Path) -> StoreResult<SqliteKv> {
-        let connection = super::sqlite::open_database(
-            path,
-            "CREATE TABLE IF NOT EXISTS plugin_kv (
-                 plugin TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
-                 PRIMARY KEY (plugin, key)
-             );",
-        )?;
+        SqliteKv::open_with_busy_timeout(path, BUSY_TIMEOUT)
+    }
+
+    /// Opens with another busy timeout (tests use a short one to see a
+    /// lock outlast it).
+    pub fn open_with_busy_timeout(path: &Path, busy: Duration) -> StoreResult<SqliteKv> {
+        let connection = super::sqlite::open_database(path, SCHEMA)?;
+        connection.busy_timeout(busy)?;
         Ok(SqliteKv {
             connection: Mutex::new(connection),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // SQLite rolls back an unfinished transaction; the connection is
+        // safe to reuse after a panic elsewhere.
         self.connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -36,76 +76,73 @@ impl SqliteKv {
 }
 
 fn used(connection: &Connection, plugin: &str) -> rusqlite::Result<u64> {
-    connection.query_row(
-        "SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1",
-        params![plugin],
-        |row| row.get::<_, i64>(0),
-    )
-    .map(|n| n.max(0) as u64)
+    connection
+        .prepare_cached(
+            "SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1",
+        )?
+        .query_row(params![plugin], |row| row.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
 }
 
-/// Storage failures surface to the plugin as a full store (it must cope
-/// with that anyway) and are logged for the operator.
-fn log_failure(what: &str, error: &rusqlite::Error) {
-    tracing::error!(error = %error, "plugin key/value store: {what}");
+fn failure(operation: &'static str, plugin: &str) -> impl FnOnce(rusqlite::Error) -> KvFailure {
+    move |e| KvFailure::new(operation, plugin, format!("SQLite: {e}"))
 }
 
 impl KvBackend for SqliteKv {
-    fn get(&self, plugin: &str, key: &str) -> Option<Vec<u8>> {
-        let connection = self.lock();
-        connection
-            .query_row(
-                "SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
-                params![plugin, key],
-                |row| row.get(0),
-            )
-            .optional()
-            .unwrap_or_else(|e| {
-                log_failure("get", &e);
-                None
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure> {
+        self.lock()
+            .prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+            .and_then(|mut query| {
+                query
+                    .query_row(params![plugin, key], |row| row.get(0))
+                    .optional()
             })
+            .map_err(failure("get", plugin))
     }
 
-    fn set(&self, plugin: &str, key: &str, value: &[u8], quota: u64) -> Result<(), KvError> {
+    fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<Result<(), KvError>, KvFailure> {
         let mut connection = self.lock();
         let result = (|| -> rusqlite::Result<Result<(), KvError>> {
-            let tx = connection.transaction()?;
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let old: Option<i64> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT length(CAST(key AS BLOB)) + length(value) FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
-                    params![plugin, key],
-                    |row| row.get(0),
-                )
+                )?
+                .query_row(params![plugin, key], |row| row.get(0))
                 .optional()?;
-            let total = used(&tx, plugin)? - old.unwrap_or(0).max(0) as u64
+            let total = used(&tx, plugin)?.saturating_sub(old.unwrap_or(0).max(0) as u64)
                 + (key.len() + value.len()) as u64;
             if total > quota {
                 return Ok(Err(KvError::QuotaExceeded(quota)));
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO plugin_kv (plugin, key, value) VALUES (?1, ?2, ?3)
                  ON CONFLICT(plugin, key) DO UPDATE SET value = ?3",
-                params![plugin, key, value],
-            )?;
+            )?
+            .execute(params![plugin, key, value])?;
             tx.commit()?;
             Ok(Ok(()))
         })();
-        result.unwrap_or_else(|e| {
-            log_failure("set", &e);
-            Err(KvError::QuotaExceeded(quota))
-        })
+        result.map_err(failure("set", plugin))
     }
 
-    fn delete(&self, plugin: &str, key: &str) {
-        if let Err(e) = self.lock().execute(
-            "DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
-            params![plugin, key],
-        ) {
-            log_failure("delete", &e);
-        }
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), KvFailure> {
+        self.lock()
+            .execute(
+                "DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
+                params![plugin, key],
+            )
+            .map(drop)
+            .map_err(failure("delete", plugin))
     }
 
-    fn keys(&self, plugin: &str) -> Vec<String> {
+    fn keys(&self, plugin: &str) -> Result<Vec<String>, KvFailure> {
         let connection = self.lock();
         let result = (|| -> rusqlite::Result<Vec<String>> {
             let mut query = connection
@@ -114,17 +151,11 @@ impl KvBackend for SqliteKv {
                 .query_map(params![plugin], |row| row.get(0))?
                 .collect()
         })();
-        result.unwrap_or_else(|e| {
-            log_failure("keys", &e);
-            Vec::new()
-        })
+        result.map_err(failure("keys", plugin))
     }
 
-    fn usage(&self, plugin: &str) -> u64 {
-        used(&self.lock(), plugin).unwrap_or_else(|e| {
-            log_failure("usage", &e);
-            0
-        })
+    fn usage(&self, plugin: &str) -> Result<u64, KvFailure> {
+        used(&self.lock(), plugin).map_err(failure("usage", plugin))
     }
 }
 
@@ -133,27 +164,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn survives_reopening_and_enforces_the_quota() {
+    fn survives_reopening_and_enforces_the_quota() -> Result<(), KvFailure> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vigil.db");
         {
             let kv = SqliteKv::open(&path).expect("open");
-            kv.set("p", "abc", &[1; 7], 20).expect("fits");
-            kv.set("p", "abc", &[2; 17], 20).expect("replacing fits");
+            kv.set("p", "abc", &[1; 7], 20)?.expect("fits");
+            kv.set("p", "abc", &[2; 17], 20)?.expect("replacing fits");
             assert!(matches!(
-                kv.set("p", "d", &[0], 20),
+                kv.set("p", "d", &[0], 20)?,
                 Err(KvError::QuotaExceeded(20))
             ));
-            kv.set("q", "abc", b"x", 20).expect("other plugin");
+            kv.set("q", "abc", b"x", 20)?.expect("other plugin");
         }
         let kv = SqliteKv::open(&path).expect("reopen");
-        assert_eq!(kv.get("p", "abc"), Some(vec![2; 17]));
-        assert_eq!(kv.usage("p"), 20);
-        assert_eq!(kv.keys("q"), vec!["abc".to_owned()]);
-        kv.delete("p", "abc");
-        assert_eq!((kv.get("p", "abc"), kv.usage("p")), (None, 0));
+        assert_eq!(kv.get("p", "abc")?, Some(vec![2; 17]));
+        assert_eq!(kv.usage("p")?, 20);
+        assert_eq!(kv.keys("q")?, vec!["abc".to_owned()]);
+        kv.delete("p", "abc")?;
+        assert_eq!((kv.get("p", "abc")?, kv.usage("p")?), (None, 0));
         // Multi-byte keys count in bytes, like the in-memory store.
-        kv.set("p", "é", b"", 20).expect("fits");
-        assert_eq!(kv.usage("p"), 2);
+        kv.set("p", "é", b"", 20)?.expect("fits");
+        assert_eq!(kv.usage("p")?, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_lock_held_past_the_busy_timeout_is_a_failure_not_a_quota() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vigil.db");
+        let kv = SqliteKv::open_with_busy_timeout(&path, Duration::from_millis(50)).expect("open");
+        let other = Connection::open(&path).expect("other connection");
+        other
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("hold the write lock");
+        let error = kv.set("p", "k", b"v", 1 << 20).expect_err("locked");
+        assert_eq!((error.operation, error.plugin.as_str()), ("set", "p"));
+        assert!(error.cause.contains("locked"), "{error}");
+        other.execute_batch("ROLLBACK").expect("release");
+        assert_eq!(kv.set("p", "k", b"v", 1 << 20), Ok(Ok(())));
     }
 }

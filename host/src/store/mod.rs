@@ -6,16 +6,51 @@
 //! the embedded default. SQLite in WAL mode lets `vigil status`,
 //! `vigil resources` and `vigil metrics` read a running host's state from
 //! another process without any server.
+//!
+//! # Resources belong to the host, not to the plugin that names them
+//!
+//! A discovery plugin only proposes resources; what is stored is decided
+//! by rules every backend applies the same way (SQLite in one immediate
+//! transaction, MongoDB with conditional writes, Redis in one script), so a
+//! plugin running inside all its limits still cannot:
+//!
+//! * **take over a resource**: a resource belongs to the discovery plugin
+//!   that first reported it, for as long as it is live. Another plugin
+//!   reporting the same id is refused (nothing of its record is stored, the
+//!   owner's is untouched), counted, and named in the run's detail and the
+//!   log (resource id, owner, claimant). Credentials and polling follow the
+//!   owner's endpoint, never the claimant's. Once the resource expires it is
+//!   free again.
+//! * **place a resource in another site**: this host runs one site
+//!   (`[site] name`); an empty site becomes it, any other is refused.
+//! * **flood the registry**: each discovery plugin owns at most
+//!   `max_resources` live resources (default 10,000, ceiling 1,000,000).
+//!   New ones past it are refused and counted; refreshes of owned ones
+//!   always go through, so a plugin at its budget keeps what it has. One
+//!   stored resource costs about 1 KiB in SQLite (a row with 16 KiB of
+//!   metadata at most), so the default budget bounds one plugin to about
+//!   10 MB of registry and 10,000 jobs per polling plugin that matches it.
+//! * **live forever**: a resource's TTL is the plugin's (or its ini's
+//!   `resource_ttl`), clamped to the site's `[resources] max_ttl` (default
+//!   7 days, ceiling 30 days); `u64::MAX` becomes 7 days. Creation times
+//!   are the host's clock at first sight, kept on refresh; a plugin's
+//!   timestamp is ignored. When a discovery plugin's file is deleted, its
+//!   resources expire at once ([`Storage::expire_plugin_resources`]) and
+//!   the sinks are told, like any expiry.
+//!
+//! One id appears once per batch: later copies are refused as duplicates,
+//! so a batch of n resources does at most n lookups and n writes.
 
 pub mod kv;
 pub mod mongo;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MetricsGroup, Resource};
+use crate::model::{Datetime, MetricsGroup, Resource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,8 +70,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A resource as the host keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredResource {
+    /// Its `creation_plugin` is the owner and its `creation_timestamp` the
+    /// host's clock at first sight; `ttl_seconds` is the effective TTL.
     pub resource: Resource,
-    /// The discovery plugin that last reported it.
+    /// The discovery plugin that owns it (the first to report it).
     pub discovered_by: String,
     pub first_seen: f64,
     pub last_seen: f64,
@@ -44,11 +81,226 @@ pub struct StoredResource {
     pub expires_at: f64,
 }
 
-/// What a discovery run changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Default ceiling on resource TTLs (`[resources] max_ttl`): a daily
+/// discovery may miss six runs before its resources go.
+pub const DEFAULT_MAX_RESOURCE_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// No site may keep a resource longer than this without rediscovering it.
+pub const MAX_RESOURCE_TTL_CEILING: Duration = Duration::from_secs(30 * 86_400);
+/// Refusals named one by one in a summary; the rest are only counted, so a
+/// run refused 200,000 times writes a detail of a few hundred bytes.
+pub const REFUSALS_NAMED: usize = 8;
+
+/// The site's rules for resources (`[resources]` in the site config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSettings {
+    /// The one site this host runs (`[site] name`).
+    pub site: String,
+    /// Ceiling on any resource's TTL.
+    pub max_ttl: Duration,
+}
+
+impl ResourceSettings {
+    pub fn new(site: &str) -> ResourceSettings {
+        ResourceSettings {
+            site: site.to_owned(),
+            max_ttl: DEFAULT_MAX_RESOURCE_TTL,
+        }
+    }
+
+    /// The policy for one run of a discovery plugin whose ini says
+    /// `resource_ttl` and whose limits allow `max_resources`.
+    pub fn policy(&self, resource_ttl: Duration, max_resources: u64) -> ResourcePolicy {
+        let max_ttl = self.max_ttl.as_secs_f64().max(1.0);
+        ResourcePolicy {
+            site: self.site.clone(),
+            default_ttl: resource_ttl.as_secs_f64().clamp(1.0, max_ttl),
+            max_ttl,
+            max_resources,
+        }
+    }
+}
+
+/// `[resources]` as written in the site config.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSection {
+    max_ttl: Option<toml::Spanned<String>>,
+}
+
+impl ResourcesSection {
+    /// Checks the section for the host running `site`.
+    pub fn resolve(
+        &self,
+        site: &str,
+        at: &dyn Fn(std::ops::Range<usize>, String) -> crate::plugin::ini::LocatedError,
+    ) -> Result<ResourceSettings, crate::plugin::ini::LocatedError> {
+        let mut settings = ResourceSettings::new(site);
+        if let Some(written) = &self.max_ttl {
+            let ttl = crate::units::parse_duration(written.get_ref())
+                .map_err(|e| at(written.span(), format!("resources.max_ttl: {e}")))?;
+            if ttl < Duration::from_secs(1) || ttl > MAX_RESOURCE_TTL_CEILING {
+                return Err(at(
+                    written.span(),
+                    format!(
+                        "resources.max_ttl must be 1s to {}h, found {:?}",
+                        MAX_RESOURCE_TTL_CEILING.as_secs() / 3600,
+                        written.get_ref()
+                    ),
+                ));
+            }
+            settings.max_ttl = ttl;
+        }
+        Ok(settings)
+    }
+}
+
+/// What one discovery run may store: set by the site and the plugin's
+/// limits, never by the plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourcePolicy {
+    /// The host's site: an empty site becomes it, any other is refused.
+    pub site: String,
+    /// TTL of resources that give none (seconds, already within `max_ttl`).
+    pub default_ttl: f64,
+    /// Ceiling on every TTL (seconds).
+    pub max_ttl: f64,
+    /// Live resources the plugin may own.
+    pub max_resources: u64,
+}
+
+impl ResourcePolicy {
+    /// The TTL `r` gets: its own when non-zero, else the default, within
+    /// 1 s and `max_ttl`.
+    pub fn ttl(&self, r: &Resource) -> f64 {
+        let asked = if r.ttl_seconds > 0 {
+            r.ttl_seconds as f64
+        } else {
+            self.default_ttl
+        };
+        asked.min(self.max_ttl).max(1.0)
+    }
+}
+
+/// Why a proposed resource was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Live and owned by another discovery plugin.
+    Owned { id: String, owner: String },
+    /// In a site this host does not run.
+    Site { id: String, site: String },
+    /// New, while the plugin already owns `limit` live resources.
+    Budget { id: String, limit: u64 },
+    /// Reported again in the same batch.
+    Duplicate { id: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Owned { id, owner } => write!(f, "{id:?} is owned by {owner:?}"),
+            Refusal::Site { id, site } => write!(f, "{id:?} is in site {site:?}"),
+            Refusal::Budget { id, limit } => {
+                write!(f, "{id:?} is past max_resources = {limit}")
+            }
+            Refusal::Duplicate { id } => write!(f, "{id:?} is repeated"),
+        }
+    }
+}
+
+/// What a discovery run changed, and what it was refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpsertSummary {
     pub added: usize,
     pub refreshed: usize,
+    /// Claims on live resources another plugin owns.
+    pub conflicts: usize,
+    /// Resources in another site.
+    pub wrong_site: usize,
+    /// New resources past the plugin's `max_resources`.
+    pub over_budget: usize,
+    /// Ids repeated within the batch.
+    pub duplicates: usize,
+    /// The first [`REFUSALS_NAMED`] refusals.
+    pub refusals: Vec<Refusal>,
+}
+
+impl UpsertSummary {
+    pub fn refuse(&mut self, refusal: Refusal) {
+        *match &refusal {
+            Refusal::Owned { .. } => &mut self.conflicts,
+            Refusal::Site { .. } => &mut self.wrong_site,
+            Refusal::Budget { .. } => &mut self.over_budget,
+            Refusal::Duplicate { .. } => &mut self.duplicates,
+        } += 1;
+        if self.refusals.len() < REFUSALS_NAMED {
+            self.refusals.push(refusal);
+        }
+    }
+
+    pub fn refused(&self) -> usize {
+        self.conflicts + self.wrong_site + self.over_budget + self.duplicates
+    }
+
+    /// `"N resources (A new)"`, then what was refused, with examples.
+    pub fn describe(&self, reported: usize) -> String {
+        let mut text = format!("{reported} resources ({} new)", self.added);
+        if self.refused() > 0 {
+            let counts: Vec<String> = [
+                (self.conflicts, "owned by another plugin"),
+                (self.wrong_site, "in another site"),
+                (self.over_budget, "over max_resources"),
+                (self.duplicates, "repeated"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+            let named: Vec<String> = self.refusals.iter().map(ToString::to_string).collect();
+            text.push_str(&format!(
+                "; refused {}: {} (e.g. {})",
+                self.refused(),
+                counts.join(", "),
+                named.join("; ")
+            ));
+        }
+        text
+    }
+}
+
+/// The host's pass over a proposed batch, before any backend looks at it:
+/// one entry per id (later copies refused), the site checked (an empty
+/// site becomes the host's), the owner, creation time and TTL set by the
+/// host. Returns the resources to store with their TTLs.
+pub fn prepare_batch(
+    plugin: &str,
+    resources: &[Resource],
+    policy: &ResourcePolicy,
+    now: f64,
+    summary: &mut UpsertSummary,
+) -> Vec<(Resource, f64)> {
+    let mut seen = std::collections::HashSet::with_capacity(resources.len());
+    let mut batch = Vec::with_capacity(resources.len());
+    for r in resources {
+        if !seen.insert(r.id.as_str()) {
+            summary.refuse(Refusal::Duplicate { id: r.id.clone() });
+            continue;
+        }
+        if !r.site.is_empty() && r.site != policy.site {
+            summary.refuse(Refusal::Site {
+                id: r.id.clone(),
+                site: r.site.clone(),
+            });
+            continue;
+        }
+        let ttl = policy.ttl(r);
+        let mut r = r.clone();
+        r.site = policy.site.clone();
+        r.creation_plugin = plugin.to_owned();
+        r.creation_timestamp = Datetime::from_seconds(now);
+        r.ttl_seconds = ttl as u64;
+        batch.push((r, ttl));
+    }
+    batch
 }
 
 /// One finished plugin run.
@@ -131,19 +383,55 @@ pub async fn off_runtime<T: Send + 'static>(
     }
 }
 
+/// Expires, off the async runtime, the resources of plugin `plugin` whose
+/// file `path` was unloaded, if the file is gone (a broken file being
+/// edited keeps its resources until their TTL). Returns the ids deleted,
+/// for the sinks.
+pub async fn expire_removed_plugin(
+    store: &std::sync::Arc<dyn Storage>,
+    plugin: &str,
+    path: &std::path::Path,
+) -> Vec<String> {
+    if path.exists() {
+        return Vec::new();
+    }
+    let now = crate::pipeline::epoch_seconds(std::time::SystemTime::now());
+    let name = plugin.to_owned();
+    let expired = off_runtime(
+        store,
+        "expiring a removed plugin's resources",
+        move |store| store.expire_plugin_resources(&name, now),
+    )
+    .await
+    .unwrap_or_default();
+    if !expired.is_empty() {
+        tracing::info!(
+            plugin,
+            count = expired.len(),
+            "plugin file removed: the resources it discovered expired"
+        );
+    }
+    expired
+}
+
 /// The storage seam. Methods are blocking; async callers use
 /// `spawn_blocking` for anything large.
 pub trait Storage: Send + Sync + 'static {
-    /// Records resources reported by discovery plugin `plugin`; each lives
-    /// `ttl` seconds (its own `ttl_seconds` when non-zero, else
-    /// `default_ttl`) from `now`.
+    /// Records resources reported by discovery plugin `plugin` under
+    /// `policy` (see the module doc): each lives `policy.ttl(r)` seconds
+    /// from `now`; claims on another plugin's live resources, other sites,
+    /// repeats and new resources past the budget are refused and counted.
     fn upsert_resources(
         &self,
         plugin: &str,
         resources: &[Resource],
-        default_ttl: f64,
+        policy: &ResourcePolicy,
         now: f64,
     ) -> StoreResult<UpsertSummary>;
+    /// Expires at `now` every resource `plugin` owns (its discovery plugin
+    /// is gone), then deletes everything expired at `now` as
+    /// [`Storage::expire_resources`] does; returns the deleted ids.
+    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>>;
     /// Resources not expired at `now`.
     fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>>;
     /// Deletes resources expired at `now` (and their latest series);

@@ -13,9 +13,17 @@
 //!   `{_id: <resource id>, site, endpoint, class, subclass, type,
 //!   metadata: [[key, value], ...], creation_plugin, creation_timestamp: f64,
 //!   ttl_seconds: i64, discovered_by, first_seen: f64, last_seen: f64,
-//!   expires_at: f64}`. A refresh `$set`s everything but `creation_plugin`,
-//!   `creation_timestamp` and `first_seen`, which `$setOnInsert` writes once
-//!   (as SQLite's `ON CONFLICT DO UPDATE` does). Index: `expires_at`.
+//!   expires_at: f64}`. `discovered_by` is the owner. Ownership is kept by
+//!   conditional writes, not by a transaction: a refresh matches
+//!   `{_id, discovered_by: <plugin>}` (so it can never touch another
+//!   plugin's record) and `$set`s everything but the owner, `site`,
+//!   `creation_*` and `first_seen`; a new resource is an upsert on the same
+//!   filter, so if another plugin inserted the id meanwhile the filter
+//!   misses and the insert fails on the `_id` (duplicate key, counted as a
+//!   conflict); an expired record not yet swept is taken only by a
+//!   compare-and-set on its owner and expiry. The budget is one count of
+//!   the plugin's live documents per run (a plugin's discovery never runs
+//!   twice at once). Indexes: `expires_at`; `discovered_by, expires_at`.
 //! - `runs`: plugin run history.
 //!   `{_id: '["<plugin>","<resource id>"|null,<started_at>]', seq: i64, plugin,
 //!   resource_id: string|null, scheduled_at, started_at, finished_at: f64,
@@ -82,7 +90,7 @@
 //! panics when called on a thread that drives async tasks, so a call made
 //! from async code runs on a short-lived thread of its own instead.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use mongodb::IndexModel;
@@ -91,8 +99,8 @@ use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::sync::{Client, Collection, Database};
 
 use super::{
-    HostStatus, RunRecord, SeriesValue, Storage, StoreError, StoreResult, StoredResource,
-    UpsertSummary,
+    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
+    StoredResource, UpsertSummary, prepare_batch,
 };
 use crate::model::{Datetime, MetricType, MetricsGroup, Resource};
 
@@ -123,7 +131,10 @@ const TOPOLOGY_LINKS: &str = "topology_links";
 
 /// The indexes created at start-up, per collection (ascending keys only).
 const INDEXES: &[(&str, &[&[&str]])] = &[
-    (RESOURCES, &[&["expires_at"]]),
+    (
+        RESOURCES,
+        &[&["expires_at"], &["discovered_by", "expires_at"]],
+    ),
     (RUNS, &[&["seq"], &["plugin", "seq"]]),
     (LATEST_SERIES, &[&["resource_id"], &["group_type"]]),
     (LATEST_VALUES, &[&["series"]]),
@@ -322,6 +333,112 @@ impl MongoStorage {
     }
 }
 
+impl MongoStorage {
+    /// Owner and expiry of each of `ids` that exists.
+    fn owners(&self, ids: &[String]) -> StoreResult<HashMap<String, (String, f64)>> {
+        let coll = self.collection(RESOURCES);
+        let mut owners = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_IDS) {
+            let cursor = coll
+                .find(doc! { "_id": { "$in": chunk } })
+                .projection(doc! { "discovered_by": 1, "expires_at": 1 })
+                .run()
+                .map_err(|e| self.error(format!("reading {RESOURCES}: {e}")))?;
+            for document in cursor {
+                let d = document.map_err(|e| self.error(format!("reading {RESOURCES}: {e}")))?;
+                let read = || -> Result<(String, String, f64), String> {
+                    Ok((
+                        text(&d, "_id")?,
+                        text(&d, "discovered_by")?,
+                        number(&d, "expires_at")?,
+                    ))
+                };
+                let (id, owner, expires_at) =
+                    read().map_err(|e| self.malformed(RESOURCES, &d, &e))?;
+                owners.insert(id, (owner, expires_at));
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Live resources `plugin` owns at `now`.
+    fn owned_live(&self, plugin: &str, now: f64) -> StoreResult<u64> {
+        self.collection(RESOURCES)
+            .count_documents(doc! { "discovered_by": plugin, "expires_at": { "$gt": now } })
+            .run()
+            .map_err(|e| self.error(format!("counting {plugin}'s {RESOURCES}: {e}")))
+    }
+
+    /// Runs conditional `update`s on `resources` unordered, in bounded
+    /// batches. Returns how many matched or inserted, and the indexes
+    /// refused with a duplicate-key error (an upsert whose filter missed
+    /// because another plugin holds the `_id`). Any other error fails.
+    fn conditional_writes(&self, updates: Vec<Document>) -> StoreResult<(u64, Vec<usize>)> {
+        let mut done = 0u64;
+        let mut refused = Vec::new();
+        let mut batch: Vec<Document> = Vec::new();
+        let mut first = 0usize;
+        let mut bytes = 0usize;
+        let total = updates.len();
+        for (i, update) in updates.into_iter().enumerate() {
+            let size = bson::to_vec(&update)
+                .map_err(|e| self.error(format!("encoding a write to {RESOURCES}: {e}")))?
+                .len();
+            if !batch.is_empty() && (batch.len() >= BATCH_WRITES || bytes + size > BATCH_BYTES) {
+                let sent = std::mem::take(&mut batch);
+                done += self.unordered_update(sent, first, &mut refused)?;
+                first = i;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(update);
+        }
+        if !batch.is_empty() {
+            done += self.unordered_update(batch, first, &mut refused)?;
+        }
+        debug_assert!(refused.iter().all(|i| *i < total));
+        Ok((done, refused))
+    }
+
+    fn unordered_update(
+        &self,
+        updates: Vec<Document>,
+        first: usize,
+        refused: &mut Vec<usize>,
+    ) -> StoreResult<u64> {
+        let count = updates.len();
+        let reply = self
+            .db
+            .run_command(doc! { "update": RESOURCES, "updates": updates, "ordered": false })
+            .run()
+            .map_err(|e| self.error(format!("writing {RESOURCES}: {e}")))?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors {
+                let Bson::Document(error) = error else {
+                    return Err(self.error(format!("writing {RESOURCES}: odd write error {error}")));
+                };
+                let code = integer(error, "code").unwrap_or(0);
+                let index = integer(error, "index")
+                    .ok()
+                    .and_then(|i| usize::try_from(i).ok());
+                match index {
+                    Some(index) if code == 11000 && index < count => refused.push(first + index),
+                    _ => {
+                        return Err(self.error(format!(
+                            "writing {RESOURCES}: a write of {count} failed: {error}"
+                        )));
+                    }
+                }
+            }
+        }
+        if let Ok(error) = reply.get_document("writeConcernError") {
+            return Err(self.error(format!("writing {RESOURCES}: {error}")));
+        }
+        let n = integer(&reply, "n").unwrap_or(0).max(0) as u64;
+        Ok(n)
+    }
+}
+
 /// `url` with the password of its user information (if any) masked.
 fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -504,51 +621,134 @@ impl Storage for MongoStorage {
         &self,
         plugin: &str,
         resources: &[Resource],
-        default_ttl: f64,
+        policy: &ResourcePolicy,
         now: f64,
     ) -> StoreResult<UpsertSummary> {
         off_async(|| {
-            let updates = resources
-                .iter()
-                .map(|r| {
-                    let ttl = if r.ttl_seconds > 0 {
-                        r.ttl_seconds as f64
-                    } else {
-                        default_ttl
-                    };
-                    let metadata =
-                        pairs_bson(r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    doc! {
-                        "q": { "_id": &r.id },
-                        "u": {
-                            "$set": {
-                                "site": &r.site,
-                                "endpoint": &r.endpoint,
-                                "class": &r.class,
-                                "subclass": &r.subclass,
-                                "type": &r.type_,
-                                "metadata": metadata,
-                                "ttl_seconds": ttl as i64,
-                                "discovered_by": plugin,
-                                "last_seen": now,
-                                "expires_at": now + ttl,
-                            },
-                            "$setOnInsert": {
-                                "creation_plugin": plugin,
-                                "creation_timestamp": r.creation_timestamp.as_seconds(),
-                                "first_seen": now,
-                            },
-                        },
-                        "upsert": true,
+            let mut summary = UpsertSummary::default();
+            let batch = prepare_batch(plugin, resources, policy, now, &mut summary);
+            if batch.is_empty() {
+                return Ok(summary);
+            }
+            let ids: Vec<String> = batch.iter().map(|(r, _)| r.id.clone()).collect();
+            let current = self.owners(&ids)?;
+            let mut owned = self.owned_live(plugin, now)?;
+            let (mut refreshes, mut claims, mut claimed_ids, mut retakes) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (r, ttl) in &batch {
+                let metadata = pairs_bson(r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                match current.get(&r.id) {
+                    Some((owner, expires_at)) if *expires_at > now && owner != plugin => {
+                        summary.refuse(Refusal::Owned {
+                            id: r.id.clone(),
+                            owner: owner.clone(),
+                        });
                     }
-                })
+                    Some((_, expires_at)) if *expires_at > now => refreshes.push(doc! {
+                        // Only while still the plugin's: never another's.
+                        "q": { "_id": &r.id, "discovered_by": plugin },
+                        "u": { "$set": {
+                            "endpoint": &r.endpoint,
+                            "class": &r.class,
+                            "subclass": &r.subclass,
+                            "type": &r.type_,
+                            "metadata": metadata,
+                            "ttl_seconds": *ttl as i64,
+                            "last_seen": now,
+                            "expires_at": now + ttl,
+                        } },
+                        "upsert": false,
+                    }),
+                    _ if owned >= policy.max_resources => {
+                        summary.refuse(Refusal::Budget {
+                            id: r.id.clone(),
+                            limit: policy.max_resources,
+                        });
+                    }
+                    existing => {
+                        owned += 1;
+                        let fields = doc! {
+                            "site": &r.site,
+                            "endpoint": &r.endpoint,
+                            "class": &r.class,
+                            "subclass": &r.subclass,
+                            "type": &r.type_,
+                            "metadata": metadata,
+                            "creation_plugin": plugin,
+                            "creation_timestamp": now,
+                            "ttl_seconds": *ttl as i64,
+                            "discovered_by": plugin,
+                            "first_seen": now,
+                            "last_seen": now,
+                            "expires_at": now + ttl,
+                        };
+                        match existing {
+                            // Expired, not yet swept: taken afresh only if
+                            // nobody refreshed or took it since it was read.
+                            Some((owner, expires_at)) => {
+                                retakes.push((r.id.clone(), owner.clone(), *expires_at, fields))
+                            }
+                            // Absent: inserted with this owner; if another
+                            // plugin inserted it meanwhile, the filter
+                            // misses and the insert hits its `_id`.
+                            None => {
+                                claimed_ids.push(r.id.clone());
+                                claims.push(doc! {
+                                    "q": { "_id": &r.id, "discovered_by": plugin },
+                                    "u": { "$set": fields },
+                                    "upsert": true,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            summary.refreshed = self.conditional_writes(refreshes)?.0 as usize;
+            let (_, lost) = self.conditional_writes(claims)?;
+            summary.added += claimed_ids.len() - lost.len();
+            let mut raced: Vec<String> = lost
+                .into_iter()
+                .filter_map(|i| claimed_ids.get(i).cloned())
                 .collect();
-            let added = self.upsert_all(RESOURCES, updates)?;
-            Ok(UpsertSummary {
-                added,
-                refreshed: resources.len() - added,
-            })
+            let coll = self.collection(RESOURCES);
+            for (id, owner, expires_at, fields) in retakes {
+                let taken = coll
+                    .update_one(
+                        doc! { "_id": &id, "discovered_by": &owner, "expires_at": expires_at },
+                        doc! { "$set": fields },
+                    )
+                    .run()
+                    .map_err(|e| self.error(format!("writing {RESOURCES}: {e}")))?;
+                if taken.matched_count == 1 {
+                    summary.added += 1;
+                } else {
+                    raced.push(id);
+                }
+            }
+            // Lost races: name who holds them now.
+            let holders = self.owners(&raced)?;
+            for id in raced {
+                let owner = holders
+                    .get(&id)
+                    .map_or_else(|| "another plugin".to_owned(), |(o, _)| o.clone());
+                summary.refuse(Refusal::Owned { id, owner });
+            }
+            Ok(summary)
         })
+    }
+
+    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
+        off_async(|| -> StoreResult<()> {
+            self.collection(RESOURCES)
+                .update_many(
+                    doc! { "discovered_by": plugin, "expires_at": { "$gt": now } },
+                    doc! { "$set": { "expires_at": now } },
+                )
+                .run()
+                .map_err(|e| self.error(format!("expiring {plugin}'s {RESOURCES}: {e}")))?;
+            Ok(())
+        })?;
+        self.expire_resources(now)
     }
 
     fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {

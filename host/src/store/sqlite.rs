@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    HostStatus, RunRecord, SeriesValue, Storage, StoreResult, StoredResource, UpsertSummary,
+    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreResult,
+    StoredResource, UpsertSummary, prepare_batch,
 };
 use crate::model::{Datetime, MetricType, MetricsGroup, Resource};
 
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS resources (
     first_seen REAL NOT NULL, last_seen REAL NOT NULL, expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS resources_expiry ON resources(expires_at);
+CREATE INDEX IF NOT EXISTS resources_owner ON resources(discovered_by, expires_at);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     plugin TEXT NOT NULL, resource_id TEXT,
@@ -100,55 +102,103 @@ impl Storage for SqliteStorage {
         &self,
         plugin: &str,
         resources: &[Resource],
-        default_ttl: f64,
+        policy: &ResourcePolicy,
         now: f64,
     ) -> StoreResult<UpsertSummary> {
-        let mut connection = self.lock();
-        let tx = connection.transaction()?;
         let mut summary = UpsertSummary::default();
+        let batch = prepare_batch(plugin, resources, policy, now, &mut summary);
+        if batch.is_empty() {
+            return Ok(summary);
+        }
+        let mut connection = self.lock();
+        // Immediate: the write lock is taken (waiting out the busy timeout)
+        // before the ownership reads, so no other writer can slip between a
+        // check and its write, and no read-to-write upgrade can fail busy.
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut exists = tx.prepare_cached("SELECT 1 FROM resources WHERE id = ?1")?;
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO resources (id, site, endpoint, class, subclass, type, metadata, creation_plugin,
-                     creation_timestamp, ttl_seconds, discovered_by, first_seen, last_seen, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8, ?11, ?11, ?12)
-                 ON CONFLICT(id) DO UPDATE SET site = ?2, endpoint = ?3, class = ?4, subclass = ?5, type = ?6,
-                     metadata = ?7, ttl_seconds = ?10, discovered_by = ?8, last_seen = ?11, expires_at = ?12",
+            let mut owned: u64 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM resources WHERE discovered_by = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![plugin, now], |row| row.get::<_, i64>(0))?
+                .max(0) as u64;
+            let mut current =
+                tx.prepare_cached("SELECT discovered_by, expires_at FROM resources WHERE id = ?1")?;
+            let mut refresh = tx.prepare_cached(
+                "UPDATE resources SET endpoint = ?2, class = ?3, subclass = ?4, type = ?5,
+                     metadata = ?6, ttl_seconds = ?7, last_seen = ?8, expires_at = ?9
+                 WHERE id = ?1",
             )?;
-            for r in resources {
-                let ttl = if r.ttl_seconds > 0 {
-                    r.ttl_seconds as f64
-                } else {
-                    default_ttl
-                };
+            // A new resource, or an expired one taken afresh: everything
+            // from this sighting, the owner and creation time included.
+            let mut claim = tx.prepare_cached(
+                "INSERT OR REPLACE INTO resources (id, site, endpoint, class, subclass, type, metadata,
+                     creation_plugin, creation_timestamp, ttl_seconds, discovered_by, first_seen,
+                     last_seen, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8, ?9, ?9, ?11)",
+            )?;
+            for (r, ttl) in &batch {
+                let existing: Option<(String, f64)> = current
+                    .query_row(params![r.id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
                 let metadata = serde_json::to_string(&r.metadata)?;
-                let known = exists
-                    .query_row(params![r.id], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-                upsert.execute(params![
-                    r.id,
-                    r.site,
-                    r.endpoint,
-                    r.class,
-                    r.subclass,
-                    r.type_,
-                    metadata,
-                    plugin,
-                    r.creation_timestamp.as_seconds(),
-                    ttl as i64,
-                    now,
-                    now + ttl
-                ])?;
-                if known {
-                    summary.refreshed += 1;
-                } else {
-                    summary.added += 1;
+                match existing {
+                    Some((owner, expires_at)) if expires_at > now && owner != plugin => {
+                        summary.refuse(Refusal::Owned {
+                            id: r.id.clone(),
+                            owner,
+                        });
+                    }
+                    Some((_, expires_at)) if expires_at > now => {
+                        refresh.execute(params![
+                            r.id,
+                            r.endpoint,
+                            r.class,
+                            r.subclass,
+                            r.type_,
+                            metadata,
+                            *ttl as i64,
+                            now,
+                            now + ttl
+                        ])?;
+                        summary.refreshed += 1;
+                    }
+                    _ if owned >= policy.max_resources => {
+                        summary.refuse(Refusal::Budget {
+                            id: r.id.clone(),
+                            limit: policy.max_resources,
+                        });
+                    }
+                    _ => {
+                        claim.execute(params![
+                            r.id,
+                            r.site,
+                            r.endpoint,
+                            r.class,
+                            r.subclass,
+                            r.type_,
+                            metadata,
+                            plugin,
+                            now,
+                            *ttl as i64,
+                            now + ttl
+                        ])?;
+                        owned += 1;
+                        summary.added += 1;
+                    }
                 }
             }
         }
         tx.commit()?;
         Ok(summary)
+    }
+
+    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
+        self.lock().execute(
+            "UPDATE resources SET expires_at = ?2 WHERE discovered_by = ?1 AND expires_at > ?2",
+            params![plugin, now],
+        )?;
+        self.expire_resources(now)
     }
 
     fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
@@ -409,42 +459,42 @@ mod tests {
     }
 
     #[test]
-    fn resources_dedup_by_id_and_expire() {
+    fn resources_belong_to_their_first_discoverer_and_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
+        let policy = crate::store::ResourceSettings::new("lab")
+            .policy(std::time::Duration::from_secs(100), 10);
         let summary = store
             .upsert_resources(
                 "disco",
                 &[resource("a", 0), resource("b", 30)],
-                100.0,
+                &policy,
                 1000.0,
             )
             .expect("upsert");
-        assert_eq!(
-            summary,
-            UpsertSummary {
-                added: 2,
-                refreshed: 0
-            }
-        );
+        assert_eq!((summary.added, summary.refreshed), (2, 0));
+        let mut stolen = resource("a", 0);
+        stolen.endpoint = "192.0.2.66".into();
         let summary = store
-            .upsert_resources("disco2", &[resource("a", 0)], 100.0, 1010.0)
+            .upsert_resources("disco2", &[stolen], &policy, 1010.0)
             .expect("upsert");
         assert_eq!(
-            summary,
-            UpsertSummary {
-                added: 0,
-                refreshed: 1
-            }
+            (summary.added, summary.refreshed, summary.conflicts),
+            (0, 0, 1)
         );
 
         let live = store.live_resources(1020.0).expect("live");
         assert_eq!(live.len(), 2);
         let a = live.iter().find(|r| r.resource.id == "a").expect("a");
         assert_eq!(
-            (a.discovered_by.as_str(), a.first_seen, a.expires_at),
-            ("disco2", 1000.0, 1110.0)
+            (
+                a.discovered_by.as_str(),
+                a.resource.endpoint.as_str(),
+                a.expires_at
+            ),
+            ("disco", "127.0.0.1", 1100.0)
         );
+        assert_eq!(a.resource.site, "lab", "an empty site is the host's");
         assert_eq!(
             a.resource.metadata,
             vec![("model".to_owned(), "mx960".to_owned())]
@@ -457,6 +507,14 @@ mod tests {
             vec!["b".to_owned()]
         );
         assert_eq!(store.live_resources(0.0).expect("live").len(), 1);
+        // The owner's file is deleted: what it owned goes at once.
+        assert_eq!(
+            store
+                .expire_plugin_resources("disco", 1040.0)
+                .expect("expire"),
+            vec!["a".to_owned()]
+        );
+        assert!(store.live_resources(0.0).expect("live").is_empty());
     }
 
     #[test]
