@@ -92,7 +92,6 @@ impl Host {
                 debounce: Duration::from_millis(100),
                 max_delay: Duration::from_millis(500),
                 rescan_every: Duration::from_secs(1),
-                ..WatchSettings::default()
             },
             housekeeping: Duration::from_millis(500),
         };
@@ -654,4 +653,69 @@ fn a_failing_kv_backend_ends_the_run_as_a_host_failure_naming_the_cause() {
     // Once the lock is gone, the same plugin runs fine.
     let report = runtime.block_on(poll(&sandbox, &plugin, "sw1"));
     assert!(report.outcome.is_ok(), "{}", report.outcome);
+}
+
+// --- the enrichment cache under a namespace flood ------------------------------
+
+/// A new namespace on every run with a TTL of `u64::MAX`, over 10,000
+/// resources: the cache stays at its entry bound, its bytes within
+/// `max_bytes`, and the evictions are counted (before, every write stayed
+/// forever).
+#[test]
+fn a_namespace_flood_keeps_the_enrichment_cache_bounded() {
+    use vigil_host::model::{EnrichmentGroup, EnrichmentSet};
+    use vigil_host::pipeline::enrichment_cache::{EnrichmentCache, EnrichmentLimits};
+    let limits = EnrichmentLimits::default();
+    let cache = EnrichmentCache::new(limits.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let rss_before = vigil_tests::peak_rss_bytes().unwrap_or(0);
+    let started = Instant::now();
+    let (mut stored, mut evicted, mut refused, mut written_bytes) = (0, 0, 0, 0u64);
+    for run in 0..300_000u64 {
+        let group = EnrichmentGroup {
+            namespace: format!("ns_{run}"),
+            ttl_seconds: u64::MAX,
+            sets: vec![EnrichmentSet {
+                key: "resource".into(),
+                values: vec![("rack".into(), "x".repeat(512))],
+            }],
+        };
+        written_bytes += vigil_host::pipeline::enrichment_cache::group_bytes(&group);
+        let summary = runtime.block_on(cache.put(
+            "namespaces",
+            &format!("device{}", run % 10_000),
+            vec![group],
+            1000.0 + run as f64 / 1000.0,
+            None,
+        ));
+        stored += summary.stored;
+        evicted += summary.evicted;
+        refused += summary.refused();
+    }
+    let usage = cache.usage();
+    let rss_after = vigil_tests::peak_rss_bytes().unwrap_or(0);
+    eprintln!(
+        "300,000 writes ({} MB offered) in {:.1?}: {stored} stored, {refused} refused, {evicted} evicted; \
+         cache holds {} entries, {} MB, {} namespaces; peak RSS +{} MB",
+        written_bytes >> 20,
+        started.elapsed(),
+        usage.entries,
+        usage.bytes >> 20,
+        usage.namespaces,
+        rss_after.saturating_sub(rss_before) >> 20
+    );
+    assert_eq!(usage.entries, limits.max_entries);
+    assert!(usage.bytes <= limits.max_bytes);
+    assert_eq!(
+        stored, 300_000,
+        "30 namespaces per device fit the bound of 32"
+    );
+    assert_eq!(evicted, 300_000 - limits.max_entries);
+    assert_eq!(
+        usage.namespaces, limits.max_entries,
+        "evicted namespaces are freed"
+    );
+    assert_eq!(usage.evicted, evicted as u64);
 }

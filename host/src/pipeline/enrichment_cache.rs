@@ -38,8 +38,9 @@
 //! entries closest to expiry are evicted (and counted) until it fits: they
 //! are the ones that would have gone first anyway, and a hostile flood of
 //! long-lived entries evicts its own oldest entries as much as anyone's.
-//! Entries are charged [`group_bytes`]: their strings plus 48 bytes per
-//! value and per set and 96 per group, close to what the host allocates.
+//! Entries are charged [`group_bytes`]: their strings plus 64 bytes per
+//! value, 96 per set and 512 per entry, close to what the host allocates
+//! (see [`group_bytes`] for the measurement).
 //!
 //! Expired entries are dropped in expiry order (an ordered index, so a
 //! sweep costs O(expired * log n), not a scan of the whole cache).
@@ -274,6 +275,16 @@ impl PutSummary {
     }
 }
 
+/// Bytes charged per value (two strings' headers and allocations), per set
+/// (a key and a list) and per entry (its keys in the three indexes and the
+/// namespace's owner record). Measured: 100,000 entries of one 512-byte
+/// value each raised the peak RSS of a test process by about 160 MB while
+/// churning through 300,000 writes; these constants charge them 114 MB
+/// (the rest is allocator slack from the churn).
+const VALUE_OVERHEAD: u64 = 64;
+const SET_OVERHEAD: u64 = 96;
+const ENTRY_OVERHEAD: u64 = 512;
+
 /// What an entry is charged against `max_bytes`.
 pub fn group_bytes(group: &EnrichmentGroup) -> u64 {
     let sets: u64 = group
@@ -283,12 +294,12 @@ pub fn group_bytes(group: &EnrichmentGroup) -> u64 {
             let values: u64 = s
                 .values
                 .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64 + 48)
+                .map(|(k, v)| (k.len() + v.len()) as u64 + VALUE_OVERHEAD)
                 .sum();
-            s.key.len() as u64 + values + 48
+            s.key.len() as u64 + values + SET_OVERHEAD
         })
         .sum();
-    group.namespace.len() as u64 + sets + 96
+    group.namespace.len() as u64 + sets + ENTRY_OVERHEAD
 }
 
 /// Checks the bounds a group must meet on its own; returns what it breaks.

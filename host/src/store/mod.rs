@@ -446,3 +446,62 @@ pub trait Storage: Send + Sync + 'static {
     fn put_status(&self, status: &HostStatus) -> StoreResult<()>;
     fn status(&self) -> StoreResult<Option<HostStatus>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_section_and_policy_bound_ttls() {
+        let at = |_: std::ops::Range<usize>, m: String| {
+            crate::plugin::ini::LocatedError::new(std::path::Path::new("site.toml"), 1, m)
+        };
+        let parse = |text: &str| -> ResourcesSection { toml::from_str(text).expect("toml") };
+        let settings = parse("").resolve("lab", &at).expect("default");
+        assert_eq!(settings, ResourceSettings::new("lab"));
+        assert_eq!(settings.max_ttl, DEFAULT_MAX_RESOURCE_TTL);
+        let settings = parse("max_ttl = \"2h\"").resolve("lab", &at).expect("2h");
+        assert_eq!(settings.max_ttl, Duration::from_secs(7200));
+        for bad in [
+            "max_ttl = \"0\"",
+            "max_ttl = \"721h\"",
+            "max_ttl = \"soon\"",
+        ] {
+            let error = parse(bad).resolve("lab", &at).expect_err(bad);
+            assert!(error.message.contains("resources.max_ttl"), "{error}");
+        }
+        // The ini's resource_ttl and the plugin's own TTL are clamped.
+        let policy = settings.policy(Duration::from_secs(86_400), 5);
+        assert_eq!((policy.default_ttl, policy.max_ttl), (7200.0, 7200.0));
+        let mut r = Resource::named("r", "127.0.0.1");
+        r.ttl_seconds = u64::MAX;
+        assert_eq!(policy.ttl(&r), 7200.0);
+        r.ttl_seconds = 60;
+        assert_eq!(policy.ttl(&r), 60.0);
+        r.ttl_seconds = 0;
+        assert_eq!(policy.ttl(&r), 7200.0);
+    }
+
+    #[test]
+    fn summaries_name_a_few_refusals_and_count_all() {
+        let mut summary = UpsertSummary::default();
+        for i in 0..1000 {
+            summary.refuse(Refusal::Owned {
+                id: format!("sw{i}"),
+                owner: "inventory".into(),
+            });
+        }
+        summary.refuse(Refusal::Site {
+            id: "x".into(),
+            site: "dc9".into(),
+        });
+        assert_eq!((summary.conflicts, summary.wrong_site), (1000, 1));
+        assert_eq!(summary.refusals.len(), REFUSALS_NAMED);
+        let detail = summary.describe(1001);
+        assert!(
+            detail.starts_with("1001 resources (0 new); refused 1001: 1000 owned by another plugin, 1 in another site (e.g. \"sw0\" is owned by \"inventory\""),
+            "{detail}"
+        );
+        assert!(detail.len() < 600, "{} bytes", detail.len());
+    }
+}
