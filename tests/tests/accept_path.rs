@@ -16,7 +16,10 @@
 //! `worst_constructed_amplification_is_bounded` prints the ratios of the
 //! worst cases (`--nocapture`) for the closing figures.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
+use vigil_host::bus::PluginName;
 use vigil_host::model::{
     Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
 };
@@ -25,7 +28,9 @@ use vigil_host::plugin::manifest::RateTransform;
 use vigil_host::sandbox::limits::Limits;
 use vigil_host::sandbox::validate::{self, charged_size};
 use vigil_host::sandbox::{RunOutcome, RunOutput};
+use vigil_host::sinks::exposition::{Exposition, Format};
 use vigil_host::sinks::influxdb::{Precision, write_group};
+use vigil_host::sinks::prometheus::{PrometheusSettings, SeriesRegistry};
 use vigil_host::transform::RateTransformer;
 
 /// Encoder bytes per charged byte. Escaping is the only multiplier left:
@@ -33,6 +38,8 @@ use vigil_host::transform::RateTransformer;
 const RATIO: u64 = 6;
 /// Fixed framing per group (JSON keys, timestamps, line-protocol syntax).
 const PER_GROUP: u64 = 1024;
+/// Fixed framing per page (OpenMetrics' `# EOF`).
+const PER_PAGE: u64 = 64;
 
 fn text(max: usize) -> impl Strategy<Value = String> {
     prop_oneof![
@@ -131,7 +138,9 @@ fn polled() -> impl Strategy<Value = Resource> {
 }
 
 /// Bytes every encoder writes for `groups`, summed per encoder: the
-/// largest of them is what the bound is about.
+/// largest of them is what the bound is about. Prometheus is rendered in
+/// both formats from a registry that took the groups (series per label
+/// set, renaming of colliding labels, type conflicts and all).
 fn encoded(groups: &[MetricsGroup]) -> u64 {
     let json: u64 = groups
         .iter()
@@ -141,11 +150,21 @@ fn encoded(groups: &[MetricsGroup]) -> u64 {
     for g in groups {
         let _ = write_group(g, Precision::Nanoseconds, &mut line);
     }
-    json.max(line.len() as u64)
+    let registry = SeriesRegistry::new(PrometheusSettings::default());
+    let shared: Vec<Arc<MetricsGroup>> = groups.iter().cloned().map(Arc::new).collect();
+    let plugins: Vec<PluginName> = vec![Arc::from("fuzz"); shared.len()];
+    registry.accept_from(&shared, &plugins);
+    let mut pages = [0u64; 2];
+    for (page, format) in pages.iter_mut().zip([Format::Text, Format::OpenMetrics]) {
+        let mut doc = Exposition::new(format);
+        registry.render(&mut doc);
+        *page = doc.finish().len() as u64;
+    }
+    json.max(line.len() as u64).max(pages[0]).max(pages[1])
 }
 
 fn check_bound(label: &str, written: u64, charged: u64, groups: usize) {
-    let allowed = RATIO * charged + PER_GROUP * groups as u64;
+    let allowed = RATIO * charged + PER_GROUP * groups as u64 + PER_PAGE;
     assert!(
         written <= allowed,
         "{label}: encoders wrote {written} bytes for {charged} charged ({groups} groups)"

@@ -142,8 +142,7 @@ pub static LIMITS: &[LimitSpec] = &[
     LimitSpec {
         key: "max_groups",
         unit: LimitUnit::Count,
-        // 10,000 covers a chassis with every interface polled in one run
-        // (the largest recording here has 1,200).
+        // 10,000 covers a chassis with every interface polled in one run.
         default: Some(10_000),
         cap: 1_000_000,
         doc: "metrics groups, resources or enrichment groups one run may return",

@@ -14,9 +14,13 @@
 //!   resource, which replaces the plugin's copy in each group (a resource
 //!   with 16 KiB of metadata times 1,000 groups of 100 bytes is 16 MB, and
 //!   is refused at the default 4 MiB instead of being built);
-//! * every metric is charged the group's label set once more, because the
+//! * every metric is charged the group's label set once more (its
+//!   dimensions and the resource's six label fields), because the
 //!   Prometheus exposition repeats the labels on every sample (one group
-//!   with 1 MB of dimensions and 2,000 metrics would render 2 GB);
+//!   with 1 MB of dimensions and 2,000 metrics would render 2 GB). An
+//!   interface group of 22 metrics with ~400 bytes of labels is charged
+//!   about 10 KB, so the default 4 MiB fits about 400 interfaces; the
+//!   bundled interface plugin's ini asks for 32 MiB (3,000 interfaces);
 //! * the counts that drive per-record work have ceilings of their own
 //!   ([`MAX_DIMENSIONS`], [`MAX_METRICS`], [`MAX_LABEL_BYTES`],
 //!   [`MAX_METADATA_ENTRIES`], [`MAX_METADATA_BYTES`], [`MAX_SETS`],
@@ -51,7 +55,7 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 /// Bytes of metadata keys and values on one resource.
 pub const MAX_METADATA_BYTES: usize = 16 << 10;
 /// Sets (keys) in one enrichment group: an interface enrichment has one set
-/// per interface (the largest recording here has about 1,200).
+/// per interface.
 pub const MAX_SETS: usize = 100_000;
 /// Values in one enrichment set.
 pub const MAX_SET_VALUES: usize = 256;
@@ -85,18 +89,47 @@ fn label_bytes(g: &MetricsGroup) -> u64 {
 }
 
 /// Approximate encoded size of an output as the plugin sent it, in bytes:
-/// string bytes plus a fixed cost per number and per record.
+/// string bytes plus a fixed cost per number and per record (nothing
+/// charged for what the host builds from it).
 pub fn encoded_size(output: &RunOutput) -> u64 {
-    charged_size(output, None)
+    match output {
+        RunOutput::Metrics(groups) => groups
+            .iter()
+            .map(|g| {
+                ((g.group_type.len() + g.schema_version.len()) as u64)
+                    .saturating_add(resource_size(&g.resource))
+                    .saturating_add(label_bytes(g))
+                    .saturating_add(
+                        g.metrics
+                            .iter()
+                            .map(|m| m.name.len() as u64 + 32)
+                            .fold(0u64, u64::saturating_add),
+                    )
+                    .saturating_add(32)
+            })
+            .fold(0, u64::saturating_add),
+        other => charged_size(other, None),
+    }
+}
+
+/// The resource fields every Prometheus sample carries as labels.
+fn resource_label_bytes(r: &Resource) -> u64 {
+    [&r.id, &r.site, &r.class, &r.subclass, &r.type_, &r.endpoint]
+        .iter()
+        .map(|s| s.len() as u64 + 24)
+        .sum()
 }
 
 /// What the host will hold and write for `output`: [`encoded_size`] plus,
-/// for metrics, the adopted resource per group and the label set per
-/// metric (see the module doc). Saturating: a hostile count cannot wrap.
+/// for metrics, the adopted resource per group and the label set (the
+/// group's dimensions and the resource's fields) per metric (see the
+/// module doc). Saturating: a hostile count cannot wrap.
 pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
     let adopted = polled.map_or(0, resource_size);
-    fn metrics(g: &MetricsGroup, adopted: u64) -> u64 {
-        let labels = label_bytes(g);
+    let resource_labels = polled.map(resource_label_bytes);
+    let metrics = |g: &MetricsGroup| -> u64 {
+        let labels =
+            label_bytes(g) + resource_labels.unwrap_or_else(|| resource_label_bytes(&g.resource));
         let per_metric = g
             .metrics
             .iter()
@@ -109,7 +142,7 @@ pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
             .saturating_add(per_metric)
             .saturating_add((g.metrics.len() as u64).saturating_mul(labels))
             .saturating_add(32)
-    }
+    };
     fn enrichment(g: &EnrichmentGroup) -> u64 {
         g.namespace.len() as u64
             + g.sets
@@ -141,10 +174,7 @@ pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
     match output {
         RunOutput::Resources(r) => r.iter().map(resource_size).fold(0, u64::saturating_add),
         RunOutput::Enrichments(e) => e.iter().map(enrichment).fold(0, u64::saturating_add),
-        RunOutput::Metrics(m) => m
-            .iter()
-            .map(|g| metrics(g, adopted))
-            .fold(0, u64::saturating_add),
+        RunOutput::Metrics(m) => m.iter().map(metrics).fold(0, u64::saturating_add),
         RunOutput::Analysis(a) => analysis(a),
     }
 }
