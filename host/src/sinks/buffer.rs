@@ -353,6 +353,39 @@ mod tests {
         assert_eq!(buffer.counters.dropped_total(), 1);
     }
 
+    #[test]
+    fn each_group_keeps_its_producer_through_requeues() {
+        let buffer = SinkBuffer::new(10);
+        let a = PluginName::from("a");
+        buffer.push_from(&[group(1), group(2)], &[a.clone(), PluginName::from("b")]);
+        buffer.push(&[group(3)]);
+        let taken = buffer.take(2);
+        assert_eq!(&*taken.plugins[0], "a");
+        assert_eq!(&*taken.plugins[1], "b");
+        buffer.requeue(taken);
+        let all = buffer.take(10);
+        assert_eq!(ids(&all), vec![1, 2, 3]);
+        let plugins: Vec<&str> = all.plugins.iter().map(|p| &**p).collect();
+        assert_eq!(plugins, vec!["a", "b", UNKNOWN_PLUGIN]);
+    }
+
+    #[tokio::test]
+    async fn closed_wakes_a_waiter_and_returns_at_once_after() {
+        let buffer = SinkBuffer::new(1);
+        let waiter = {
+            let buffer = buffer.clone();
+            tokio::spawn(async move { buffer.closed().await })
+        };
+        buffer.close();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        tokio::time::timeout(Duration::from_secs(10), buffer.closed())
+            .await
+            .expect("at once");
+    }
+
     #[tokio::test]
     async fn next_batch_waits_for_a_full_batch_or_the_linger() {
         let buffer = SinkBuffer::new(100);

@@ -362,6 +362,52 @@ mod tests {
         assert_eq!(snapshot.dropped.get(reason::REJECTED), Some(&1));
     }
 
+    /// Never answers: a server that accepted the connection and went
+    /// silent, with a request timeout far past the grace.
+    struct Stuck {
+        sends: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl BatchWriter for Stuck {
+        async fn send(&mut self, _batch: &[SharedGroup]) -> Result<(), SendError> {
+            self.sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+
+    /// A close while a send hangs starts the grace; at its end the batch
+    /// in flight and everything buffered are counted as `shutdown`, and
+    /// the loop returns.
+    #[tokio::test]
+    async fn a_send_that_never_returns_does_not_stretch_the_grace() {
+        let buffer = SinkBuffer::new(10_000);
+        let sends = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writer = Stuck {
+            sends: sends.clone(),
+        };
+        let task = tokio::spawn(deliver("t".into(), buffer.clone(), writer, fast()));
+        let groups: Vec<SharedGroup> = (0..5_000).map(|n| group("g", n)).collect();
+        buffer.push(&groups);
+        // Wait for the first send to be in flight (not for a time).
+        let waiting = tokio::time::Instant::now();
+        while sends.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(waiting.elapsed() < Duration::from_secs(10), "no send");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        buffer.close();
+        // A hang guard only: the grace is 200 ms.
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the loop returns after its grace")
+            .expect("delivery task");
+        let snapshot = buffer.counters.snapshot("t", "k", 0, 0);
+        assert_eq!(snapshot.dropped.get(reason::SHUTDOWN), Some(&5_000));
+        assert_eq!(snapshot.delivered, 0);
+        assert_eq!(buffer.len(), 0);
+        assert_eq!(sends.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_sink_still_down_at_shutdown_gives_up_after_the_grace_period() {
         let buffer = SinkBuffer::new(100);

@@ -1194,6 +1194,39 @@ mod tests {
         assert!(text.contains(" exported_time=1i "), "{text}");
     }
 
+    /// 20,000 dimensions of one name: one line, every tag key unique,
+    /// bounded lookups and size (the old renaming was cubic).
+    #[test]
+    fn twenty_thousand_dimensions_of_one_name_take_linear_work() {
+        const N: usize = 20_000;
+        let values: Vec<String> = (0..N).map(|i| format!("v{i}")).collect();
+        let dims: Vec<(&str, &str)> = values.iter().map(|v| ("d", v.as_str())).collect();
+        let g = group("g", &dims, vec![metric("m", MetricValue::Signed(1))]);
+        let mut out = Vec::new();
+        let probes = write_tags_renamed_counted(&g, &mut out);
+        assert!(probes <= 3 * N + 16, "{probes} lookups for {N} dimensions");
+        let text = String::from_utf8(out).expect("utf-8");
+        let keys: Vec<&str> = text
+            .trim_start_matches(',')
+            .split(',')
+            .map(|tag| tag.split_once('=').map_or(tag, |(k, _)| k))
+            .collect();
+        assert_eq!(keys.len(), N + RESOURCE_TAGS.len());
+        let distinct: std::collections::HashSet<&&str> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "tag keys are unique");
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "tags sorted by key");
+        assert!(
+            text.contains(",d=v0,") && text.contains(",d_2=v1,"),
+            "first keeps it"
+        );
+        assert!(text.contains(&format!(",d_{N}=v{}", N - 1)));
+        let input: usize = values.iter().map(|v| v.len() + 1).sum();
+        assert!(text.len() <= input + 8 * N + 256, "{}", text.len());
+        // The whole line too.
+        let line = line(&g, Precision::Seconds);
+        assert!(line.starts_with("g,d=v0,d_10=v9,"), "{}", &line[..40]);
+    }
+
     #[test]
     fn empty_tag_keys_and_values_are_left_out() {
         let mut g = group(
