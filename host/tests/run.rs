@@ -569,9 +569,9 @@ fn snmp_polling_status_says_why_a_device_has_no_data() {
     let site = Site::with_config(
         4,
         "[snmp]\ntimeout = \"300ms\"\nretries = 1\n\
-         [[snmp.credentials]]\nfilter = 'resource_id = \"alive\"'\nversion = \"2c\"\ncommunity = \"public\"\n\
-         [[snmp.credentials]]\nfilter = 'resource_id = \"silent\"'\nversion = \"2c\"\ncommunity = \"wrong\"\n\
-         [[snmp.credentials]]\nversion = \"3\"\nuser = \"ops\"\nauth_protocol = \"sha\"\nauth_password = \"wrong-password\"\nprivacy_protocol = \"aes\"\nprivacy_password = \"right-privacy\"\n",
+         [[snmp.credentials]]\ndiscovery_plugins = [\"inventory\"]\nfilter = 'resource_id = \"alive\"'\nversion = \"2c\"\ncommunity = \"public\"\n\
+         [[snmp.credentials]]\ndiscovery_plugins = [\"inventory\"]\nfilter = 'resource_id = \"silent\"'\nversion = \"2c\"\ncommunity = \"wrong\"\n\
+         [[snmp.credentials]]\ndiscovery_plugins = [\"inventory\"]\nversion = \"3\"\nuser = \"ops\"\nauth_protocol = \"sha\"\nauth_password = \"wrong-password\"\nprivacy_protocol = \"aes\"\nprivacy_password = \"right-privacy\"\n",
     );
     let endpoint = agent.endpoint();
     site.inventory_at(

@@ -442,7 +442,7 @@ impl Vigil {
             "[site]\nname = \"bench\"\n[plugins]\ncache_dir = \"cache\"\n\
              [capabilities]\nallowed = [\"snmp\"]\n\
              [snmp]\ntimeout = \"2s\"\nretries = 1\nmax_repetitions = {MAX_REPETITIONS}\n\
-             [[snmp.credentials]]\nversion = \"2c\"\ncommunity = \"{COMMUNITY}\"\n"
+             [[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"2c\"\ncommunity = \"{COMMUNITY}\"\n"
         );
         let site_path = dir.path().join("site.toml");
         std::fs::write(&site_path, site_text).expect("writing site.toml");

@@ -38,7 +38,7 @@ fn service(snmp_section: &str) -> Arc<SnmpService> {
 }
 
 fn v2c(community: &str) -> String {
-    format!("[[snmp.credentials]]\nversion = \"2c\"\ncommunity = \"{community}\"\n")
+    format!("[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"2c\"\ncommunity = \"{community}\"\n")
 }
 
 fn run(service: &Arc<SnmpService>, id: &str, endpoint: &str, options: RequestOptions) -> SnmpRun {
@@ -161,7 +161,7 @@ async fn snmpd_v2c_v1_and_v3_auth_priv() {
     }
 
     // v1 has no GETBULK: the walk falls back to GETNEXT, same objects.
-    let v1 = service("[[snmp.credentials]]\nversion = \"1\"\ncommunity = \"lab-ro\"\n");
+    let v1 = service("[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"1\"\ncommunity = \"lab-ro\"\n");
     let mut snmp = run(&v1, "lab", &agent.endpoint(), quick());
     let walked_v1 = snmp
         .walk("1.3.6.1.2.1.1".to_owned(), soon())
@@ -197,7 +197,7 @@ async fn snmpd_v2c_v1_and_v3_auth_priv() {
     let variable = "CARGO_PKG_NAME";
     let site_file = dir.path().join("site.toml");
     let text = format!(
-        "[site]\nname = \"lab\"\n[[snmp.credentials]]\nfilter = 'resource_id = \"secure\"'\nversion = \"3\"\nuser = \"vigil\"\nauth_protocol = \"sha\"\nauth_password = {{ env = \"{variable}\" }}\nprivacy_protocol = \"aes\"\nprivacy_password = {{ file = \"priv\" }}\n"
+        "[site]\nname = \"lab\"\n[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nfilter = 'resource_id = \"secure\"'\nversion = \"3\"\nuser = \"vigil\"\nauth_protocol = \"sha\"\nauth_password = {{ env = \"{variable}\" }}\nprivacy_protocol = \"aes\"\nprivacy_password = {{ file = \"priv\" }}\n"
     );
     let site = SiteConfig::parse(&site_file, &text).expect("site");
     let shown = format!("{site:?}");
@@ -268,7 +268,7 @@ async fn wrong_credentials_give_the_right_failure() {
 
     // A wrong v3 authentication password: the agent reports wrongDigests.
     let bad = service(
-        "[[snmp.credentials]]\nversion = \"3\"\nuser = \"vigil\"\nauth_protocol = \"sha\"\nauth_password = \"not-the-password\"\nprivacy_protocol = \"aes\"\nprivacy_password = \"priv-secret-1\"\n",
+        "[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"3\"\nuser = \"vigil\"\nauth_protocol = \"sha\"\nauth_password = \"not-the-password\"\nprivacy_protocol = \"aes\"\nprivacy_password = \"priv-secret-1\"\n",
     );
     let mut snmp = run(&bad, "sw1", &agent.endpoint(), quick());
     let error = snmp
@@ -283,7 +283,7 @@ async fn wrong_credentials_give_the_right_failure() {
 
     // An unknown v3 user.
     let stranger = service(
-        "[[snmp.credentials]]\nversion = \"3\"\nuser = \"stranger\"\nauth_protocol = \"sha\"\nauth_password = \"auth-secret-1\"\n",
+        "[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"3\"\nuser = \"stranger\"\nauth_protocol = \"sha\"\nauth_password = \"auth-secret-1\"\n",
     );
     let mut snmp = run(&stranger, "sw1", &agent.endpoint(), quick());
     let error = snmp
@@ -748,7 +748,7 @@ async fn v3_protocol_matrix_against_snmpd() {
             extension = "key_extension = \"blumenthal\"\n".to_owned();
         }
         let service = service(&format!(
-            "[[snmp.credentials]]\nversion = \"3\"\nuser = \"{name}\"\nauth_protocol = \"{auth_protocol}\"\nauth_password = \"auth-{name}-pw\"\nprivacy_protocol = \"{privacy_protocol}\"\nprivacy_password = \"priv-{name}-pw\"\n{extension}"
+            "[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"3\"\nuser = \"{name}\"\nauth_protocol = \"{auth_protocol}\"\nauth_password = \"auth-{name}-pw\"\nprivacy_protocol = \"{privacy_protocol}\"\nprivacy_password = \"priv-{name}-pw\"\n{extension}"
         ));
         let mut snmp = run(&service, name, &agent.endpoint(), quick());
         let got = snmp.get(vec![SYS_UPTIME.to_owned()], soon()).await;

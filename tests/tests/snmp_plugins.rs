@@ -41,7 +41,7 @@ impl Lab {
             .to_owned();
         for community in communities {
             text.push_str(&format!(
-                "[[snmp.credentials]]\nfilter = 'resource_id = \"{community}\"'\nversion = \"2c\"\ncommunity = \"{community}\"\n"
+                "[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nfilter = 'resource_id = \"{community}\"'\nversion = \"2c\"\ncommunity = \"{community}\"\n"
             ));
         }
         let path = dir.path().join("site.toml");

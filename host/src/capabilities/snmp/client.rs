@@ -1,20 +1,89 @@
-//! The network side of the SNMP capability: one device per run, one request
-//! in flight per device across the whole host, timeouts and retries, and
-//! the checks that keep a broken agent from hanging or crashing anything.
+//! The network side of the SNMP capability: where a request may go, how big
+//! it may be, when it may go, and the checks that keep a broken agent (or a
+//! plugin's request) from hanging or crashing anything.
 //!
 //! `snmp2` sends and parses; it has no timeout, retry or walk of its own.
 //! Every attempt here runs under `min(timeout, time left in the run)`; a
 //! timed-out session is dropped so a late reply lands on a dead socket
 //! instead of confusing the next request; a walk must move strictly forward
 //! in OID order and stops at the run's varbind budget.
+//!
+//! **Nothing a plugin sends can panic the library.** `snmp2` encodes every
+//! message into a fixed 65,507-byte buffer (the largest UDP payload over
+//! IPv4), from the back. A longer message indexes past the buffer's start
+//! (`Buf::push_byte` / `push_chunk` panic), and one of exactly 65,507 bytes
+//! already fails: each INTEGER is written through an 8-byte window, and the
+//! last one (the version, followed by the 4-byte outer header) then finds
+//! only 7 bytes free (`push_i64` subtracts with overflow: a panic in debug
+//! builds, an out-of-bounds pointer in release ones). So the most a message
+//! may be is [`MAX_MESSAGE_BYTES`] = 65,506, and `library_buffer_limit`
+//! checks both edges against the library itself. A GET of 128 OIDs of 128
+//! arcs (each arc up to 5 bytes in BER) is about 82 KB: that was the
+//! reported crash inside a host call. Before anything is sent,
+//! [`Device::exchange`] computes the encoding's length ([`request_size`];
+//! exact for v1/v2c with the widest request id, an upper bound for v3
+//! assuming the RFC 3411 maximum 32-byte engine id) and refuses a request
+//! that would not fit with `invalid-request`. OIDs are checked against
+//! RFC 2578 first (2 to 128 arcs, each a u32, first arc 0 to 2, second
+//! below 40), and a call names at most `[snmp] max_oids_per_request` OIDs
+//! (64 by default: 64 of the longest legal OIDs are about 41 KB, so only
+//! sites that raise it toward the ceiling of 128 ever meet the size check).
+//! The remaining inputs the library sees come from the agent (a v3 engine
+//! id longer than 32 bytes, a reply that trips a decoder bug): every
+//! attempt is polled inside `catch_unwind`, so a panic there ends that one
+//! call with `malformed-response`, drops its session, is logged and
+//! counted ([`DeviceGates::caught_panics`]), and the host, the run's slot
+//! and the next request carry on.
+//!
+//! **Fair access to a device.** Requests to one device with one credential
+//! rule go one at a time, host-wide, and the turn is held per attempt, not
+//! for a whole call: a call of `timeout` × (1 + `retries`) against a
+//! silent device gives the device back between attempts. Within that gate
+//! turns go to the waiting *tenant* (the calling plugin and the resource's
+//! owner, both recorded by the host, never written by a plugin) that has
+//! held it for the least time so far (start-time fair queuing on holding
+//! time; a tenant back from an idle spell starts level, never with banked
+//! credit), so a plugin with many runs queued gets one plugin's share, and
+//! a tenant whose turns are long (slow answers) delays another by at most
+//! one of its turns per request instead of one per run it has queued.
+//!
+//! Why the gate is per credential and not per device: a v1/v2c agent says
+//! nothing to a community it does not know, so each attempt with it holds
+//! its turn for a whole `timeout`, and per-attempt turns alone still cost a
+//! victim one such timeout for *each* of its requests (a 400-request walk
+//! behind 5 s timeouts is 33 minutes). That is the aliasing attack:
+//! resources a hostile discovery plugin aliases onto a healthy device's
+//! address, given a credential the device ignores. With one gate per
+//! credential rule, those attempts queue only behind each other and the
+//! legitimate credential's requests never wait for them. A device then has
+//! at most one request in flight per credential rule that reaches it, a
+//! number the operator wrote; its total load is bounded by the token
+//! bucket below, which every credential shares.
+//!
+//! **Rate.** Each device address has a token bucket, shared by every plugin,
+//! resource and credential reaching it: `[snmp]
+//! max_requests_per_second_per_device` datagrams per second (default 100,
+//! at most 10,000, never unlimited), with a burst of one second's worth.
+//! An SNMPv3 attempt that has to discover the engine first costs 3. A
+//! turn holder waits for its tokens; holders of different credentials'
+//! gates queue for tokens in the order they come, one per gate. 100 a
+//! second is 4x what polling a 500-port switch's interface tables every
+//! minute needs (about 1,200 GETBULKs of 25 rows a minute, 20 a second),
+//! and well under what net-snmp's agent answers on one core (measured in
+//! the hostile SNMP suite's notes), so it only bites a flood.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use snmp2::{AsyncSession, Oid, Pdu, Version};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::oneshot;
 
 use super::settings::{Credential, CredentialRule, RequestOptions};
 use crate::bindings::vigil::plugin::snmp::{SnmpError, Value};
@@ -22,58 +91,364 @@ use crate::bindings::vigil::plugin::snmp::{SnmpError, Value};
 /// Time kept back from the run's deadline so the plugin can still turn an
 /// SNMP timeout into its own result.
 const DEADLINE_RESERVE: Duration = Duration::from_millis(100);
-/// Most OIDs in one GET or GETNEXT call.
-pub const MAX_OIDS_PER_REQUEST: usize = 128;
 /// Most sub-identifiers in an OID (RFC 2578).
 const MAX_OID_ARCS: usize = 128;
+/// The longest message `snmp2` encodes without failing: its private
+/// `BUFFER_SIZE` (65,507) less one, because its last INTEGER needs an
+/// 8-byte window 7 bytes from the end (see the module docs).
+/// `library_buffer_limit` checks the number against the library itself.
+pub const MAX_MESSAGE_BYTES: usize = 65_506;
+/// RFC 3411: an snmpEngineID is 5 to 32 octets.
+const MAX_ENGINE_ID: usize = 32;
+/// Longest truncated HMAC a v3 message carries (HMAC-SHA-512, RFC 7860).
+const MAX_AUTH_PARAMS: usize = 48;
+/// Room for a privacy salt and for cipher padding.
+const MAX_PRIV_PARAMS: usize = 16;
+/// A plugin's text is quoted in messages up to this many characters.
+const QUOTE_CHARS: usize = 64;
 
 /// An OID as its sub-identifiers.
 pub type Arcs = Vec<u64>;
 
-/// One-request-at-a-time locks, one per device address, shared by every
-/// run in the host. Entries go away when nobody holds or waits for them.
+/// Gates of the devices in use, shared by every run in the host: one per
+/// device and credential, and one token bucket per device. See the module
+/// docs for the schedule.
+#[derive(Debug)]
+pub struct DeviceGates {
+    /// Tokens added per second, and the bucket's size.
+    per_second: f64,
+    burst: f64,
+    map: Mutex<GateMap>,
+    panics: AtomicU64,
+}
+
 #[derive(Debug, Default)]
-pub struct DeviceLocks {
-    locks: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
+struct GateMap {
+    /// By device address and credential rule (its place in the site file).
+    gates: HashMap<(SocketAddr, usize), Arc<Mutex<Gate>>>,
+    buckets: HashMap<SocketAddr, Arc<Mutex<Bucket>>>,
+    /// Idle entries are swept when the maps reach this size (doubling), so
+    /// they stay within twice the devices recently in use.
+    sweep_at: usize,
 }
 
-impl DeviceLocks {
-    async fn acquire(self: &Arc<Self>, address: SocketAddr) -> DeviceGuard {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(address).or_default().clone()
+#[derive(Debug, Default)]
+struct Gate {
+    held: bool,
+    /// Holding time of the tenant most recently given a turn: where a
+    /// newly waiting tenant starts.
+    clock: Duration,
+    /// Tenants waiting, or ahead of `clock`. Few: one per plugin and owner.
+    tenants: Vec<Tenant>,
+}
+
+#[derive(Debug)]
+struct Tenant {
+    key: Arc<str>,
+    /// Time this tenant has held the gate (its virtual time).
+    used: Duration,
+    waiters: VecDeque<oneshot::Sender<()>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Negative while takers wait for tokens already promised to them.
+    tokens: f64,
+    refilled: Instant,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Default for DeviceGates {
+    fn default() -> Self {
+        DeviceGates::new(super::settings::DEFAULT_REQUESTS_PER_SECOND)
+    }
+}
+
+impl DeviceGates {
+    pub fn new(requests_per_second: u32) -> DeviceGates {
+        let per_second = f64::from(requests_per_second.max(1));
+        DeviceGates {
+            per_second,
+            // One second's worth, and at least an SNMPv3 attempt's 3.
+            burst: per_second.max(3.0),
+            map: Mutex::new(GateMap {
+                sweep_at: 64,
+                ..GateMap::default()
+            }),
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    fn entries(
+        &self,
+        address: SocketAddr,
+        credential: usize,
+    ) -> (Arc<Mutex<Gate>>, Arc<Mutex<Bucket>>) {
+        let mut map = lock(&self.map);
+        if map.gates.len() + map.buckets.len() >= map.sweep_at {
+            let now = Instant::now();
+            let (per_second, burst) = (self.per_second, self.burst);
+            map.gates.retain(|_, gate| {
+                let state = lock(gate);
+                Arc::strong_count(gate) > 1
+                    || state.held
+                    || state.tenants.iter().any(|t| !t.waiters.is_empty())
+            });
+            map.buckets.retain(|_, bucket| {
+                let state = lock(bucket);
+                Arc::strong_count(bucket) > 1
+                    || state.tokens + now.duration_since(state.refilled).as_secs_f64() * per_second
+                        < burst
+            });
+            map.sweep_at = (2 * (map.gates.len() + map.buckets.len())).max(64);
+        }
+        let gate = map.gates.entry((address, credential)).or_default().clone();
+        let burst = self.burst;
+        let bucket = map
+            .buckets
+            .entry(address)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: burst,
+                    refilled: Instant::now(),
+                }))
+            })
+            .clone();
+        (gate, bucket)
+    }
+
+    /// Waits for `tenant`'s turn at `address` with the credential rule
+    /// numbered `credential`; `None` when `cutoff` came first. The turn
+    /// ends when the [`Turn`] is dropped.
+    pub async fn turn(
+        self: &Arc<Self>,
+        address: SocketAddr,
+        credential: usize,
+        tenant: &Arc<str>,
+        cutoff: Instant,
+    ) -> Option<Turn> {
+        let (gate, bucket) = self.entries(address, credential);
+        let waiting = lock(&gate).enter(tenant);
+        if let Some(receiver) = waiting {
+            let mut waiting = Waiting {
+                receiver,
+                gate: gate.clone(),
+                tenant: tenant.clone(),
+                granted: false,
+            };
+            match tokio::time::timeout_at(cutoff.into(), &mut waiting.receiver).await {
+                Ok(Ok(())) => waiting.granted = true,
+                // Cut off; `Waiting` passes on a turn granted meanwhile.
+                _ => return None,
+            }
+        }
+        Some(Turn {
+            gate,
+            bucket,
+            tenant: tenant.clone(),
+            since: Instant::now(),
+            per_second: self.per_second,
+            burst: self.burst,
+        })
+    }
+
+    /// Devices being talked to or waited for.
+    pub fn busy(&self) -> usize {
+        let gates: Vec<_> = lock(&self.map)
+            .gates
+            .iter()
+            .map(|((address, _), gate)| (*address, gate.clone()))
+            .collect();
+        let mut busy: Vec<SocketAddr> = gates
+            .iter()
+            .filter(|(_, gate)| {
+                let state = lock(gate);
+                state.held || state.tenants.iter().any(|t| !t.waiters.is_empty())
+            })
+            .map(|(address, _)| *address)
+            .collect();
+        busy.sort();
+        busy.dedup();
+        busy.len()
+    }
+
+    /// Library panics caught so far (each ended one call).
+    pub fn caught_panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+}
+
+impl Gate {
+    /// `tenant` asks for a turn: granted now (`None`) when the gate is free
+    /// and nobody waits, else a receiver the turn will be sent to.
+    fn enter(&mut self, tenant: &Arc<str>) -> Option<oneshot::Receiver<()>> {
+        let clock = self.clock;
+        let anyone_waiting = self.tenants.iter().any(|t| !t.waiters.is_empty());
+        let index = match self.tenants.iter().position(|t| t.key == *tenant) {
+            Some(index) => index,
+            None => {
+                self.tenants.push(Tenant {
+                    key: tenant.clone(),
+                    used: clock,
+                    waiters: VecDeque::new(),
+                });
+                self.tenants.len() - 1
+            }
         };
-        DeviceGuard {
-            guard: Some(lock.lock_owned().await),
-            locks: self.clone(),
-            address,
+        let entry = &mut self.tenants[index];
+        if entry.waiters.is_empty() && entry.used < clock {
+            // Back after an idle spell: level with the others.
+            entry.used = clock;
         }
+        if !self.held && !anyone_waiting {
+            self.held = true;
+            self.clock = clock.max(entry.used);
+            return None;
+        }
+        entry.waiters.retain(|w| !w.is_closed());
+        let (sender, receiver) = oneshot::channel();
+        entry.waiters.push_back(sender);
+        Some(receiver)
     }
 
-    /// Devices with a lock entry (held or awaited), for tests.
-    pub fn tracked(&self) -> usize {
-        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// Charges `tenant` for `held` and hands the gate to the waiting
+    /// tenant that has held it least.
+    fn release(&mut self, tenant: &Arc<str>, held: Duration) {
+        let clock = self.clock;
+        match self.tenants.iter_mut().find(|t| t.key == *tenant) {
+            Some(entry) => entry.used += held,
+            None => self.tenants.push(Tenant {
+                key: tenant.clone(),
+                used: clock + held,
+                waiters: VecDeque::new(),
+            }),
+        }
+        loop {
+            let next = self
+                .tenants
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.waiters.is_empty())
+                .min_by_key(|(_, t)| t.used)
+                .map(|(index, _)| index);
+            let Some(index) = next else {
+                self.held = false;
+                break;
+            };
+            let entry = &mut self.tenants[index];
+            let used = entry.used;
+            if let Some(waiter) = entry.waiters.pop_front()
+                && waiter.send(()).is_ok()
+            {
+                self.clock = self.clock.max(used);
+                break;
+            }
+        }
+        let clock = self.clock;
+        self.tenants
+            .retain(|t| !t.waiters.is_empty() || t.used > clock);
     }
 }
 
-struct DeviceGuard {
-    guard: Option<OwnedMutexGuard<()>>,
-    locks: Arc<DeviceLocks>,
-    address: SocketAddr,
+/// A waiter that gave up: a turn granted just as it did is passed on.
+struct Waiting {
+    receiver: oneshot::Receiver<()>,
+    gate: Arc<Mutex<Gate>>,
+    tenant: Arc<str>,
+    granted: bool,
 }
 
-impl Drop for DeviceGuard {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map's own reference left: nobody holds or awaits it.
-        if locks
-            .get(&self.address)
-            .is_some_and(|lock| Arc::strong_count(lock) == 1)
-        {
-            locks.remove(&self.address);
+        if self.granted {
+            return;
+        }
+        self.receiver.close();
+        if self.receiver.try_recv().is_ok() {
+            lock(&self.gate).release(&self.tenant, Duration::ZERO);
         }
     }
+}
+
+/// One tenant's turn at a device; dropping it hands the gate on.
+pub struct Turn {
+    gate: Arc<Mutex<Gate>>,
+    bucket: Arc<Mutex<Bucket>>,
+    tenant: Arc<str>,
+    since: Instant,
+    per_second: f64,
+    burst: f64,
+}
+
+impl Turn {
+    /// Takes `count` tokens from the device's bucket, waiting (holding the
+    /// turn) until they are there; `false`, with nothing taken, when that
+    /// would pass `cutoff`. Takers that find the bucket empty queue up in
+    /// the order they came (each waits for the tokens owed before it).
+    pub async fn tokens(&mut self, count: u32, cutoff: Instant) -> bool {
+        let wait = {
+            let mut state = lock(&self.bucket);
+            let now = Instant::now();
+            let refill = now.duration_since(state.refilled).as_secs_f64() * self.per_second;
+            state.tokens = (state.tokens + refill).min(self.burst);
+            state.refilled = now;
+            state.tokens -= f64::from(count);
+            let wait = if state.tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-state.tokens / self.per_second)
+            };
+            if now + wait > cutoff {
+                state.tokens += f64::from(count);
+                return false;
+            }
+            wait
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        true
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        lock(&self.gate).release(&self.tenant, held);
+    }
+}
+
+/// Polls a future inside `catch_unwind`: a panic ends it with the panic's
+/// message instead of unwinding through the host call.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned()))),
+        }
+    }
+}
+
+/// A plugin's text for a message: at most [`QUOTE_CHARS`] characters.
+fn quote(text: &str) -> String {
+    if text.chars().count() <= QUOTE_CHARS {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(QUOTE_CHARS).collect();
+    format!("{head:?}... ({} bytes)", text.len())
 }
 
 /// What a run asks of the agent, already validated.
@@ -121,28 +496,206 @@ pub fn error_status_name(status: u32) -> String {
         .map_or_else(|| format!("error status {status}"), |n| (*n).to_owned())
 }
 
-/// Parses a dotted OID from a plugin (`1.3.6.1.2.1.1.3.0`, leading dot allowed).
+/// Parses a dotted OID from a plugin (`1.3.6.1.2.1.1.3.0`, leading dot
+/// allowed) and checks it against RFC 2578: 2 to 128 arcs, each fitting 32
+/// bits, the first 0 to 2 and the second below 40 (the library encodes the
+/// first two arcs in one byte, so `2.40` and above are refused too).
 pub fn parse_oid(text: &str) -> Result<Arcs, SnmpError> {
-    let invalid = |why: &str| SnmpError::InvalidRequest(format!("OID {text:?}: {why}"));
+    let invalid = |why: &str| SnmpError::InvalidRequest(format!("OID {}: {why}", quote(text)));
     let body = text.trim().strip_prefix('.').unwrap_or(text.trim());
     if body.is_empty() {
         return Err(invalid("empty"));
     }
+    // Counted before parsing: a megabyte of dots fails fast.
+    if body.bytes().filter(|b| *b == b'.').count() >= MAX_OID_ARCS {
+        return Err(invalid("must have 2 to 128 parts (RFC 2578)"));
+    }
     let arcs = body
         .split('.')
         .map(|part| {
+            if part.is_empty() || part.len() > 10 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid("each part must be a number from 0 to 4294967295"));
+            }
             part.parse::<u32>()
                 .map(u64::from)
                 .map_err(|_| invalid("each part must be a number from 0 to 4294967295"))
         })
         .collect::<Result<Arcs, _>>()?;
-    if arcs.len() < 2 || arcs.len() > MAX_OID_ARCS {
-        return Err(invalid("must have 2 to 128 parts"));
+    if arcs.len() < 2 {
+        return Err(invalid("must have 2 to 128 parts (RFC 2578)"));
     }
-    if arcs[0] > 2 || (arcs[0] < 2 && arcs[1] >= 40) {
-        return Err(invalid("not a valid object identifier (first arcs)"));
+    if arcs[0] > 2 || arcs[1] >= 40 {
+        return Err(invalid(
+            "not a valid object identifier (the first part must be 0, 1 or 2 and the second below 40)",
+        ));
     }
     Ok(arcs)
+}
+
+/// A resource's endpoint, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An IP literal: `10.0.0.1`, `10.0.0.1:161`, `fd00::1`, `[fd00::1]:161`.
+    Address { ip: IpAddr, port: Option<u16> },
+    /// A DNS name, `sw1.example.net` or `sw1.example.net:1161`; looked up
+    /// only when the site sets `resolve_names`.
+    Name { host: String, port: Option<u16> },
+}
+
+/// Parses an endpoint; `Err` says why it is neither an address nor a name.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        if address.port() == 0 {
+            return Err("port 0 is not a port".to_owned());
+        }
+        return Ok(Endpoint::Address {
+            ip: address.ip(),
+            port: Some(address.port()),
+        });
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(Endpoint::Address { ip, port: None });
+    }
+    let (host, port) = match text.split_once(':') {
+        None => (text, None),
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    "not an IP address, or a host name with a port 1 to 65535".to_owned()
+                })?;
+            (host, Some(port))
+        }
+    };
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return Err("not an IP address or a host name".to_owned());
+    }
+    Ok(Endpoint::Name {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Every address `host` resolves to, by the run's deadline.
+pub async fn lookup(host: &str, deadline: Instant) -> Result<Vec<IpAddr>, String> {
+    let found = tokio::time::timeout_at(deadline.into(), tokio::net::lookup_host((host, 0)))
+        .await
+        .map_err(|_| format!("resolving {host} took until the run deadline"))?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let addresses: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+    if addresses.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    Ok(addresses)
+}
+
+/// Bytes of a BER length field for `content` bytes.
+fn length_octets(content: usize) -> usize {
+    if content < 0x80 {
+        1
+    } else {
+        1 + (usize::BITS - content.leading_zeros()).div_ceil(8) as usize
+    }
+}
+
+/// Bytes of a tag-length-value with `content` bytes of value.
+fn tlv(content: usize) -> usize {
+    1 + length_octets(content) + content
+}
+
+/// Bytes of an INTEGER holding `value` (two's complement, minimal).
+fn integer(value: i64) -> usize {
+    let significant = if value < 0 {
+        64 - (!value).leading_zeros()
+    } else {
+        64 - value.leading_zeros()
+    };
+    // One sign bit on top of the significant ones.
+    tlv((significant as usize + 1).div_ceil(8))
+}
+
+/// Bytes of a GET / GETNEXT / GETBULK PDU (tag and length included) for
+/// `oids`, with a NULL value each.
+fn pdu_size(oids: &[Arcs], request_id: i64, first: i64, second: i64) -> usize {
+    let varbinds: usize = oids
+        .iter()
+        .map(|arcs| {
+            let content = 1 + arcs
+                .iter()
+                .skip(2)
+                .map(|&arc| ((64 - arc.leading_zeros()) as usize).div_ceil(7).max(1))
+                .sum::<usize>();
+            tlv(tlv(content) + 2)
+        })
+        .sum();
+    tlv(integer(request_id) + integer(first) + integer(second) + tlv(varbinds))
+}
+
+/// The OIDs a request names, and its two middle integers as sent.
+fn request_parts(request: &Request) -> (&[Arcs], i64, i64) {
+    match request {
+        Request::Get(oids) => (oids, 0, 0),
+        Request::GetNext(oids) if oids.len() == 1 => (oids, 0, 0),
+        Request::GetNext(oids) => (oids, oids.len() as i64, 0),
+        Request::Bulk {
+            start,
+            max_repetitions,
+        } => (std::slice::from_ref(start), 0, i64::from(*max_repetitions)),
+    }
+}
+
+/// Length in bytes of `request` as `snmp2` encodes it for `credential`,
+/// with the given request id. Exact for v1/v2c; for v3 an upper bound
+/// (engine id of 32 bytes, the longest HMAC, room for padding).
+pub fn message_size(request: &Request, credential: &Credential, request_id: i32) -> usize {
+    let (oids, first, second) = request_parts(request);
+    let pdu = pdu_size(oids, i64::from(request_id), first, second);
+    match credential {
+        Credential::V1 { community } | Credential::V2c { community } => {
+            tlv(integer(1) + tlv(community.expose().len()) + pdu)
+        }
+        Credential::V3(user) => {
+            let scoped = tlv(tlv(MAX_ENGINE_ID) + tlv(user.context.len()) + pdu);
+            let payload = if user.privacy.is_some() {
+                tlv(scoped + MAX_PRIV_PARAMS)
+            } else {
+                scoped
+            };
+            let security = tlv(tlv(tlv(MAX_ENGINE_ID)
+                + integer(i64::MAX)
+                + integer(i64::MAX)
+                + tlv(user.name.len())
+                + tlv(MAX_AUTH_PARAMS)
+                + tlv(MAX_PRIV_PARAMS)));
+            let global = tlv(integer(i64::from(i32::MIN))
+                + integer(MAX_MESSAGE_BYTES as i64)
+                + tlv(1)
+                + integer(3));
+            tlv(integer(3) + global + security + payload)
+        }
+    }
+}
+
+/// The largest `request` can be whatever request id it is sent with.
+pub fn request_size(request: &Request, credential: &Credential) -> usize {
+    message_size(request, credential, i32::MIN)
 }
 
 pub fn format_oid(arcs: &[u64]) -> String {
@@ -168,7 +721,17 @@ fn to_wire_all(oids: &[Arcs]) -> Result<Vec<Oid<'static>>, AttemptError> {
         .map_err(AttemptError::Fatal)
 }
 
-/// The device a run talks to, resolved from the resource's endpoint.
+/// What the attempts of one exchange did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Attempts {
+    /// Attempts that went out (retries included).
+    pub sent: u64,
+    /// Attempts that got no reply.
+    pub timeouts: u64,
+}
+
+/// The device a run talks to: an address the site allows, and the
+/// credential chosen for it.
 pub struct Device {
     pub address: SocketAddr,
     /// `resource-id (address)`, for messages.
@@ -179,46 +742,8 @@ pub struct Device {
 }
 
 impl Device {
-    /// Resolves `endpoint` (`host`, `host:port`, `ip`, `[ipv6]:port`); a port
-    /// in the endpoint wins over the credential's.
-    pub async fn resolve(
-        resource_id: &str,
-        endpoint: &str,
-        rule: &CredentialRule,
-        deadline: Instant,
-    ) -> Result<Device, SnmpError> {
-        let endpoint = endpoint.trim();
-        let address = if let Ok(address) = endpoint.parse::<SocketAddr>() {
-            address
-        } else if let Ok(ip) = endpoint.trim_matches(['[', ']']).parse::<IpAddr>() {
-            SocketAddr::new(ip, rule.port)
-        } else {
-            if endpoint.is_empty() {
-                return Err(SnmpError::NotGranted(format!(
-                    "resource {resource_id} has no endpoint to poll"
-                )));
-            }
-            let query = if endpoint.contains(':') {
-                endpoint.to_owned()
-            } else {
-                format!("{endpoint}:{}", rule.port)
-            };
-            let lookup =
-                tokio::time::timeout_at(deadline.into(), tokio::net::lookup_host(query.clone()))
-                    .await
-                    .map_err(|_| {
-                        SnmpError::Timeout(format!("resolving {query} for {resource_id}"))
-                    })?;
-            lookup
-                .map_err(|e| {
-                    SnmpError::Timeout(format!("cannot resolve {query} for {resource_id}: {e}"))
-                })?
-                .next()
-                .ok_or_else(|| {
-                    SnmpError::Timeout(format!("{query} for {resource_id} has no address"))
-                })?
-        };
-        Ok(Device {
+    pub fn new(resource_id: &str, address: SocketAddr, rule: &CredentialRule) -> Device {
+        Device {
             address,
             label: format!("{resource_id} ({address})"),
             rule: rule.clone(),
@@ -230,7 +755,7 @@ impl Device {
                 .unwrap_or_default()
                 .subsec_nanos()
                 & 0x3fff_ffff) as i32,
-        })
+        }
     }
 
     pub fn version(&self) -> Version {
@@ -241,64 +766,116 @@ impl Device {
         }
     }
 
-    /// Sends `request` with retries, holding the device's lock for the
-    /// whole exchange. `timeouts` counts attempts that got no reply.
+    /// Refuses a request whose encoding would not fit the library's buffer.
+    pub fn check_size(&self, request: &Request) -> Result<(), SnmpError> {
+        let size = request_size(request, &self.rule.credential);
+        if size > MAX_MESSAGE_BYTES {
+            let (oids, _, _) = request_parts(request);
+            return Err(SnmpError::InvalidRequest(format!(
+                "{}: {} OIDs ({} arcs in all) encode to {size} bytes, more than the {MAX_MESSAGE_BYTES} the SNMP library can put in one message; ask for fewer or shorter OIDs per call",
+                self.label,
+                oids.len(),
+                oids.iter().map(Vec::len).sum::<usize>()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends `request` with retries, taking the device's turn (and its
+    /// tokens) for each attempt separately, counting them in `attempts`;
+    /// `tenant` is who waits (see [`DeviceGates`]).
     pub async fn exchange(
         &mut self,
-        locks: &Arc<DeviceLocks>,
+        gates: &Arc<DeviceGates>,
+        tenant: &Arc<str>,
         request: &Request,
         options: RequestOptions,
         deadline: Instant,
-        timeouts: &mut u64,
+        attempts: &mut Attempts,
     ) -> Result<Response, SnmpError> {
+        self.check_size(request)?;
         let cutoff = deadline.checked_sub(DEADLINE_RESERVE).unwrap_or(deadline);
-        let _turn = tokio::time::timeout_at(cutoff.into(), locks.acquire(self.address))
-            .await
-            .map_err(|_| {
-                SnmpError::Timeout(format!(
-                    "{}: another request to this device held it until the run deadline",
-                    self.label
-                ))
-            })?;
-        let attempts = options.retries + 1;
+        let tries = options.retries + 1;
         let mut refused = false;
-        for attempt in 1..=attempts {
-            let now = Instant::now();
-            if now >= cutoff {
-                return Err(SnmpError::Timeout(format!(
-                    "{}: no reply before the run deadline ({} of {attempts} attempts made)",
-                    self.label,
+        for attempt in 1..=tries {
+            let late = |label: &str, what: &str| {
+                SnmpError::Timeout(format!(
+                    "{label}: {what} before the run deadline ({} of {tries} attempts made)",
                     attempt - 1
-                )));
+                ))
+            };
+            if Instant::now() >= cutoff {
+                return Err(late(&self.label, "no reply"));
             }
-            let budget = options.timeout.min(cutoff - now);
+            let Some(mut turn) = gates
+                .turn(self.address, self.rule.index, tenant, cutoff)
+                .await
+            else {
+                return Err(late(
+                    &self.label,
+                    "other requests to this device held it (one request at a time per device and credential)",
+                ));
+            };
+            let datagrams = if self.session.is_none() && self.version() == Version::V3 {
+                3
+            } else {
+                1
+            };
+            if !turn.tokens(datagrams, cutoff).await {
+                return Err(late(
+                    &self.label,
+                    "the device's request rate limit ([snmp] max_requests_per_second_per_device) left no room",
+                ));
+            }
             let started = Instant::now();
-            match tokio::time::timeout(budget, self.attempt(request)).await {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(AttemptError::Fatal(error))) => {
+            if started >= cutoff {
+                return Err(late(&self.label, "no reply"));
+            }
+            let budget = options.timeout.min(cutoff - started);
+            attempts.sent += 1;
+            let outcome =
+                tokio::time::timeout(budget, CatchPanic(Box::pin(self.attempt(request)))).await;
+            drop(turn);
+            match outcome {
+                Ok(Ok(Ok(response))) => return Ok(response),
+                Ok(Ok(Err(AttemptError::Fatal(error)))) => {
                     self.session = None;
                     return Err(error);
                 }
-                Ok(Err(AttemptError::Refused)) => {
+                Ok(Ok(Err(AttemptError::Refused))) => {
                     // UDP has no connection: an ICMP "port unreachable" is
                     // advisory, and net-snmp and snmp_exporter ignore it.
-                    // Wait out the attempt like any other lost reply.
+                    // Wait out the attempt like any other lost reply (with
+                    // the device free for others meanwhile).
                     refused = true;
                     self.session = None;
-                    *timeouts += 1;
+                    attempts.timeouts += 1;
                     tokio::time::sleep(budget.saturating_sub(started.elapsed())).await;
                 }
-                Ok(Err(AttemptError::Retry)) => {
+                Ok(Ok(Err(AttemptError::Retry))) => {
                     self.session = None;
+                }
+                Ok(Err(panic)) => {
+                    self.session = None;
+                    let total = gates.panics.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(
+                        device = %self.label,
+                        caught_total = total,
+                        "snmp: the SNMP library panicked during an exchange ({panic}); the call failed and its session was dropped"
+                    );
+                    return Err(SnmpError::MalformedResponse(format!(
+                        "{}: the SNMP library failed on this exchange ({panic}); the call was stopped and its session dropped",
+                        self.label
+                    )));
                 }
                 Err(_elapsed) => {
                     self.session = None;
-                    *timeouts += 1;
+                    attempts.timeouts += 1;
                 }
             }
         }
         Err(SnmpError::Timeout(format!(
-            "{}: no reply after {attempts} attempts of {:?}{}",
+            "{}: no reply after {tries} attempts of {:?}{}",
             self.label,
             options.timeout,
             if refused {
@@ -587,24 +1164,357 @@ mod tests {
         assert_eq!(error_status_name(99), "error status 99");
     }
 
+    #[test]
+    fn oid_limits_follow_rfc_2578() {
+        let arcs = |n: usize| {
+            let mut parts = vec!["1", "3"];
+            parts.resize(n, "4294967295");
+            parts.join(".")
+        };
+        assert_eq!(parse_oid(&arcs(128)).expect("128 arcs").len(), 128);
+        assert!(parse_oid(&arcs(129)).is_err());
+        for bad in ["+1.3", "1.3.+6", "2.40", "1. 3", "1.3.04294967295"] {
+            assert!(
+                matches!(parse_oid(bad), Err(SnmpError::InvalidRequest(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_oid("2.39.1").is_ok());
+        // A huge OID is quoted in the message, not echoed whole.
+        let huge = "1.".repeat(100_000);
+        let Err(SnmpError::InvalidRequest(message)) = parse_oid(&huge) else {
+            panic!("huge OID accepted");
+        };
+        assert!(message.len() < 300, "{}", message.len());
+    }
+
+    #[test]
+    fn endpoints_are_ip_literals_or_names() {
+        let address = |ip: &str, port: Option<u16>| Endpoint::Address {
+            ip: ip.parse().expect("ip"),
+            port,
+        };
+        assert_eq!(parse_endpoint("10.0.0.1"), Ok(address("10.0.0.1", None)));
+        assert_eq!(
+            parse_endpoint(" 10.0.0.1:1161 "),
+            Ok(address("10.0.0.1", Some(1161)))
+        );
+        assert_eq!(parse_endpoint("fd00::1"), Ok(address("fd00::1", None)));
+        assert_eq!(parse_endpoint("[fd00::1]"), Ok(address("fd00::1", None)));
+        assert_eq!(
+            parse_endpoint("[fd00::1]:161"),
+            Ok(address("fd00::1", Some(161)))
+        );
+        assert_eq!(
+            parse_endpoint("sw1.example.net:1161"),
+            Ok(Endpoint::Name {
+                host: "sw1.example.net".to_owned(),
+                port: Some(1161)
+            })
+        );
+        for bad in [
+            "",
+            "10.0.0.1:0",
+            "sw1:http",
+            "a b",
+            "fe80::1%eth0",
+            "exfil.$(id).example",
+            "x:1:2",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("{}.example", "a".repeat(300));
+        assert!(parse_endpoint(&long).is_err());
+    }
+
+    fn community(text: &str) -> Credential {
+        Credential::V2c {
+            community: crate::secret::SecretSource::Inline(text.to_owned())
+                .read(std::path::Path::new("."))
+                .expect("inline secret"),
+        }
+    }
+
+    /// A GET of `big` OIDs of 128 arcs of 5 bytes each, then fillers of
+    /// one-byte arcs so the message is exactly `target` bytes.
+    fn get_of_size(target: usize, credential: &Credential, request_id: i32) -> Request {
+        let size =
+            |oids: &[Arcs]| message_size(&Request::Get(oids.to_vec()), credential, request_id);
+        let mut big = vec![1, 3];
+        big.resize(128, u64::from(u32::MAX));
+        let mut medium = vec![1, 3];
+        medium.resize(128, 1);
+        let mut oids = Vec::new();
+        while size(&oids) + 700 < target {
+            oids.push(big.clone());
+        }
+        while size(&oids) + 180 < target {
+            oids.push(medium.clone());
+        }
+        for extra in 0..10 {
+            for wide in 0..4 {
+                for arcs in 2..=128 {
+                    let mut filler = vec![1, 3];
+                    filler.resize(arcs, 1);
+                    filler.extend(std::iter::repeat_n(200, wide));
+                    let mut candidate = oids.clone();
+                    candidate.extend(std::iter::repeat_n(vec![1, 3, 1], extra));
+                    candidate.push(filler);
+                    if size(&candidate) == target {
+                        return Request::Get(candidate);
+                    }
+                }
+            }
+        }
+        panic!("no GET of exactly {target} bytes found");
+    }
+
+    async fn send_get(request: Request, request_id: i32) -> Result<usize, String> {
+        let agent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = agent.local_addr().expect("address");
+        let Request::Get(oids) = request else {
+            unreachable!()
+        };
+        let sent = tokio::spawn(async move {
+            let mut session = AsyncSession::new_v2c(address, b"public", request_id)
+                .await
+                .expect("session");
+            let wire: Vec<Oid> = oids.iter().map(|a| to_wire(a).expect("oid")).collect();
+            let refs: Vec<&Oid> = wire.iter().collect();
+            // No agent answers; only the datagram matters.
+            let _ = tokio::time::timeout(Duration::from_millis(200), session.get_many(&refs)).await;
+        });
+        let mut buffer = vec![0u8; 70_000];
+        let received = tokio::time::timeout(Duration::from_secs(5), agent.recv(&mut buffer));
+        tokio::select! {
+            joined = sent => match joined {
+                Err(e) if e.is_panic() => Err("panicked".to_owned()),
+                other => Err(format!("nothing received: {other:?}")),
+            },
+            got = received => Ok(got.expect("datagram in time").expect("recv")),
+        }
+    }
+
+    /// The size computed before sending is what the library puts on the
+    /// wire, and MAX_MESSAGE_BYTES is exactly where the library stops
+    /// coping: one byte more and it fails (in debug builds it panics on
+    /// the subtraction, in release ones it computes a wild pointer); two
+    /// more and it panics in any build (the reported OID-bomb crash).
     #[tokio::test]
-    async fn device_locks_serialise_and_clean_up() {
-        let locks = Arc::new(DeviceLocks::default());
-        let address: SocketAddr = "127.0.0.1:161".parse().expect("address");
-        let first = locks.acquire(address).await;
+    async fn library_buffer_limit() {
+        let request_id = 0x1234_5678;
+        let credential = community("public");
+        for oids in [1usize, 7, 60] {
+            let mut arcs = vec![1, 3, 6, 1, 2, 1, 2, 2, 1, 10];
+            arcs.resize(arcs.len() + oids % 13, 300);
+            let request = Request::Get(vec![arcs; oids]);
+            let size = message_size(&request, &credential, request_id);
+            assert_eq!(send_get(request, request_id).await, Ok(size));
+        }
+        let fits = get_of_size(MAX_MESSAGE_BYTES, &credential, request_id);
+        assert_eq!(
+            send_get(fits, request_id).await,
+            Ok(MAX_MESSAGE_BYTES),
+            "a message of the largest size goes out whole"
+        );
+        #[cfg(debug_assertions)]
+        {
+            let over = get_of_size(MAX_MESSAGE_BYTES + 1, &credential, request_id);
+            assert_eq!(send_get(over, request_id).await, Err("panicked".to_owned()));
+        }
+        let over = get_of_size(MAX_MESSAGE_BYTES + 2, &credential, request_id);
+        assert_eq!(
+            send_get(over, request_id).await,
+            Err("panicked".to_owned()),
+            "the library panics past its buffer"
+        );
+        // The reported bomb: 128 OIDs of 128 five-byte arcs.
+        let mut bomb = vec![1, 3];
+        bomb.resize(128, u64::from(u32::MAX));
+        let bomb = Request::Get(vec![bomb; 128]);
+        assert_eq!(request_size(&bomb, &credential), 82_086);
+        // 64 of them (the default ceiling) always fit.
+        let Request::Get(oids) = &bomb else {
+            unreachable!()
+        };
+        let half = Request::Get(oids[..64].to_vec());
+        assert!(request_size(&half, &credential) <= MAX_MESSAGE_BYTES);
+        // And the bound holds for every request id.
+        let fits = get_of_size(MAX_MESSAGE_BYTES, &credential, i32::MIN);
+        assert!(request_size(&fits, &credential) <= MAX_MESSAGE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_library_panic_becomes_an_error() {
+        let caught = CatchPanic(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("decoder bug");
+        }))
+        .await;
+        assert_eq!(caught, Err::<(), _>("decoder bug".to_owned()));
+        let fine = CatchPanic(Box::pin(async { 7 })).await;
+        assert_eq!(fine, Ok(7));
+    }
+
+    fn address() -> SocketAddr {
+        "127.0.0.1:161".parse().expect("address")
+    }
+
+    #[tokio::test]
+    async fn one_turn_at_a_time_and_gates_are_forgotten() {
+        let gates = Arc::new(DeviceGates::new(1000));
+        let tenant: Arc<str> = Arc::from("poller\u{1f}inventory");
+        let far = Instant::now() + Duration::from_secs(10);
+        let first = gates.turn(address(), 0, &tenant, far).await.expect("turn");
         let second = {
-            let locks = locks.clone();
+            let (gates, tenant) = (gates.clone(), tenant.clone());
             tokio::spawn(async move {
-                let _guard = locks.acquire(address).await;
+                let _turn = gates.turn(address(), 0, &tenant, far).await.expect("turn");
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            !second.is_finished(),
-            "second request ran while the first held the device"
-        );
+        tokio::task::yield_now().await;
+        assert_eq!(gates.busy(), 1);
+        assert!(!second.is_finished(), "two turns at once");
         drop(first);
         second.await.expect("join");
-        assert_eq!(locks.tracked(), 0);
+        assert_eq!(gates.busy(), 0);
+        // A waiter cut off by its deadline gets nothing and leaves nothing.
+        let held = gates.turn(address(), 0, &tenant, far).await.expect("turn");
+        let cut = gates
+            .turn(
+                address(),
+                0,
+                &tenant,
+                Instant::now() + Duration::from_millis(30),
+            )
+            .await;
+        assert!(cut.is_none());
+        drop(held);
+        assert_eq!(gates.busy(), 0);
+        assert!(gates.turn(address(), 0, &tenant, far).await.is_some());
+    }
+
+    /// Whatever the attempts with another credential do (here: hold their
+    /// turn until told), this credential's turns come at once.
+    #[tokio::test]
+    async fn a_credential_the_device_ignores_holds_up_nobody_else() {
+        let gates = Arc::new(DeviceGates::new(10_000));
+        let far = Instant::now() + Duration::from_secs(30);
+        let rogue: Arc<str> = Arc::from("poller\u{1f}rogue");
+        let (release, released) = oneshot::channel::<()>();
+        let stuck = gates.turn(address(), 1, &rogue, far).await.expect("turn");
+        let queued: Vec<_> = (0..8)
+            .map(|_| {
+                let (gates, rogue) = (gates.clone(), rogue.clone());
+                tokio::spawn(async move { gates.turn(address(), 1, &rogue, far).await.is_some() })
+            })
+            .collect();
+        let holder = tokio::spawn(async move {
+            let _stuck = stuck;
+            let _ = released.await;
+        });
+        let victim: Arc<str> = Arc::from("poller\u{1f}inventory");
+        for _ in 0..20 {
+            let _turn = gates.turn(address(), 0, &victim, far).await.expect("turn");
+        }
+        assert!(
+            !holder.is_finished(),
+            "the rogue turn was still held throughout"
+        );
+        let _ = release.send(());
+        holder.await.expect("holder");
+        for waiter in queued {
+            assert!(waiter.await.expect("join"));
+        }
+        assert_eq!(gates.busy(), 0);
+    }
+
+    /// Within one gate, a tenant whose turns are long (slow answers)
+    /// delays a tenant with short turns by one of its turns per request,
+    /// not by one per run it has queued (FIFO would give 8 here).
+    #[tokio::test]
+    async fn the_tenant_that_held_the_gate_least_goes_first() {
+        let gates = Arc::new(DeviceGates::new(10_000));
+        let far = Instant::now() + Duration::from_secs(30);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let hold = |tenant: &str, name: &'static str, held: Duration, turns: usize| {
+            let (gates, order) = (gates.clone(), order.clone());
+            let tenant: Arc<str> = Arc::from(tenant);
+            tokio::spawn(async move {
+                for _ in 0..turns {
+                    let _turn = gates.turn(address(), 0, &tenant, far).await.expect("turn");
+                    lock(&order).push(name);
+                    tokio::time::sleep(held).await;
+                }
+            })
+        };
+        // Eight runs of a slow tenant, three long attempts each.
+        let slow: Vec<_> = (0..8)
+            .map(|_| hold("poller\u{1f}rogue", "slow", Duration::from_millis(50), 3))
+            .collect();
+        while lock(&order).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let victim = hold(
+            "poller\u{1f}inventory",
+            "victim",
+            Duration::from_millis(1),
+            10,
+        );
+        victim.await.expect("victim");
+        let seen = lock(&order).clone();
+        let first = seen
+            .iter()
+            .position(|n| *n == "victim")
+            .expect("victim ran");
+        let last = seen
+            .iter()
+            .rposition(|n| *n == "victim")
+            .expect("victim ran");
+        let most_between = seen[first..=last]
+            .split(|n| *n == "victim")
+            .map(<[_]>::len)
+            .max()
+            .unwrap_or(0);
+        assert!(first <= 2 && most_between <= 1, "{seen:?}");
+        for run in slow {
+            run.await.expect("slow tenant");
+        }
+        assert_eq!(lock(&order).len(), 8 * 3 + 10);
+        assert_eq!(gates.busy(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_is_shared_and_never_unlimited() {
+        let gates = Arc::new(DeviceGates::new(50));
+        let cutoff = Instant::now() + Duration::from_millis(1000);
+        let mut taken = 0;
+        for round in 0.. {
+            let tenant: Arc<str> = Arc::from(format!("plugin-{}", round % 3));
+            let mut turn = gates
+                .turn(address(), round % 2, &tenant, cutoff)
+                .await
+                .expect("turn");
+            if !turn.tokens(1, cutoff).await {
+                break;
+            }
+            taken += 1;
+        }
+        // A burst of 50, then 50 a second: about 100 in the second, and
+        // never a request past the bucket, whatever the credential.
+        assert!(
+            (50..=101).contains(&taken),
+            "{taken} requests in one second"
+        );
+        // Another address has its own bucket.
+        let other: SocketAddr = "127.0.0.2:161".parse().expect("address");
+        let tenant: Arc<str> = Arc::from("plugin-0");
+        let mut turn = gates.turn(other, 0, &tenant, cutoff).await.expect("turn");
+        assert!(
+            turn.tokens(50, Instant::now() + Duration::from_millis(10))
+                .await
+        );
     }
 }

@@ -3,15 +3,40 @@
 //! The capability whole: site and plugin settings ([`settings`]), the
 //! network client ([`client`]) and the WIT implementation here. A plugin
 //! gets it only when its ini asks for `snmp` and the site allows it; it
-//! names OIDs, never an address, a port or a credential. Credentials are
-//! chosen by the site's `[[snmp.credentials]]` filters and never enter a
-//! plugin's memory or a log line.
+//! names OIDs, never an address, a port or a credential. Credentials never
+//! enter a plugin's memory or a log line.
+//!
+//! A plugin inside its limits must not be able to use the host against
+//! anyone, so on the first call of a run, before any datagram, the host
+//! ([`SnmpRun`]):
+//! 1. parses the resource's endpoint: an IP literal, optionally with a
+//!    port. A name is refused unless the site sets `[snmp] resolve_names`,
+//!    because looking it up already sends the plugin's chosen text to a DNS
+//!    server (a channel out of a plugin that has no network grant); with
+//!    it, every address the name resolves to must pass step 2;
+//! 2. checks the address against the site's reach ([`settings::Reach`]):
+//!    `allowed_networks`, and never link-local, metadata, multicast,
+//!    broadcast, reserved or unspecified addresses unless named there;
+//! 3. picks the first `[[snmp.credentials]]` rule whose owner
+//!    (`discovery_plugins`, matched against the `creation_plugin` the host
+//!    recorded), `networks` and `filter` all hold. Every rule is bound to an
+//!    owner or a network, so fields a plugin writes (id, site) can only
+//!    narrow a rule, never earn a credential.
+//!
+//! A refusal is `not-granted`, names the resource, the endpoint and the
+//! reason, ends up in the run record, and nothing is sent (the hostile SNMP
+//! suite listens on loopback to prove it).
 //!
 //! Limits: each reply waits at most the plugin's `timeout` (and never past
 //! the run's deadline), with `retries`; one request in flight per device
-//! across the host; at most `max_varbinds_per_run` varbinds per run; at
-//! most [`client::MAX_OIDS_PER_REQUEST`] OIDs per GET. Every call is also
-//! charged to the run's host-call quota.
+//! across the host, the device held per attempt and shared fairly between
+//! plugins and resource owners, at most `max_requests_per_second_per_device`
+//! datagrams per second per device ([`client::DeviceGates`]); at most
+//! `max_varbinds_per_run` varbinds and `max_bytes_per_run` bytes per run; at
+//! most `max_oids_per_request` OIDs per call, each checked against RFC 2578,
+//! and never a request longer than a datagram ([`client`] says why that
+//! matters: the library panicked on it). Every call is also charged to the
+//! run's host-call quota.
 
 pub mod client;
 pub mod settings;
@@ -23,27 +48,33 @@ use crate::bindings::vigil::plugin::snmp::Host;
 pub use crate::bindings::vigil::plugin::snmp::{SnmpError, Value, Varbind};
 use crate::model::Resource;
 use crate::sandbox::HostState;
-use client::{Arcs, Device, DeviceLocks, MAX_OIDS_PER_REQUEST, Request, Response};
+use client::{Arcs, Attempts, Device, DeviceGates, Endpoint, Request, Response};
 pub use settings::{RequestOptions, SnmpSettings};
 
-/// The host-wide half: the site's settings and the per-device locks.
+/// The host-wide half: the site's settings and the per-device gates.
 #[derive(Debug, Default)]
 pub struct SnmpService {
     pub settings: SnmpSettings,
-    locks: Arc<DeviceLocks>,
+    gates: Arc<DeviceGates>,
 }
 
 impl SnmpService {
     pub fn new(settings: SnmpSettings) -> SnmpService {
-        SnmpService {
-            settings,
-            locks: Arc::new(DeviceLocks::default()),
-        }
+        let gates = Arc::new(DeviceGates::new(
+            settings.max_requests_per_second_per_device,
+        ));
+        SnmpService { settings, gates }
     }
 
     /// Devices currently being talked to (or waited for).
     pub fn busy_devices(&self) -> usize {
-        self.locks.tracked()
+        self.gates.busy()
+    }
+
+    /// Panics inside the SNMP library caught so far; each failed one call
+    /// with `malformed-response` and nothing else.
+    pub fn caught_panics(&self) -> u64 {
+        self.gates.caught_panics()
     }
 }
 
@@ -52,7 +83,11 @@ impl SnmpService {
 pub struct SnmpSummary {
     /// `resource-id (address)` once resolved, else the resource id.
     pub device: String,
+    /// Calls that reached the network part (after the OID checks).
     pub requests: u64,
+    /// Attempts actually sent to the device (retries included); 0 when the
+    /// endpoint was refused or no credential held.
+    pub attempts: u64,
     pub varbinds: u64,
     /// Attempts that got no reply (each retry counts).
     pub timeouts: u64,
@@ -111,6 +146,10 @@ pub struct SnmpRun {
     byte_budget: u64,
     /// Resolved on the first call.
     device: Option<Result<Device, SnmpError>>,
+    /// The polling (or enrichment) plugin making the calls, when known.
+    plugin: Option<String>,
+    /// Who waits for the device: plugin and resource owner.
+    tenant: Option<Arc<str>>,
     pub summary: SnmpSummary,
 }
 
@@ -129,21 +168,82 @@ impl SnmpRun {
             budget,
             byte_budget,
             device: None,
+            plugin: None,
+            tenant: None,
         }
+    }
+
+    /// Names the plugin making the calls; devices are shared fairly
+    /// between plugins (and resource owners).
+    pub fn set_plugin(&mut self, name: &str) {
+        if self.plugin.as_deref() != Some(name) {
+            self.plugin = Some(name.to_owned());
+            self.tenant = None;
+        }
+    }
+
+    fn tenant(&mut self) -> Arc<str> {
+        let plugin = self.plugin.as_deref().unwrap_or("");
+        let owner = &self.resource.creation_plugin;
+        self.tenant
+            .get_or_insert_with(|| Arc::from(format!("{plugin}\u{1f}{owner}")))
+            .clone()
+    }
+
+    /// Where the resource's endpoint may be reached, checked against the
+    /// site's reach, with the credential that holds for it.
+    async fn locate(&self, deadline: Instant) -> Result<Device, SnmpError> {
+        let settings = &self.service.settings;
+        let id = &self.resource.id;
+        let endpoint = self.resource.endpoint.trim();
+        if endpoint.is_empty() {
+            return Err(SnmpError::NotGranted(format!(
+                "resource {id} has no endpoint to poll"
+            )));
+        }
+        let refused = |why: &str| {
+            let shown: String = endpoint.chars().take(128).collect();
+            SnmpError::NotGranted(format!(
+                "resource {id}: endpoint {shown:?} refused: {why}; nothing was sent"
+            ))
+        };
+        let (ip, port) = match client::parse_endpoint(endpoint).map_err(|e| refused(&e))? {
+            Endpoint::Address { ip, port } => {
+                settings.reach.check(ip).map_err(|e| refused(&e))?;
+                (ip, port)
+            }
+            Endpoint::Name { host, port } => {
+                if !settings.reach.resolve_names {
+                    return Err(refused(
+                        "it is a name, not an IP address, and names are not looked up unless the site sets [snmp] resolve_names = true",
+                    ));
+                }
+                let addresses = client::lookup(&host, deadline)
+                    .await
+                    .map_err(|e| SnmpError::Timeout(format!("resource {id}: {e}")))?;
+                for address in &addresses {
+                    settings
+                        .reach
+                        .check(*address)
+                        .map_err(|e| refused(&format!("{host} resolves to {e}")))?;
+                }
+                (addresses[0], port)
+            }
+        };
+        let ip = settings::canonical(ip);
+        let rule = settings.credential_for(&self.resource, ip).ok_or_else(|| {
+            SnmpError::NotGranted(format!(
+                "no [[snmp.credentials]] entry in the site config holds for resource {id} (discovered by {:?}, address {ip})",
+                self.resource.creation_plugin
+            ))
+        })?;
+        let address = std::net::SocketAddr::new(ip, port.unwrap_or(rule.port));
+        Ok(Device::new(id, address, rule))
     }
 
     async fn device(&mut self, deadline: Instant) -> Result<&mut Device, SnmpError> {
         if self.device.is_none() {
-            let resolved = match self.service.settings.credential_for(&self.resource) {
-                None => Err(SnmpError::NotGranted(format!(
-                    "no [[snmp.credentials]] entry in the site config matches resource {}",
-                    self.resource.id
-                ))),
-                Some(rule) => {
-                    Device::resolve(&self.resource.id, &self.resource.endpoint, rule, deadline)
-                        .await
-                }
-            };
+            let resolved = self.locate(deadline).await;
             if let Ok(device) = &resolved {
                 self.summary.device = device.label.clone();
             }
@@ -162,20 +262,22 @@ impl SnmpRun {
         request: Request,
         deadline: Instant,
     ) -> Result<Response, SnmpError> {
-        let locks = self.service.locks.clone();
+        let gates = self.service.gates.clone();
+        let tenant = self.tenant();
         let options = self.options;
-        let mut timeouts = 0;
+        let mut attempts = Attempts::default();
         self.summary.in_flight = true;
         let result = match self.device(deadline).await {
             Ok(device) => {
                 device
-                    .exchange(&locks, &request, options, deadline, &mut timeouts)
+                    .exchange(&gates, &tenant, &request, options, deadline, &mut attempts)
                     .await
             }
             Err(error) => Err(error),
         };
         self.summary.in_flight = false;
-        self.summary.timeouts += timeouts;
+        self.summary.timeouts += attempts.timeouts;
+        self.summary.attempts += attempts.sent;
         self.summary.requests += 1;
         let response = result?;
         let count = response.varbinds.len() as u64;
@@ -238,7 +340,7 @@ impl SnmpRun {
         oids: Vec<String>,
         deadline: Instant,
     ) -> Result<Vec<Varbind>, SnmpError> {
-        let arcs = parse_request(&oids)?;
+        let arcs = parse_request(&oids, self.service.settings.max_oids_per_request)?;
         self.check_budget(arcs.len() as u64)?;
         let mut values: Vec<Option<Value>> = vec![None; arcs.len()];
         loop {
@@ -302,7 +404,7 @@ impl SnmpRun {
         oids: Vec<String>,
         deadline: Instant,
     ) -> Result<Vec<Varbind>, SnmpError> {
-        let arcs = parse_request(&oids)?;
+        let arcs = parse_request(&oids, self.service.settings.max_oids_per_request)?;
         self.check_budget(arcs.len() as u64)?;
         // Resolve first: SNMPv1 has no GETBULK to carry several OIDs.
         self.device(deadline).await?;
@@ -444,13 +546,13 @@ fn value_bytes(value: &Value) -> u64 {
     }
 }
 
-fn parse_request(oids: &[String]) -> Result<Vec<Arcs>, SnmpError> {
+fn parse_request(oids: &[String], most: usize) -> Result<Vec<Arcs>, SnmpError> {
     if oids.is_empty() {
         return Err(SnmpError::InvalidRequest("no OIDs given".to_owned()));
     }
-    if oids.len() > MAX_OIDS_PER_REQUEST {
+    if oids.len() > most {
         return Err(SnmpError::InvalidRequest(format!(
-            "{} OIDs in one call; at most {MAX_OIDS_PER_REQUEST}",
+            "{} OIDs in one call; at most {most} ([snmp] max_oids_per_request in the site config)",
             oids.len()
         )));
     }
@@ -463,6 +565,14 @@ fn not_granted() -> SnmpError {
     )
 }
 
+/// The run's SNMP half, told which plugin is calling.
+fn snmp_run(state: &mut HostState) -> Option<&mut SnmpRun> {
+    let plugin = &state.plugin.name;
+    let run = state.snmp.as_mut()?;
+    run.set_plugin(plugin);
+    Some(run)
+}
+
 impl Host for HostState {
     async fn get(
         &mut self,
@@ -470,7 +580,7 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
         self.charge()?;
         let deadline = self.deadline;
-        Ok(match self.snmp.as_mut() {
+        Ok(match snmp_run(self) {
             Some(run) => run.get(oids, deadline).await,
             None => Err(not_granted()),
         })
@@ -482,7 +592,7 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
         self.charge()?;
         let deadline = self.deadline;
-        Ok(match self.snmp.as_mut() {
+        Ok(match snmp_run(self) {
             Some(run) => run.get_next(oids, deadline).await,
             None => Err(not_granted()),
         })
@@ -491,7 +601,7 @@ impl Host for HostState {
     async fn walk(&mut self, subtree: String) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
         self.charge()?;
         let deadline = self.deadline;
-        Ok(match self.snmp.as_mut() {
+        Ok(match snmp_run(self) {
             Some(run) => run.walk(subtree, deadline).await,
             None => Err(not_granted()),
         })
