@@ -43,6 +43,13 @@ pub struct SiteConfig {
     pub name: String,
     pub plugin_directories: Vec<PathBuf>,
     pub cache_dir: PathBuf,
+    /// What one plugin may make vigil read and compile (`[plugins]`
+    /// `max_module_size`, `max_code_size`, `max_function_size`,
+    /// `max_functions`).
+    pub loading: crate::sandbox::cache::LoadLimits,
+    /// Unused precompiled entries are pruned past this (`[plugins]
+    /// cache_max_size`).
+    pub cache_max_size: u64,
     /// How many plugin runs may execute at once (also sizes the instance pool).
     pub max_concurrent_runs: u32,
     /// Limits a plugin gets unless its `[sandbox]` section says otherwise.
@@ -205,6 +212,11 @@ struct PluginsSection {
     #[serde(default)]
     directories: Vec<PathBuf>,
     cache_dir: Option<PathBuf>,
+    max_module_size: Option<Spanned<toml::Value>>,
+    max_code_size: Option<Spanned<toml::Value>>,
+    max_function_size: Option<Spanned<toml::Value>>,
+    max_functions: Option<Spanned<toml::Value>>,
+    cache_max_size: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +251,8 @@ impl SiteConfig {
             name: "local".to_owned(),
             plugin_directories: Vec::new(),
             cache_dir: default_cache_dir(),
+            loading: crate::sandbox::cache::LoadLimits::default(),
+            cache_max_size: crate::sandbox::cache::CACHE_MAX_SIZE_DEFAULT,
             max_concurrent_runs: 32,
             default_limits: Limits::builtin_defaults(),
             limit_caps: Limits::builtin_caps(),
@@ -296,9 +310,10 @@ impl SiteConfig {
         }
         site.name = name.to_owned();
         site.plugin_directories = file.plugins.directories.iter().map(|d| join(d)).collect();
-        if let Some(cache) = file.plugins.cache_dir {
-            site.cache_dir = join(&cache);
+        if let Some(cache) = &file.plugins.cache_dir {
+            site.cache_dir = join(cache);
         }
+        plugins_limits(&file.plugins, &mut site, &at)?;
 
         if let Some(runs) = file.sandbox.max_concurrent_runs {
             let value = *runs.get_ref();
@@ -651,6 +666,77 @@ fn parse_limit(
         .parse(&text)
         .map_err(|e| at(value.span(), format!("{table}.{}: {e}", spec.key)))?;
     Ok((spec, parsed))
+}
+
+/// The `[plugins]` limits on loading: each between its minimum and vigil's
+/// ceiling (see [`crate::sandbox::cache`]).
+fn plugins_limits(
+    section: &PluginsSection,
+    site: &mut SiteConfig,
+    at: At<'_>,
+) -> Result<(), LocatedError> {
+    use crate::sandbox::cache::{CACHE_MAX_SIZE_CEILING, LOAD_LIMITS};
+    let written = [
+        &section.max_module_size,
+        &section.max_code_size,
+        &section.max_function_size,
+        &section.max_functions,
+    ];
+    for (spec, value) in LOAD_LIMITS.iter().zip(written) {
+        if let Some(value) = value {
+            let parsed = plugins_number(spec.key, value, spec.is_size, at)?;
+            if parsed < spec.min || parsed > spec.ceiling {
+                return Err(at(
+                    value.span(),
+                    format!(
+                        "plugins.{} = {} must be {} to {} (vigil's ceiling)",
+                        spec.key,
+                        spec.format(parsed),
+                        spec.format(spec.min),
+                        spec.format(spec.ceiling)
+                    ),
+                ));
+            }
+            spec.set(&mut site.loading, parsed);
+        }
+    }
+    if let Some(value) = &section.cache_max_size {
+        let parsed = plugins_number("cache_max_size", value, true, at)?;
+        if parsed > CACHE_MAX_SIZE_CEILING {
+            return Err(at(
+                value.span(),
+                format!(
+                    "plugins.cache_max_size = {} is above vigil's ceiling of {}",
+                    crate::units::format_size(parsed),
+                    crate::units::format_size(CACHE_MAX_SIZE_CEILING)
+                ),
+            ));
+        }
+        site.cache_max_size = parsed;
+    }
+    Ok(())
+}
+
+fn plugins_number(
+    key: &str,
+    value: &Spanned<toml::Value>,
+    is_size: bool,
+    at: At<'_>,
+) -> Result<u64, LocatedError> {
+    let parsed = match value.get_ref() {
+        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| format!("{i} is negative")),
+        toml::Value::String(s) if is_size => crate::units::parse_size(s),
+        toml::Value::String(s) => s
+            .trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a whole number")),
+        other => Err(format!(
+            "expected a string or integer, found {}",
+            other.type_str()
+        )),
+    };
+    parsed.map_err(|e| at(value.span(), format!("plugins.{key}: {e}")))
 }
 
 pub fn capability_names() -> String {

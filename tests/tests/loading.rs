@@ -170,9 +170,12 @@ fn precompiled_artifacts_are_cached_and_only_trusted_when_private() {
         CacheOutcome::Hit
     );
 
-    // An entry others could have written is not loaded: it is recompiled.
+    // An entry others could have written is not loaded: it is recompiled
+    // (by a fresh sandbox: one that has loaded the component shares it).
     #[cfg(unix)]
     {
+        drop(second);
+        let third = Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox");
         use std::os::unix::fs::PermissionsExt;
         for entry in std::fs::read_dir(dir.path().join("cache"))
             .expect("cache dir")
@@ -182,7 +185,7 @@ fn precompiled_artifacts_are_cached_and_only_trusted_when_private() {
                 .expect("chmod");
         }
         assert_eq!(
-            second.prepare(manifest).expect("prepare").cache,
+            third.prepare(manifest).expect("prepare").cache,
             CacheOutcome::Compiled
         );
     }
@@ -198,7 +201,7 @@ async fn a_files_grant_is_read_only_and_confined() {
     std::fs::write(
         &site_file,
         format!(
-            "[site]\nname = \"lab\"\n[plugins]\ncache_dir = \"cache\"\n[capabilities]\nallowed = [\"files\"]\nfile_roots = [{:?}]\n",
+            "[site]\nname = \"lab\"\n[plugins]\ncache_dir = \"cache\"\n[capabilities]\nallowed = [\"files\", \"snmp\"]\nfile_roots = [{:?}]\n",
             data.display().to_string()
         ),
     )
@@ -217,9 +220,11 @@ async fn a_files_grant_is_read_only_and_confined() {
         .write(dir.path(), "climb");
     assert!(load_error(&site, &path).contains("outside the site's capabilities.file_roots"));
 
+    // (The hostile fixture also imports snmp, for its SNMP attacks.)
     let path = PluginFile::new("p", "polling", artifacts::FIXTURE_HOSTILE)
         .set("fixture", "behaviour", "read-granted")
         .set("capabilities", "files", &data.display().to_string())
+        .set("capabilities", "snmp", "yes")
         .write(dir.path(), "granted");
     let plugin = sandbox
         .prepare(Arc::new(
@@ -293,6 +298,7 @@ async fn the_watcher_loads_reloads_and_unloads_while_running() {
     let mut events = registry.subscribe();
     let settings = WatchSettings {
         debounce: Duration::from_millis(200),
+        max_delay: Duration::from_secs(2),
         rescan_every: Duration::from_secs(3600),
     };
     let _watcher = watcher::watch(registry.clone(), settings).expect("watch");

@@ -259,6 +259,8 @@ pub struct PluginManifest {
     pub snmp: Option<RequestOptions>,
     /// The sections the plugin can read through the `config` import.
     pub sections: Arc<PluginSections>,
+    /// The site's bounds on reading and compiling the component.
+    pub loading: crate::sandbox::cache::LoadLimits,
 }
 
 /// Everything wrong with one plugin file, one located line per problem.
@@ -285,14 +287,24 @@ const MAX_NAME_LEN: usize = 128;
 const MIN_EXECUTE_FREQUENCY: Duration = Duration::from_secs(1);
 
 impl PluginManifest {
-    /// Reads and validates `path` against `site`.
+    /// Reads and validates `path` against `site`. The file is read through
+    /// one opened handle, bounded by [`MAX_MANIFEST_BYTES`].
+    ///
+    /// [`MAX_MANIFEST_BYTES`]: crate::sandbox::cache::MAX_MANIFEST_BYTES
     pub fn load(path: &Path, site: &SiteConfig) -> Result<PluginManifest, ManifestErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ManifestErrors(vec![LocatedError::new(
-                path,
-                0,
-                format!("cannot read plugin file: {e}"),
-            )])
+        let whole_file =
+            |message: String| ManifestErrors(vec![LocatedError::new(path, 0, message)]);
+        let bytes = crate::sandbox::cache::read_regular_file(
+            path,
+            crate::sandbox::cache::MAX_MANIFEST_BYTES,
+            "the plugin file size limit",
+        )
+        .map_err(|e| whole_file(e.problem.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            whole_file(format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
         })?;
         PluginManifest::parse(path, &text, site)
     }
@@ -460,6 +472,7 @@ impl PluginManifest {
                     grants,
                     snmp,
                     sections,
+                    loading: site.loading,
                 })
             }
             _ => Err(ManifestErrors(errors)),

@@ -1,6 +1,16 @@
 //! The wasmtime engine vigil runs every plugin on: its configuration, the
 //! instance allocator (pooled where the machine allows it) and the epoch
 //! ticker that drives wall-clock deadlines.
+//!
+//! Two settings serve loading (see [`crate::plugin::registry`]):
+//! - compilation is single-threaded: the registry compiles one plugin at a
+//!   time on its own thread, so a compile occupies one core and never all
+//!   of them while plugins run on the others;
+//! - linear memories are initialised by copying data segments rather than
+//!   from a copy-on-write image: on Linux each image is a memfd held open
+//!   for as long as its module lives, one file descriptor per loaded
+//!   plugin once it has run. Copying a Rust plugin's data segments (tens
+//!   of KB) costs microseconds per run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +69,8 @@ fn base_config() -> Config {
         .consume_fuel(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(ASYNC_STACK)
-        .parallel_compilation(true);
+        .parallel_compilation(false)
+        .memory_init_cow(false);
     config
 }
 

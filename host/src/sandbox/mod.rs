@@ -791,7 +791,9 @@ fn check_capability_imports(imports: &[String], manifest: &PluginManifest) -> an
         &[("vigil:plugin", "snmp", "snmp", |m| m.grants.snmp)];
     for import in imports {
         // `namespace:package/interface@version`; the version is optional.
-        let unversioned = import.split_once('@').map_or(import.as_str(), |(name, _)| name);
+        let unversioned = import
+            .split_once('@')
+            .map_or(import.as_str(), |(name, _)| name);
         let Some((package, interface)) = unversioned.split_once('/') else {
             continue;
         };
