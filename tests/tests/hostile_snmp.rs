@@ -606,3 +606,235 @@ async fn aliased_resources_and_a_flood_do_not_starve_a_healthy_device() {
     );
     assert_eq!(lab.sandbox.snmp().busy_devices(), 0);
 }
+
+// --- the reported theft, end to end ------------------------------------------
+
+/// A whole host (`vigil run` in-process): store, scheduler, pipeline.
+struct Host {
+    dir: tempfile::TempDir,
+    /// Loaded when the host starts (after the secret files exist).
+    site: Option<Arc<SiteConfig>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Host {
+    fn start(extra: &str) -> Host {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["plugins", "data", "secrets"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[site]\nname = \"dc1\"\n[plugins]\ndirectories = [\"plugins\"]\ncache_dir = \"cache\"\n\
+                 [storage]\npath = \"state/vigil.db\"\n[outputs]\njson_lines = \"out/metrics.jsonl\"\n\
+                 [sandbox]\nmax_concurrent_runs = 8\n\
+                 [capabilities]\nallowed = [\"files\", \"snmp\"]\nfile_roots = [\"data\"]\n{extra}"
+            ),
+        )
+        .expect("site.toml");
+        Host {
+            dir,
+            site: None,
+            stop: None,
+            thread: None,
+        }
+    }
+
+    fn path(&self, relative: &str) -> std::path::PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn run(&mut self) {
+        let site =
+            Arc::new(SiteConfig::load(&self.path("site.toml")).unwrap_or_else(|e| panic!("{e}")));
+        self.site = Some(site.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let settings = vigil_host::agent::AgentSettings {
+            watch: vigil_host::plugin::watcher::WatchSettings {
+                debounce: Duration::from_millis(100),
+                max_delay: Duration::from_millis(500),
+                rescan_every: Duration::from_secs(1),
+            },
+            housekeeping: Duration::from_millis(500),
+        };
+        self.thread = Some(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(vigil_host::agent::run(site, settings, async {
+                    let _ = stopped.await;
+                }))
+                .expect("vigil run");
+        }));
+        self.stop = Some(stop);
+    }
+
+    /// `(resource id, probe result)` of every probe group written so far.
+    fn probes(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.path("out/metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|g| g["metrics_group_type"] == "probe")
+            .filter_map(|g| {
+                let id = g["resource"]["resource_id"].as_str()?.to_owned();
+                let result = g["dimensions"]
+                    .as_array()?
+                    .iter()
+                    .find(|d| d["dimension_name"] == "result")?["dimension_value"]
+                    .as_str()?
+                    .to_owned();
+                Some((id, result))
+            })
+            .collect()
+    }
+
+    fn runs_of(&self, plugin: &str) -> usize {
+        use vigil_host::store::Storage;
+        let Some(site) = &self.site else { return 0 };
+        vigil_host::store::sqlite::SqliteStorage::open_read_only(&site.database)
+            .and_then(|s| s.recent_runs(Some(plugin), 100_000))
+            .map(|runs| runs.len())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The reported attack, through the real store and scheduler: a discovery
+/// plugin re-reports the inventory's device id, and a resource of another
+/// site, at a listener of its own; the site's credential (read from a
+/// secret file) is bound to the inventory. The device keeps being polled
+/// with it, the attacker's resources are polled and get no credential, and
+/// the listener hears nothing.
+#[test]
+fn a_discovery_plugin_cannot_steal_a_credential_through_the_whole_host() {
+    let secret = "dc1-secret-from-a-file";
+    let agent = Snmpd::start(SnmpdConfig {
+        communities: vec![secret.to_owned()],
+        ..SnmpdConfig::default()
+    })
+    .expect("snmpd");
+    let capture = Capture::start();
+    let mut host = Host::start(
+        "[snmp]\ntimeout = \"300ms\"\nretries = 0\n\
+         [[snmp.credentials]]\ndiscovery_plugins = [\"inventory\"]\nfilter = 'resource_site = \"dc1\" OR resource_site = \"dc9\"'\n\
+         version = \"2c\"\ncommunity = { file = \"secrets/dc1\" }\n",
+    );
+    std::fs::write(host.path("secrets/dc1"), format!("{secret}\n")).expect("secret");
+    std::fs::write(
+        host.path("data/resources.json"),
+        serde_json::to_vec(&serde_json::json!([{
+            "resource_id": "core-1", "resource_site": "dc1", "resource_class": "network",
+            "resource_subclass": "router", "resource_type": "test",
+            "resource_endpoint": agent.endpoint(), "resource_metadata": {}, "resource_ttl": 600,
+        }]))
+        .expect("json"),
+    )
+    .expect("inventory");
+    let plugins = host.path("plugins");
+    PluginFile::new("inventory", "discovery", artifacts::DISCOVERY_JSON_FILE)
+        .frequency("1")
+        .set("capabilities", "files", "../data")
+        .set("json_file", "path", "resources.json")
+        .write(&plugins, "inventory");
+    PluginFile::new("poller", "polling", artifacts::FIXTURE_HOSTILE)
+        .frequency("1")
+        .set("main", "resource_filter", r#"resource_class = "network""#)
+        .set("fixture", "behaviour", "snmp-get")
+        .set("capabilities", "snmp", "yes")
+        .set("snmp", "timeout", "300ms")
+        .set("snmp", "retries", "0")
+        .write(&plugins, "poller");
+    let listener = capture.endpoint();
+    PluginFile::new(
+        "takeover",
+        "discovery",
+        artifacts::FIXTURE_HOSTILE_DISCOVERY,
+    )
+    .frequency("1")
+    .set("fixture", "behaviour", "takeover")
+    .set("fixture", "victim", "core-1")
+    .set("fixture", "endpoint", &listener)
+    .set("fixture", "site", "dc1")
+    .write(&plugins, "takeover");
+    PluginFile::new(
+        "elsewhere",
+        "discovery",
+        artifacts::FIXTURE_HOSTILE_DISCOVERY,
+    )
+    .frequency("1")
+    .set("fixture", "behaviour", "takeover")
+    .set("fixture", "victim", "remote-1")
+    .set("fixture", "endpoint", &listener)
+    .set("fixture", "site", "dc9")
+    .set("fixture", "own", "elsewhere-own")
+    .write(&plugins, "elsewhere");
+    host.run();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let probes = host.probes();
+        let count = |id: &str| probes.iter().filter(|(r, _)| r == id).count();
+        let done = host.runs_of("takeover") >= 5
+            && host.runs_of("elsewhere") >= 5
+            && count("core-1") >= 5
+            && count("hostile-own") >= 3
+            && count("elsewhere-own") >= 3;
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "attacks and polls did not run: {probes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Some(stop) = host.stop.take() {
+        let _ = stop.send(());
+    }
+    if let Some(thread) = host.thread.take() {
+        thread.join().expect("host thread");
+    }
+
+    let probes = host.probes();
+    // The device answered every poll, with the secret it knows.
+    let core: Vec<&String> = probes
+        .iter()
+        .filter(|(id, _)| id == "core-1")
+        .map(|(_, r)| r)
+        .collect();
+    assert!(core.iter().all(|r| *r == "ok 1 varbinds"), "{core:?}");
+    // The attacker's own resources were polled and refused a credential.
+    for own in ["hostile-own", "elsewhere-own"] {
+        let results: Vec<&String> = probes
+            .iter()
+            .filter(|(id, _)| id == own)
+            .map(|(_, r)| r)
+            .collect();
+        assert!(
+            results
+                .iter()
+                .all(|r| r.starts_with("snmp not granted: no [[snmp.credentials]] entry")),
+            "{own}: {results:?}"
+        );
+    }
+    // No resource of the other site was ever polled.
+    assert!(!probes.iter().any(|(id, _)| id == "remote-1"), "{probes:?}");
+    assert_eq!(capture.count(), 0, "the listener was sent something");
+    assert!(!capture.heard(secret));
+}
