@@ -1,0 +1,146 @@
+//! Scheduling under attack, on the real agent (`vigil run` in-process):
+//! a hostile polling plugin with thousands of resources whose every run
+//! burns its whole deadline, next to a well-behaved plugin with three.
+//!
+//! * The neighbour keeps its schedule: the hostile plugin holds at most
+//!   `max_runs_per_plugin` of the pool's slots, so the neighbour's runs
+//!   are never queued behind the flood.
+//! * Shutdown is bounded: thousands of queued jobs do not have to run
+//!   before the agent stops (the pool's fair semaphore used to make the
+//!   drain wait behind every one of them: 3,000 jobs x 2 s / 2 slots
+//!   = 50 minutes here), and what was still queued is dropped at once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_host::agent::{self, AgentSettings};
+use vigil_host::site::SiteConfig;
+use vigil_host::store::sqlite::SqliteStorage;
+use vigil_host::store::{RunRecord, Storage};
+use vigil_tests::{PluginFile, artifacts};
+
+const FLOOD: usize = 3_000;
+const GOOD: usize = 3;
+
+fn write_site(dir: &Path) -> SiteConfig {
+    for sub in ["plugins", "data"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    let resource = |id: String, class: &str| {
+        serde_json::json!({
+            "resource_id": id, "resource_site": "attack", "resource_class": class,
+            "resource_endpoint": "127.0.0.1",
+        })
+    };
+    let inventory: Vec<serde_json::Value> = (0..FLOOD)
+        .map(|i| resource(format!("flood-{i:05}"), "flood"))
+        .chain((0..GOOD).map(|i| resource(format!("good-{i}"), "good")))
+        .collect();
+    std::fs::write(
+        dir.join("data/resources.json"),
+        serde_json::to_vec(&inventory).expect("json"),
+    )
+    .expect("write inventory");
+    PluginFile::new("inventory", "discovery", artifacts::DISCOVERY_JSON_FILE)
+        .frequency("1h")
+        .set("capabilities", "files", "../data")
+        .set("json_file", "path", "resources.json")
+        .write(&dir.join("plugins"), "inventory");
+    // Every run spins until its 2 s deadline.
+    PluginFile::new("flood", "polling", artifacts::FIXTURE_HOSTILE)
+        .frequency("1")
+        .set("main", "resource_filter", "resource_class = \"flood\"")
+        .set("fixture", "behaviour", "infinite-loop")
+        .set("capabilities", "snmp", "yes")
+        .set("sandbox", "deadline", "2s")
+        .write(&dir.join("plugins"), "flood");
+    PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
+        .frequency("1")
+        .set("main", "resource_filter", "resource_class = \"good\"")
+        .set("sandbox", "deadline", "2s")
+        .write(&dir.join("plugins"), "heartbeat");
+    std::fs::write(
+        dir.join("site.toml"),
+        "[site]\nname = \"attack\"\n[plugins]\ndirectories = [\"plugins\"]\ncache_dir = \"cache\"\n\
+         [storage]\npath = \"state/vigil.db\"\n[sandbox]\nmax_concurrent_runs = 4\n\
+         [sandbox.defaults]\ndeadline = \"2s\"\n[sandbox.caps]\ndeadline = \"2s\"\n[scheduler]\nmax_runs_per_plugin = 2\n\
+         [outputs]\n[capabilities]\nallowed = [\"files\", \"snmp\"]\nfile_roots = [\"data\"]\n",
+    )
+    .expect("site.toml");
+    SiteConfig::load(&dir.join("site.toml")).expect("site")
+}
+
+fn runs_of(store: &SqliteStorage, plugin: &str) -> Vec<RunRecord> {
+    store
+        .recent_runs(Some(plugin), 1_000_000)
+        .unwrap_or_default()
+}
+
+fn count_for(runs: &[RunRecord], id: &str) -> usize {
+    runs.iter()
+        .filter(|r| r.resource_id.as_deref() == Some(id))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = Arc::new(write_site(dir.path()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run(site.clone(), AgentSettings::default(), async {
+        let _ = stop_rx.await;
+    }));
+
+    // Wait (hang guard 180 s: plugins compile in the background) until the
+    // flood is running at its cap and the neighbour has started.
+    let store = loop {
+        if let Ok(store) = SqliteStorage::open(&site.database) {
+            break store;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let waited = Instant::now();
+    while runs_of(&store, "flood").len() < 4 || runs_of(&store, "heartbeat").len() < GOOD {
+        assert!(
+            waited.elapsed() < Duration::from_secs(180),
+            "the flood and the neighbour never both ran"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Observe a window of 1 s schedules while the flood keeps both of its
+    // slots busy: the neighbour must get most of its windows.
+    let window = Duration::from_secs(10);
+    let before = runs_of(&store, "heartbeat");
+    tokio::time::sleep(window).await;
+    let after = runs_of(&store, "heartbeat");
+    for i in 0..GOOD {
+        let id = format!("good-{i}");
+        let ran = count_for(&after, &id) - count_for(&before, &id);
+        eprintln!("{id}: {ran} runs in {window:?}");
+        assert!(
+            ran >= window.as_secs() as usize / 2,
+            "{id}: {ran} runs in a window of {window:?} with a 1 s schedule"
+        );
+    }
+    assert!(
+        after.iter().all(|r| r.outcome == "ok"),
+        "the neighbour failed: {:?}",
+        after.iter().find(|r| r.outcome != "ok")
+    );
+
+    // Shutdown with ~3,000 jobs queued behind the flood's two slots: the
+    // queue is dropped, the two runs in flight end by their 2 s deadline.
+    let asked = Instant::now();
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .unwrap_or_else(|_| panic!("the agent did not stop within 60 s of being asked"))
+        .expect("agent task")
+        .expect("agent");
+    eprintln!("stopped {:?} after being asked", asked.elapsed());
+    let flood = runs_of(&store, "flood");
+    eprintln!("{} flood runs in all", flood.len());
+    assert!(flood.iter().all(|r| r.outcome == "trap.deadline"));
+}
