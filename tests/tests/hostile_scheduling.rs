@@ -5,10 +5,9 @@
 //! * The neighbour keeps its schedule: the hostile plugin holds at most
 //!   `max_runs_per_plugin` of the pool's slots, so the neighbour's runs
 //!   are never queued behind the flood.
-//! * Shutdown is bounded: thousands of queued jobs do not have to run
-//!   before the agent stops (the pool's fair semaphore used to make the
-//!   drain wait behind every one of them: 3,000 jobs x 2 s / 2 slots
-//!   = 50 minutes here), and what was still queued is dropped at once.
+//! * Shutdown is bounded and starts nothing new: thousands of queued jobs
+//!   are dropped at once (the scheduler closes its semaphores), the runs
+//!   in flight end by their deadline, and no run starts after the request.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -133,6 +132,10 @@ async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdow
     // Shutdown with ~3,000 jobs queued behind the flood's two slots: the
     // queue is dropped, the two runs in flight end by their 2 s deadline.
     let asked = Instant::now();
+    let asked_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(60), agent)
         .await
@@ -143,4 +146,19 @@ async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdow
     let flood = runs_of(&store, "flood");
     eprintln!("{} flood runs in all", flood.len());
     assert!(flood.iter().all(|r| r.outcome == "trap.deadline"));
+    // Nothing queued starts once shutdown has begun (the scheduler's last
+    // plan step can race the request by a few milliseconds). Before the
+    // semaphores were closed at shutdown, queued jobs kept starting runs
+    // while the drain waited its turn (seen: one 1.3 s after the request).
+    let neighbour = runs_of(&store, "heartbeat");
+    let late: Vec<&RunRecord> = flood
+        .iter()
+        .chain(&neighbour)
+        .filter(|r| r.started_at > asked_at + 0.5)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} runs started after shutdown was asked: {late:?}",
+        late.len()
+    );
 }

@@ -272,9 +272,10 @@ impl Scheduler {
     }
 
     /// Stops starting runs and waits, at most `shutdown_wait`, for those in
-    /// flight. Closing the semaphores first matters: they are fair, so a
-    /// drain that queued behind thousands of waiting jobs (a plugin with
-    /// 200,000 resources) used to wait for all of them to run.
+    /// flight, then cancels what is left. Closing the semaphores first
+    /// matters: they are fair, so a drain that queued for the whole pool
+    /// waited behind jobs queued before it, which kept starting runs after
+    /// shutdown was asked (`tests/tests/hostile_scheduling.rs`).
     async fn drain(&self) {
         self.pool.close();
         for slots in self
