@@ -29,12 +29,13 @@
 //!
 //! Limits: each reply waits at most the plugin's `timeout` (and never past
 //! the run's deadline), with `retries`; one request in flight per device
-//! across the host, the device held per attempt and shared fairly between
-//! plugins and resource owners, at most `max_requests_per_second_per_device`
-//! datagrams per second per device ([`client::DeviceGates`]); at most
+//! and credential entry across the host, held per attempt and shared fairly
+//! between plugins and resource owners, and at most
+//! `max_requests_per_second_per_device` datagrams per second per device
+//! ([`client::DeviceGates`] argues the numbers); at most
 //! `max_varbinds_per_run` varbinds and `max_bytes_per_run` bytes per run; at
 //! most `max_oids_per_request` OIDs per call, each checked against RFC 2578,
-//! and never a request longer than a datagram ([`client`] says why that
+//! and never a request longer than the library can encode ([`client`] says why that
 //! matters: the library panicked on it). Every call is also charged to the
 //! run's host-call quota.
 
