@@ -35,9 +35,9 @@
 //! ([`client::DeviceGates`] argues the numbers); at most
 //! `max_varbinds_per_run` varbinds and `max_bytes_per_run` bytes per run; at
 //! most `max_oids_per_request` OIDs per call, each checked against RFC 2578,
-//! and never a request longer than the library can encode ([`client`] says why that
-//! matters: the library panicked on it). Every call is also charged to the
-//! run's host-call quota.
+//! and never a request longer than the library can encode ([`client`] says
+//! why that matters: the library panicked on it). Every call is also
+//! charged to the run's host-call quota.
 
 pub mod client;
 pub mod settings;
