@@ -405,6 +405,22 @@ fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // Series budgets per plugin: who holds what, and what was refused.
+    for p in &health.sink_plugins {
+        let dropped: Vec<String> = p
+            .dropped
+            .iter()
+            .map(|(why, n)| format!("{why}={n}"))
+            .collect();
+        println!(
+            "  {} series of plugin {:?}: {}{}{}",
+            p.sink,
+            p.plugin,
+            p.series,
+            if dropped.is_empty() { "" } else { ", refused " },
+            dropped.join(" ")
+        );
+    }
     for (path, error) in &status.broken {
         println!("broken: {path}");
         for line in error.lines() {

@@ -987,6 +987,37 @@ mod tests {
     }
 
     #[test]
+    fn series_budgets_have_defaults_and_ceilings() {
+        let parse = |text: &str| {
+            let section: PrometheusSection = toml::from_str(text).expect("toml");
+            section.resolve(&|_, message| {
+                LocatedError::new(std::path::Path::new("site.toml"), 1, message)
+            })
+        };
+        let defaults = parse("").expect("defaults");
+        assert_eq!(
+            (defaults.max_series, defaults.max_series_per_plugin),
+            (1_000_000, DEFAULT_SERIES_PER_PLUGIN)
+        );
+        // A lower total lowers the default share with it.
+        let small = parse("max_series = 1000").expect("small");
+        assert_eq!(small.max_series_per_plugin, 1000);
+        let err = parse("max_series = 1000\nmax_series_per_plugin = 2000").expect_err("over");
+        assert!(
+            err.message
+                .contains("max_series_per_plugin (2000) exceeds outputs.prometheus.max_series"),
+            "{err}"
+        );
+        let err = parse("max_series_per_plugin = 0").expect_err("zero");
+        assert!(err.message.contains("1 to 50000000"), "{err}");
+        let err = parse("max_series = 60000000").expect_err("ceiling");
+        assert!(
+            err.message.contains("max_series must be 1 to 50000000"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn latest_values_with_types_and_labels() {
         let registry = SeriesRegistry::new(PrometheusSettings::default());
         registry.accept(&[group(
@@ -1188,7 +1219,8 @@ mod tests {
     fn names_that_collide_after_suffixing_are_refused() {
         let registry = SeriesRegistry::new(PrometheusSettings::default());
         let counter = ("x", MetricType::Counter, MetricValue::Unsigned(1));
-        let cases: Vec<(&str, Vec<(&str, MetricType, MetricValue)>)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, MetricType, MetricValue)>);
+        let cases: Vec<Case<'_>> = vec![
             // counter g_x: writes g_x_total (and reserves g_x_created).
             ("g", vec![counter]),
             // gauge g_x_total: the counter's sample name.

@@ -518,6 +518,7 @@ impl BatchWriter for PushgatewayWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn group_paths_are_safe_for_any_resource_id() {
@@ -570,6 +571,80 @@ mod tests {
             group_path("vigil", ""),
             "/metrics/job/vigil/instance@base64/="
         );
+    }
+
+    fn settings(max_series: usize, per_plugin: usize) -> PushgatewaySettings {
+        PushgatewaySettings {
+            name: "pg".into(),
+            url: "http://127.0.0.1:1".into(),
+            job: "vigil".into(),
+            username: None,
+            password: None,
+            stale_after: Duration::from_secs(600),
+            max_series,
+            max_series_per_plugin: per_plugin,
+            delivery: DeliverySettings {
+                buffer: 10,
+                delivery: super::super::delivery::Delivery::default(),
+                timeout: Duration::from_secs(1),
+            },
+        }
+    }
+
+    fn group(resource: &str, group_type: &str, metric: &str) -> SharedGroup {
+        use crate::model::{Datetime, Metric, MetricType, MetricValue, MetricsGroup, Resource};
+        let at = Datetime {
+            seconds: 1,
+            nanoseconds: 0,
+        };
+        Arc::new(MetricsGroup {
+            group_type: group_type.into(),
+            interval_seconds: 60,
+            creation_timestamp: at,
+            schema_version: "0.2".into(),
+            resource: Resource::named(resource, "127.0.0.1"),
+            dimensions: Vec::new(),
+            metrics: vec![Metric {
+                name: metric.into(),
+                value: MetricValue::Float(1.0),
+                type_: MetricType::Gauge,
+                creation_timestamp: at,
+            }],
+        })
+    }
+
+    #[test]
+    fn series_are_budgeted_per_plugin_and_the_gateways_names_refused() {
+        let settings = settings(100, 10);
+        let writer = PushgatewayWriter::new(&settings, Arc::default()).expect("writer");
+        let mut state = lock(&writer.state);
+        let flood: Vec<SharedGroup> = (0..50).map(|i| group(&format!("r{i}"), "g", "m")).collect();
+        let hog = vec![PluginName::from("hog"); flood.len()];
+        assert_eq!(state.fold(&settings, &flood, &hog, Vec::new()), 40);
+        let good = vec![
+            group("n1", "g", "m"),
+            // Named like what the Pushgateway adds itself, and like vigil's.
+            group("n1", "push", "time_seconds"),
+            group("n1", "vigil", "plugin_runs"),
+        ];
+        let plugins = vec![PluginName::from("good"); good.len()];
+        assert_eq!(state.fold(&settings, &good, &plugins, Vec::new()), 2);
+        let usage: BTreeMap<String, (u64, BTreeMap<String, u64>)> = state
+            .families
+            .plugin_usage()
+            .into_iter()
+            .map(|(plugin, series, dropped)| (plugin, (series, dropped)))
+            .collect();
+        assert_eq!(usage["hog"].0, 10);
+        assert_eq!(usage["hog"].1.get("plugin_series_limit"), Some(&40));
+        assert_eq!(usage["good"].0, 1);
+        assert_eq!(usage["good"].1.get("reserved_name"), Some(&2));
+        // Only resources with series are pushed.
+        assert_eq!(state.dirty.len(), 11);
+        let body = state.body("n1").expect("n1's body");
+        assert!(body.contains("g_m{resource_id=\"n1\""), "{body}");
+        assert!(!body.contains("push_time_seconds"), "{body}");
+        assert!(state.body("r49").is_none());
     }
 
     #[test]
