@@ -15,7 +15,11 @@
 //!   host serves the next run;
 //! - resources aliased onto a healthy device with a credential it ignores,
 //!   and a plugin flooding the same device, do not starve the legitimate
-//!   polls (success counts, not times).
+//!   polls (success counts, not times);
+//! - the reported theft end to end: takeover and other-site discovery
+//!   plugins in a whole host, with the real store and scheduler;
+//! - a panic inside the SNMP library (an agent's 40,000-byte v3 engine id)
+//!   ends that one call and is counted; the host keeps serving.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -837,4 +841,148 @@ fn a_discovery_plugin_cannot_steal_a_credential_through_the_whole_host() {
     assert!(!probes.iter().any(|(id, _)| id == "remote-1"), "{probes:?}");
     assert_eq!(capture.count(), 0, "the listener was sent something");
     assert!(!capture.heard(secret));
+}
+
+// --- a panic inside the library ----------------------------------------------
+
+fn ber(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    if body.len() < 0x80 {
+        out.push(body.len() as u8);
+    } else {
+        let len = body.len().to_be_bytes();
+        let significant: Vec<u8> = len.iter().copied().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | significant.len() as u8);
+        out.extend(significant);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn ber_int(value: u8) -> Vec<u8> {
+    ber(0x02, &[value])
+}
+
+/// An SNMPv3 discovery report (unauthenticated) announcing an engine id
+/// of `engine_id_len` bytes, far past RFC 3411's 32.
+fn discovery_report(engine_id_len: usize) -> Vec<u8> {
+    let security = ber(
+        0x30,
+        &[
+            ber(0x04, &vec![0x80; engine_id_len]),
+            ber_int(1),
+            ber_int(1),
+            ber(0x04, b""),
+            ber(0x04, b""),
+            ber(0x04, b""),
+        ]
+        .concat(),
+    );
+    // usmStatsUnknownEngineIDs.0 = 1
+    let varbind = ber(
+        0x30,
+        &[
+            ber(0x06, &[0x2b, 6, 1, 6, 3, 15, 1, 1, 4, 0]),
+            ber(0x41, &[1]),
+        ]
+        .concat(),
+    );
+    let report = ber(
+        0xa8,
+        &[ber_int(1), ber_int(0), ber_int(0), ber(0x30, &varbind)].concat(),
+    );
+    let scoped = ber(0x30, &[ber(0x04, b""), ber(0x04, b""), report].concat());
+    let global = ber(
+        0x30,
+        &[
+            ber_int(1),
+            ber(0x02, &[0x00, 0xff, 0xe3]),
+            ber(0x04, &[0]),
+            ber_int(3),
+        ]
+        .concat(),
+    );
+    ber(
+        0x30,
+        &[ber_int(3), global, ber(0x04, &security), scoped].concat(),
+    )
+}
+
+/// An agent whose v3 engine id is 40,000 bytes: the library stores it and
+/// then panics encoding the request that repeats it. The panic ends that
+/// call as `malformed-response`, is counted, and the same host keeps
+/// serving other devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_the_library_ends_one_call_only() {
+    use vigil_host::capabilities::snmp::{RequestOptions, SnmpError, SnmpRun, SnmpService};
+    let agent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    agent
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let endpoint = agent.local_addr().expect("address").to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let report = discovery_report(40_000);
+    assert!(report.len() < 65_507);
+    let agent_thread = {
+        let (stop, received) = (stop.clone(), received.clone());
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65_535];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = agent.recv_from(&mut buffer) {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    let _ = agent.send_to(&report, peer);
+                }
+            }
+        })
+    };
+    let healthy = Snmpd::start(SnmpdConfig {
+        communities: vec!["public".to_owned()],
+        ..SnmpdConfig::default()
+    })
+    .expect("snmpd");
+    let text = "[site]\nname = \"lab\"\n\
+        [[snmp.credentials]]\nfilter = 'resource_id = \"odd\"'\nnetworks = [\"127.0.0.0/8\"]\nversion = \"3\"\nuser = \"probe\"\n\
+        [[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"2c\"\ncommunity = \"public\"\n";
+    let site = SiteConfig::parse(std::path::Path::new("/etc/vigil/site.toml"), text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let service = Arc::new(SnmpService::new(site.snmp));
+    let options = RequestOptions {
+        timeout: Duration::from_secs(2),
+        retries: 1,
+        max_repetitions: 25,
+    };
+    let soon = || std::time::Instant::now() + Duration::from_secs(10);
+    for call in 1..=3u64 {
+        let mut odd = SnmpRun::new(
+            service.clone(),
+            resource("odd", "lab", &endpoint, "inventory"),
+            options,
+        );
+        let error = odd
+            .get(vec!["1.3.6.1.2.1.1.3.0".to_owned()], soon())
+            .await
+            .expect_err("the library panics on this agent");
+        assert!(
+            matches!(&error, SnmpError::MalformedResponse(m) if m.contains("the SNMP library failed on this exchange")),
+            "{error:?}"
+        );
+        assert_eq!(service.caught_panics(), call);
+        // The healthy device, through the same host-wide service.
+        let mut good = SnmpRun::new(
+            service.clone(),
+            resource("good", "lab", &healthy.endpoint(), "inventory"),
+            options,
+        );
+        let got = good
+            .get(vec!["1.3.6.1.2.1.1.3.0".to_owned()], soon())
+            .await
+            .expect("healthy device");
+        assert_eq!(got.len(), 1);
+    }
+    // Each call reached the agent (its discovery) and went no further.
+    assert!(received.load(Ordering::Relaxed) >= 3);
+    assert_eq!(service.busy_devices(), 0);
+    stop.store(true, Ordering::Relaxed);
+    agent_thread.join().expect("agent");
 }
