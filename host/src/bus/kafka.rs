@@ -1311,7 +1311,14 @@ pub async fn run_publisher<B: Into<Batch>>(
     topic: Topic,
 ) -> PublisherStats {
     while let Some(batch) = rx.recv().await {
-        publisher.publish_batch(topic, &batch.into());
+        // Encoding is CPU work linear in the batch: off the runtime.
+        let batch: Batch = batch.into();
+        let publishing = publisher.clone();
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || publishing.publish_batch(topic, &batch)).await
+        {
+            tracing::error!("kafka: publishing a batch failed: {e}");
+        }
     }
     let started = Instant::now();
     let flushed = publisher.flush(CLOSE_FLUSH_TIMEOUT).await;
@@ -1361,6 +1368,42 @@ struct Received {
     payload: Option<Vec<u8>>,
     /// Its [`PLUGIN_HEADER`], if any.
     plugin: Option<PluginName>,
+}
+
+/// Decodes `batch` on tokio's blocking pool: its metrics groups with their
+/// producers, and (partition, offset, error) of each message that is not
+/// one. Should the decoding task fail, every message counts as undecodable.
+async fn decode_off_runtime(batch: &Arc<Vec<Received>>) -> (Batch, Vec<(i32, i64, String)>) {
+    let shared = batch.clone();
+    let decode = move || {
+        let unknown = PluginName::from(UNKNOWN_PLUGIN);
+        let mut groups = Batch::default();
+        let mut failures = Vec::new();
+        for received in shared.iter() {
+            let decoded = match &received.payload {
+                Some(payload) => decode_metrics_group(payload),
+                None => Err(anyhow::anyhow!("the message has no payload")),
+            };
+            match decoded {
+                Ok(group) => {
+                    let plugin = received.plugin.clone().unwrap_or_else(|| unknown.clone());
+                    groups.push(plugin, group);
+                }
+                Err(e) => failures.push((received.partition, received.offset, format!("{e:#}"))),
+            }
+        }
+        (groups, failures)
+    };
+    match tokio::task::spawn_blocking(decode).await {
+        Ok(decoded) => decoded,
+        Err(e) => (
+            Batch::default(),
+            batch
+                .iter()
+                .map(|r| (r.partition, r.offset, format!("decoding failed: {e}")))
+                .collect(),
+        ),
+    }
 }
 
 /// Consumes `topic` as a member of consumer group `group_id` until
@@ -1504,37 +1547,28 @@ where
             }
         }
 
-        let unknown = PluginName::from(UNKNOWN_PLUGIN);
-        let producer = |received: &Received| received.plugin.clone().unwrap_or(unknown.clone());
-        let mut groups = Batch::default();
-        for received in &batch {
-            let decoded = match &received.payload {
-                Some(payload) => decode_metrics_group(payload),
-                None => Err(anyhow::anyhow!("the message has no payload")),
-            };
-            match decoded {
-                Ok(group) => groups.push(producer(received), group),
-                Err(e) => {
-                    report.undecodable += 1;
-                    // A topic full of something else would flood the log:
-                    // one warning per period, the rest at debug level.
-                    if undecodable_warning.ready(epoch.elapsed().as_millis() as u64) {
-                        tracing::warn!(
-                            topic = %name,
-                            partition = received.partition,
-                            offset = received.offset,
-                            undecodable_total = report.undecodable,
-                            "kafka: skipping a message that is not a metrics group: {e:#}"
-                        );
-                    } else {
-                        tracing::debug!(
-                            topic = %name,
-                            partition = received.partition,
-                            offset = received.offset,
-                            "kafka: skipping a message that is not a metrics group: {e:#}"
-                        );
-                    }
-                }
+        // Decoding is CPU work linear in the batch: off the runtime.
+        let batch = Arc::new(batch);
+        let (groups, failures) = decode_off_runtime(&batch).await;
+        for (partition, offset, e) in failures {
+            report.undecodable += 1;
+            // A topic full of something else would flood the log: one
+            // warning per period, the rest at debug level.
+            if undecodable_warning.ready(epoch.elapsed().as_millis() as u64) {
+                tracing::warn!(
+                    topic = %name,
+                    partition,
+                    offset,
+                    undecodable_total = report.undecodable,
+                    "kafka: skipping a message that is not a metrics group: {e}"
+                );
+            } else {
+                tracing::debug!(
+                    topic = %name,
+                    partition,
+                    offset,
+                    "kafka: skipping a message that is not a metrics group: {e}"
+                );
             }
         }
 
@@ -1544,19 +1578,10 @@ where
             let mut backoff = RETRY_BACKOFF.0;
             loop {
                 // A retry decodes the batch again rather than keeping a copy.
-                let groups = offer.take().unwrap_or_else(|| {
-                    let mut groups = Batch::default();
-                    for received in &batch {
-                        if let Some(group) = received
-                            .payload
-                            .as_deref()
-                            .and_then(|p| decode_metrics_group(p).ok())
-                        {
-                            groups.push(producer(received), group);
-                        }
-                    }
-                    groups
-                });
+                let groups = match offer.take() {
+                    Some(groups) => groups,
+                    None => decode_off_runtime(&batch).await.0,
+                };
                 match handler(groups).await {
                     Ok(()) => break,
                     Err(e) => {
@@ -1581,7 +1606,7 @@ where
 
         // Accepted (or undecodable): commit past it.
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for received in &batch {
+        for received in batch.iter() {
             let entry = next
                 .entry(received.partition)
                 .or_insert(received.offset + 1);

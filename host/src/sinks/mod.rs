@@ -494,10 +494,21 @@ impl SinkSet {
 
     /// Resources that expired: their series leave the registry and their
     /// Pushgateway groups are deleted.
+    /// The registry's part runs on tokio's blocking pool when there is a
+    /// runtime (it waits for the registry's lock, which a large accept or
+    /// scrape may hold).
     pub fn resources_expired(&self, ids: &[String]) {
         if let Some(registry) = &self.prometheus {
-            for id in ids {
-                registry.forget_resource(id);
+            let registry = registry.clone();
+            let ids = ids.to_vec();
+            let forget = move || {
+                for id in &ids {
+                    registry.forget_resource(id);
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(forget)),
+                Err(_) => forget(),
             }
         }
         for expiries in &self.pushgateways {

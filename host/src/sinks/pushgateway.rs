@@ -464,6 +464,13 @@ impl BatchWriter for PushgatewayWriter {
         }
         let mut refused_groups = 0;
         let mut last_refusal = String::new();
+        // Groups per resource, for counting what a refusal cost (once,
+        // not a scan of the batch per refused resource).
+        let mut groups_of: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::new();
+        for group in batch {
+            *groups_of.entry(group.resource.id.as_str()).or_default() += 1;
+        }
         for chunk in dirty.chunks(RENDER_CHUNK) {
             let ids = chunk.to_vec();
             let bodies = self
@@ -491,10 +498,7 @@ impl BatchWriter for PushgatewayWriter {
                         // (e.g. a name another job pushes with another
                         // type); the others still go.
                         lock(&self.state).dirty.remove(&id);
-                        refused_groups += batch
-                            .iter()
-                            .filter(|g| g.resource.id.as_str() == &*id)
-                            .count();
+                        refused_groups += groups_of.get(&*id).copied().unwrap_or(0);
                         last_refusal = message;
                     }
                 }
