@@ -88,6 +88,7 @@ impl Site {
             .frequency(every)
             .set("capabilities", "files", "../data")
             .set("json_file", "path", "resources.json")
+            .set("main", "sites", "lab")
             .write(&self.plugins(), "inventory")
     }
 

@@ -513,6 +513,7 @@ fn poll_under_write_load(
         std::thread::spawn(move || {
             let policy = ResourcePolicy {
                 site: "local".into(),
+                sites: Vec::new(),
                 default_ttl: 600.0,
                 max_ttl: 3600.0,
                 max_resources: 1_000_000,

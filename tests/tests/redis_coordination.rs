@@ -120,6 +120,7 @@ async fn membership_waits_for_the_join_grace_and_drops_the_silent() {
 fn policy(default_ttl: f64) -> ResourcePolicy {
     ResourcePolicy {
         site: "lab".into(),
+        sites: Vec::new(),
         default_ttl,
         max_ttl: 86_400.0,
         max_resources: 10_000,

@@ -257,6 +257,7 @@ fn summary(added: usize, refreshed: usize) -> UpsertSummary {
 fn policy(default_ttl: f64) -> ResourcePolicy {
     ResourcePolicy {
         site: "lab".into(),
+        sites: Vec::new(),
         default_ttl,
         max_ttl: 7.0 * 86_400.0,
         max_resources: 10_000,
@@ -792,7 +793,8 @@ fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
     Ok(())
 }
 
-/// A host runs one site: an empty site becomes it, another is refused.
+/// A plugin reports in its configured sites only (the host's by default):
+/// an empty site becomes the first, another is refused.
 fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
     let mut elsewhere = resource("x", 0);
     elsewhere.site = "dc9".into();
@@ -815,6 +817,35 @@ fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
     let live = store.live_resources(1000.0)?;
     assert_eq!(ids(&live), ["y", "z"]);
     assert!(live.iter().all(|r| r.resource.site == "lab"));
+
+    // A plugin configured for sites (`[main] sites = lab1, lab2`) may
+    // report in those, an empty site becomes the first, others are refused.
+    let configured = ResourcePolicy {
+        site: "lab1".into(),
+        sites: vec!["lab1".into(), "lab2".into()],
+        ..policy(100.0)
+    };
+    let sited = |id: &str, site: &str| {
+        let mut r = resource(id, 0);
+        r.site = site.into();
+        r
+    };
+    let got = store.upsert_resources(
+        "multi",
+        &[sited("m1", "lab2"), sited("m2", ""), sited("m3", "lab")],
+        &configured,
+        1000.0,
+    )?;
+    assert_eq!((got.added, got.wrong_site), (2, 1), "{got:?}");
+    let live = store.live_resources(1000.0)?;
+    let site_of = |id: &str| {
+        live.iter()
+            .find(|r| r.resource.id == id)
+            .map(|r| r.resource.site.clone())
+    };
+    assert_eq!(site_of("m1").as_deref(), Some("lab2"));
+    assert_eq!(site_of("m2").as_deref(), Some("lab1"));
+    assert_eq!(site_of("m3"), None);
     Ok(())
 }
 
@@ -869,7 +900,7 @@ fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
         max_ttl: Duration::from_secs(3600),
     };
     // The ini says a year.
-    let policy = settings.policy(Duration::from_secs(365 * 86_400), 10);
+    let policy = settings.policy(Duration::from_secs(365 * 86_400), 10, &[]);
     let mut forever = resource("forever", u64::MAX);
     forever.creation_timestamp = at(4_000_000_000, 0);
     let got = store.upsert_resources(

@@ -122,9 +122,11 @@ impl Executor {
 
         match report.outcome {
             RunOutcome::Ok(RunOutput::Resources(resources)) => {
-                let policy = self
-                    .resources
-                    .policy(manifest.resource_ttl, manifest.limits.max_resources);
+                let policy = self.resources.policy(
+                    manifest.resource_ttl,
+                    manifest.limits.max_resources,
+                    &manifest.sites,
+                );
                 detail = self
                     .store_resources(&manifest.name, resources, policy, now)
                     .await;

@@ -246,6 +246,9 @@ pub struct PluginManifest {
     /// Discovery plugins: how long a resource lives when the plugin does not
     /// give it a TTL (`[main] resource_ttl`, default 3 schedule intervals).
     pub resource_ttl: Duration,
+    /// Sites this discovery plugin may report resources in (`[main]
+    /// sites`); empty means the host's own site only.
+    pub sites: Vec<String>,
     /// Enrichment plugins: how long their groups stay cached at most.
     pub enrichment_ttl: Option<Duration>,
     /// Polling plugins: cached enrichment namespaces they may read
@@ -411,6 +414,28 @@ impl PluginManifest {
             }
         }
         let [(_, resource_ttl), (_, enrichment_ttl), _] = durations;
+        // `[main] sites`: the sites a discovery plugin may report resources
+        // in (default: the host's own). The operator's choice, so a plugin
+        // cannot put a resource into another site's credentials.
+        let mut sites = Vec::new();
+        if let Some(entry) = main.and_then(|s| s.get("sites")) {
+            for item in entry.value.split(',').map(str::trim) {
+                if item.is_empty() || item.len() > 256 || item.chars().any(char::is_control) {
+                    check.at(
+                        entry,
+                        format!("[main] sites: {item:?} is not a site name (1 to 256 characters, no control characters)"),
+                    );
+                } else if !sites.iter().any(|s| s == item) {
+                    sites.push(item.to_owned());
+                }
+            }
+            if kind.is_some_and(|k| k != PluginKind::Discovery) {
+                check.at(
+                    entry,
+                    "[main] sites applies to discovery plugins only".to_owned(),
+                );
+            }
+        }
 
         let preload = match doc.section("enrichment").and_then(|s| s.get("preload")) {
             None => Vec::new(),
@@ -465,6 +490,7 @@ impl PluginManifest {
                     schedule,
                     resource_filter,
                     resource_ttl,
+                    sites,
                     enrichment_ttl,
                     preload,
                     transforms,
@@ -727,4 +753,43 @@ fn plugin_sections(doc: &IniDocument) -> PluginSections {
         })
         .collect();
     PluginSections::new(sections)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PluginManifest, ManifestErrors> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("inventory.wasm"), b"\0asm").expect("module");
+        PluginManifest::parse(
+            &dir.path().join("p.vigil-plugin"),
+            text,
+            &SiteConfig::embedded(),
+        )
+    }
+
+    const DISCOVERY: &str =
+        "[Core]\nName = inventory\nKind = discovery\nModule = inventory.wasm\n[main]\nexecute_frequency = 60\n";
+
+    #[test]
+    fn sites_are_the_operators_list() {
+        let manifest = parse(&format!("{DISCOVERY}sites = lab1, lab2, lab1\n")).expect("valid");
+        assert_eq!(manifest.sites, ["lab1", "lab2"]);
+        assert!(parse(DISCOVERY).expect("valid").sites.is_empty());
+
+        let error = parse(&format!("{DISCOVERY}sites = lab1, ,lab2\n"))
+            .expect_err("an empty name")
+            .to_string();
+        assert!(
+            error.contains("p.vigil-plugin:7: [main] sites: \"\" is not a site name"),
+            "{error}"
+        );
+        let polling = DISCOVERY.replace("discovery", "polling") + "sites = lab1\n";
+        let error = parse(&polling).expect_err("not discovery").to_string();
+        assert!(
+            error.contains("sites applies to discovery plugins only"),
+            "{error}"
+        );
+    }
 }

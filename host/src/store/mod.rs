@@ -109,10 +109,16 @@ impl ResourceSettings {
 
     /// The policy for one run of a discovery plugin whose ini says
     /// `resource_ttl` and whose limits allow `max_resources`.
-    pub fn policy(&self, resource_ttl: Duration, max_resources: u64) -> ResourcePolicy {
+    pub fn policy(
+        &self,
+        resource_ttl: Duration,
+        max_resources: u64,
+        sites: &[String],
+    ) -> ResourcePolicy {
         let max_ttl = self.max_ttl.as_secs_f64().max(1.0);
         ResourcePolicy {
-            site: self.site.clone(),
+            site: sites.first().unwrap_or(&self.site).clone(),
+            sites: sites.to_vec(),
             default_ttl: resource_ttl.as_secs_f64().clamp(1.0, max_ttl),
             max_ttl,
             max_resources,
@@ -158,8 +164,12 @@ impl ResourcesSection {
 /// limits, never by the plugin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourcePolicy {
-    /// The host's site: an empty site becomes it, any other is refused.
+    /// The site an empty resource site becomes: the plugin's first
+    /// configured site, else the host's.
     pub site: String,
+    /// Further sites the plugin is configured for (`[main] sites`); a
+    /// resource in any other site is refused.
+    pub sites: Vec<String>,
     /// TTL of resources that give none (seconds, already within `max_ttl`).
     pub default_ttl: f64,
     /// Ceiling on every TTL (seconds).
@@ -285,7 +295,7 @@ pub fn prepare_batch(
             summary.refuse(Refusal::Duplicate { id: r.id.clone() });
             continue;
         }
-        if !r.site.is_empty() && r.site != policy.site {
+        if !r.site.is_empty() && r.site != policy.site && !policy.sites.contains(&r.site) {
             summary.refuse(Refusal::Site {
                 id: r.id.clone(),
                 site: r.site.clone(),
@@ -294,7 +304,9 @@ pub fn prepare_batch(
         }
         let ttl = policy.ttl(r);
         let mut r = r.clone();
-        r.site = policy.site.clone();
+        if r.site.is_empty() {
+            r.site = policy.site.clone();
+        }
         r.creation_plugin = plugin.to_owned();
         r.creation_timestamp = Datetime::from_seconds(now);
         r.ttl_seconds = ttl as u64;
@@ -471,7 +483,7 @@ mod tests {
             assert!(error.message.contains("resources.max_ttl"), "{error}");
         }
         // The ini's resource_ttl and the plugin's own TTL are clamped.
-        let policy = settings.policy(Duration::from_secs(86_400), 5);
+        let policy = settings.policy(Duration::from_secs(86_400), 5, &[]);
         assert_eq!((policy.default_ttl, policy.max_ttl), (7200.0, 7200.0));
         let mut r = Resource::named("r", "127.0.0.1");
         r.ttl_seconds = u64::MAX;

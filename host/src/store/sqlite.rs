@@ -462,8 +462,11 @@ mod tests {
     fn resources_belong_to_their_first_discoverer_and_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
-        let policy = crate::store::ResourceSettings::new("lab")
-            .policy(std::time::Duration::from_secs(100), 10);
+        let policy = crate::store::ResourceSettings::new("lab").policy(
+            std::time::Duration::from_secs(100),
+            10,
+            &[],
+        );
         let summary = store
             .upsert_resources(
                 "disco",
