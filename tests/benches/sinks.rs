@@ -328,6 +328,17 @@ fn influxdb(groups: usize) {
             settings.delivery.delivery,
         ));
         buffer.push(&batch);
+        // Closing starts the shutdown grace (5 s): wait for the delivery
+        // first, by its count.
+        while (buffer
+            .counters
+            .snapshot("influxdb", "influxdb", 0, 0)
+            .delivered as usize)
+            < groups
+        {
+            assert!(!task.is_finished(), "the delivery loop stopped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         buffer.close();
         task.await.expect("delivery");
     });

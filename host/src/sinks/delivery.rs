@@ -9,7 +9,8 @@
 //! # Shutdown is bounded
 //!
 //! Once the buffer is closed, the sink has [`Delivery::shutdown_grace`]
-//! (5 s by default, [`SHUTDOWN_GRACE`]) to deliver what it holds, counted
+//! (5 s by default, [`SHUTDOWN_GRACE`]; the `shutdown_grace` key of a sink's
+//! section, 100 ms to 120 s) to deliver what it holds, counted
 //! from the moment of the close, **including a send already in flight**:
 //! a server that accepts connections and never answers (a request timeout
 //! may be up to 300 s) does not stretch it. At the deadline the send in
@@ -17,6 +18,9 @@
 //! dropped (`shutdown`) and logged in one line with the count. So
 //! [`super::SinkSet::close`] returns within the grace (all sinks count it
 //! from the same moment) plus one encoding step, whatever the servers do.
+//! A healthy sink with a backlog delivers what it can in that time (the
+//! bench delivers ~4,500 groups/s into InfluxDB over one connection, so
+//! about 20,000 groups fit in 5 s); the rest is counted, not waited for.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -228,6 +228,7 @@ pub struct InfluxSection {
     batch_size: Option<Spanned<u32>>,
     flush_interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 /// By hand, because an inline password or token would show in a derived
@@ -253,6 +254,7 @@ impl fmt::Debug for InfluxSection {
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
             .field("timeout", &self.timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -410,6 +412,7 @@ impl InfluxSection {
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
             timeout: self.timeout,
+            shutdown_grace: self.shutdown_grace,
         }
         .resolve(&what, 100_000, at)?;
         Ok(InfluxSettings {

@@ -18,7 +18,9 @@
 //! plugin ([`buffer::PluginSeries`]), which the bus carries with every
 //! group ([`crate::bus::Batch`]).
 //!
-//! Stopping is bounded: see [`SinkSet::close`] and [`delivery`].
+//! Stopping is bounded: see [`SinkSet::close`] and [`delivery`]; each
+//! networked sink's `shutdown_grace` (default 5 s, 100 ms to 120 s) is the
+//! most it delays a stop.
 
 pub mod buffer;
 pub mod delivery;
@@ -131,6 +133,8 @@ pub struct DeliverySection {
     pub flush_interval: Option<Spanned<String>>,
     /// Per request.
     pub timeout: Option<Spanned<String>>,
+    /// How long a stopping sink may keep delivering (see [`delivery`]).
+    pub shutdown_grace: Option<Spanned<String>>,
 }
 
 /// Buffer bound and request timeout of a networked sink.
@@ -177,6 +181,14 @@ impl DeliverySection {
                 &format!("{what}.flush_interval"),
                 flush,
                 Duration::from_millis(10)..=Duration::from_secs(300),
+                at,
+            )?;
+        }
+        if let Some(grace) = &self.shutdown_grace {
+            settings.delivery.shutdown_grace = duration_in_range(
+                &format!("{what}.shutdown_grace"),
+                grace,
+                SHUTDOWN_GRACE_RANGE,
                 at,
             )?;
         }
@@ -240,6 +252,11 @@ pub fn duration_in_range(
         ))
     }
 }
+
+/// `shutdown_grace` of a networked sink: what `vigil` waits for a sink at
+/// shutdown at most (default [`delivery::SHUTDOWN_GRACE`], 5 s).
+pub const SHUTDOWN_GRACE_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(120);
 
 /// How long a series may go without an update before a sink forgets it.
 pub const STALE_AFTER_RANGE: std::ops::RangeInclusive<Duration> =
@@ -600,6 +617,26 @@ mod tests {
                 creation_timestamp: at,
             }],
         }
+    }
+
+    #[test]
+    fn the_shutdown_grace_has_a_default_and_a_ceiling() {
+        let parse = |text: &str| {
+            let section: DeliverySection = toml::from_str(text).expect("toml");
+            section.resolve("outputs.influxdb[0]", 10, &|_, message| {
+                LocatedError::new(std::path::Path::new("site.toml"), 1, message)
+            })
+        };
+        let default = parse("").expect("default");
+        assert_eq!(default.delivery.shutdown_grace, delivery::SHUTDOWN_GRACE);
+        let set = parse("shutdown_grace = \"30s\"").expect("30s");
+        assert_eq!(set.delivery.shutdown_grace, Duration::from_secs(30));
+        let err = parse("shutdown_grace = \"1h\"").expect_err("too long");
+        assert!(
+            err.message
+                .contains("outputs.influxdb[0].shutdown_grace must be"),
+            "{err}"
+        );
     }
 
     /// Through the embedded bus: a plugin that floods series fills its own

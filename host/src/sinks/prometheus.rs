@@ -279,6 +279,9 @@ pub struct Families {
     /// Families in name order (`ranks[family]` is its position), rebuilt
     /// when families changed.
     ranks: Vec<u32>,
+    /// Scratch space of [`Families::accept`], kept between groups.
+    incoming: Vec<(u32, usize)>,
+    fresh: Vec<(u32, usize)>,
 }
 
 /// Why a group's metric was not kept.
@@ -423,8 +426,9 @@ impl Families {
     ) -> Option<DropReason> {
         let plugin = self.plugin(plugin);
         let mut dropped = None;
-        // (family, position in the group): the last of a family wins.
-        let mut incoming: Vec<(u32, usize)> = Vec::with_capacity(group.metrics.len());
+        // (family, position in the group), in the group's order.
+        let mut incoming = std::mem::take(&mut self.incoming);
+        incoming.clear();
         for (position, metric) in group.metrics.iter().enumerate() {
             match self.family(&group.group_type, metric) {
                 Ok(index) => incoming.push((index, position)),
@@ -434,17 +438,8 @@ impl Families {
                 }
             }
         }
-        incoming.sort_by_key(|&(family, _)| family);
-        incoming.dedup_by(|later, earlier| {
-            if later.0 == earlier.0 {
-                // Keep the later position in the surviving slot.
-                earlier.1 = later.1;
-                true
-            } else {
-                false
-            }
-        });
         if incoming.is_empty() {
+            self.incoming = incoming;
             return dropped;
         }
         let id = label_set_id(labels);
@@ -453,12 +448,17 @@ impl Families {
             resources,
             plugins,
             series,
+            fresh,
             ..
         } = self;
-        let set = sets.entry(id).or_insert_with(|| LabelSet {
-            labels: labels.into(),
-            resource: Arc::from(group.resource.id.as_str()),
-            samples: Vec::new(),
+        let mut created = false;
+        let set = sets.entry(id).or_insert_with(|| {
+            created = true;
+            LabelSet {
+                labels: labels.into(),
+                resource: Arc::from(group.resource.id.as_str()),
+                samples: Vec::with_capacity(incoming.len()),
+            }
         });
         let mut refusals: Vec<(DropReason, u64)> = Vec::new();
         let mut refuse = |why: DropReason, dropped: &mut Option<DropReason>| {
@@ -468,53 +468,66 @@ impl Families {
                 None => refusals.push((why, 1)),
             }
         };
-        // Merge the sorted incoming metrics into the sorted samples.
-        let old = std::mem::take(&mut set.samples);
-        let mut merged = Vec::with_capacity(old.len() + incoming.len());
-        let mut old = old.into_iter().peekable();
-        for (family, position) in incoming {
-            while let Some(sample) = old.next_if(|s| s.family < family) {
-                merged.push(sample);
-            }
-            let value = group.metrics[position].value.into();
-            match old.next_if(|s| s.family == family) {
-                Some(mut sample) => {
+        // Known series update in place (samples are sorted by family: a
+        // binary search each); the rest are new. Within a group the last
+        // metric of a family wins.
+        fresh.clear();
+        for &(family, position) in &incoming {
+            match set.samples.binary_search_by_key(&family, |s| s.family) {
+                Ok(at) => {
+                    let sample = &mut set.samples[at];
                     if sample.plugin == plugin {
-                        sample.value = value;
+                        sample.value = group.metrics[position].value.into();
                         sample.updated = now;
                     } else {
                         refuse(reason::OTHER_PLUGIN, &mut dropped);
                     }
-                    merged.push(sample);
                 }
-                None if plugins[plugin as usize].series >= limits.max_series_per_plugin => {
+                Err(_) => fresh.push((family, position)),
+            }
+        }
+        if !fresh.is_empty() {
+            // Stable, so of one family's metrics the last stays last.
+            fresh.sort_by_key(|&(family, _)| family);
+            fresh.dedup_by(|later, earlier| {
+                if later.0 == earlier.0 {
+                    earlier.1 = later.1;
+                    true
+                } else {
+                    false
+                }
+            });
+            let before = set.samples.len();
+            for &(family, position) in fresh.iter() {
+                if plugins[plugin as usize].series >= limits.max_series_per_plugin {
                     refuse(reason::PLUGIN_SERIES_LIMIT, &mut dropped);
-                }
-                None if *series >= limits.max_series => {
+                } else if *series >= limits.max_series {
                     refuse(reason::SERIES_LIMIT, &mut dropped);
-                }
-                None => {
-                    merged.push(Sample {
+                } else {
+                    set.samples.push(Sample {
                         family,
                         plugin,
-                        value,
+                        value: group.metrics[position].value.into(),
                         updated: now,
                     });
                     plugins[plugin as usize].series += 1;
                     *series += 1;
                 }
             }
+            if before > 0 && set.samples.len() > before {
+                // Two sorted runs: the stable sort merges them in one pass.
+                set.samples.sort_by_key(|s| s.family);
+            }
         }
-        merged.extend(old);
-        if merged.is_empty() {
+        if set.samples.is_empty() {
             sets.remove(&id);
-        } else {
-            set.samples = merged;
+        } else if created {
             resources
                 .entry(Arc::from(group.resource.id.as_str()))
                 .or_default()
                 .insert(id);
         }
+        self.incoming = incoming;
         for (why, n) in refusals {
             self.refused(plugin, why, n);
         }
@@ -641,30 +654,44 @@ impl Families {
         }
     }
 
-    /// Writes every family with its series.
+    /// Writes every family with its series (samples bucketed by family:
+    /// linear in the series, plus sorting the family names).
     pub fn render(&mut self, doc: &mut Exposition) {
         self.rank();
-        let sets: Vec<&LabelSet> = self.sets.values().collect();
-        self.write(doc, &sets);
+        let mut by_family: Vec<Vec<(&str, SampleValue)>> = vec![Vec::new(); self.families.len()];
+        for set in self.sets.values() {
+            for sample in &set.samples {
+                by_family[sample.family as usize].push((&set.labels, sample.value));
+            }
+        }
+        let mut order = vec![0u32; self.families.len()];
+        for (family, rank) in self.ranks.iter().enumerate() {
+            order[*rank as usize] = family as u32;
+        }
+        for family in order {
+            let series = &by_family[family as usize];
+            if series.is_empty() {
+                continue;
+            }
+            let family = &self.families[family as usize];
+            doc.family(&family.name, family.kind, &family.help);
+            for (labels, value) in series {
+                doc.sample(&family.sample_name, labels, *value);
+            }
+        }
     }
 
     /// Writes the families of resource `id`'s series (the Pushgateway
-    /// group of that resource); false when it has none.
+    /// group of that resource); false when it has none. Linear in that
+    /// resource's series (plus their sort by family name).
     pub fn render_resource(&mut self, id: &str, doc: &mut Exposition) -> bool {
         self.rank();
         let Some(ids) = self.resources.get(id) else {
             return false;
         };
-        let sets: Vec<&LabelSet> = ids.iter().filter_map(|id| self.sets.get(id)).collect();
-        self.write(doc, &sets);
-        true
-    }
-
-    /// Writes the samples of `sets`, grouped by family in name order.
-    /// Needs fresh `ranks`.
-    fn write(&self, doc: &mut Exposition, sets: &[&LabelSet]) {
-        let mut samples: Vec<(u32, u32, &str, SampleValue)> = sets
+        let mut samples: Vec<(u32, u32, &str, SampleValue)> = ids
             .iter()
+            .filter_map(|id| self.sets.get(id))
             .flat_map(|set| {
                 set.samples.iter().map(|s| {
                     let rank = self.ranks.get(s.family as usize).copied().unwrap_or(0);
@@ -682,6 +709,7 @@ impl Families {
             }
             doc.sample(&family.sample_name, labels, value);
         }
+        true
     }
 
     /// Each plugin's live series and refusals.

@@ -88,6 +88,7 @@ pub struct PushgatewaySection {
     batch_size: Option<Spanned<u32>>,
     flush_interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 impl PushgatewaySection {
@@ -155,6 +156,7 @@ impl PushgatewaySection {
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
             timeout: self.timeout,
+            shutdown_grace: self.shutdown_grace,
         }
         .resolve(what, 100_000, at)?;
         Ok(PushgatewaySettings {
