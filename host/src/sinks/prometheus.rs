@@ -16,11 +16,17 @@
 //! id ([`super::series::label_set_id`], 16 bytes); each of its series is a
 //! 40-byte sample (family index, producing plugin, value, time). So the
 //! registry holds about the plugin's own bytes: a 2,000-metric group over
-//! 14 KB of dimensions costs ~14 KB of label text plus 80 KB of samples,
-//! not 2,000 copies of the labels. (The page itself must repeat the label
-//! set on every sample line: that is the format. Its size is bounded by
-//! the series budgets below times the label sets' length, which the
-//! validation caps on dimensions bound.)
+//! 14 KB of dimensions (229 KB of Panoptes JSON) costs 14.7 KB of label
+//! text plus 80 KB of samples, 0.41 bytes per plugin byte, not 2,000
+//! copies of the labels. The page itself must repeat the label set on
+//! every sample line (that is the format): that group renders 29.6 MB,
+//! 129 bytes per plugin byte. The sandbox charges a run's output with its
+//! labels once per sample (`max_output`, see `sandbox::validate`), and a
+//! label set holds at most 64 dimensions and 8 KiB of their text, so one
+//! plugin's share of the page is at most `max_series_per_plugin` lines of
+//! at most ~20 KB each (8 KiB of dimension text, doubled at worst by
+//! escaping, plus the resource fields), and a run adds at most what its
+//! output budget allows.
 //!
 //! # Fair share: budgets per plugin
 //!
@@ -29,9 +35,11 @@
 //! most `max_series_per_plugin` series (default 250,000); past it its new
 //! series are refused and counted against it (`plugin_series_limit`), so
 //! a plugin that floods cardinality fills its own budget, not the registry:
-//! with the default `max_series` of 1,000,000, four plugins at their
-//! budget still leave room for every other plugin's series. The registry
-//! as a whole still holds at most `max_series` (`series_limit`). A series
+//! with the defaults (1,000,000 in all), three plugins at their budget
+//! still leave 250,000 series for every other plugin. The registry as a
+//! whole still holds at most `max_series` (`series_limit`); an operator
+//! running more heavy plugins raises it or lowers the budgets (a budget
+//! above `max_series` is a configuration error). A series
 //! stays its creator's until it goes stale or its resource expires: a group
 //! of another plugin that lands on the same name and labels is refused
 //! (`series_of_another_plugin`), so no plugin can overwrite a neighbour's

@@ -321,9 +321,10 @@ impl Storage for SqliteStorage {
     /// ([`crate::sinks::series::series_id`], 16 bytes, `key`); each metric is
     /// a row of `latest_values` keyed by the series' rowid and the metric
     /// name. So the dimension text is written once per series, not once per
-    /// metric (it was twice per metric, row and index: a 100 KB poll of
-    /// 2,000 metrics over 14 KB of dimensions wrote ~60 MB). Expiring a
-    /// resource deletes its series; a trigger deletes their values.
+    /// metric (it was twice per metric, row and index: a 229 KB poll of
+    /// 2,000 metrics over 14 KB of dimensions wrote 66.7 MB; it now writes
+    /// 82 KB). Expiring a resource deletes its series; a trigger deletes
+    /// their values.
     fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
