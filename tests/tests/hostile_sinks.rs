@@ -50,6 +50,7 @@ use vigil_host::store::sqlite::SqliteStorage;
 use vigil_tests::kafka_servers::Tansu;
 use vigil_tests::metrics_servers::{Prometheus, Pushgateway};
 use vigil_tests::servers::{find_program, free_tcp_port, wait_until};
+use vigil_tests::{PluginFile, artifacts};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -768,4 +769,130 @@ fn the_producing_plugin_travels_in_a_kafka_header() {
         .expect("consume");
         assert_eq!(plain.lock().expect("lock").len(), 5);
     });
+}
+
+/// The whole host, in process: a plugin polling 150 devices floods the
+/// Prometheus registry (4 series a device) next to a well-behaved plugin
+/// polling 2. The registry holds 80 series, 40 per plugin: the flooder
+/// fills its budget, the neighbour keeps every series, and `/metrics`
+/// says who was refused what. The plugins' names come from the executor,
+/// over the embedded bus.
+#[test]
+fn a_plugin_flooding_series_fills_its_own_budget_in_the_running_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_tcp_port().expect("port");
+    for sub in ["plugins", "data"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    std::fs::write(
+        dir.path().join("site.toml"),
+        format!(
+            "[site]\nname = \"test\"\n[plugins]\ndirectories = [\"plugins\"]\ncache_dir = \"cache\"\n\
+             [storage]\npath = \"state/vigil.db\"\n\
+             [outputs.prometheus]\nlisten = \"127.0.0.1:{port}\"\nmax_series = 80\nmax_series_per_plugin = 40\n\
+             [sandbox]\nmax_concurrent_runs = 8\n[scheduler]\nmax_runs_per_plugin = 4\n\
+             [capabilities]\nallowed = [\"files\"]\nfile_roots = [\"data\"]\n"
+        ),
+    )
+    .expect("site.toml");
+    let inventory: Vec<Value> = (0..152)
+        .map(|i| {
+            let class = if i < 2 { "network" } else { "bulk" };
+            serde_json::json!({
+                "resource_id": format!("dev{i}"), "resource_site": "lab",
+                "resource_class": class, "resource_subclass": "switch",
+                "resource_type": "test", "resource_endpoint": format!("127.0.{}.{}", i / 200, i % 200 + 1),
+                "resource_metadata": {}, "resource_ttl": 3600,
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("data/resources.json"),
+        serde_json::to_vec(&inventory).expect("json"),
+    )
+    .expect("inventory");
+    let plugins = dir.path().join("plugins");
+    PluginFile::new("inventory", "discovery", artifacts::DISCOVERY_JSON_FILE)
+        .frequency("1h")
+        .set("capabilities", "files", "../data")
+        .set("json_file", "path", "resources.json")
+        .set("main", "sites", "lab")
+        .write(&plugins, "inventory");
+    PluginFile::new("beat", "polling", artifacts::HEARTBEAT)
+        .frequency("1s")
+        .set("main", "resource_filter", r#"resource_class = "network""#)
+        .write(&plugins, "beat");
+    PluginFile::new("hog", "polling", artifacts::HEARTBEAT)
+        .frequency("1s")
+        .set("main", "resource_filter", r#"resource_class = "bulk""#)
+        .write(&plugins, "hog");
+    let site = vigil_host::site::SiteConfig::load(&dir.path().join("site.toml")).expect("site");
+
+    let rt = runtime();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let host = rt.spawn(vigil_host::agent::run(
+        Arc::new(site),
+        vigil_host::agent::AgentSettings::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let metrics = || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let hog_refused = |page: &str| {
+        page.lines().any(|l| {
+            l.starts_with(
+                "vigil_sink_dropped_series_total{sink=\"prometheus\",kind=\"prometheus\",plugin=\"hog\",reason=\"plugin_series_limit\"}",
+            )
+        })
+    };
+    let beat_series = |page: &str| {
+        page.lines()
+            .filter(|l| {
+                (l.starts_with("heartbeat_") || l.starts_with("status_polling_status{"))
+                    && l.contains("resource_class=\"network\"")
+            })
+            .count()
+    };
+    let mut page = String::new();
+    let done = wait_until(Duration::from_secs(90), Duration::from_millis(200), || {
+        page = metrics();
+        hog_refused(&page) && beat_series(&page) == 8
+    });
+    let _ = stop_tx.send(());
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), host)
+            .await
+            .expect("the host stops (hang guard)")
+            .expect("host task")
+            .expect("host run")
+    });
+    assert!(
+        done,
+        "beat's 8 series and hog's refusals: {}",
+        page.lines()
+            .filter(|l| l.starts_with("vigil_sink") || l.contains("network"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        page.contains(
+            "vigil_sink_series{sink=\"prometheus\",kind=\"prometheus\",plugin=\"hog\"} 40\n"
+        ),
+        "{}",
+        page.lines()
+            .filter(|l| l.starts_with("vigil_sink_series"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(page.contains(
+        "vigil_sink_series{sink=\"prometheus\",kind=\"prometheus\",plugin=\"beat\"} 8\n"
+    ));
+    assert!(
+        !page.contains("plugin=\"beat\",reason="),
+        "nothing of beat's refused"
+    );
 }
