@@ -250,7 +250,9 @@ struct Sample {
 /// per metric. `samples` is sorted by family, so a group's metrics merge
 /// into it in time linear in both (plus sorting the group's).
 struct LabelSet {
-    labels: Box<str>,
+    /// Shared, so a scrape copies a pointer, not the text (see
+    /// [`Families::snapshot`]).
+    labels: Arc<str>,
     resource: Arc<str>,
     samples: Vec<Sample>,
 }
@@ -463,7 +465,7 @@ impl Families {
         let set = sets.entry(id).or_insert_with(|| {
             created = true;
             LabelSet {
-                labels: labels.into(),
+                labels: Arc::from(labels),
                 resource: Arc::from(group.resource.id.as_str()),
                 samples: Vec::with_capacity(incoming.len()),
             }
@@ -669,7 +671,7 @@ impl Families {
         let mut by_family: Vec<Vec<(&str, SampleValue)>> = vec![Vec::new(); self.families.len()];
         for set in self.sets.values() {
             for sample in &set.samples {
-                by_family[sample.family as usize].push((&set.labels, sample.value));
+                by_family[sample.family as usize].push((&*set.labels, sample.value));
             }
         }
         let mut order = vec![0u32; self.families.len()];
@@ -686,6 +688,40 @@ impl Families {
             for (labels, value) in series {
                 doc.sample(&family.sample_name, labels, *value);
             }
+        }
+    }
+
+    /// Every series, to write without holding the families: label sets are
+    /// shared, so this copies a pointer and a value per series (a few tens
+    /// of ms for a million), and a scrape of any size holds the registry's
+    /// lock only that long, not for the rendering.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.rank();
+        let mut order = vec![0u32; self.families.len()];
+        for (family, rank) in self.ranks.iter().enumerate() {
+            order[*rank as usize] = family as u32;
+        }
+        let mut samples = Vec::with_capacity(self.series);
+        for set in self.sets.values() {
+            for sample in &set.samples {
+                let rank = self.ranks.get(sample.family as usize).copied().unwrap_or(0);
+                samples.push((rank, set.labels.clone(), sample.value));
+            }
+        }
+        Snapshot {
+            families: order
+                .into_iter()
+                .map(|family| {
+                    let family = &self.families[family as usize];
+                    (
+                        family.name.clone(),
+                        family.kind,
+                        family.help.clone(),
+                        family.sample_name.clone(),
+                    )
+                })
+                .collect(),
+            samples,
         }
     }
 
@@ -741,6 +777,36 @@ impl Families {
     /// The label text held, in bytes (each label set once).
     pub fn label_bytes(&self) -> usize {
         self.sets.values().map(|set| set.labels.len()).sum()
+    }
+}
+
+/// Every series of a [`Families`] at one moment ([`Families::snapshot`]).
+pub struct Snapshot {
+    /// (name, kind, help, sample name), in name order.
+    families: Vec<(String, Kind, String, String)>,
+    /// (rank of the family in `families`, labels, value).
+    samples: Vec<(u32, Arc<str>, SampleValue)>,
+}
+
+impl Snapshot {
+    /// Writes every family with its series (bucketed by family: linear).
+    pub fn write(self, doc: &mut Exposition) {
+        let mut by_family: Vec<Vec<(Arc<str>, SampleValue)>> =
+            vec![Vec::new(); self.families.len()];
+        for (rank, labels, value) in self.samples {
+            if let Some(bucket) = by_family.get_mut(rank as usize) {
+                bucket.push((labels, value));
+            }
+        }
+        for ((name, kind, help, sample_name), series) in self.families.iter().zip(by_family) {
+            if series.is_empty() {
+                continue;
+            }
+            doc.family(name, *kind, help);
+            for (labels, value) in series {
+                doc.sample(sample_name, &labels, value);
+            }
+        }
     }
 }
 
@@ -832,14 +898,19 @@ impl SeriesRegistry {
         self.published(&families);
     }
 
-    /// Drops stale series, then writes the rest.
+    /// Drops stale series, then writes the rest; the lock is held for
+    /// the sweep and a [`Families::snapshot`], not for the writing, so a
+    /// scrape of a large registry does not hold up the sinks.
     pub fn render(&self, doc: &mut Exposition) {
-        let mut families = self.lock();
-        if let Some(cutoff) = Instant::now().checked_sub(self.settings.stale_after) {
-            families.sweep(cutoff);
-        }
-        families.render(doc);
-        self.published(&families);
+        let snapshot = {
+            let mut families = self.lock();
+            if let Some(cutoff) = Instant::now().checked_sub(self.settings.stale_after) {
+                families.sweep(cutoff);
+            }
+            self.published(&families);
+            families.snapshot()
+        };
+        snapshot.write(doc);
     }
 
     pub fn series(&self) -> usize {
