@@ -335,12 +335,8 @@ async fn poll(sandbox: &Sandbox, plugin: &PreparedPlugin, resource: &Resource) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_end_in_their_outcome_while_a_good_plugin_keeps_its_schedule() {
     let workdir = tempfile::tempdir().expect("tempdir");
-    // The fixture also carries SNMP attacks (tests/tests/hostile_snmp.rs),
-    // so it imports the capability and must be granted it to load; these
-    // attacks never call it, and the resources here have no credentials.
     let site = SiteConfig {
         cache_dir: workdir.path().join("cache"),
-        allowed_capabilities: vec!["snmp".into()],
         ..SiteConfig::embedded()
     };
     let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox"));
@@ -363,8 +359,7 @@ async fn hostile_plugins_end_in_their_outcome_while_a_good_plugin_keeps_its_sche
                 "polling",
                 artifacts::FIXTURE_HOSTILE,
             )
-            .set("fixture", "behaviour", attack.behaviour)
-            .set("capabilities", "snmp", "yes");
+            .set("fixture", "behaviour", attack.behaviour);
             for (key, value) in attack.sandbox {
                 file = file.set("sandbox", key, value);
             }

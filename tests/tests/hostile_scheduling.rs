@@ -19,7 +19,7 @@ use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::store::{RunRecord, Storage};
 use vigil_tests::{PluginFile, artifacts};
 
-const FLOOD: usize = 3_000;
+const FLOOD: usize = 300;
 const GOOD: usize = 3;
 
 fn write_site(dir: &Path) -> SiteConfig {
@@ -51,7 +51,6 @@ fn write_site(dir: &Path) -> SiteConfig {
         .frequency("1")
         .set("main", "resource_filter", "resource_class = \"flood\"")
         .set("fixture", "behaviour", "infinite-loop")
-        .set("capabilities", "snmp", "yes")
         .set("sandbox", "deadline", "2s")
         .write(&dir.join("plugins"), "flood");
     PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
@@ -64,7 +63,7 @@ fn write_site(dir: &Path) -> SiteConfig {
         "[site]\nname = \"attack\"\n[plugins]\ndirectories = [\"plugins\"]\ncache_dir = \"cache\"\n\
          [storage]\npath = \"state/vigil.db\"\n[sandbox]\nmax_concurrent_runs = 4\n\
          [sandbox.defaults]\ndeadline = \"2s\"\n[sandbox.caps]\ndeadline = \"2s\"\n[scheduler]\nmax_runs_per_plugin = 2\n\
-         [outputs]\n[capabilities]\nallowed = [\"files\", \"snmp\"]\nfile_roots = [\"data\"]\n",
+         [outputs]\n[capabilities]\nallowed = [\"files\"]\nfile_roots = [\"data\"]\n",
     )
     .expect("site.toml");
     SiteConfig::load(&dir.join("site.toml")).expect("site")
@@ -82,14 +81,27 @@ fn count_for(runs: &[RunRecord], id: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdown() {
+/// The agent runs on its own two-worker runtime, as `vigil run` does in
+/// its own process; the test's store queries (blocking SQLite reads) stay
+/// on the test thread and never take a worker from it.
+#[test]
+fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = Arc::new(write_site(dir.path()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(agent::run(site.clone(), AgentSettings::default(), async {
-        let _ = stop_rx.await;
-    }));
+    let agent = {
+        let site = site.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(agent::run(site, AgentSettings::default(), async {
+                let _ = stop_rx.await;
+            }))
+        })
+    };
 
     // Wait (hang guard 180 s: plugins compile in the background) until the
     // flood is running at its cap and the neighbour has started.
@@ -97,7 +109,7 @@ async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdow
         if let Ok(store) = SqliteStorage::open(&site.database) {
             break store;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::thread::sleep(Duration::from_millis(200));
     };
     let waited = Instant::now();
     while runs_of(&store, "flood").len() < 4 || runs_of(&store, "heartbeat").len() < GOOD {
@@ -105,15 +117,26 @@ async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdow
             waited.elapsed() < Duration::from_secs(180),
             "the flood and the neighbour never both ran"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     // Observe a window of 1 s schedules while the flood keeps both of its
     // slots busy: the neighbour must get most of its windows.
     let window = Duration::from_secs(10);
     let before = runs_of(&store, "heartbeat");
-    tokio::time::sleep(window).await;
+    std::thread::sleep(window);
     let after = runs_of(&store, "heartbeat");
+    if std::env::var_os("VIGIL_TEST_VERBOSE").is_some() {
+        for r in after.iter().rev() {
+            eprintln!(
+                "{:?} late {:.3} took {:.3} {}",
+                r.resource_id,
+                r.started_at - r.scheduled_at,
+                r.finished_at - r.started_at,
+                r.outcome
+            );
+        }
+    }
     for i in 0..GOOD {
         let id = format!("good-{i}");
         let ran = count_for(&after, &id) - count_for(&before, &id);
@@ -123,13 +146,19 @@ async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdow
             "{id}: {ran} runs in a window of {window:?} with a 1 s schedule"
         );
     }
+    // Every neighbour run of the window succeeded (start-up, while the
+    // plugins compile and 303 resources are stored, is not judged here).
+    let in_window: Vec<&RunRecord> = after
+        .iter()
+        .filter(|r| !before.iter().any(|b| b.started_at == r.started_at))
+        .collect();
     assert!(
-        after.iter().all(|r| r.outcome == "ok"),
+        in_window.iter().all(|r| r.outcome == "ok"),
         "the neighbour failed: {:?}",
-        after.iter().find(|r| r.outcome != "ok")
+        in_window.iter().find(|r| r.outcome != "ok")
     );
 
-    // Shutdown with ~3,000 jobs queued behind the flood's two slots: the
+    // Shutdown with ~300 jobs queued behind the flood's two slots: the
     // queue is dropped, the two runs in flight end by their 2 s deadline.
     let asked = Instant::now();
     let asked_at = std::time::SystemTime::now()
@@ -137,11 +166,14 @@ async fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdow
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
     let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(60), agent)
-        .await
-        .unwrap_or_else(|_| panic!("the agent did not stop within 60 s of being asked"))
-        .expect("agent task")
-        .expect("agent");
+    while !agent.is_finished() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the agent did not stop within 60 s of being asked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.join().expect("agent thread").expect("agent");
     eprintln!("stopped {:?} after being asked", asked.elapsed());
     let flood = runs_of(&store, "flood");
     eprintln!("{} flood runs in all", flood.len());

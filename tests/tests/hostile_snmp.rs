@@ -128,7 +128,7 @@ impl Lab {
 
     /// The hostile fixture with SNMP behaviour `behaviour`.
     fn fixture(&self, name: &str, behaviour: &str, extra: &[(&str, &str, &str)]) -> PreparedPlugin {
-        let mut file = PluginFile::new(name, "polling", artifacts::FIXTURE_HOSTILE)
+        let mut file = PluginFile::new(name, "polling", artifacts::FIXTURE_HOSTILE_SNMP)
             .set("fixture", "behaviour", behaviour)
             .set("capabilities", "snmp", "yes")
             .set("snmp", "timeout", "300ms")
@@ -756,7 +756,7 @@ fn a_discovery_plugin_cannot_steal_a_credential_through_the_whole_host() {
         .set("capabilities", "files", "../data")
         .set("json_file", "path", "resources.json")
         .write(&plugins, "inventory");
-    PluginFile::new("poller", "polling", artifacts::FIXTURE_HOSTILE)
+    PluginFile::new("poller", "polling", artifacts::FIXTURE_HOSTILE_SNMP)
         .frequency("1")
         .set("main", "resource_filter", r#"resource_class = "network""#)
         .set("fixture", "behaviour", "snmp-get")

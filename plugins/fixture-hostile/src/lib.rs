@@ -10,7 +10,6 @@
 //! can assert on exactly what the plugin could see.
 
 mod amplify;
-mod snmp;
 
 use std::hint::black_box;
 use vigil_sdk::prelude::*;
@@ -44,7 +43,6 @@ impl Polling for Hostile {
             "duplicate-dimensions" => Ok(amplify::duplicate_dimensions(&resource)),
             "label-bomb" => Ok(amplify::label_bomb(&resource)),
             "reserved-group" => Ok(amplify::reserved_group(&resource)),
-            "snmp-oid-bomb" | "snmp-get" | "snmp-flood" => snmp::run(&behaviour, &resource),
             "sleep-forever" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Ok(Vec::new())
