@@ -1,11 +1,11 @@
 //! Scheduling under attack, on the real agent (`vigil run` in-process):
-//! a hostile polling plugin with thousands of resources whose every run
+//! a hostile polling plugin with 300 resources whose every run
 //! burns its whole deadline, next to a well-behaved plugin with three.
 //!
 //! * The neighbour keeps its schedule: the hostile plugin holds at most
 //!   `max_runs_per_plugin` of the pool's slots, so the neighbour's runs
 //!   are never queued behind the flood.
-//! * Shutdown is bounded and starts nothing new: thousands of queued jobs
+//! * Shutdown is bounded and starts nothing new: hundreds of queued jobs
 //!   are dropped at once (the scheduler closes its semaphores), the runs
 //!   in flight end by their deadline, and no run starts after the request.
 
