@@ -288,9 +288,12 @@ impl PluginRegistry {
         let mut memo = self.scan.lock().unwrap_or_else(|p| p.into_inner());
         let files = self.plugin_files();
         let present: HashSet<&PathBuf> = files.iter().collect();
-        let snapshot = {
+        // The registry as it is now, and the names each file holds (a
+        // changed plugin still compiling holds its old name and its new
+        // one), to refuse duplicates.
+        let (snapshot, mut claims) = {
             let state = self.shared.lock();
-            Snapshot {
+            let snapshot = Snapshot {
                 loaded: state
                     .loaded
                     .iter()
@@ -302,27 +305,27 @@ impl PluginRegistry {
                     .map(|(p, q)| (p.clone(), q.fingerprint.clone()))
                     .collect(),
                 failed: state.failed.clone(),
-            }
-        };
-        // Names each file holds (a changed plugin still compiling holds its
-        // old name and its new one), to refuse duplicates.
-        let mut claims: BTreeMap<PathBuf, Vec<String>> = {
-            let state = self.shared.lock();
+            };
             let mut claims: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-            for (path, plugin) in &state.loaded {
-                claims
-                    .entry(path.clone())
-                    .or_default()
-                    .push(plugin.name().to_owned());
+            let names = state
+                .loaded
+                .iter()
+                .map(|(path, plugin)| (path, plugin.name()))
+                .chain(
+                    state
+                        .pending
+                        .iter()
+                        .map(|(path, p)| (path, p.name.as_str())),
+                );
+            for (path, name) in names {
+                if present.contains(path) {
+                    claims
+                        .entry(path.clone())
+                        .or_default()
+                        .push(name.to_owned());
+                }
             }
-            for (path, pending) in &state.pending {
-                claims
-                    .entry(path.clone())
-                    .or_default()
-                    .push(pending.name.clone());
-            }
-            claims.retain(|path, _| present.contains(path));
-            claims
+            (snapshot, claims)
         };
 
         let mut seen_modules = HashSet::new();
