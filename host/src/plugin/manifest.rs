@@ -769,8 +769,7 @@ mod tests {
         )
     }
 
-    const DISCOVERY: &str =
-        "[Core]\nName = inventory\nKind = discovery\nModule = inventory.wasm\n[main]\nexecute_frequency = 60\n";
+    const DISCOVERY: &str = "[Core]\nName = inventory\nKind = discovery\nModule = inventory.wasm\n[main]\nexecute_frequency = 60\n";
 
     #[test]
     fn sites_are_the_operators_list() {
