@@ -38,7 +38,9 @@ fn service(snmp_section: &str) -> Arc<SnmpService> {
 }
 
 fn v2c(community: &str) -> String {
-    format!("[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"2c\"\ncommunity = \"{community}\"\n")
+    format!(
+        "[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"2c\"\ncommunity = \"{community}\"\n"
+    )
 }
 
 fn run(service: &Arc<SnmpService>, id: &str, endpoint: &str, options: RequestOptions) -> SnmpRun {
@@ -161,7 +163,9 @@ async fn snmpd_v2c_v1_and_v3_auth_priv() {
     }
 
     // v1 has no GETBULK: the walk falls back to GETNEXT, same objects.
-    let v1 = service("[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"1\"\ncommunity = \"lab-ro\"\n");
+    let v1 = service(
+        "[[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"1\"\ncommunity = \"lab-ro\"\n",
+    );
     let mut snmp = run(&v1, "lab", &agent.endpoint(), quick());
     let walked_v1 = snmp
         .walk("1.3.6.1.2.1.1".to_owned(), soon())
