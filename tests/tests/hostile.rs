@@ -500,9 +500,8 @@ async fn hostile_plugins_end_in_their_outcome_while_a_good_plugin_keeps_its_sche
     // Host memory stayed bounded: nothing near the 1 GiB the attacker asked
     // for, nor the 100 MB and 200 MiB outputs two attackers built: lifting
     // stops at max_output (4 MiB). What remains is the guests' own linear
-    // memory (the 100 MB attacker runs with 256 MiB) and the engine; about
-    // 150 MiB measured here, where lifting the 100 MB output once took the
-    // peak past 500 MiB.
+    // memory (the 100 MB attacker runs with 256 MiB) and the engine: about
+    // 150 MiB measured here.
     eprintln!(
         "good plugin: {} runs in {attack_time:?}, worst gap {worst_gap:?}; peak RSS {:?} MiB",
         completions.len(),
