@@ -17,7 +17,8 @@
 //! compile costs, and a plugin that takes long to compile delays only the
 //! plugins queued behind it. The compile cost of any one plugin is bounded
 //! before compiling by `[plugins]` limits ([`crate::sandbox::cache`]): the
-//! worst component within the defaults compiles in about 22 s on one core.
+//! worst component within the defaults compiles in seconds (4 to 11 s
+//! on one core at the rates measured there).
 //! One thread, compiling single-threaded, leaves the other cores to the
 //! running plugins; 1,000 distinct uncached 200 KB plugins take about
 //! 5 minutes to compile this way at first start, and load as they come.

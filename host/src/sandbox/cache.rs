@@ -17,19 +17,20 @@
 //! 28 s. [`check_compile_cost`] walks the component's section headers (no
 //! validation, no decoding of function bodies: 2 ms for a 32 MiB module) and
 //! refuses, before any compiling, a component whose function bodies total
-//! more than `plugins.max_code_size` (default 8 MiB, ceiling 64 MiB), whose
-//! largest body is over `plugins.max_function_size` (default 512 KiB,
-//! ceiling 4 MiB), that has more than `plugins.max_functions` functions or
-//! canonical functions (default 100,000, ceiling 1,000,000: each is a
+//! more than `plugins.max_code_size` (default 4 MiB, ceiling 32 MiB), whose
+//! largest body is over `plugins.max_function_size` (default 256 KiB,
+//! ceiling 1 MiB), that has more than `plugins.max_functions` functions or
+//! canonical functions (default 20,000, ceiling 200,000: each is a
 //! separately compiled unit, 10 to 20 us even when empty) or that nests
 //! modules and components deeper than [`MAX_NESTING`]. The bundled plugins
 //! have at most 1.3 K functions, 190 KB of code and a 21 KB largest body.
 //! Measured on this 2-core machine (`cargo test -p vigil-tests --test
 //! hostile_loading measure_compile_cost -- --ignored --nocapture`):
 //! compile time per MB of code ranges from about 0.9 s for many small
-//! functions to 2.6 s for 512 KiB functions of straight-line arithmetic;
-//! the worst component that passes the defaults (sixteen 512 KiB bodies,
-//! 8 MiB) compiles in about 22 s on one core, in the background.
+//! functions to 2.6 s for 512 KiB functions of straight-line arithmetic,
+//! so the worst component that passes the defaults (4 MiB of code) takes
+//! about 4 to 11 s on one core, in the background (derived from those
+//! rates, not measured at exactly the defaults).
 //!
 //! **Precompiled cache.** Compiling a component takes a few hundred
 //! milliseconds; loading its precompiled form takes a few. Entries are keyed
