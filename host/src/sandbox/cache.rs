@@ -13,24 +13,37 @@
 //! [`MAX_MANIFEST_BYTES`] (1 MiB; real ones are under 4 KB).
 //!
 //! **Compile cost.** Cranelift's time grows with the code it is given, and
-//! faster than linearly within one function: a single 2.5 MB function took
-//! 28 s. [`check_compile_cost`] walks the component's section headers (no
-//! validation, no decoding of function bodies: 2 ms for a 32 MiB module) and
-//! refuses, before any compiling, a component whose function bodies total
-//! more than `plugins.max_code_size` (default 4 MiB, ceiling 32 MiB), whose
-//! largest body is over `plugins.max_function_size` (default 256 KiB,
-//! ceiling 1 MiB), that has more than `plugins.max_functions` functions or
-//! canonical functions (default 20,000, ceiling 200,000: each is a
-//! separately compiled unit, 10 to 20 us even when empty) or that nests
-//! modules and components deeper than [`MAX_NESTING`]. The bundled plugins
-//! have at most 1.3 K functions, 190 KB of code and a 21 KB largest body.
-//! Measured on this 2-core machine (`cargo test -p vigil-tests --test
-//! hostile_loading measure_compile_cost -- --ignored --nocapture`):
-//! compile time per MB of code ranges from about 0.9 s for many small
-//! functions to 2.6 s for 512 KiB functions of straight-line arithmetic,
-//! so the worst component that passes the defaults (4 MiB of code) takes
-//! about 4 to 11 s on one core, in the background (derived from those
-//! rates, not measured at exactly the defaults).
+//! faster than linearly within one function (a 2.5 MB module held startup
+//! for 28 s). [`check_compile_cost`] walks the component's section headers
+//! (no validation, no decoding of function bodies: 35 us for a 31.5 MiB
+//! component) and refuses, before any compiling, a component whose function
+//! bodies total more than `plugins.max_code_size` (default 4 MiB, ceiling
+//! 32 MiB), whose largest body is over `plugins.max_function_size` (default
+//! 256 KiB, ceiling 1 MiB), that has more than `plugins.max_functions`
+//! functions and canonical functions (default 20,000, ceiling 200,000) or
+//! that nests modules and components deeper than [`MAX_NESTING`].
+//!
+//! Measured with the release build on this project's 2-core machine, one
+//! compile thread, other builds running (`cargo test --release -p
+//! vigil-tests --test hostile_loading measure_compile_cost -- --ignored
+//! --nocapture`):
+//!
+//! | component | compile |
+//! |---|---|
+//! | bundled plugins: 46-212 KB of code, 200-562 functions, largest body 29 KB | 0.4-1.8 s |
+//! | one function, straight-line arithmetic: 256 KiB / 1 MiB | 1.7 s / 8.1 s |
+//! | one function, 2,000 locals mixed: 512 KiB / 1 MiB | 0.8 s / 18.8 s |
+//! | one function, 500 nested blocks left by `br_table`s: 256 KiB | 3.8 s |
+//! | one function, 4,000 values on the operand stack: 1 MiB | 1.7 s |
+//! | 10,000 / 20,000 empty functions | 2.3 s / 4.4 s |
+//! | the worst within the defaults: 16 x 255 KiB of `br_table` blocks (3 MiB) | 57 s |
+//! | the same size of straight-line code (4 MiB) | 26 s |
+//!
+//! So the defaults leave the largest bundled plugin 20 times its code,
+//! 9 times its largest function and 35 times its functions, stay below the
+//! knee where one function's time turns steep (0.8 s at 512 KiB, 19 s at
+//! 1 MiB), and bound any one compile to about a minute of one core, spent
+//! in the background (see [`crate::plugin::registry`]).
 //!
 //! **Precompiled cache.** Compiling a component takes a few hundred
 //! milliseconds; loading its precompiled form takes a few. Entries are keyed
