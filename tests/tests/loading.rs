@@ -220,11 +220,9 @@ async fn a_files_grant_is_read_only_and_confined() {
         .write(dir.path(), "climb");
     assert!(load_error(&site, &path).contains("outside the site's capabilities.file_roots"));
 
-    // (The hostile fixture also imports snmp, for its SNMP attacks.)
     let path = PluginFile::new("p", "polling", artifacts::FIXTURE_HOSTILE)
         .set("fixture", "behaviour", "read-granted")
         .set("capabilities", "files", &data.display().to_string())
-        .set("capabilities", "snmp", "yes")
         .write(dir.path(), "granted");
     let plugin = sandbox
         .prepare(Arc::new(
