@@ -95,21 +95,24 @@ pub fn encoded_size(output: &RunOutput) -> u64 {
     match output {
         RunOutput::Metrics(groups) => groups
             .iter()
-            .map(|g| {
-                ((g.group_type.len() + g.schema_version.len()) as u64)
-                    .saturating_add(resource_size(&g.resource))
-                    .saturating_add(label_bytes(g))
-                    .saturating_add(
-                        g.metrics
-                            .iter()
-                            .map(|m| m.name.len() as u64 + 32)
-                            .fold(0u64, u64::saturating_add),
-                    )
-                    .saturating_add(32)
-            })
+            .map(sent_group_size)
             .fold(0, u64::saturating_add),
         other => charged_size(other, None),
     }
+}
+
+/// One metrics group as the plugin sent it (see [`encoded_size`]).
+fn sent_group_size(g: &MetricsGroup) -> u64 {
+    ((g.group_type.len() + g.schema_version.len()) as u64)
+        .saturating_add(resource_size(&g.resource))
+        .saturating_add(label_bytes(g))
+        .saturating_add(
+            g.metrics
+                .iter()
+                .map(|m| m.name.len() as u64 + 32)
+                .fold(0u64, u64::saturating_add),
+        )
+        .saturating_add(32)
 }
 
 /// The resource fields every Prometheus sample carries as labels.
@@ -130,18 +133,9 @@ pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
     let metrics = |g: &MetricsGroup| -> u64 {
         let labels =
             label_bytes(g) + resource_labels.unwrap_or_else(|| resource_label_bytes(&g.resource));
-        let per_metric = g
-            .metrics
-            .iter()
-            .map(|m| m.name.len() as u64 + 32)
-            .fold(0u64, u64::saturating_add);
-        ((g.group_type.len() + g.schema_version.len()) as u64)
-            .saturating_add(resource_size(&g.resource))
+        sent_group_size(g)
             .saturating_add(adopted)
-            .saturating_add(labels)
-            .saturating_add(per_metric)
             .saturating_add((g.metrics.len() as u64).saturating_mul(labels))
-            .saturating_add(32)
     };
     fn enrichment(g: &EnrichmentGroup) -> u64 {
         g.namespace.len() as u64
