@@ -486,6 +486,14 @@ mod tests {
         child.wait()?;
         assert_eq!(taken, Some(true));
         drop(socket);
+        // A process forked meanwhile by a parallel test holds a copy of the
+        // socket until it execs: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while udp_port_taken_by_other(std::process::id(), port) != Some(false)
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(
             udp_port_taken_by_other(std::process::id(), port),
             Some(false)
