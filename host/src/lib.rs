@@ -22,19 +22,20 @@ pub mod backends;
 pub mod bus;
 pub mod capabilities;
 pub mod coordination;
-pub mod dashboards;
-pub mod filter;
 pub mod health;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod sandbox;
 pub mod scheduler;
-pub mod secret;
 pub mod sinks;
 pub mod site;
 pub mod store;
 pub mod transform;
-pub mod units;
 
 mod bindings;
+
+// Crates split out of the host, re-exported under their old paths.
+pub use vigil_core::{secret, units};
+pub use vigil_dashboards as dashboards;
+pub use vigil_filter as filter;

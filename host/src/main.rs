@@ -700,8 +700,8 @@ async fn run_once(
     let kind = prepared.manifest.kind;
     let input = match kind {
         PluginKind::Discovery => RunInput::Discover,
-        PluginKind::Enrichment => RunInput::Enrich(resource.clone()),
-        PluginKind::Polling => RunInput::Poll(resource.clone()),
+        PluginKind::Enrichment => RunInput::Enrich(resource.clone().into()),
+        PluginKind::Polling => RunInput::Poll(resource.clone().into()),
         PluginKind::Analysis => anyhow::bail!(
             "`plugins run` does not drive analysis plugins (they need endpoint events)"
         ),

@@ -115,7 +115,7 @@ fn native_poll(resource: &Resource, table: Option<&str>) -> Vec<MetricsGroup> {
                 creation_timestamp: at,
                 schema_version: "0.2".to_owned(),
                 // As the SDK's builder: the id only.
-                resource: Resource::named(&resource.id, ""),
+                resource: Resource::named(&resource.id, "").into(),
                 dimensions: vec![Dimension {
                     name: "interface_name".to_owned(),
                     value: row.name,
@@ -180,7 +180,7 @@ fn main() {
         budget,
         {
             let report = sandbox
-                .run(&plugin, RunInput::Poll(minimal.clone()), context())
+                .run(&plugin, RunInput::Poll(minimal.clone().into()), context())
                 .await;
             assert!(report.outcome.is_ok(), "{}", report.outcome);
         }
@@ -215,7 +215,7 @@ fn main() {
     report("decode 48 interfaces: native", &native, None);
     let fresh_work = measure!(runtime, "decode 48 interfaces: sandboxed, fresh", budget, {
         let report = sandbox
-            .run(&plugin, RunInput::Poll(device.clone()), context())
+            .run(&plugin, RunInput::Poll(device.clone().into()), context())
             .await;
         assert!(report.outcome.is_ok(), "{}", report.outcome);
     });

@@ -106,7 +106,7 @@ fn group(i: u64) -> MetricsGroup {
         interval_seconds: 60,
         creation_timestamp: at,
         schema_version: "0.2".into(),
-        resource,
+        resource: resource.into(),
         dimensions: vec![Dimension {
             name: "interface_name".into(),
             value: format!("ge-0/0/{}", i % 48),

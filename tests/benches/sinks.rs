@@ -82,7 +82,7 @@ fn workload(groups: usize, round: u64) -> Vec<MetricsGroup> {
                 interval_seconds: 60,
                 creation_timestamp: at,
                 schema_version: "0.2".into(),
-                resource,
+                resource: resource.into(),
                 dimensions: vec![
                     dimension("alias", format!("uplink {interface}")),
                     dimension("configured_speed", "10000000000".into()),
@@ -374,7 +374,7 @@ fn duplicate_dimensions(n: usize) -> MetricsGroup {
         interval_seconds: 60,
         creation_timestamp: at,
         schema_version: "0.2".into(),
-        resource: Resource::named("r", "127.0.0.1"),
+        resource: Resource::named("r", "127.0.0.1").into(),
         dimensions: (0..n)
             .map(|i| Dimension {
                 name: "d".into(),
@@ -402,7 +402,7 @@ fn wide_group(dimensions: usize, metrics: usize) -> MetricsGroup {
         interval_seconds: 60,
         creation_timestamp: at,
         schema_version: "0.2".into(),
-        resource: Resource::named("r", "127.0.0.1"),
+        resource: Resource::named("r", "127.0.0.1").into(),
         dimensions: (0..dimensions)
             .map(|i| Dimension {
                 name: format!("dimension_{i:014}"),

@@ -483,7 +483,7 @@ impl Vigil {
                 let resource = Resource::named(&format!("agent-{i}"), endpoint);
                 let report = runtime.block_on(sandbox.run(
                     &enricher,
-                    RunInput::Enrich(resource.clone()),
+                    RunInput::Enrich(resource.clone().into()),
                     RunContext::new(SystemTime::now(), Some(resource.id.clone())),
                 ));
                 let groups = match report.outcome {
@@ -528,7 +528,7 @@ impl Vigil {
                                 RunContext::new(SystemTime::now(), Some(resource.id.clone()));
                             context.enrichments = enrichments.clone();
                             let report = sandbox
-                                .run(&poller, RunInput::Poll(resource.clone()), context)
+                                .run(&poller, RunInput::Poll(resource.clone().into()), context)
                                 .await;
                             tally.latencies.push(started.elapsed());
                             let groups = match &report.outcome {

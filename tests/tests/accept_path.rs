@@ -1,7 +1,7 @@
 //! A property test of the whole accept path: arbitrary plugin outputs
 //! (hostile names, duplicates, oversized counts and strings, control
-//! characters) go through the sandbox's output check, the host's adoption
-//! of the polled resource, the rate transform and every sink encoder.
+//! characters) go through the sandbox's output check, the conversion into
+//! vigil's model (sharing the polled resource), the rate transform and every sink encoder.
 //!
 //! What must hold for every input:
 //! * nothing panics, and every step finishes (each is linear in its input;
@@ -20,14 +20,16 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use vigil_host::bus::PluginName;
-use vigil_host::model::{
-    Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
-};
+use vigil_host::model::{MetricsGroup, Resource};
 use vigil_host::pipeline::encode::encode_metrics_group;
 use vigil_host::plugin::manifest::RateTransform;
+use vigil_host::sandbox::convert;
 use vigil_host::sandbox::limits::Limits;
 use vigil_host::sandbox::validate::{self, charged_size};
-use vigil_host::sandbox::{RunOutcome, RunOutput};
+use vigil_host::sandbox::wit::{
+    Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup as SentGroup,
+};
+use vigil_host::sandbox::{RunOutcome, RunOutput, SentOutput};
 use vigil_host::sinks::exposition::{Exposition, Format};
 use vigil_host::sinks::influxdb::{Precision, write_group};
 use vigil_host::sinks::prometheus::{PrometheusSettings, SeriesRegistry};
@@ -86,7 +88,7 @@ fn at() -> Datetime {
     }
 }
 
-fn group(resource_id: String) -> impl Strategy<Value = MetricsGroup> {
+fn group(resource_id: String) -> impl Strategy<Value = SentGroup> {
     let dimensions = prop_oneof![
         4 => proptest::collection::vec((name(), text(1200)), 0..12),
         // Many dimensions of one name: the sinks' renaming must stay linear.
@@ -102,12 +104,12 @@ fn group(resource_id: String) -> impl Strategy<Value = MetricsGroup> {
         }),
     ];
     (name(), 0..120u32, dimensions, metrics).prop_map(
-        move |(group_type, interval, dims, metrics)| MetricsGroup {
+        move |(group_type, interval, dims, metrics)| SentGroup {
             group_type,
             interval_seconds: interval,
             creation_timestamp: at(),
             schema_version: "0.2".into(),
-            resource: Resource::named(&resource_id, ""),
+            resource: convert::resource_to_wit(&Resource::named(&resource_id, "")),
             dimensions: dims
                 .into_iter()
                 .map(|(name, value)| Dimension { name, value })
@@ -129,12 +131,24 @@ fn group(resource_id: String) -> impl Strategy<Value = MetricsGroup> {
     )
 }
 
-fn polled() -> impl Strategy<Value = Resource> {
+fn polled() -> impl Strategy<Value = Arc<Resource>> {
     proptest::collection::vec(("[a-z]{1,8}", text(1000)), 0..20).prop_map(|metadata| {
         let mut r = Resource::named("sw1", "127.0.0.1");
         r.metadata = metadata;
-        r
+        Arc::new(r)
     })
+}
+
+/// Groups as the host would hold them had it not checked them (as from
+/// another agent over Kafka): each with the resource the plugin sent.
+fn unchecked(groups: &[SentGroup]) -> Vec<MetricsGroup> {
+    groups
+        .iter()
+        .map(|g| {
+            let resource = Arc::new(convert::resource(g.resource.clone()));
+            convert::metrics_group(g.clone(), &resource)
+        })
+        .collect()
 }
 
 /// Bytes every encoder writes for `groups`, summed per encoder: the
@@ -185,18 +199,18 @@ proptest! {
         max_output in prop_oneof![Just(4u64 << 20), Just(64u64 << 10)],
     ) {
         let limits = Limits { max_output, ..Limits::builtin_defaults() };
-        let output = RunOutput::Metrics(groups.clone());
+        let output = SentOutput::Metrics(groups.clone());
         let charged = charged_size(&output, Some(&polled));
 
         // Unchecked (as from another agent): still bounded by its charge.
-        check_bound("unchecked", encoded(&groups), charged_size(&output, None), groups.len());
+        check_bound("unchecked", encoded(&unchecked(&groups)), charged_size(&output, None), groups.len());
 
         match vigil_host::sandbox::accept_output(output, &limits, Some(&polled)) {
             RunOutcome::Ok(RunOutput::Metrics(mut accepted)) => {
                 prop_assert!(charged <= max_output);
                 for g in &accepted {
-                    prop_assert_eq!(&g.resource.endpoint, &polled.endpoint);
-                    prop_assert_eq!(g.resource.metadata.len(), polled.metadata.len());
+                    // The host's record, shared, never a copy per group.
+                    prop_assert!(Arc::ptr_eq(&g.resource, &polled));
                 }
                 let transforms = vec![RateTransform {
                     name: "rates".into(),
@@ -223,12 +237,13 @@ fn worst_constructed_amplification_is_bounded() {
     fat.metadata = (0..16)
         .map(|i| (format!("k{i}"), "m".repeat(1000)))
         .collect();
-    let tiny = |metrics: usize, dims: usize, width: usize| MetricsGroup {
+    let fat = Arc::new(fat);
+    let tiny = |metrics: usize, dims: usize, width: usize| SentGroup {
         group_type: "g".into(),
         interval_seconds: 60,
         creation_timestamp: at(),
         schema_version: "0.2".into(),
-        resource: Resource::named("sw1", ""),
+        resource: convert::resource_to_wit(&Resource::named("sw1", "")),
         dimensions: (0..dims)
             .map(|i| Dimension {
                 name: format!("d{i}"),
@@ -244,13 +259,13 @@ fn worst_constructed_amplification_is_bounded() {
             })
             .collect(),
     };
-    let cases: Vec<(&str, Vec<MetricsGroup>)> = vec![
+    let cases: Vec<(&str, Vec<SentGroup>)> = vec![
         ("groups x fat resource", vec![tiny(1, 0, 0); 200]),
         ("labels x metrics", vec![tiny(400, 8, 1000)]),
         ("escaped labels", vec![tiny(1, 8, 1000); 40]),
     ];
     for (label, groups) in cases {
-        let output = RunOutput::Metrics(groups);
+        let output = SentOutput::Metrics(groups);
         let sent = validate::encoded_size(&output);
         let charged = charged_size(&output, Some(&fat));
         match vigil_host::sandbox::accept_output(output, &limits, Some(&fat)) {

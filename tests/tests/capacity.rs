@@ -40,7 +40,7 @@ async fn an_exhausted_pool_fails_runs_as_host_failures_and_recovers() {
                 sandbox
                     .run(
                         &plugin,
-                        RunInput::Poll(Resource::named(&format!("r{i}"), "127.0.0.1")),
+                        RunInput::Poll(Resource::named(&format!("r{i}"), "127.0.0.1").into()),
                         context,
                     )
                     .await
@@ -73,7 +73,7 @@ async fn an_exhausted_pool_fails_runs_as_host_failures_and_recovers() {
     let report = sandbox
         .run(
             &heartbeat,
-            RunInput::Poll(Resource::named("after", "127.0.0.1")),
+            RunInput::Poll(Resource::named("after", "127.0.0.1").into()),
             context,
         )
         .await;

@@ -49,7 +49,7 @@ fn group(
         interval_seconds: 10,
         creation_timestamp: at,
         schema_version: "0.2".into(),
-        resource,
+        resource: resource.into(),
         dimensions: dimensions
             .iter()
             .map(|(name, value)| Dimension {

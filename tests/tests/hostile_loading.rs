@@ -853,7 +853,7 @@ async fn loading_many_plugins_holds_no_descriptor_per_plugin() {
             .sandbox()
             .run(
                 &plugin.prepared,
-                RunInput::Poll(Resource::named("r", "127.0.0.1")),
+                RunInput::Poll(Resource::named("r", "127.0.0.1").into()),
                 RunContext::new(SystemTime::now(), Some("r".into())),
             )
             .await;

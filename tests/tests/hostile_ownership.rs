@@ -402,7 +402,9 @@ fn heartbeat(sandbox: &Sandbox, site: &SiteConfig, dir: &Path) -> PreparedPlugin
 async fn poll(sandbox: &Sandbox, plugin: &PreparedPlugin, id: &str) -> RunReport {
     let resource = Resource::named(id, "127.0.0.1");
     let context = RunContext::new(SystemTime::now(), Some(resource.id.clone()));
-    sandbox.run(plugin, RunInput::Poll(resource), context).await
+    sandbox
+        .run(plugin, RunInput::Poll(resource.into()), context)
+        .await
 }
 
 /// The pre-fix store, kept here to show that the load below is real: a

@@ -85,7 +85,8 @@ fn group(
         resource: Resource {
             creation_timestamp: now(),
             ..Resource::named(resource, "127.0.0.1")
-        },
+        }
+        .into(),
         dimensions: dimensions
             .into_iter()
             .map(|(name, value)| Dimension { name, value })

@@ -150,7 +150,7 @@ impl Lab {
 async fn poll(sandbox: &Sandbox, plugin: &PreparedPlugin, resource: &Resource) -> RunReport {
     let context = RunContext::new(SystemTime::now(), Some(resource.id.clone()));
     sandbox
-        .run(plugin, RunInput::Poll(resource.clone()), context)
+        .run(plugin, RunInput::Poll(resource.clone().into()), context)
         .await
 }
 

@@ -71,7 +71,7 @@ fn group(
         interval_seconds: 60,
         creation_timestamp: time,
         schema_version: "0.2".into(),
-        resource,
+        resource: resource.into(),
         dimensions: dimensions
             .iter()
             .map(|(name, value)| Dimension {
@@ -289,7 +289,7 @@ fn hostile_names_and_values_round_trip() {
         metric("nan", MetricValue::Float(f64::NAN)),
     ];
     let mut hostile = (*group("interface", &dimensions, metrics, at(1_700_000_000))).clone();
-    hostile.resource.id = "sw 1,=\"x\"".into();
+    std::sync::Arc::make_mut(&mut hostile.resource).id = "sw 1,=\"x\"".into();
     let odd_measurement = group(
         "if stats,x=1",
         &[("k", "v")],

@@ -58,7 +58,7 @@ fn group(site: &str, (resource, interface): Series, seq: u64) -> MetricsGroup {
         interval_seconds: 60,
         creation_timestamp: at,
         schema_version: "0.2".into(),
-        resource: r,
+        resource: r.into(),
         dimensions: vec![
             Dimension {
                 name: "interface_name".into(),
@@ -616,7 +616,7 @@ async fn resources_are_published_and_foreign_messages_are_skipped() -> Result<()
     let settings = site(&tansu, "mixed").await?;
     let publisher = KafkaPublisher::new(&settings)?;
     let resources: Vec<Resource> = (0..50)
-        .map(|i| group("mixed", (i, 0), 0).resource)
+        .map(|i| Resource::clone(&group("mixed", (i, 0), 0).resource))
         .collect();
     let report = publisher.publish_resources(&resources);
     assert_eq!(report.enqueued, 50, "{report:?}");

@@ -232,7 +232,7 @@ async fn a_files_grant_is_read_only_and_confined() {
     let resource = Resource::named("r", "127.0.0.1");
     let context = RunContext::new(SystemTime::now(), Some("r".into()));
     let report = sandbox
-        .run(&plugin, RunInput::Poll(resource), context)
+        .run(&plugin, RunInput::Poll(resource.into()), context)
         .await;
     let group: &MetricsGroup = match &report.outcome {
         RunOutcome::Ok(RunOutput::Metrics(groups)) => &groups[0],

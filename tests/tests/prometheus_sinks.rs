@@ -41,7 +41,7 @@ fn interface_group(resource: &str, interface: &str, bits_in: f64, errors: u64) -
         interval_seconds: 60,
         creation_timestamp: at,
         schema_version: "0.2".into(),
-        resource,
+        resource: resource.into(),
         dimensions: vec![
             Dimension {
                 name: "interface_name".into(),

@@ -137,7 +137,7 @@ fn counter_group(resource: &str, value: u64, at: u64) -> MetricsGroup {
         interval_seconds: 10,
         creation_timestamp: stamp,
         schema_version: "0.2".into(),
-        resource: Resource::named(resource, "127.0.0.1"),
+        resource: Resource::named(resource, "127.0.0.1").into(),
         dimensions: Vec::new(),
         metrics: vec![Metric {
             name: "bits_in".into(),

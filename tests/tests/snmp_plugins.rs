@@ -82,7 +82,7 @@ impl Lab {
             .sandbox
             .run(
                 plugin,
-                RunInput::Enrich(resource.clone()),
+                RunInput::Enrich(resource.clone().into()),
                 RunContext::new(SystemTime::now(), Some(resource.id.clone())),
             )
             .await;
@@ -101,7 +101,7 @@ impl Lab {
         let mut context = RunContext::new(SystemTime::now(), Some(resource.id.clone()));
         context.enrichments = enrichments;
         self.sandbox
-            .run(plugin, RunInput::Poll(resource.clone()), context)
+            .run(plugin, RunInput::Poll(resource.clone().into()), context)
             .await
     }
 }

@@ -212,7 +212,7 @@ fn group(
         interval_seconds: 60,
         creation_timestamp: when,
         schema_version: "0.2".into(),
-        resource: resource(resource_id, 0),
+        resource: resource(resource_id, 0).into(),
         dimensions: dimensions
             .iter()
             .map(|(name, value)| Dimension {

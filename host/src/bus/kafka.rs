@@ -1381,15 +1381,15 @@ async fn decode_off_runtime(batch: &Arc<Vec<Received>>) -> (Batch, Vec<(i32, i64
         let mut failures = Vec::new();
         for received in shared.iter() {
             let decoded = match &received.payload {
-                Some(payload) => decode_metrics_group(payload),
-                None => Err(anyhow::anyhow!("the message has no payload")),
+                Some(payload) => decode_metrics_group(payload).map_err(|e| e.to_string()),
+                None => Err("the message has no payload".to_owned()),
             };
             match decoded {
                 Ok(group) => {
                     let plugin = received.plugin.clone().unwrap_or_else(|| unknown.clone());
                     groups.push(plugin, group);
                 }
-                Err(e) => failures.push((received.partition, received.offset, format!("{e:#}"))),
+                Err(e) => failures.push((received.partition, received.offset, e)),
             }
         }
         (groups, failures)
@@ -1666,7 +1666,7 @@ mod tests {
                 nanoseconds: 0,
             },
             schema_version: "0.2".into(),
-            resource,
+            resource: resource.into(),
             dimensions: dimensions
                 .iter()
                 .map(|(n, v)| Dimension {

@@ -5,12 +5,13 @@ use std::time::SystemTime;
 
 use crate::bindings::vigil::plugin::clock::Host;
 use crate::model::Datetime;
-use crate::sandbox::HostState;
+use crate::sandbox::convert::datetime_to_wit;
+use crate::sandbox::{HostState, wit};
 
 impl Host for HostState {
-    fn now(&mut self) -> wasmtime::Result<Datetime> {
+    fn now(&mut self) -> wasmtime::Result<wit::Datetime> {
         self.charge()?;
-        Ok(Datetime::from_system(SystemTime::now()))
+        Ok(datetime_to_wit(Datetime::from_system(SystemTime::now())))
     }
 
     fn interval_seconds(&mut self) -> wasmtime::Result<u32> {
@@ -19,8 +20,10 @@ impl Host for HostState {
         Ok(u32::try_from(seconds).unwrap_or(u32::MAX).max(1))
     }
 
-    fn scheduled(&mut self) -> wasmtime::Result<Datetime> {
+    fn scheduled(&mut self) -> wasmtime::Result<wit::Datetime> {
         self.charge()?;
-        Ok(Datetime::from_system(self.context.scheduled))
+        Ok(datetime_to_wit(Datetime::from_system(
+            self.context.scheduled,
+        )))
     }
 }

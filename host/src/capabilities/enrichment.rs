@@ -7,17 +7,17 @@
 //! name was written by that name's owner, never by a neighbour.
 
 use crate::bindings::vigil::plugin::enrichment_cache::Host;
-use crate::model::EnrichmentGroup;
-use crate::sandbox::HostState;
+use crate::sandbox::convert::enrichment_group_to_wit;
+use crate::sandbox::{HostState, wit};
 
 impl Host for HostState {
-    fn get(&mut self, namespace: String) -> wasmtime::Result<Option<EnrichmentGroup>> {
+    fn get(&mut self, namespace: String) -> wasmtime::Result<Option<wit::EnrichmentGroup>> {
         self.charge()?;
         Ok(self
             .context
             .enrichments
             .iter()
             .find(|g| g.namespace == namespace)
-            .cloned())
+            .map(enrichment_group_to_wit))
     }
 }

@@ -10,7 +10,7 @@
 //! Every run, whatever its outcome, is counted ([`stats`]) and recorded in
 //! the run history.
 
-pub mod encode;
+pub use vigil_core::panoptes as encode;
 pub mod enrichment_cache;
 pub mod stats;
 pub mod status;
@@ -200,7 +200,7 @@ impl Executor {
         });
         let record = RunRecord {
             plugin: manifest.name.clone(),
-            resource_id: job.resource.map(|r| r.id),
+            resource_id: job.resource.map(|r| r.id.clone()),
             scheduled_at: epoch_seconds(job.due),
             started_at: now,
             finished_at: finished,
@@ -376,7 +376,7 @@ mod tests {
                 interval_seconds: 10,
                 creation_timestamp: at,
                 schema_version: "0.2".into(),
-                resource: Resource::named(id, "127.0.0.1"),
+                resource: Resource::named(id, "127.0.0.1").into(),
                 dimensions: Vec::new(),
                 metrics: vec![Metric {
                     name: "c".into(),

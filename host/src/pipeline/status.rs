@@ -6,6 +6,8 @@
 //! The host derives the status from the run's outcome and what the SNMP
 //! capability saw, so even a plugin that crashed or hung gets one.
 
+use std::sync::Arc;
+
 use crate::capabilities::snmp::{SnmpError, SnmpSummary};
 use crate::model::{
     Datetime, Dimension, ErrorKind, Metric, MetricType, MetricValue, MetricsGroup, Resource,
@@ -13,42 +15,7 @@ use crate::model::{
 };
 use crate::sandbox::{RunOutcome, RunOutput, TrapReason};
 
-/// Panoptes' `DEVICE_METRICS_STATES`, with its numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollingStatus {
-    Success = 0,
-    AuthenticationFailure = 1,
-    NetworkFailure = 2,
-    Timeout = 3,
-    PartialMetricFailure = 4,
-    InternalFailure = 5,
-    MissingMetrics = 6,
-    PingFailure = 7,
-}
-
-impl PollingStatus {
-    pub fn code(self) -> i64 {
-        self as i64
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PollingStatus::Success => "success",
-            PollingStatus::AuthenticationFailure => "authentication_failure",
-            PollingStatus::NetworkFailure => "network_failure",
-            PollingStatus::Timeout => "timeout",
-            PollingStatus::PartialMetricFailure => "partial_metric_failure",
-            PollingStatus::InternalFailure => "internal_failure",
-            PollingStatus::MissingMetrics => "missing_metrics",
-            PollingStatus::PingFailure => "ping_failure",
-        }
-    }
-}
-
-/// The metrics-group type of status groups.
-pub const STATUS_GROUP_TYPE: &str = "status";
-/// The gauge in a status group.
-pub const STATUS_METRIC: &str = "polling_status";
+pub use vigil_core::status::{PollingStatus, STATUS_GROUP_TYPE, STATUS_METRIC};
 
 /// Why the run ended the way it did, from the device's point of view.
 pub fn classify(outcome: &RunOutcome, snmp: Option<&SnmpSummary>) -> PollingStatus {
@@ -94,7 +61,7 @@ fn from_snmp_error(error: &SnmpError) -> PollingStatus {
 pub fn status_group(
     status: PollingStatus,
     plugin: &str,
-    resource: &Resource,
+    resource: &Arc<Resource>,
     interval_seconds: u32,
     at: Datetime,
 ) -> MetricsGroup {
@@ -103,7 +70,7 @@ pub fn status_group(
         interval_seconds,
         creation_timestamp: at,
         schema_version: SCHEMA_VERSION.to_owned(),
-        resource: resource.clone(),
+        resource: Arc::clone(resource),
         // Several plugins poll one device; each has its own status series.
         dimensions: vec![Dimension {
             name: "plugin".to_owned(),
@@ -136,7 +103,7 @@ mod tests {
         status_group(
             PollingStatus::Success,
             "p",
-            &Resource::named("sw1", "127.0.0.1"),
+            &Arc::new(Resource::named("sw1", "127.0.0.1")),
             60,
             Datetime {
                 seconds: 1,
@@ -197,7 +164,7 @@ mod tests {
         let group = status_group(
             PollingStatus::Timeout,
             "snmp_interface_polling",
-            &Resource::named("sw1", "127.0.0.1"),
+            &Arc::new(Resource::named("sw1", "127.0.0.1")),
             60,
             Datetime {
                 seconds: 1,

@@ -8,7 +8,6 @@
 //! continue the previous value; duplicate sections or keys are errors.
 //! Section names are compared without regard to case.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A parsed ini file.
@@ -32,34 +31,7 @@ pub struct IniEntry {
     pub line: usize,
 }
 
-/// An error at a place in a file: `path:line: message`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct LocatedError {
-    pub path: PathBuf,
-    /// 1-based; 0 when the error concerns the whole file.
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for LocatedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.path.display(), self.message)
-        } else {
-            write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
-        }
-    }
-}
-
-impl LocatedError {
-    pub fn new(path: &Path, line: usize, message: impl Into<String>) -> Self {
-        LocatedError {
-            path: path.to_owned(),
-            line,
-            message: message.into(),
-        }
-    }
-}
+pub use vigil_core::LocatedError;
 
 impl IniDocument {
     /// Parses `text`, attributing errors to `path`.

@@ -13,6 +13,7 @@
 //! calls.
 
 pub mod cache;
+pub mod convert;
 pub mod engine;
 pub mod limits;
 pub mod outcome;
@@ -30,6 +31,9 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+/// The WIT records as `bindgen!` generates them: what plugins send and
+/// receive, before [`convert`] turns them into [`crate::model`] values.
+pub use crate::bindings::vigil::plugin::types as wit;
 use crate::bindings::{Base, analysis, discovery, enrichment, polling};
 use crate::capabilities::kv::{KvBackend, MemoryKv};
 use crate::capabilities::log::RunLog;
@@ -39,7 +43,7 @@ use crate::plugin::{PluginKind, PluginManifest};
 use crate::site::SiteConfig;
 pub use cache::{ArtifactCache, CacheOutcome, sha256_hex};
 pub use engine::{AllocatorChoice, AllocatorKind, EngineSettings};
-pub use outcome::{RejectReason, RunOutcome, RunOutput, RunReport, TrapReason};
+pub use outcome::{RejectReason, RunOutcome, RunOutput, RunReport, SentOutput, TrapReason};
 
 /// Bytes of guest stdout/stderr kept per run (enough for a panic message).
 const CAPTURE_BYTES: usize = 16 << 10;
@@ -53,10 +57,12 @@ pub const GUEST_DATA_DIR: &str = "/data";
 #[derive(Debug, Clone)]
 pub enum RunInput {
     Discover,
-    Enrich(Resource),
-    Poll(Resource),
+    /// The host's record of the resource, shared (the run's metrics groups
+    /// hold the same `Arc`).
+    Enrich(Arc<Resource>),
+    Poll(Arc<Resource>),
     Analyze {
-        event: EndpointEvent,
+        event: Box<EndpointEvent>,
         prior_state: Option<Vec<u8>>,
     },
 }
@@ -71,7 +77,7 @@ impl RunInput {
         }
     }
 
-    fn resource(&self) -> Option<&Resource> {
+    fn resource(&self) -> Option<&Arc<Resource>> {
         match self {
             RunInput::Enrich(r) | RunInput::Poll(r) => Some(r),
             _ => None,
@@ -411,8 +417,11 @@ impl Sandbox {
 
         let polled = input.resource().cloned();
         if let (Some(options), Some(resource)) = (manifest.snmp, &polled) {
-            store.data_mut().snmp =
-                Some(SnmpRun::new(self.snmp.clone(), resource.clone(), options));
+            store.data_mut().snmp = Some(SnmpRun::new(
+                self.snmp.clone(),
+                Resource::clone(resource),
+                options,
+            ));
         }
         let call = call_plugin(&mut store, &plugin.pre, input);
         // A panic in a host import (or in a library it calls) must end this
@@ -446,7 +455,9 @@ impl Sandbox {
                 tracing::error!(plugin = %report.plugin, "a host call panicked: {message}");
                 RunOutcome::Trap(TrapReason::HostPanic(message))
             }
-            Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
+            Ok(Ok(Err(plugin_error))) => {
+                RunOutcome::PluginError(convert::plugin_error(plugin_error))
+            }
             Ok(Ok(Ok(output))) => accept_output(output, &limits, polled.as_ref()),
         };
         report.duration = started.elapsed();
@@ -581,38 +592,64 @@ impl LiveInstance {
         if let Err(e) = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)) {
             return RunOutcome::HostFailure(format!("setting fuel: {e:#}"));
         }
+        let polled = Arc::new(resource.clone());
+        let sent = convert::resource_to_wit(resource);
         let call = self
             .bindings
             .vigil_plugin_poller()
-            .call_poll(&mut self.store, resource);
+            .call_poll(&mut self.store, &sent);
         match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
             Err(_elapsed) => RunOutcome::Trap(TrapReason::Deadline {
                 limit: limits.deadline,
             }),
             Ok(Err(e)) => classify_error(e, self.store.data(), &limits, "", false),
-            Ok(Ok(Err(plugin_error))) => RunOutcome::PluginError(plugin_error),
+            Ok(Ok(Err(plugin_error))) => {
+                RunOutcome::PluginError(convert::plugin_error(plugin_error))
+            }
             Ok(Ok(Ok(groups))) => {
-                accept_output(RunOutput::Metrics(groups), &limits, Some(resource))
+                accept_output(SentOutput::Metrics(groups), &limits, Some(&polled))
             }
         }
     }
 }
 
-/// Checks what a plugin returned (counts and size, then schema) and, if it
-/// passes, puts the host's own record of the polled resource into its
-/// groups. Public for the accept-path property test.
+/// Checks what a plugin sent (counts and size, then schema) and, if it
+/// passes, converts it by move into vigil's model, every metrics group
+/// sharing the host's own record of the polled resource. Public for the
+/// accept-path property test.
 pub fn accept_output(
-    mut output: RunOutput,
+    sent: SentOutput,
     limits: &limits::Limits,
-    polled: Option<&Resource>,
+    polled: Option<&Arc<Resource>>,
 ) -> RunOutcome {
-    match validate::check(&output, limits, polled) {
-        Ok(()) => {
-            validate::adopt_resource(&mut output, polled);
-            RunOutcome::Ok(output)
-        }
-        Err(reason) => RunOutcome::OutputRejected(reason),
+    if let Err(reason) = validate::check(&sent, limits, polled.map(Arc::as_ref)) {
+        return RunOutcome::OutputRejected(reason);
     }
+    let output = match sent {
+        SentOutput::Resources(r) => {
+            RunOutput::Resources(r.into_iter().map(convert::resource).collect())
+        }
+        SentOutput::Enrichments(e) => {
+            RunOutput::Enrichments(e.into_iter().map(convert::enrichment_group).collect())
+        }
+        SentOutput::Metrics(groups) => match polled {
+            Some(polled) => RunOutput::Metrics(
+                groups
+                    .into_iter()
+                    .map(|g| convert::metrics_group(g, polled))
+                    .collect(),
+            ),
+            // Only polling runs return groups, and they always have a
+            // resource; refuse rather than invent one.
+            None => {
+                return RunOutcome::OutputRejected(RejectReason::Invalid(
+                    "metrics groups from a run that polled no resource".into(),
+                ));
+            }
+        },
+        SentOutput::Analysis(a) => RunOutput::Analysis(convert::analysis(a)),
+    };
+    RunOutcome::Ok(output)
 }
 
 enum CallError {
@@ -630,7 +667,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
-type CallResult = Result<Result<RunOutput, crate::model::PluginError>, CallError>;
+type CallResult = Result<Result<SentOutput, wit::PluginError>, CallError>;
 
 async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInput) -> CallResult {
     use CallError::{Call, Instantiate};
@@ -645,7 +682,7 @@ async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInpu
                 .call_discover(&mut *store)
                 .await
                 .map_err(Call)?;
-            Ok(result.map(RunOutput::Resources))
+            Ok(result.map(SentOutput::Resources))
         }
         (KindPre::Enrichment(pre), RunInput::Enrich(resource)) => {
             let bindings = pre
@@ -654,10 +691,10 @@ async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInpu
                 .map_err(Instantiate)?;
             let result = bindings
                 .vigil_plugin_enricher()
-                .call_enrich(&mut *store, &resource)
+                .call_enrich(&mut *store, &convert::resource_to_wit(&resource))
                 .await
                 .map_err(Call)?;
-            Ok(result.map(RunOutput::Enrichments))
+            Ok(result.map(SentOutput::Enrichments))
         }
         (KindPre::Polling(pre), RunInput::Poll(resource)) => {
             let bindings = pre
@@ -666,10 +703,10 @@ async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInpu
                 .map_err(Instantiate)?;
             let result = bindings
                 .vigil_plugin_poller()
-                .call_poll(&mut *store, &resource)
+                .call_poll(&mut *store, &convert::resource_to_wit(&resource))
                 .await
                 .map_err(Call)?;
-            Ok(result.map(RunOutput::Metrics))
+            Ok(result.map(SentOutput::Metrics))
         }
         (KindPre::Analysis(pre), RunInput::Analyze { event, prior_state }) => {
             let bindings = pre
@@ -678,10 +715,14 @@ async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInpu
                 .map_err(Instantiate)?;
             let result = bindings
                 .vigil_plugin_analyzer()
-                .call_analyze(&mut *store, &event, prior_state.as_deref())
+                .call_analyze(
+                    &mut *store,
+                    &convert::endpoint_event_to_wit(&event),
+                    prior_state.as_deref(),
+                )
                 .await
                 .map_err(Call)?;
-            Ok(result.map(RunOutput::Analysis))
+            Ok(result.map(SentOutput::Analysis))
         }
         _ => Err(Call(wasmtime::Error::msg(
             "run input does not match the plugin kind",

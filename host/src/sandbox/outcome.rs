@@ -7,8 +7,20 @@ use std::time::Duration;
 use crate::capabilities::log::LogLine;
 use crate::model::{Analysis, EnrichmentGroup, MetricsGroup, PluginError, Resource};
 use crate::plugin::PluginKind;
+use crate::sandbox::wit;
 
-/// What a successful run returned, by plugin kind.
+/// What a plugin sent, as lifted out of the sandbox (the generated WIT
+/// types): checked by [`super::validate`], then converted by move into a
+/// [`RunOutput`].
+#[derive(Debug, Clone)]
+pub enum SentOutput {
+    Resources(Vec<wit::Resource>),
+    Enrichments(Vec<wit::EnrichmentGroup>),
+    Metrics(Vec<wit::MetricsGroup>),
+    Analysis(wit::Analysis),
+}
+
+/// What a successful run returned, by plugin kind, in vigil's domain model.
 #[derive(Debug, Clone)]
 pub enum RunOutput {
     Resources(Vec<Resource>),

@@ -11,9 +11,11 @@
 //! sent, so no input can make the host do much more work than it paid for:
 //!
 //! * every metrics group is charged the host's record of the polled
-//!   resource, which replaces the plugin's copy in each group (a resource
-//!   with 16 KiB of metadata times 1,000 groups of 100 bytes is 16 MB, and
-//!   is refused at the default 4 MiB instead of being built);
+//!   resource. In memory the groups share that record (an `Arc`, see
+//!   [`vigil_core::model`]), but Panoptes' JSON, which the Kafka bus and
+//!   JSON-lines files carry, repeats the whole resource in every group: a
+//!   resource with 16 KiB of metadata times 1,000 groups of 100 bytes
+//!   encodes to 16 MB, and is refused at the default 4 MiB instead;
 //! * every metric is charged the group's label set once more (its
 //!   dimensions and the resource's six label fields), because the
 //!   Prometheus exposition repeats the labels on every sample (one group
@@ -35,10 +37,9 @@
 
 use std::collections::HashSet;
 
-use super::outcome::{RejectReason, RunOutput};
-use crate::model::{
-    Analysis, EnrichmentGroup, MetricValue, MetricsGroup, Resource, SCHEMA_VERSION,
-};
+use super::outcome::{RejectReason, SentOutput};
+use super::wit::{Analysis, EnrichmentGroup, MetricValue, MetricsGroup};
+use crate::model::{Resource, SCHEMA_VERSION};
 
 pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_VALUE_BYTES: usize = 1024;
@@ -63,6 +64,32 @@ pub const MAX_SET_VALUES: usize = 256;
 /// for its own series (`vigil_plugin_runs_total`...).
 pub const RESERVED_PREFIX: &str = "vigil";
 
+/// Bytes of a resource record: its seven strings and its metadata, plus a
+/// fixed cost for the numbers.
+fn record_size(strings: [&str; 7], metadata: &[(String, String)]) -> u64 {
+    strings.iter().map(|s| s.len() as u64).sum::<u64>()
+        + metadata
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64 + 8)
+            .sum::<u64>()
+        + 32
+}
+
+/// A resource as a plugin sent it.
+fn sent_resource_size(r: &super::wit::Resource) -> u64 {
+    let strings = [
+        &r.id,
+        &r.site,
+        &r.endpoint,
+        &r.class,
+        &r.subclass,
+        &r.type_,
+        &r.creation_plugin,
+    ];
+    record_size(strings.map(String::as_str), &r.metadata)
+}
+
+/// The host's record of the polled resource.
 fn resource_size(r: &Resource) -> u64 {
     let strings = [
         &r.id,
@@ -73,12 +100,7 @@ fn resource_size(r: &Resource) -> u64 {
         &r.type_,
         &r.creation_plugin,
     ];
-    strings.iter().map(|s| s.len() as u64).sum::<u64>()
-        + r.metadata
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64 + 8)
-            .sum::<u64>()
-        + 32
+    record_size(strings.map(String::as_str), &r.metadata)
 }
 
 fn label_bytes(g: &MetricsGroup) -> u64 {
@@ -91,9 +113,9 @@ fn label_bytes(g: &MetricsGroup) -> u64 {
 /// Approximate encoded size of an output as the plugin sent it, in bytes:
 /// string bytes plus a fixed cost per number and per record (nothing
 /// charged for what the host builds from it).
-pub fn encoded_size(output: &RunOutput) -> u64 {
+pub fn encoded_size(output: &SentOutput) -> u64 {
     match output {
-        RunOutput::Metrics(groups) => groups
+        SentOutput::Metrics(groups) => groups
             .iter()
             .map(sent_group_size)
             .fold(0, u64::saturating_add),
@@ -104,7 +126,7 @@ pub fn encoded_size(output: &RunOutput) -> u64 {
 /// One metrics group as the plugin sent it (see [`encoded_size`]).
 fn sent_group_size(g: &MetricsGroup) -> u64 {
     ((g.group_type.len() + g.schema_version.len()) as u64)
-        .saturating_add(resource_size(&g.resource))
+        .saturating_add(sent_resource_size(&g.resource))
         .saturating_add(label_bytes(g))
         .saturating_add(
             g.metrics
@@ -116,23 +138,28 @@ fn sent_group_size(g: &MetricsGroup) -> u64 {
 }
 
 /// The resource fields every Prometheus sample carries as labels.
+fn label_fields_size(fields: [&str; 6]) -> u64 {
+    fields.iter().map(|s| s.len() as u64 + 24).sum()
+}
+
 fn resource_label_bytes(r: &Resource) -> u64 {
-    [&r.id, &r.site, &r.class, &r.subclass, &r.type_, &r.endpoint]
-        .iter()
-        .map(|s| s.len() as u64 + 24)
-        .sum()
+    label_fields_size([&r.id, &r.site, &r.class, &r.subclass, &r.type_, &r.endpoint])
+}
+
+fn sent_resource_label_bytes(r: &super::wit::Resource) -> u64 {
+    label_fields_size([&r.id, &r.site, &r.class, &r.subclass, &r.type_, &r.endpoint])
 }
 
 /// What the host will hold and write for `output`: [`encoded_size`] plus,
 /// for metrics, the adopted resource per group and the label set (the
 /// group's dimensions and the resource's fields) per metric (see the
 /// module doc). Saturating: a hostile count cannot wrap.
-pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
+pub fn charged_size(output: &SentOutput, polled: Option<&Resource>) -> u64 {
     let adopted = polled.map_or(0, resource_size);
     let resource_labels = polled.map(resource_label_bytes);
     let metrics = |g: &MetricsGroup| -> u64 {
-        let labels =
-            label_bytes(g) + resource_labels.unwrap_or_else(|| resource_label_bytes(&g.resource));
+        let labels = label_bytes(g)
+            + resource_labels.unwrap_or_else(|| sent_resource_label_bytes(&g.resource));
         sent_group_size(g)
             .saturating_add(adopted)
             .saturating_add((g.metrics.len() as u64).saturating_mul(labels))
@@ -166,10 +193,13 @@ pub fn charged_size(output: &RunOutput, polled: Option<&Resource>) -> u64 {
                 .sum::<u64>()
     }
     match output {
-        RunOutput::Resources(r) => r.iter().map(resource_size).fold(0, u64::saturating_add),
-        RunOutput::Enrichments(e) => e.iter().map(enrichment).fold(0, u64::saturating_add),
-        RunOutput::Metrics(m) => m.iter().map(metrics).fold(0, u64::saturating_add),
-        RunOutput::Analysis(a) => analysis(a),
+        SentOutput::Resources(r) => r
+            .iter()
+            .map(sent_resource_size)
+            .fold(0, u64::saturating_add),
+        SentOutput::Enrichments(e) => e.iter().map(enrichment).fold(0, u64::saturating_add),
+        SentOutput::Metrics(m) => m.iter().map(metrics).fold(0, u64::saturating_add),
+        SentOutput::Analysis(a) => analysis(a),
     }
 }
 
@@ -212,15 +242,15 @@ fn valid_id(text: &str) -> bool {
 /// Checks `output` against the size limit and the schema. `polled` is the
 /// resource the run was for (enrichment and polling).
 pub fn check(
-    output: &RunOutput,
+    output: &SentOutput,
     limits: &super::limits::Limits,
     polled: Option<&Resource>,
 ) -> Result<(), RejectReason> {
     let records = match output {
-        RunOutput::Resources(r) => r.len(),
-        RunOutput::Enrichments(e) => e.len(),
-        RunOutput::Metrics(m) => m.len(),
-        RunOutput::Analysis(a) => a.findings.len(),
+        SentOutput::Resources(r) => r.len(),
+        SentOutput::Enrichments(e) => e.len(),
+        SentOutput::Metrics(m) => m.len(),
+        SentOutput::Analysis(a) => a.findings.len(),
     } as u64;
     if records > limits.max_groups {
         return Err(RejectReason::Invalid(format!(
@@ -237,7 +267,7 @@ pub fn check(
     }
     let invalid = |m: String| Err(RejectReason::Invalid(m));
     match output {
-        RunOutput::Resources(resources) => {
+        SentOutput::Resources(resources) => {
             for (i, r) in resources.iter().enumerate() {
                 if !valid_id(&r.id) {
                     return invalid(format!(
@@ -290,7 +320,7 @@ pub fn check(
                 }
             }
         }
-        RunOutput::Enrichments(groups) => {
+        SentOutput::Enrichments(groups) => {
             for (i, g) in groups.iter().enumerate() {
                 if !valid_name(&g.namespace) {
                     return invalid(format!(
@@ -340,24 +370,14 @@ pub fn check(
                 }
             }
         }
-        RunOutput::Metrics(groups) => {
+        SentOutput::Metrics(groups) => {
             for (i, g) in groups.iter().enumerate() {
                 check_metrics_group(i, g, polled)?;
             }
         }
-        RunOutput::Analysis(_) => {}
+        SentOutput::Analysis(_) => {}
     }
     Ok(())
-}
-
-/// Replaces the resource in every metrics group with the host's own record
-/// of the polled resource (plugins only supply its id, checked above).
-pub fn adopt_resource(output: &mut RunOutput, polled: Option<&Resource>) {
-    if let (RunOutput::Metrics(groups), Some(polled)) = (output, polled) {
-        for group in groups {
-            group.resource = polled.clone();
-        }
-    }
 }
 
 fn check_metrics_group(
@@ -452,8 +472,9 @@ fn check_metrics_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, EnrichmentSet, Metric, MetricType};
+    use crate::sandbox::convert::resource_to_wit;
     use crate::sandbox::limits::Limits;
+    use crate::sandbox::wit::{Datetime, Dimension, EnrichmentSet, Metric, MetricType};
 
     fn mib() -> Limits {
         Limits {
@@ -462,7 +483,7 @@ mod tests {
         }
     }
 
-    fn rejected(output: &RunOutput, limits: &Limits, polled: Option<&Resource>) -> String {
+    fn rejected(output: &SentOutput, limits: &Limits, polled: Option<&Resource>) -> String {
         match check(output, limits, polled) {
             Err(RejectReason::Invalid(m)) => m,
             other => panic!("expected an invalid output, got {other:?}"),
@@ -478,7 +499,7 @@ mod tests {
                 nanoseconds: 0,
             },
             schema_version: "0.2".into(),
-            resource: resource.clone(),
+            resource: resource_to_wit(resource),
             dimensions: vec![Dimension {
                 name: "interface_name".into(),
                 value: "ge-0/0/0 \"uplink\"\n".into(),
@@ -509,14 +530,14 @@ mod tests {
     #[test]
     fn metrics_rules() {
         let r = Resource::named("r1", "127.0.0.1");
-        let ok = RunOutput::Metrics(vec![group(&r, "bits_in", MetricValue::Unsigned(5))]);
+        let ok = SentOutput::Metrics(vec![group(&r, "bits_in", MetricValue::Unsigned(5))]);
         assert_eq!(check(&ok, &mib(), Some(&r)), Ok(()));
         // Hostile dimension values are data, not names: allowed.
-        let bad = RunOutput::Metrics(vec![group(&r, "bits in", MetricValue::Unsigned(5))]);
+        let bad = SentOutput::Metrics(vec![group(&r, "bits in", MetricValue::Unsigned(5))]);
         assert!(
             matches!(check(&bad, &mib(), Some(&r)), Err(RejectReason::Invalid(m)) if m.contains("bits in"))
         );
-        let nan = RunOutput::Metrics(vec![group(&r, "x", MetricValue::Float(f64::NAN))]);
+        let nan = SentOutput::Metrics(vec![group(&r, "x", MetricValue::Float(f64::NAN))]);
         assert!(matches!(
             check(&nan, &mib(), Some(&r)),
             Err(RejectReason::Invalid(_))
@@ -546,9 +567,9 @@ mod tests {
             max_groups: 3,
             ..mib()
         };
-        let four = RunOutput::Metrics(vec![one.clone(); 4]);
+        let four = SentOutput::Metrics(vec![one.clone(); 4]);
         assert!(rejected(&four, &limits, Some(&r)).contains("4 records returned, limit 3"));
-        let three = RunOutput::Metrics(vec![one.clone(); 3]);
+        let three = SentOutput::Metrics(vec![one.clone(); 3]);
         assert_eq!(check(&three, &limits, Some(&r)), Ok(()));
 
         let mut wide = one.clone();
@@ -558,12 +579,12 @@ mod tests {
                 value: "v".into(),
             })
             .collect();
-        let m = rejected(&RunOutput::Metrics(vec![wide]), &mib(), Some(&r));
+        let m = rejected(&SentOutput::Metrics(vec![wide]), &mib(), Some(&r));
         assert!(m.contains("65 dimensions, limit 64"), "{m}");
 
         let mut twice = one.clone();
         twice.dimensions.push(twice.dimensions[0].clone());
-        let m = rejected(&RunOutput::Metrics(vec![twice]), &mib(), Some(&r));
+        let m = rejected(&SentOutput::Metrics(vec![twice]), &mib(), Some(&r));
         assert!(m.contains("appears twice"), "{m}");
 
         let mut tall = one.clone();
@@ -573,12 +594,12 @@ mod tests {
                 ..one.metrics[0].clone()
             })
             .collect();
-        let m = rejected(&RunOutput::Metrics(vec![tall]), &mib(), Some(&r));
+        let m = rejected(&SentOutput::Metrics(vec![tall]), &mib(), Some(&r));
         assert!(m.contains("1025 metrics, limit 1024"), "{m}");
 
         let mut same = one.clone();
         same.metrics.push(same.metrics[0].clone());
-        let m = rejected(&RunOutput::Metrics(vec![same]), &mib(), Some(&r));
+        let m = rejected(&SentOutput::Metrics(vec![same]), &mib(), Some(&r));
         assert!(m.contains("metric \"bits_in\" appears twice"), "{m}");
 
         let mut heavy = one.clone();
@@ -588,7 +609,7 @@ mod tests {
                 value: "v".repeat(1000),
             })
             .collect();
-        let m = rejected(&RunOutput::Metrics(vec![heavy]), &mib(), Some(&r));
+        let m = rejected(&SentOutput::Metrics(vec![heavy]), &mib(), Some(&r));
         assert!(m.contains("bytes of dimensions, limit 8192"), "{m}");
     }
 
@@ -598,17 +619,17 @@ mod tests {
         for name in ["vigil", "vigil_plugin"] {
             let mut g = group(&r, "runs_total", MetricValue::Unsigned(1));
             g.group_type = name.into();
-            let m = rejected(&RunOutput::Metrics(vec![g]), &mib(), Some(&r));
+            let m = rejected(&SentOutput::Metrics(vec![g]), &mib(), Some(&r));
             assert!(m.contains("reserved"), "{m}");
         }
         // Only the prefix word is reserved.
         let mut g = group(&r, "x", MetricValue::Unsigned(1));
         g.group_type = "vigilance".into();
         assert_eq!(
-            check(&RunOutput::Metrics(vec![g]), &mib(), Some(&r)),
+            check(&SentOutput::Metrics(vec![g]), &mib(), Some(&r)),
             Ok(())
         );
-        let enrichment = RunOutput::Enrichments(vec![EnrichmentGroup {
+        let enrichment = SentOutput::Enrichments(vec![EnrichmentGroup {
             namespace: "vigil_cache".into(),
             ttl_seconds: 60,
             sets: Vec::new(),
@@ -622,15 +643,27 @@ mod tests {
         r.metadata = (0..=MAX_METADATA_ENTRIES)
             .map(|i| (format!("k{i}"), "v".into()))
             .collect();
-        let m = rejected(&RunOutput::Resources(vec![r.clone()]), &mib(), None);
+        let m = rejected(
+            &SentOutput::Resources(vec![resource_to_wit(&r)]),
+            &mib(),
+            None,
+        );
         assert!(m.contains("65 metadata entries, limit 64"), "{m}");
         r.metadata = (0..20)
             .map(|i| (format!("k{i}"), "v".repeat(1000)))
             .collect();
-        let m = rejected(&RunOutput::Resources(vec![r.clone()]), &mib(), None);
+        let m = rejected(
+            &SentOutput::Resources(vec![resource_to_wit(&r)]),
+            &mib(),
+            None,
+        );
         assert!(m.contains("bytes of metadata, limit 16384"), "{m}");
         r.metadata = vec![("k".into(), "a".into()), ("k".into(), "b".into())];
-        let m = rejected(&RunOutput::Resources(vec![r]), &mib(), None);
+        let m = rejected(
+            &SentOutput::Resources(vec![resource_to_wit(&r)]),
+            &mib(),
+            None,
+        );
         assert!(m.contains("appears twice"), "{m}");
     }
 
@@ -643,7 +676,7 @@ mod tests {
                 .map(|i| (format!("k{i}"), "v".into()))
                 .collect(),
         };
-        let output = RunOutput::Enrichments(vec![EnrichmentGroup {
+        let output = SentOutput::Enrichments(vec![EnrichmentGroup {
             namespace: "interface".into(),
             ttl_seconds: 60,
             sets: vec![set],
@@ -652,8 +685,8 @@ mod tests {
         assert!(m.contains("257 values under key \"1\", limit 256"), "{m}");
     }
 
-    /// The host's record of the polled resource replaces the plugin's copy
-    /// in every group, and every sample repeats the group's labels: both
+    /// Every group's Panoptes encoding carries the host's record of the
+    /// polled resource, and every sample repeats the group's labels: both
     /// are charged before anything is built.
     #[test]
     fn the_budget_is_charged_with_what_the_host_builds() {
@@ -663,7 +696,7 @@ mod tests {
             .collect();
         let tiny = Resource::named("r1", "");
         let one = group(&tiny, "x", MetricValue::Unsigned(1));
-        let output = RunOutput::Metrics(vec![one.clone(); 1000]);
+        let output = SentOutput::Metrics(vec![one.clone(); 1000]);
         let sent = encoded_size(&output);
         let charged = charged_size(&output, Some(&polled));
         assert!(sent < 200_000, "sent {sent}");
@@ -690,7 +723,7 @@ mod tests {
                 ..one.metrics[0].clone()
             })
             .collect();
-        let output = RunOutput::Metrics(vec![labelled]);
+        let output = SentOutput::Metrics(vec![labelled]);
         let labels = 7 * (2 + 1000 + 8);
         assert!(charged_size(&output, None) >= 1000 * labels);
     }

@@ -52,7 +52,8 @@ impl JobKey {
 pub struct Job {
     pub key: JobKey,
     pub plugin: Arc<LoadedPlugin>,
-    pub resource: Option<Resource>,
+    /// Shared with every other job for this resource (never copied per job).
+    pub resource: Option<Arc<Resource>>,
     /// When the run was due.
     pub due: SystemTime,
     /// The right to run this window; the runner confirms it before
@@ -119,7 +120,7 @@ impl Drop for ClaimGuard {
 
 struct Planned {
     plugin: Arc<LoadedPlugin>,
-    resource: Option<Resource>,
+    resource: Option<Arc<Resource>>,
     /// Due time in milliseconds since the epoch.
     next_due: u64,
     /// Heap entries carry this; a mismatch marks them stale.
@@ -350,6 +351,11 @@ impl Scheduler {
                 .or_insert(0u64) += 1;
         }
         *self.by_discovery.lock().unwrap_or_else(|p| p.into_inner()) = by_discovery;
+        // One record per resource, shared by every job that runs for it.
+        let resources: Vec<Arc<Resource>> = resources
+            .into_iter()
+            .map(|stored| Arc::new(stored.resource))
+            .collect();
         let plugins = self.registry.plugins();
         let now = now_ms();
         let mut desired: HashSet<JobKey> = HashSet::new();
@@ -357,7 +363,7 @@ impl Scheduler {
         for plugin in &plugins {
             let manifest = plugin.manifest();
             let name: Arc<str> = manifest.name.as_str().into();
-            let mut place = |key: JobKey, resource: Option<Resource>, immediately: bool| {
+            let mut place = |key: JobKey, resource: Option<Arc<Resource>>, immediately: bool| {
                 desired.insert(key.clone());
                 match plan.get_mut(&key) {
                     // Same plugin build: keep its schedule, refresh the resource.
@@ -395,17 +401,17 @@ impl Scheduler {
                     true,
                 ),
                 PluginKind::Enrichment | PluginKind::Polling => {
-                    for stored in &resources {
+                    for resource in &resources {
                         let matches = manifest
                             .resource_filter
                             .as_ref()
-                            .is_none_or(|f| f.matches(&stored.resource));
+                            .is_none_or(|f| f.matches(resource.as_ref()));
                         if matches {
                             let key = JobKey {
                                 plugin: name.clone(),
-                                resource: Some(stored.resource.id.as_str().into()),
+                                resource: Some(resource.id.as_str().into()),
                             };
-                            place(key, Some(stored.resource.clone()), false);
+                            place(key, Some(Arc::clone(resource)), false);
                         }
                     }
                 }

@@ -273,7 +273,7 @@ mod tests {
                 nanoseconds: 0,
             },
             schema_version: "0.2".into(),
-            resource: Resource::named("r", "127.0.0.1"),
+            resource: Resource::named("r", "127.0.0.1").into(),
             dimensions: Vec::new(),
             metrics: Vec::new(),
         })

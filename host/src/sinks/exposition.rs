@@ -470,7 +470,7 @@ mod tests {
                 nanoseconds: 0,
             },
             schema_version: "0.2".into(),
-            resource: Resource::named("sw\"1", "127.0.0.1"),
+            resource: Resource::named("sw\"1", "127.0.0.1").into(),
             dimensions: dimensions
                 .iter()
                 .map(|(n, v)| Dimension {

@@ -1103,7 +1103,8 @@ mod tests {
                 creation_timestamp: at_nanos(1, 0),
                 ttl_seconds: 0,
                 metadata: Vec::new(),
-            },
+            }
+            .into(),
             dimensions: dimensions
                 .iter()
                 .map(|(name, value)| Dimension {
@@ -1238,8 +1239,9 @@ mod tests {
             &[("empty", ""), ("", "no key"), ("k", "v")],
             vec![metric("m", MetricValue::Signed(1))],
         );
-        g.resource.site = String::new();
-        g.resource.subclass = String::new();
+        let resource = std::sync::Arc::make_mut(&mut g.resource);
+        resource.site = String::new();
+        resource.subclass = String::new();
         assert_eq!(
             line(&g, Precision::Seconds),
             "g,k=v,resource_class=network,resource_endpoint=10.0.0.1,resource_id=sw1,\

@@ -605,7 +605,7 @@ mod tests {
             interval_seconds: 60,
             creation_timestamp: at,
             schema_version: "0.2".into(),
-            resource: crate::model::Resource::named(resource, "127.0.0.1"),
+            resource: crate::model::Resource::named(resource, "127.0.0.1").into(),
             dimensions: vec![Dimension {
                 name: "interface_name".into(),
                 value: format!("e{interface}"),

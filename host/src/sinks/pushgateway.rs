@@ -608,7 +608,7 @@ mod tests {
             interval_seconds: 60,
             creation_timestamp: at,
             schema_version: "0.2".into(),
-            resource: Resource::named(resource, "127.0.0.1"),
+            resource: Resource::named(resource, "127.0.0.1").into(),
             dimensions: Vec::new(),
             metrics: vec![Metric {
                 name: metric.into(),

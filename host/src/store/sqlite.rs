@@ -533,7 +533,7 @@ mod tests {
                 nanoseconds: 0,
             },
             schema_version: "0.2".into(),
-            resource: resource("sw1", 0),
+            resource: resource("sw1", 0).into(),
             dimensions: vec![Dimension {
                 name: "interface_name".into(),
                 value: "ge-0/0/0".into(),

@@ -291,7 +291,7 @@ mod tests {
                 nanoseconds: 0,
             },
             schema_version: "0.2".into(),
-            resource: Resource::named("sw1", "127.0.0.1"),
+            resource: Resource::named("sw1", "127.0.0.1").into(),
             dimensions: vec![Dimension {
                 name: "interface_name".into(),
                 value: "xe-0/0/0".into(),

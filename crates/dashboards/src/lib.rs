@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::pipeline::status::{PollingStatus, STATUS_GROUP_TYPE, STATUS_METRIC};
+use vigil_core::status::{PollingStatus, STATUS_GROUP_TYPE, STATUS_METRIC};
 
 pub use flow::{Flow, FlowError, FlowErrors};
 pub use grafana::{Dashboard, DashboardQuery, Datasource, Substitutions};
@@ -595,7 +595,7 @@ mod tests {
     use super::*;
 
     fn examples() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-configs/dashboards")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-configs/dashboards")
     }
 
     fn example_flow() -> Flow {

@@ -5,20 +5,27 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
-use anyhow::{Context, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource};
 
 /// A decoded time, checked to be one since the epoch.
-fn datetime(seconds: f64, what: &str) -> anyhow::Result<Datetime> {
-    ensure!(
-        (0.0..1.8e19).contains(&seconds),
-        "{what} {seconds} is not a time since the epoch"
-    );
+fn datetime(seconds: f64, what: &str) -> Result<Datetime, DecodeError> {
+    if !(0.0..1.8e19).contains(&seconds) {
+        return Err(DecodeError(format!(
+            "{what} {seconds} is not a time since the epoch"
+        )));
+    }
     Ok(Datetime::from_seconds(seconds))
 }
+
+/// Why bytes are not Panoptes JSON of the expected record; says which field
+/// and value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
 
 #[derive(Serialize)]
 struct Group<'a> {
@@ -190,18 +197,22 @@ struct MetricIn {
 }
 
 impl ResourceIn {
-    fn into_resource(self) -> anyhow::Result<Resource> {
+    fn into_resource(self) -> Result<Resource, DecodeError> {
         let ttl_seconds = match &self.resource_ttl {
             None | Some(serde_json::Value::Null) => 0,
             Some(serde_json::Value::String(text)) if text.is_empty() => 0,
             Some(serde_json::Value::String(text)) => text
                 .trim()
                 .parse::<u64>()
-                .with_context(|| format!("resource_ttl {text:?} is not whole seconds"))?,
+                .map_err(|_| DecodeError(format!("resource_ttl {text:?} is not whole seconds")))?,
             Some(serde_json::Value::Number(n)) => n
                 .as_u64()
-                .with_context(|| format!("resource_ttl {n} is not whole seconds"))?,
-            Some(other) => bail!("resource_ttl {other} is not whole seconds"),
+                .ok_or_else(|| DecodeError(format!("resource_ttl {n} is not whole seconds")))?,
+            Some(other) => {
+                return Err(DecodeError(format!(
+                    "resource_ttl {other} is not whole seconds"
+                )));
+            }
         };
         let metadata = self
             .resource_metadata
@@ -233,14 +244,16 @@ impl ResourceIn {
 }
 
 impl MetricIn {
-    fn into_metric(self) -> anyhow::Result<Metric> {
+    fn into_metric(self) -> Result<Metric, DecodeError> {
         let type_ = match self.metric_type.as_str() {
             "counter" => MetricType::Counter,
             "gauge" => MetricType::Gauge,
-            other => bail!(
-                "metric {:?} has metric_type {other:?} (not counter or gauge)",
-                self.metric_name
-            ),
+            other => {
+                return Err(DecodeError(format!(
+                    "metric {:?} has metric_type {other:?} (not counter or gauge)",
+                    self.metric_name
+                )));
+            }
         };
         // JSON does not say which integer variant a value was. Counters
         // come back unsigned (exact up to u64::MAX), gauges signed when they
@@ -252,10 +265,9 @@ impl MetricIn {
                 (MetricType::Counter, Some(u), _) => MetricValue::Unsigned(u),
                 (_, _, Some(i)) => MetricValue::Signed(i),
                 (_, Some(u), None) => MetricValue::Unsigned(u),
-                (_, None, None) => MetricValue::Float(
-                    n.as_f64()
-                        .with_context(|| format!("metric {:?} has value {n}", self.metric_name))?,
-                ),
+                (_, None, None) => MetricValue::Float(n.as_f64().ok_or_else(|| {
+                    DecodeError(format!("metric {:?} has value {n}", self.metric_name))
+                })?),
             },
         };
         Ok(Metric {
@@ -275,9 +287,9 @@ impl MetricIn {
 /// not keep which integer variant a value was, so non-negative counters
 /// decode as unsigned and gauges as signed (unsigned above `i64::MAX`).
 /// Re-encoding a decoded group gives the same JSON.
-pub fn decode_metrics_group(bytes: &[u8]) -> anyhow::Result<MetricsGroup> {
-    let group: GroupIn =
-        serde_json::from_slice(bytes).context("not a metrics group in Panoptes JSON")?;
+pub fn decode_metrics_group(bytes: &[u8]) -> Result<MetricsGroup, DecodeError> {
+    let group: GroupIn = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError(format!("not a metrics group in Panoptes JSON: {e}")))?;
     Ok(MetricsGroup {
         creation_timestamp: datetime(
             group.metrics_group_creation_timestamp,
@@ -286,7 +298,7 @@ pub fn decode_metrics_group(bytes: &[u8]) -> anyhow::Result<MetricsGroup> {
         group_type: group.metrics_group_type,
         interval_seconds: group.metrics_group_interval,
         schema_version: group.metrics_group_schema_version,
-        resource: group.resource.into_resource()?,
+        resource: Arc::new(group.resource.into_resource()?),
         dimensions: group
             .dimensions
             .into_iter()
@@ -299,15 +311,15 @@ pub fn decode_metrics_group(bytes: &[u8]) -> anyhow::Result<MetricsGroup> {
             .metrics
             .into_iter()
             .map(MetricIn::into_metric)
-            .collect::<anyhow::Result<_>>()?,
+            .collect::<Result<_, DecodeError>>()?,
     })
 }
 
 /// Reads a resource written by [`encode_resource`] (or Panoptes).
 /// Metadata comes back sorted by key (the JSON object is).
-pub fn decode_resource(bytes: &[u8]) -> anyhow::Result<Resource> {
-    let resource: ResourceIn =
-        serde_json::from_slice(bytes).context("not a resource in Panoptes JSON")?;
+pub fn decode_resource(bytes: &[u8]) -> Result<Resource, DecodeError> {
+    let resource: ResourceIn = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError(format!("not a resource in Panoptes JSON: {e}")))?;
     resource.into_resource()
 }
 
@@ -328,7 +340,7 @@ mod tests {
             interval_seconds: 60,
             creation_timestamp: at,
             schema_version: "0.2".into(),
-            resource,
+            resource: Arc::new(resource),
             dimensions: vec![Dimension {
                 name: "interface_name".into(),
                 value: "ge-0/0/0 \"up\"\n".into(),
@@ -399,7 +411,7 @@ mod tests {
             // within that step (and re-encode the same, see below).
             creation_timestamp: at(1_700_000_000, 500_000_000),
             schema_version: "0.2".into(),
-            resource,
+            resource: Arc::new(resource),
             dimensions: vec![
                 Dimension {
                     name: "interface_name".into(),
@@ -527,7 +539,10 @@ mod tests {
             assert!(value.get(field).is_some(), "{field} missing from {value}");
         }
         assert_eq!(value["resource_ttl"], "900");
-        assert_eq!(decode_resource(&bytes).expect("decodes"), resource);
+        assert_eq!(
+            Arc::new(decode_resource(&bytes).expect("decodes")),
+            resource
+        );
         // Panoptes-style variations: a numeric ttl, non-string metadata.
         let loose = br#"{"resource_site":"s","resource_class":"c","resource_subclass":"sc",
             "resource_type":"t","resource_id":"r","resource_endpoint":"e",
