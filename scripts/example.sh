@@ -16,7 +16,7 @@ rustup target add wasm32-wasip2 >/dev/null
 echo "==> building the bundled plugins (wasm32-wasip2)" >&2
 (cd plugins && cargo build --release --locked --target wasm32-wasip2 --target-dir ../target/wasm-plugins)
 echo "==> building vigil" >&2
-cargo build --release --locked -p vigil-host
+cargo build --profile release-dev --locked -p vigil-host
 
 agent_pid=""
 start_agent() {
@@ -49,4 +49,4 @@ if ! start_agent; then
 fi
 
 echo "==> vigil run (metrics groups stream to stdout as JSON lines; Ctrl-C stops)" >&2
-target/release/vigil --site plugin-configs/site.toml run
+target/release-dev/vigil --site plugin-configs/site.toml run

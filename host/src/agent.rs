@@ -164,7 +164,7 @@ impl Outputs {
     fn open(&self) -> anyhow::Result<SinkSet> {
         SinkSet::open(
             &self.site.outputs,
-            self.store.clone(),
+            Arc::new(crate::store::StorageLatest(self.store.clone())),
             self.registry.clone(),
             &self.probes,
         )
@@ -437,7 +437,7 @@ async fn write_status(
             .into_iter()
             .map(|(path, error)| (path.display().to_string(), error))
             .collect(),
-        health: health.snapshot(),
+        health: serde_json::to_value(health.snapshot()).unwrap_or_default(),
     };
     off_runtime(store, "writing status", move |store| {
         store.put_status(&status)

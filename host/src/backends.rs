@@ -12,9 +12,9 @@ use crate::coordination::{Coordinator, SingleNode};
 use crate::pipeline::enrichment_cache::EnrichmentCache;
 use crate::site::{CacheBackend, Coordination, SiteConfig, StorageBackend};
 use crate::store::Storage;
-use crate::store::mongo::MongoStorage;
 use crate::store::sqlite::SqliteStorage;
 use crate::transform::{DEFAULT_SERIES_CAPACITY, RateTransformer};
+use vigil_mongo::MongoStorage;
 
 /// The store for resources, run history, latest values and status. With a
 /// Redis cache, resources (and their TTLs) live in Redis, shared by every

@@ -103,6 +103,13 @@ impl Health {
     }
 }
 
+/// `/metrics` serves vigil's health before the collected series.
+impl crate::sinks::SelfMetrics for Health {
+    fn render(&self, doc: &mut Exposition) {
+        Health::render(self, doc);
+    }
+}
+
 impl HealthSnapshot {
     /// Writes every health family (`vigil_*`).
     pub fn render(&self, doc: &mut Exposition) {
@@ -372,5 +379,117 @@ fn counter_per_plugin(
             &render_labels(&[("plugin", &p.name)]),
             SampleValue::Unsigned(pick(p)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::Batch;
+    use crate::model::{Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup};
+    use crate::sinks::{OutputSettings, SinkSet, buffer, exposition, prometheus, run_sinks};
+    use crate::store::sqlite::SqliteStorage;
+    use crate::store::{Storage, StorageLatest};
+
+    fn interface(resource: &str, interface: usize) -> MetricsGroup {
+        let at = Datetime {
+            seconds: 1,
+            nanoseconds: 0,
+        };
+        MetricsGroup {
+            group_type: "interface".into(),
+            interval_seconds: 60,
+            creation_timestamp: at,
+            schema_version: "0.2".into(),
+            resource: crate::model::Resource::named(resource, "127.0.0.1").into(),
+            dimensions: vec![Dimension {
+                name: "interface_name".into(),
+                value: format!("e{interface}"),
+            }],
+            metrics: vec![Metric {
+                name: "bits_in".into(),
+                value: MetricValue::Float(1.0),
+                type_: MetricType::Gauge,
+                creation_timestamp: at,
+            }],
+        }
+    }
+
+    /// Through the embedded bus: a plugin that floods series fills its own
+    /// budget; the neighbour's series all get in; both are counted per
+    /// plugin, on `/metrics` and in the health snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bus_carries_each_plugins_name_to_its_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Storage> =
+            Arc::new(SqliteStorage::open(&dir.path().join("vigil.db")).expect("store"));
+        let registry = Arc::new(prometheus::SeriesRegistry::new(
+            prometheus::PrometheusSettings {
+                max_series: 1_500,
+                max_series_per_plugin: 1_000,
+                ..prometheus::PrometheusSettings::default()
+            },
+        ));
+        let probes = SinkProbes::default();
+        let outputs = OutputSettings::default();
+        let sinks = SinkSet::open(
+            &outputs,
+            Arc::new(StorageLatest(store)),
+            Some(registry.clone()),
+            &probes,
+        )
+        .expect("sinks");
+        let (bus, rx) = tokio::sync::mpsc::channel(4);
+        let (_expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(run_sinks(rx, sinks, expired_rx));
+        for round in 0..5 {
+            let flood = (0..1_000)
+                .map(|i| interface("hog-device", round * 1_000 + i))
+                .collect();
+            bus.send(Batch::from_plugin("hog", flood))
+                .await
+                .expect("send");
+        }
+        let good = (0..300).map(|i| interface("good-device", i)).collect();
+        bus.send(Batch::from_plugin("good", good))
+            .await
+            .expect("send");
+        drop(bus);
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the sink loop ends with the bus")
+            .expect("task")
+            .expect("close");
+        let per_plugin = probes.plugin_series();
+        let of = |plugin: &str| {
+            per_plugin
+                .iter()
+                .find(|p| p.plugin == plugin)
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(of("hog").series, 1_000);
+        assert_eq!(
+            of("hog").dropped.get(buffer::reason::PLUGIN_SERIES_LIMIT),
+            Some(&4_000)
+        );
+        assert_eq!(of("good").series, 300);
+        assert!(of("good").dropped.is_empty());
+        let health = Health::new(0.0, Arc::new(RunStats::default()), probes.clone());
+        let page = prometheus::render_metrics(exposition::Format::Text, &health, Some(&registry));
+        assert!(
+            page.contains(
+                "vigil_sink_series{sink=\"prometheus\",kind=\"prometheus\",plugin=\"good\"} 300\n"
+            ),
+            "{}",
+            &page[..page.len().min(4000)]
+        );
+        assert!(page.contains(
+            "vigil_sink_dropped_series_total{sink=\"prometheus\",kind=\"prometheus\",plugin=\"hog\",reason=\"plugin_series_limit\"} 4000\n"
+        ));
+        assert_eq!(page.matches("resource_id=\"good-device\"").count(), 300);
     }
 }

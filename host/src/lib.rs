@@ -28,9 +28,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod sandbox;
 pub mod scheduler;
-pub mod sinks;
 pub mod site;
-pub mod store;
 pub mod transform;
 
 mod bindings;
@@ -39,3 +37,5 @@ mod bindings;
 pub use vigil_core::{secret, units};
 pub use vigil_dashboards as dashboards;
 pub use vigil_filter as filter;
+pub use vigil_sinks as sinks;
+pub use vigil_store as store;

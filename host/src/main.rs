@@ -355,7 +355,11 @@ fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
             outcomes.join(" ")
         );
     }
-    let health = &status.health;
+    // Written by this version's agent; one from another version that no
+    // longer parses shows as empty rather than hiding the rest.
+    let health: vigil_host::health::HealthSnapshot =
+        serde_json::from_value(status.health.clone()).unwrap_or_default();
+    let health = &health;
     if !health.inventory.resources_by_discovery.is_empty() {
         let by: Vec<String> = health
             .inventory

@@ -188,7 +188,7 @@ fn prometheus_dashboards_select_what_vigil_exposes() {
             }],
             ..OutputSettings::default()
         },
-        store,
+        Arc::new(vigil_host::store::StorageLatest(store)),
         None,
         &probes,
     )

@@ -120,6 +120,11 @@ fn store(dir: &tempfile::TempDir) -> Arc<dyn Storage> {
     Arc::new(SqliteStorage::open(&dir.path().join("vigil.db")).expect("store"))
 }
 
+/// The store as the sinks see it.
+fn latest(store: Arc<dyn Storage>) -> Arc<dyn vigil_host::sinks::LatestStore> {
+    Arc::new(vigil_host::store::StorageLatest(store))
+}
+
 /// What the hostile plugin sends: names vigil reserves, families that
 /// collide once suffixed, and one group of 20,000 dimensions of one name.
 fn hostile_groups() -> Vec<MetricsGroup> {
@@ -219,8 +224,13 @@ fn collided_and_reserved_names_never_break_the_page() {
         prometheus: Some(settings.clone()),
         ..OutputSettings::default()
     };
-    let mut sinks =
-        SinkSet::open(&outputs, store(&dir), Some(registry.clone()), &probes).expect("sinks");
+    let mut sinks = SinkSet::open(
+        &outputs,
+        latest(store(&dir)),
+        Some(registry.clone()),
+        &probes,
+    )
+    .expect("sinks");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = rt
         .block_on(vigil_host::sinks::prometheus::serve(
@@ -388,7 +398,7 @@ fn unsafe_resource_ids_push_to_their_own_pushgateway_group_only() {
         ..OutputSettings::default()
     };
     let probes = SinkProbes::default();
-    let mut sinks = SinkSet::open(&outputs, store(&dir), None, &probes).expect("sinks");
+    let mut sinks = SinkSet::open(&outputs, latest(store(&dir)), None, &probes).expect("sinks");
     let groups: Vec<MetricsGroup> = ids
         .iter()
         .map(|id| {
@@ -548,7 +558,7 @@ fn a_sink_that_never_answers_cannot_hold_shutdown() {
         ..OutputSettings::default()
     };
     let probes = SinkProbes::default();
-    let mut sinks = SinkSet::open(&outputs, store(&dir), None, &probes).expect("sinks");
+    let mut sinks = SinkSet::open(&outputs, latest(store(&dir)), None, &probes).expect("sinks");
     const GROUPS: u64 = 5_000;
     for chunk in 0..50 {
         let groups: Vec<MetricsGroup> = (0..GROUPS / 50)

@@ -654,7 +654,13 @@ fn site_outputs_run_an_influxdb_sink_in_the_sink_set() {
     let mut sinks = {
         // The sink set spawns its delivery tasks on the current runtime.
         let _guard = runtime.enter();
-        SinkSet::open(&outputs, store, None, &probes).expect("sinks")
+        SinkSet::open(
+            &outputs,
+            Arc::new(vigil_host::store::StorageLatest(store)),
+            None,
+            &probes,
+        )
+        .expect("sinks")
     };
     let batch: Vec<MetricsGroup> = (0..3)
         .map(|i| {

@@ -73,6 +73,11 @@ fn store(dir: &tempfile::TempDir) -> Arc<dyn Storage> {
     Arc::new(SqliteStorage::open(&dir.path().join("vigil.db")).expect("store"))
 }
 
+/// The store as the sinks see it.
+fn latest(store: Arc<dyn Storage>) -> Arc<dyn vigil_host::sinks::LatestStore> {
+    Arc::new(vigil_host::store::StorageLatest(store))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -126,8 +131,13 @@ fn prometheus_scrapes_vigil_metrics_and_promql_returns_the_series() {
         prometheus: Some(settings.clone()),
         ..OutputSettings::default()
     };
-    let mut sinks =
-        SinkSet::open(&outputs, store(&dir), Some(registry.clone()), &probes).expect("sinks");
+    let mut sinks = SinkSet::open(
+        &outputs,
+        latest(store(&dir)),
+        Some(registry.clone()),
+        &probes,
+    )
+    .expect("sinks");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = rt
         .block_on(vigil_host::sinks::prometheus::serve(
@@ -321,7 +331,7 @@ fn pushgateway_groups_per_resource_replace_expire_and_reach_prometheus() {
         ..OutputSettings::default()
     };
     let probes = SinkProbes::default();
-    let mut sinks = SinkSet::open(&outputs, store(&dir), None, &probes).expect("sinks");
+    let mut sinks = SinkSet::open(&outputs, latest(store(&dir)), None, &probes).expect("sinks");
     // One id needs the Pushgateway's base64 path encoding.
     sinks.accept(vec![
         interface_group("sw1", "e0", 10.0, 1),
@@ -402,7 +412,7 @@ fn pushgateway_drops_stale_series_from_a_group() {
         ..OutputSettings::default()
     };
     let mut sinks =
-        SinkSet::open(&outputs, store(&dir), None, &SinkProbes::default()).expect("sinks");
+        SinkSet::open(&outputs, latest(store(&dir)), None, &SinkProbes::default()).expect("sinks");
     sinks.accept(vec![
         interface_group("sw1", "e0", 10.0, 1),
         interface_group("sw1", "e1", 11.0, 1),

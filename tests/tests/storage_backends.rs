@@ -14,12 +14,12 @@ use vigil_host::model::{
     Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
 };
 use vigil_host::store::ResourceSettings;
-use vigil_host::store::mongo::MongoStorage;
 use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::store::{
     HostStatus, PluginStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage,
     StoredResource, UpsertSummary,
 };
+use vigil_mongo::MongoStorage;
 use vigil_tests::mongo_servers::{NxMongo, free_tcp_port};
 use vigil_tests::redis_servers::RedisServer;
 
@@ -562,7 +562,7 @@ fn host_status(site: &str, runs: u64) -> HostStatus {
             lateness_p99_ms: 12.0,
         }],
         broken: vec![("bad.vigil-plugin".into(), "line 3: unknown key".into())],
-        health: vigil_host::health::HealthSnapshot {
+        health: serde_json::to_value(vigil_host::health::HealthSnapshot {
             started_at: 1000.5,
             sinks: vec![vigil_host::sinks::buffer::SinkSnapshot {
                 name: "influxdb".into(),
@@ -576,7 +576,8 @@ fn host_status(site: &str, runs: u64) -> HostStatus {
             }],
             queues: [("bus".to_owned(), 5)].into_iter().collect(),
             ..Default::default()
-        },
+        })
+        .expect("a health snapshot is JSON"),
     }
 }
 

@@ -8,13 +8,18 @@
 //!   (resources, metrics groups, enrichment groups, endpoint events,
 //!   findings), as plain Rust types; the sandbox converts WIT values into
 //!   them at its boundary.
+//! * [`batch`] is what the bus carries: groups with their producing plugin.
 //! * [`panoptes`] is Panoptes' JSON for metrics groups and resources (the
 //!   Kafka bus, JSON-lines files and the consumers speak it).
+//! * [`kv`] is the seam between the plugin key/value capability and the
+//!   stores that keep plugin state.
 //! * [`units`] parses sizes and durations as operators write them.
 //! * [`status`] is Panoptes' polling status codes.
 //! * [`secret`] holds credentials so they are never printed.
 //! * [`located`] is the `path:line: message` error of every config reader.
 
+pub mod batch;
+pub mod kv;
 pub mod located;
 pub mod model;
 pub mod panoptes;

@@ -16,12 +16,17 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Datetime, EnrichmentGroup, EnrichmentSet, MetricsGroup, Resource};
-use crate::pipeline::enrichment_cache::{Admitted, EnrichmentLimits, EnrichmentRefusal};
+use crate::pipeline::enrichment_cache::{
+    Admitted, BackendError, EnrichmentLimits, EnrichmentRefusal, EnrichmentStore,
+    EnrichmentVerdicts,
+};
 use crate::store::{
     HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
     StoredResource, UpsertSummary, prepare_batch,
 };
+use crate::transform::RateState;
 use crate::transform::rate::CounterSample;
+use futures_util::future::BoxFuture;
 
 fn io_error(e: redis::RedisError) -> StoreError {
     StoreError::Io(std::io::Error::other(format!("redis: {e}")))
@@ -427,13 +432,6 @@ struct GroupRecord {
     sets: Vec<(String, Vec<(String, String)>)>,
 }
 
-/// What Redis decided for each group of a write: `None` stored, else why
-/// not; and how many entries were evicted to make room.
-pub struct EnrichmentVerdicts {
-    pub groups: Vec<Option<EnrichmentRefusal>>,
-    pub evicted: usize,
-}
-
 /// KEYS: owner, count, index, size, bytes, r:RESOURCE. ARGV: plugin, now,
 /// max namespaces per resource, max entries, max bytes, key prefix,
 /// resource, then (namespace, ttl ms, expires at, bytes, JSON) per group.
@@ -707,5 +705,45 @@ impl RedisRates {
         }
         let mut connection = self.connection.clone();
         pipe.query_async(&mut connection).await
+    }
+}
+
+impl EnrichmentStore for RedisEnrichments {
+    fn put<'a>(
+        &'a self,
+        plugin: &'a str,
+        resource_id: &'a str,
+        groups: &'a [Admitted],
+        limits: &'a EnrichmentLimits,
+        now: f64,
+    ) -> BoxFuture<'a, Result<EnrichmentVerdicts, BackendError>> {
+        Box::pin(async move {
+            Ok(RedisEnrichments::put(self, plugin, resource_id, groups, limits, now).await?)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        resource_id: &'a str,
+        namespaces: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<EnrichmentGroup>, BackendError>> {
+        Box::pin(async move { Ok(RedisEnrichments::get(self, resource_id, namespaces).await?) })
+    }
+}
+
+impl RateState for RedisRates {
+    fn load<'a>(
+        &'a self,
+        series: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<CounterSample>>, BackendError>> {
+        Box::pin(async move { Ok(RedisRates::load(self, series).await?) })
+    }
+
+    fn store<'a>(
+        &'a self,
+        samples: &'a [(String, CounterSample)],
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move { Ok(RedisRates::store(self, samples, keep).await?) })
     }
 }

@@ -2,7 +2,7 @@
 //! polling plugins to read through the `enrichment-cache` import.
 //!
 //! In this process's memory by default; in Redis when agents share a site
-//! (`[cache] backend = "redis"`, see [`RedisEnrichments`]), with the local
+//! (`[cache] backend = "redis"`, through an [`EnrichmentStore`]), with the local
 //! copy as the fallback while Redis is unreachable. Both apply the same
 //! rules.
 //!
@@ -50,7 +50,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::coordination::shared::RedisEnrichments;
+use futures_util::future::BoxFuture;
+
 use crate::model::EnrichmentGroup;
 use crate::plugin::ini::LocatedError;
 
@@ -501,10 +502,43 @@ impl Local {
     }
 }
 
+/// An error from a shared backend (Redis), with its source.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a shared store decided for each group of a write: `None` stored,
+/// else why not; and how many entries were evicted to make room.
+pub struct EnrichmentVerdicts {
+    pub groups: Vec<Option<EnrichmentRefusal>>,
+    pub evicted: usize,
+}
+
+/// Where enrichments live when agents share a site (the same rules as the
+/// local cache, applied atomically by the backend). Declared here, by the
+/// cache; the Redis backend implements it
+/// ([`crate::coordination::shared::RedisEnrichments`]).
+pub trait EnrichmentStore: Send + Sync + 'static {
+    /// Caches `groups` (already admitted: sizes checked, TTLs clamped)
+    /// that `plugin` returned for `resource_id`.
+    fn put<'a>(
+        &'a self,
+        plugin: &'a str,
+        resource_id: &'a str,
+        groups: &'a [Admitted],
+        limits: &'a EnrichmentLimits,
+        now: f64,
+    ) -> BoxFuture<'a, Result<EnrichmentVerdicts, BackendError>>;
+    /// The live groups of `namespaces` for `resource_id`.
+    fn get<'a>(
+        &'a self,
+        resource_id: &'a str,
+        namespaces: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<EnrichmentGroup>, BackendError>>;
+}
+
 pub struct EnrichmentCache {
     limits: EnrichmentLimits,
     local: Mutex<Local>,
-    shared: Option<RedisEnrichments>,
+    shared: Option<Box<dyn EnrichmentStore>>,
     /// Entries evicted to make room, since start.
     evicted: std::sync::atomic::AtomicU64,
 }
@@ -526,13 +560,13 @@ impl EnrichmentCache {
     }
 
     /// Shared through Redis, with the default limits.
-    pub fn shared(redis: RedisEnrichments) -> EnrichmentCache {
-        EnrichmentCache::shared_with(redis, EnrichmentLimits::default())
+    pub fn shared(store: impl EnrichmentStore) -> EnrichmentCache {
+        EnrichmentCache::shared_with(store, EnrichmentLimits::default())
     }
 
-    pub fn shared_with(redis: RedisEnrichments, limits: EnrichmentLimits) -> EnrichmentCache {
+    pub fn shared_with(store: impl EnrichmentStore, limits: EnrichmentLimits) -> EnrichmentCache {
         EnrichmentCache {
-            shared: Some(redis),
+            shared: Some(Box::new(store)),
             ..EnrichmentCache::new(limits)
         }
     }

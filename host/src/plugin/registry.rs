@@ -422,7 +422,7 @@ impl PluginRegistry {
             (generation, in_use(&state), prune)
         };
         self.shared.changed.notify_all();
-        self.shared.announce(&events, None);
+        self.shared.announce(&events);
         if !self.shared.lock().worker {
             // No compile thread (the system refused one): compile here.
             while self.shared.compile_next(false) {}
@@ -715,24 +715,27 @@ impl Shared {
                     }
                 }
             }
+            // Reported while the state lock is held: a `rescan` waiting for
+            // this compile reads its report once the pending entry is gone,
+            // and must find the outcome there.
+            if let Some(report) = job.report.as_ref() {
+                report
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&events);
+            }
             events
         };
         self.changed.notify_all();
-        self.announce(&events, job.report.as_ref());
+        self.announce(&events);
         true
     }
 
-    fn announce(&self, events: &[RegistryEvent], report: Option<&Report>) {
+    fn announce(&self, events: &[RegistryEvent]) {
         for event in events {
             log_event(event);
             // No subscribers is fine.
             let _ = self.events.send(event.clone());
-        }
-        if let Some(report) = report {
-            report
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(events);
         }
     }
 }

@@ -11,9 +11,12 @@ pub mod rate;
 
 use std::sync::Mutex;
 
+use futures_util::future::BoxFuture;
+
 use crate::model::{Metric, MetricType, MetricValue, MetricsGroup};
 use crate::plugin::manifest::RateTransform;
-use rate::{CounterSample, CounterWidth, RateOutcome, RateTracker};
+pub use rate::CounterSample;
+use rate::{CounterWidth, RateOutcome, RateTracker};
 
 /// Series whose last sample is kept, at most (about 100 bytes each).
 pub const DEFAULT_SERIES_CAPACITY: usize = 2_000_000;
@@ -29,11 +32,31 @@ pub struct TransformStats {
     pub withheld: u64,
 }
 
+/// An error from a shared backend (Redis), with its source.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where counter samples live when agents share a site, so any agent can
+/// continue any series. Declared here, by the transform that uses it; the
+/// Redis backend implements it ([`crate::coordination::shared::RedisRates`]).
+pub trait RateState: Send + Sync + 'static {
+    /// The last sample of each series (`None` for an unknown one), in order.
+    fn load<'a>(
+        &'a self,
+        series: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<CounterSample>>, BackendError>>;
+    /// Records samples, each kept for `keep` (older ones would be gaps).
+    fn store<'a>(
+        &'a self,
+        samples: &'a [(String, CounterSample)],
+        keep: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
 pub struct RateTransformer {
     tracker: Mutex<RateTracker>,
-    /// Where counter state lives when agents share a site (Redis); the
-    /// local tracker is then the fallback while Redis is unreachable.
-    shared: Option<crate::coordination::shared::RedisRates>,
+    /// Where counter state lives when agents share a site; the local
+    /// tracker is then the fallback while it is unreachable.
+    shared: Option<Box<dyn RateState>>,
 }
 
 impl Default for RateTransformer {
@@ -55,12 +78,9 @@ impl RateTransformer {
 
     /// A transformer whose counter state lives in Redis, so any agent can
     /// continue any series and a restart loses nothing.
-    pub fn shared(
-        capacity: usize,
-        redis: crate::coordination::shared::RedisRates,
-    ) -> RateTransformer {
+    pub fn shared(capacity: usize, state: impl RateState) -> RateTransformer {
         RateTransformer {
-            shared: Some(redis),
+            shared: Some(Box::new(state)),
             ..RateTransformer::new(capacity)
         }
     }

@@ -1,7 +1,7 @@
 //! The two local sinks:
 //!
 //! * [`JsonLines`]: Panoptes' metrics group JSON (schema v0.2, the one
-//!   encoder in [`crate::pipeline::encode`]), one group per line, to a file
+//!   encoder in [`vigil_core::panoptes`]), one group per line, to a file
 //!   or stdout;
 //! * [`LatestValues`]: the latest value of every series, kept in the store
 //!   for `vigil metrics`.
@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::buffer::{SharedGroup, SinkCounters, reason};
-use crate::pipeline::encode::write_json_line;
-use crate::store::{Storage, off_runtime};
+use crate::LatestStore;
+use vigil_core::panoptes::write_json_line;
 
 pub struct JsonLines {
     out: Box<dyn Write + Send>,
@@ -81,13 +81,13 @@ impl JsonLines {
 }
 
 pub struct LatestValues {
-    store: Arc<dyn Storage>,
+    store: Arc<dyn LatestStore>,
     pending: Vec<SharedGroup>,
     counters: Arc<SinkCounters>,
 }
 
 impl LatestValues {
-    pub fn new(store: Arc<dyn Storage>) -> LatestValues {
+    pub fn new(store: Arc<dyn LatestStore>) -> LatestValues {
         LatestValues {
             store,
             pending: Vec::new(),
@@ -110,20 +110,21 @@ impl LatestValues {
         }
         let groups = std::mem::take(&mut self.pending);
         let count = groups.len() as u64;
-        let stored = off_runtime(&self.store, "storing latest values", move |store| {
-            store.store_latest(&groups)
-        })
-        .await;
+        // The store blocks (SQLite, a MongoDB round trip): off the runtime.
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.store_latest(&groups)).await;
         match stored {
-            Some(()) => {
+            Ok(Ok(())) => {
                 self.counters.delivered(count);
                 Ok(())
             }
-            None => {
+            Ok(Err(e)) => {
                 self.counters.dropped(reason::WRITE_ERROR, count);
-                Err(anyhow::anyhow!(
-                    "storing latest values failed (see the log)"
-                ))
+                Err(anyhow::anyhow!("storing latest values: {e}"))
+            }
+            Err(e) => {
+                self.counters.dropped(reason::WRITE_ERROR, count);
+                Err(anyhow::anyhow!("storing latest values: {e}"))
             }
         }
     }

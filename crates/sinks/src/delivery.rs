@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::buffer::{SharedGroup, SinkBuffer, Taken, reason};
-use crate::bus::PluginName;
+use vigil_core::batch::PluginName;
 
 /// The default time a stopping sink keeps trying to deliver what it holds.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -236,8 +236,8 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, MetricsGroup, Resource};
     use std::sync::Mutex;
+    use vigil_core::model::{Datetime, MetricsGroup, Resource};
 
     /// Fails while `down` is set; records what it delivered.
     struct Flaky {

@@ -42,7 +42,6 @@
 //! so a batch of n resources does at most n lookups and n writes.
 
 pub mod kv;
-pub mod mongo;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -50,7 +49,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Datetime, MetricsGroup, Resource};
+use vigil_core::model::{Datetime, MetricsGroup, Resource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -138,11 +137,11 @@ impl ResourcesSection {
     pub fn resolve(
         &self,
         site: &str,
-        at: &dyn Fn(std::ops::Range<usize>, String) -> crate::plugin::ini::LocatedError,
-    ) -> Result<ResourceSettings, crate::plugin::ini::LocatedError> {
+        at: &dyn Fn(std::ops::Range<usize>, String) -> vigil_core::LocatedError,
+    ) -> Result<ResourceSettings, vigil_core::LocatedError> {
         let mut settings = ResourceSettings::new(site);
         if let Some(written) = &self.max_ttl {
-            let ttl = crate::units::parse_duration(written.get_ref())
+            let ttl = vigil_core::units::parse_duration(written.get_ref())
                 .map_err(|e| at(written.span(), format!("resources.max_ttl: {e}")))?;
             if ttl < Duration::from_secs(1) || ttl > MAX_RESOURCE_TTL_CEILING {
                 return Err(at(
@@ -353,9 +352,11 @@ pub struct HostStatus {
     pub plugins: Vec<PluginStatus>,
     /// Plugin files that failed to load, with their errors.
     pub broken: Vec<(String, String)>,
-    /// The numbers `/metrics` shows about vigil itself.
+    /// The numbers `/metrics` shows about vigil itself: the agent's health
+    /// snapshot, kept as the JSON it serialises to (the store needs not
+    /// know its shape; `vigil status` reads it back).
     #[serde(default)]
-    pub health: crate::health::HealthSnapshot,
+    pub health: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -372,6 +373,25 @@ pub struct PluginStatus {
     /// Start lateness against the schedule, in milliseconds.
     pub lateness_p50_ms: f64,
     pub lateness_p99_ms: f64,
+}
+
+/// The store as the sinks see it: where `latest` values go.
+pub struct StorageLatest(pub std::sync::Arc<dyn Storage>);
+
+impl vigil_sinks::LatestStore for StorageLatest {
+    fn store_latest(
+        &self,
+        groups: &[std::sync::Arc<MetricsGroup>],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.0.store_latest(groups)?)
+    }
+}
+
+/// Seconds since the epoch, as a float (the store's time unit).
+pub fn epoch_seconds(at: std::time::SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Runs a blocking storage call off the async runtime. Failures are logged
@@ -407,7 +427,7 @@ pub async fn expire_removed_plugin(
     if path.exists() {
         return Vec::new();
     }
-    let now = crate::pipeline::epoch_seconds(std::time::SystemTime::now());
+    let now = epoch_seconds(std::time::SystemTime::now());
     let name = plugin.to_owned();
     let expired = off_runtime(
         store,
@@ -466,7 +486,7 @@ mod tests {
     #[test]
     fn resources_section_and_policy_bound_ttls() {
         let at = |_: std::ops::Range<usize>, m: String| {
-            crate::plugin::ini::LocatedError::new(std::path::Path::new("site.toml"), 1, m)
+            vigil_core::LocatedError::new(std::path::Path::new("site.toml"), 1, m)
         };
         let parse = |text: &str| -> ResourcesSection { toml::from_str(text).expect("toml") };
         let settings = parse("").resolve("lab", &at).expect("default");

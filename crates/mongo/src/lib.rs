@@ -1,5 +1,5 @@
 //! MongoDB behind [`Storage`], for sites that keep their state in a shared
-//! document store. The embedded [`SqliteStorage`](super::sqlite::SqliteStorage)
+//! document store. The embedded [`SqliteStorage`](vigil_store::sqlite::SqliteStorage)
 //! stays the default; this backend has the same semantics method for method.
 //!
 //! Every document is keyed by its natural key, so every write is an upsert
@@ -98,11 +98,11 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::sync::{Client, Collection, Database};
 
-use super::{
+use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
+use vigil_store::{
     HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
     StoredResource, UpsertSummary, prepare_batch,
 };
-use crate::model::{Datetime, MetricType, MetricsGroup, Resource};
 
 /// Run history kept, across all plugins; older runs are pruned.
 const RUN_HISTORY: i64 = 200_000;
@@ -876,7 +876,7 @@ impl Storage for MongoStorage {
                     .map(|d| (d.name.as_str(), d.value.as_str()))
                     .collect();
                 dimensions.sort();
-                let series = crate::sinks::series::series_id(
+                let series = vigil_sinks::series::series_id(
                     &group.resource.id,
                     &group.group_type,
                     dimensions.iter().copied(),

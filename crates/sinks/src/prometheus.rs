@@ -1,6 +1,6 @@
 //! The Prometheus exposition sink: every collected series, kept in memory
 //! and served on `/metrics` next to vigil's own health
-//! ([`crate::health`]), in the text format or OpenMetrics as the scraper
+//! (any [`SelfMetrics`], vigil's health in the agent), in the text format or OpenMetrics as the scraper
 //! asks. [`Families`] is also the Pushgateway sink's store.
 //!
 //! A series is `<group>_<metric>` (counters `..._total`) labelled with the
@@ -31,7 +31,7 @@
 //! # Fair share: budgets per plugin
 //!
 //! Every series belongs to the plugin whose group created it (the bus
-//! carries each group's producer, [`crate::bus::Batch`]). A plugin holds at
+//! carries each group's producer, [`vigil_core::batch::Batch`]). A plugin holds at
 //! most `max_series_per_plugin` series (default 250,000); past it its new
 //! series are refused and counted against it (`plugin_series_limit`), so
 //! a plugin that floods cardinality fills its own budget, not the registry:
@@ -75,9 +75,9 @@ use toml::Spanned;
 use super::buffer::{PluginSeries, SharedGroup, SinkCounters, SinkSnapshot, reason};
 use super::exposition::{Exposition, Format, Kind, SampleValue, family_name, group_labels};
 use super::series::{IdMap, IdSet, SeriesId, label_set_id};
-use super::{At, LocatedError, STALE_AFTER_RANGE, duration_in_range, in_range};
-use crate::bus::{PluginName, UNKNOWN_PLUGIN};
-use crate::model::{MetricType, MetricsGroup};
+use super::{At, LocatedError, STALE_AFTER_RANGE, SelfMetrics, duration_in_range, in_range};
+use vigil_core::batch::{PluginName, UNKNOWN_PLUGIN};
+use vigil_core::model::{MetricType, MetricsGroup};
 
 /// Family names that start with this are vigil's own.
 pub const RESERVED_PREFIX: &str = "vigil_";
@@ -353,7 +353,7 @@ impl Families {
     fn family(
         &mut self,
         group_type: &str,
-        metric: &crate::model::Metric,
+        metric: &vigil_core::model::Metric,
     ) -> Result<u32, DropReason> {
         let kind = Kind::from(metric.type_);
         let known = self
@@ -954,7 +954,7 @@ pub fn plugin_series(name: &str, kind: &str, usage: &Usage) -> Vec<PluginSeries>
 /// The `/metrics` document: vigil's health, then the collected series.
 pub fn render_metrics(
     format: Format,
-    health: &crate::health::Health,
+    health: &dyn SelfMetrics,
     registry: Option<&SeriesRegistry>,
 ) -> String {
     let mut doc = Exposition::new(format);
@@ -969,7 +969,7 @@ pub fn render_metrics(
 /// are returned at once (a taken port is a configuration error).
 pub async fn serve(
     listen: SocketAddr,
-    health: Arc<crate::health::Health>,
+    health: Arc<dyn SelfMetrics>,
     registry: Option<Arc<SeriesRegistry>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -988,7 +988,7 @@ pub async fn serve(
             // Rendering a large registry is CPU work; keep it off the
             // runtime's reactor threads.
             let body = tokio::task::spawn_blocking(move || {
-                render_metrics(format, &health, registry.as_deref())
+                render_metrics(format, health.as_ref(), registry.as_deref())
             })
             .await;
             match body {
@@ -1029,7 +1029,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, Metric, MetricValue, Resource};
+    use vigil_core::model::{Datetime, Dimension, Metric, MetricValue, Resource};
 
     fn group(
         resource: &str,

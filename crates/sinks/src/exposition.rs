@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use crate::model::{MetricType, MetricValue, MetricsGroup};
+use vigil_core::model::{MetricType, MetricValue, MetricsGroup};
 
 /// Which format a scraper asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,8 +445,8 @@ pub fn format_float(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, Resource};
     use std::collections::HashSet;
+    use vigil_core::model::{Datetime, Dimension, Resource};
 
     #[test]
     fn names_follow_the_prometheus_rules() {

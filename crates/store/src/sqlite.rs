@@ -9,7 +9,7 @@ use super::{
     HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreResult,
     StoredResource, UpsertSummary, prepare_batch,
 };
-use crate::model::{Datetime, MetricType, MetricsGroup, Resource};
+use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
 
 /// Run history kept, across all plugins; older runs are pruned.
 const RUN_HISTORY: i64 = 200_000;
@@ -318,7 +318,7 @@ impl Storage for SqliteStorage {
 
     /// A series (resource id, group type, sorted dimensions) is stored once
     /// in `latest_series` under its compact id
-    /// ([`crate::sinks::series::series_id`], 16 bytes, `key`); each metric is
+    /// ([`vigil_sinks::series::series_id`], 16 bytes, `key`); each metric is
     /// a row of `latest_values` keyed by the series' rowid and the metric
     /// name. So the dimension text is written once per series, not once per
     /// metric (it was twice per metric, row and index: a 229 KB poll of
@@ -349,7 +349,7 @@ impl Storage for SqliteStorage {
                     .map(|d| (d.name.as_str(), d.value.as_str()))
                     .collect();
                 dimensions.sort();
-                let key = crate::sinks::series::series_id(
+                let key = vigil_sinks::series::series_id(
                     &group.resource.id,
                     &group.group_type,
                     dimensions.iter().copied(),
@@ -449,7 +449,7 @@ impl Storage for SqliteStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dimension, Metric, MetricValue};
+    use vigil_core::model::{Dimension, Metric, MetricValue};
 
     fn resource(id: &str, ttl: u64) -> Resource {
         let mut r = Resource::named(id, "127.0.0.1");
@@ -463,7 +463,7 @@ mod tests {
     fn resources_belong_to_their_first_discoverer_and_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
-        let policy = crate::store::ResourceSettings::new("lab").policy(
+        let policy = crate::ResourceSettings::new("lab").policy(
             std::time::Duration::from_secs(100),
             10,
             &[],

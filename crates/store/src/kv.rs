@@ -6,7 +6,7 @@
 //! The store has its own SQLite connection (not the one resources, runs
 //! and latest values go through), with a busy timeout ([`BUSY_TIMEOUT`]),
 //! and the sandbox calls it off the async workers (see
-//! [`crate::capabilities::kv`]). A write is one `BEGIN IMMEDIATE`
+//! [`vigil_core::kv`]). A write is one `BEGIN IMMEDIATE`
 //! transaction: the write lock is taken first, waiting out the busy
 //! timeout, and only then is the quota read and the value written. The
 //! earlier deferred transaction read first and upgraded to a write
@@ -34,7 +34,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::StoreResult;
-use crate::capabilities::kv::{KvBackend, KvError, KvFailure};
+use vigil_core::kv::{KvBackend, KvError, KvFailure};
 
 /// How long a call waits for another connection's write lock. Writers on
 /// the host's database hold it for milliseconds (the largest, a 10,000

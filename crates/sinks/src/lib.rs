@@ -16,7 +16,7 @@
 //! `/metrics` show those counts. The sinks that budget series (the
 //! Prometheus registry and the Pushgateway) also count per producing
 //! plugin ([`buffer::PluginSeries`]), which the bus carries with every
-//! group ([`crate::bus::Batch`]).
+//! group ([`vigil_core::batch::Batch`]).
 //!
 //! Stopping is bounded: see [`SinkSet::close`] and [`delivery`]; each
 //! networked sink's `shutdown_grace` (default 5 s, 100 ms to 120 s) is the
@@ -38,11 +38,31 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::bus::{Batch, PluginName};
-use crate::plugin::ini::LocatedError;
-use crate::store::Storage;
 use buffer::{SharedGroup, SinkBuffer, SinkCounters, SinkSnapshot};
 use delivery::Delivery;
+use vigil_core::LocatedError;
+use vigil_core::batch::{Batch, PluginName};
+
+/// Where the latest value of every series is kept for `vigil metrics`:
+/// the agent's store, seen by the sinks through this one call. Declared
+/// here, by its user, so the sinks depend on no storage backend.
+pub trait LatestStore: Send + Sync + 'static {
+    /// Records the newest value of every metric of `groups`. May block
+    /// (SQLite, a database round trip); the sinks call it on tokio's
+    /// blocking pool.
+    fn store_latest(
+        &self,
+        groups: &[Arc<vigil_core::model::MetricsGroup>],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// What `/metrics` serves before the collected series: the agent's own
+/// health families (`vigil_*`). Declared here so the sinks do not depend
+/// on the agent.
+pub trait SelfMetrics: Send + Sync + 'static {
+    /// Writes the families into `doc`.
+    fn render(&self, doc: &mut exposition::Exposition);
+}
 
 /// Reports a config error at a span of the site file.
 pub type At<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> LocatedError;
@@ -237,7 +257,7 @@ pub fn duration_in_range(
     range: std::ops::RangeInclusive<Duration>,
     at: At<'_>,
 ) -> Result<Duration, LocatedError> {
-    let parsed = crate::units::parse_duration(value.get_ref())
+    let parsed = vigil_core::units::parse_duration(value.get_ref())
         .map_err(|e| at(value.span(), format!("{key}: {e}")))?;
     if range.contains(&parsed) {
         Ok(parsed)
@@ -389,7 +409,7 @@ impl SinkSet {
     /// sink registers its numbers with `probes`. Needs a tokio runtime.
     pub fn open(
         outputs: &OutputSettings,
-        store: Arc<dyn Storage>,
+        store: Arc<dyn LatestStore>,
         prometheus: Option<Arc<prometheus::SeriesRegistry>>,
         probes: &SinkProbes,
     ) -> anyhow::Result<SinkSet> {
@@ -592,33 +612,6 @@ pub async fn run_sinks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup};
-    use crate::store::sqlite::SqliteStorage;
-
-    fn interface(resource: &str, interface: usize) -> MetricsGroup {
-        let at = Datetime {
-            seconds: 1,
-            nanoseconds: 0,
-        };
-        MetricsGroup {
-            group_type: "interface".into(),
-            interval_seconds: 60,
-            creation_timestamp: at,
-            schema_version: "0.2".into(),
-            resource: crate::model::Resource::named(resource, "127.0.0.1").into(),
-            dimensions: vec![Dimension {
-                name: "interface_name".into(),
-                value: format!("e{interface}"),
-            }],
-            metrics: vec![Metric {
-                name: "bits_in".into(),
-                value: MetricValue::Float(1.0),
-                type_: MetricType::Gauge,
-                creation_timestamp: at,
-            }],
-        }
-    }
-
     #[test]
     fn the_shutdown_grace_has_a_default_and_a_ceiling() {
         let parse = |text: &str| {
@@ -637,78 +630,5 @@ mod tests {
                 .contains("outputs.influxdb[0].shutdown_grace must be"),
             "{err}"
         );
-    }
-
-    /// Through the embedded bus: a plugin that floods series fills its own
-    /// budget; the neighbour's series all get in; both are counted per
-    /// plugin, on `/metrics` and in the health snapshot.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_bus_carries_each_plugins_name_to_its_budget() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Storage> =
-            Arc::new(SqliteStorage::open(&dir.path().join("vigil.db")).expect("store"));
-        let registry = Arc::new(prometheus::SeriesRegistry::new(
-            prometheus::PrometheusSettings {
-                max_series: 1_500,
-                max_series_per_plugin: 1_000,
-                ..prometheus::PrometheusSettings::default()
-            },
-        ));
-        let probes = SinkProbes::default();
-        let outputs = OutputSettings::default();
-        let sinks = SinkSet::open(&outputs, store, Some(registry.clone()), &probes).expect("sinks");
-        let (bus, rx) = tokio::sync::mpsc::channel(4);
-        let (_expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(run_sinks(rx, sinks, expired_rx));
-        for round in 0..5 {
-            let flood = (0..1_000)
-                .map(|i| interface("hog-device", round * 1_000 + i))
-                .collect();
-            bus.send(Batch::from_plugin("hog", flood))
-                .await
-                .expect("send");
-        }
-        let good = (0..300).map(|i| interface("good-device", i)).collect();
-        bus.send(Batch::from_plugin("good", good))
-            .await
-            .expect("send");
-        drop(bus);
-        tokio::time::timeout(Duration::from_secs(60), task)
-            .await
-            .expect("the sink loop ends with the bus")
-            .expect("task")
-            .expect("close");
-        let per_plugin = probes.plugin_series();
-        let of = |plugin: &str| {
-            per_plugin
-                .iter()
-                .find(|p| p.plugin == plugin)
-                .cloned()
-                .unwrap_or_default()
-        };
-        assert_eq!(of("hog").series, 1_000);
-        assert_eq!(
-            of("hog").dropped.get(buffer::reason::PLUGIN_SERIES_LIMIT),
-            Some(&4_000)
-        );
-        assert_eq!(of("good").series, 300);
-        assert!(of("good").dropped.is_empty());
-        let health = crate::health::Health::new(
-            0.0,
-            Arc::new(crate::pipeline::stats::RunStats::default()),
-            probes.clone(),
-        );
-        let page = prometheus::render_metrics(exposition::Format::Text, &health, Some(&registry));
-        assert!(
-            page.contains(
-                "vigil_sink_series{sink=\"prometheus\",kind=\"prometheus\",plugin=\"good\"} 300\n"
-            ),
-            "{}",
-            &page[..page.len().min(4000)]
-        );
-        assert!(page.contains(
-            "vigil_sink_dropped_series_total{sink=\"prometheus\",kind=\"prometheus\",plugin=\"hog\",reason=\"plugin_series_limit\"} 4000\n"
-        ));
-        assert_eq!(page.matches("resource_id=\"good-device\"").count(), 300);
     }
 }

@@ -98,8 +98,8 @@ use super::buffer::SharedGroup;
 use super::delivery::{BatchWriter, SendError};
 use super::exposition::UniqueNames;
 use super::{At, DeliverySection, DeliverySettings, LocatedError};
-use crate::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
-use crate::secret::{Secret, SecretSource};
+use vigil_core::model::{Datetime, MetricType, MetricValue, MetricsGroup, Resource};
+use vigil_core::secret::{Secret, SecretSource};
 
 /// The timestamp unit of the lines (and of the write's `precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1068,7 +1068,7 @@ impl BatchWriter for InfluxWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dimension, Metric, MetricType};
+    use vigil_core::model::{Dimension, Metric, MetricType};
 
     fn at_nanos(seconds: u64, nanoseconds: u32) -> Datetime {
         Datetime {

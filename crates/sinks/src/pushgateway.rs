@@ -48,8 +48,8 @@ use super::delivery::{BatchWriter, SendError};
 use super::exposition::{Exposition, Format, group_labels};
 use super::prometheus::{Families, SeriesLimits, UsageView, series_budgets};
 use super::{At, DeliverySection, DeliverySettings, LocatedError, duration_in_range};
-use crate::bus::{PluginName, UNKNOWN_PLUGIN};
-use crate::secret::{Secret, SecretSource};
+use vigil_core::batch::{PluginName, UNKNOWN_PLUGIN};
+use vigil_core::secret::{Secret, SecretSource};
 
 /// Family names the Pushgateway adds to every group itself: a pushed
 /// family of that name would make it refuse the push.
@@ -598,7 +598,9 @@ mod tests {
     }
 
     fn group(resource: &str, group_type: &str, metric: &str) -> SharedGroup {
-        use crate::model::{Datetime, Metric, MetricType, MetricValue, MetricsGroup, Resource};
+        use vigil_core::model::{
+            Datetime, Metric, MetricType, MetricValue, MetricsGroup, Resource,
+        };
         let at = Datetime {
             seconds: 1,
             nanoseconds: 0,

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::bus::{PluginName, UNKNOWN_PLUGIN};
-use crate::model::MetricsGroup;
+use vigil_core::batch::{PluginName, UNKNOWN_PLUGIN};
+use vigil_core::model::MetricsGroup;
 
 /// A metrics group shared by every sink of the process (encoded once per
 /// sink, copied never).
@@ -308,7 +308,7 @@ impl SinkBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Resource};
+    use vigil_core::model::{Datetime, Resource};
 
     fn group(n: u32) -> SharedGroup {
         Arc::new(MetricsGroup {
