@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
+#[cfg(feature = "kafka")]
 use crate::bus::kafka::{self, KafkaPublisher, KafkaSettings, Topic};
 use crate::health::{Health, Inventory};
 use crate::pipeline::stats::RunStats;
@@ -94,6 +95,21 @@ pub async fn run(
 
 /// Consumes the site's processed-metrics topic into this process's sinks
 /// until `stop` turns true.
+#[cfg(not(feature = "kafka"))]
+async fn consume_bus(
+    _site: Arc<SiteConfig>,
+    _outputs: Outputs,
+    _stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    Err(crate::backends::not_built(
+        "kafka",
+        "the consumer role (bus.backend = \"kafka\")",
+    ))
+}
+
+/// Consumes the site's processed-metrics topic into this process's sinks
+/// until `stop` turns true.
+#[cfg(feature = "kafka")]
 async fn consume_bus(
     site: Arc<SiteConfig>,
     outputs: Outputs,
@@ -261,8 +277,7 @@ pub async fn run_as(
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
     let (expired_tx, expired_rx) = mpsc::unbounded_channel();
     let (enrichments, transformer) = crate::backends::shared_state(&site).await?;
-    let (coordinator, redis_coordinator) =
-        crate::backends::coordinator(&site, &identity.agent_id).await?;
+    let coordinator = crate::backends::coordinator(&site, &identity.agent_id).await?;
     let resources_changed = Arc::new(tokio::sync::Notify::new());
     let executor = Arc::new(Executor {
         sandbox: sandbox.clone(),
@@ -280,7 +295,7 @@ pub async fn run_as(
         registry.clone(),
         store.clone(),
         Arc::new(LocalClaims::default()),
-        coordinator,
+        coordinator.clone(),
         executor,
         SchedulerSettings {
             max_concurrent_runs: site.max_concurrent_runs as usize,
@@ -307,34 +322,44 @@ pub async fn run_as(
     // The bus's far end: this process's sinks, or Kafka (and, for the
     // `all` role, a consumer of it feeding this process's sinks).
     let (consumer_stop_tx, consumer_stop_rx) = watch::channel(false);
-    let (sinks, consumer) = match &site.bus_backend {
-        crate::site::BusBackend::Embedded => (
-            tokio::spawn(run_sinks(bus_rx, outputs.open()?, expired_rx)),
-            None,
-        ),
-        crate::site::BusBackend::Kafka {
-            brokers,
-            partitions,
-            buffer_messages,
-        } => {
-            let mut kafka = KafkaSettings::new(brokers.clone(), site.name.clone());
-            kafka.partitions = *partitions;
-            kafka.buffer_messages = *buffer_messages;
-            if let Err(e) = kafka::ensure_topics(&kafka).await {
-                tracing::warn!("{e:#} (publishing anyway; the producer retries)");
+    let (sinks, consumer): (_, Option<tokio::task::JoinHandle<anyhow::Result<()>>>) =
+        match &site.bus_backend {
+            crate::site::BusBackend::Embedded => (
+                tokio::spawn(run_sinks(bus_rx, outputs.open()?, expired_rx)),
+                None,
+            ),
+            #[cfg(not(feature = "kafka"))]
+            crate::site::BusBackend::Kafka { .. } => {
+                drop(consumer_stop_rx);
+                return Err(crate::backends::not_built(
+                    "kafka",
+                    "bus.backend = \"kafka\"",
+                ));
             }
-            let publisher = Arc::new(KafkaPublisher::new(&kafka)?);
-            let sinks = tokio::spawn(async move {
-                let stats = kafka::run_publisher(bus_rx, publisher, Topic::Processed).await;
-                tracing::info!(?stats, "kafka publisher stopped");
-                Ok(())
-            });
-            let consumer = (identity.role == Role::All).then(|| {
-                tokio::spawn(consume_bus(site.clone(), outputs.clone(), consumer_stop_rx))
-            });
-            (sinks, consumer)
-        }
-    };
+            #[cfg(feature = "kafka")]
+            crate::site::BusBackend::Kafka {
+                brokers,
+                partitions,
+                buffer_messages,
+            } => {
+                let mut kafka = KafkaSettings::new(brokers.clone(), site.name.clone());
+                kafka.partitions = *partitions;
+                kafka.buffer_messages = *buffer_messages;
+                if let Err(e) = kafka::ensure_topics(&kafka).await {
+                    tracing::warn!("{e:#} (publishing anyway; the producer retries)");
+                }
+                let publisher = Arc::new(KafkaPublisher::new(&kafka)?);
+                let sinks = tokio::spawn(async move {
+                    let stats = kafka::run_publisher(bus_rx, publisher, Topic::Processed).await;
+                    tracing::info!(?stats, "kafka publisher stopped");
+                    Ok(())
+                });
+                let consumer = (identity.role == Role::All).then(|| {
+                    tokio::spawn(consume_bus(site.clone(), outputs.clone(), consumer_stop_rx))
+                });
+                (sinks, consumer)
+            }
+        };
     let recorder = tokio::spawn(record_runs(store.clone(), runs_rx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let status = {
@@ -375,9 +400,7 @@ pub async fn run_as(
         &site, &registry, &scheduler, &stats, &health, &store, started_at,
     )
     .await;
-    if let Some(redis) = &redis_coordinator {
-        redis.leave().await;
-    }
+    coordinator.leave().await;
     // The scheduler held the executor, and with it the bus and run senders.
     drop(scheduler);
     sinks.await.context("sink task")??;

@@ -6,15 +6,26 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+#[cfg(feature = "redis")]
 use crate::coordination::redis::{RedisCoordinator, connect};
+#[cfg(feature = "redis")]
 use crate::coordination::shared::{RedisEnrichments, RedisRates, RedisResources};
 use crate::coordination::{Coordinator, SingleNode};
 use crate::pipeline::enrichment_cache::EnrichmentCache;
 use crate::site::{CacheBackend, Coordination, SiteConfig, StorageBackend};
 use crate::store::Storage;
 use crate::store::sqlite::SqliteStorage;
-use crate::transform::{DEFAULT_SERIES_CAPACITY, RateTransformer};
-use vigil_mongo::MongoStorage;
+#[cfg(feature = "redis")]
+use crate::transform::DEFAULT_SERIES_CAPACITY;
+use crate::transform::RateTransformer;
+
+/// The error for a site that asks for a backend this build left out
+/// (`cargo build --no-default-features`): says which feature to build with.
+pub fn not_built(feature: &str, setting: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{setting} needs the `{feature}` feature, which this build of vigil was compiled without (build with `--features {feature}`, or the default features)"
+    )
+}
 
 /// The store for resources, run history, latest values and status. With a
 /// Redis cache, resources (and their TTLs) live in Redis, shared by every
@@ -36,11 +47,23 @@ pub fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dy
             };
             Arc::new(store.with_context(|| format!("opening {}", path.display()))?)
         }
-        StorageBackend::MongoDb { url, database } => Arc::new(MongoStorage::open(url, database)?),
+        #[cfg(feature = "mongodb")]
+        StorageBackend::MongoDb { url, database } => {
+            Arc::new(vigil_mongo::MongoStorage::open(url, database)?)
+        }
+        #[cfg(not(feature = "mongodb"))]
+        StorageBackend::MongoDb { .. } => {
+            return Err(not_built("mongodb", "storage.backend = \"mongodb\""));
+        }
     };
     Ok(match &site.cache_backend {
         CacheBackend::Embedded => store,
+        #[cfg(feature = "redis")]
         CacheBackend::Redis { url } => Arc::new(RedisResources::new(store, url, &site.name)?),
+        #[cfg(not(feature = "redis"))]
+        CacheBackend::Redis { .. } => {
+            return Err(not_built("redis", "cache.backend = \"redis\""));
+        }
     })
 }
 
@@ -54,6 +77,11 @@ pub async fn shared_state(
             Arc::new(EnrichmentCache::new(site.enrichment.clone())),
             Arc::new(RateTransformer::default()),
         ),
+        #[cfg(not(feature = "redis"))]
+        CacheBackend::Redis { .. } => {
+            return Err(not_built("redis", "cache.backend = \"redis\""));
+        }
+        #[cfg(feature = "redis")]
         CacheBackend::Redis { url } => {
             let connection = connect(url).await?;
             (
@@ -74,12 +102,17 @@ pub async fn shared_state(
 pub async fn coordinator(
     site: &SiteConfig,
     agent_id: &str,
-) -> anyhow::Result<(Arc<dyn Coordinator>, Option<Arc<RedisCoordinator>>)> {
+) -> anyhow::Result<Arc<dyn Coordinator>> {
     Ok(match &site.coordination {
-        Coordination::Local => (Arc::new(SingleNode), None),
+        Coordination::Local => Arc::new(SingleNode),
+        #[cfg(feature = "redis")]
         Coordination::Redis(settings) => {
-            let redis = RedisCoordinator::start(settings.clone(), agent_id.to_owned()).await?;
-            (redis.clone(), Some(redis))
+            RedisCoordinator::start(settings.clone(), agent_id.to_owned()).await?
+        }
+        #[cfg(not(feature = "redis"))]
+        Coordination::Redis(_) => {
+            let _ = agent_id;
+            return Err(not_built("redis", "coordination.backend = \"redis\""));
         }
     })
 }

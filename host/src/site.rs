@@ -123,7 +123,7 @@ pub enum BusBackend {
 pub enum Coordination {
     /// This process is the only agent.
     Local,
-    Redis(crate::coordination::redis::RedisSettings),
+    Redis(crate::coordination::RedisSettings),
 }
 
 #[derive(Debug, Deserialize)]
@@ -591,7 +591,7 @@ fn coordination(
         return Ok(Coordination::Local);
     }
     let url = required("coordination", "url", &section.url, &section.backend, at)?;
-    let mut settings = crate::coordination::redis::RedisSettings::new(&url, site);
+    let mut settings = crate::coordination::RedisSettings::new(&url, site);
     for (key, value, slot) in [
         ("lease_ttl", &section.lease_ttl, &mut settings.lease_ttl),
         (

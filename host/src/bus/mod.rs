@@ -24,6 +24,7 @@
 //!   unchanged Panoptes JSON value, so consumers that ignore headers
 //!   (Panoptes') read the same messages as before.
 
-pub mod kafka;
+#[cfg(feature = "kafka")]
+pub use vigil_kafka as kafka;
 
 pub use vigil_core::batch::{Batch, MAX_PLUGIN_NAME, PluginName, UNKNOWN_PLUGIN};

@@ -36,14 +36,50 @@
 //! separate mechanism for fairness; ownership costs one Redis round trip
 //! per run (the lease) and one per heartbeat.
 
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
 pub mod shared;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::scheduler::JobKey;
+
+/// Coordination settings (`[coordination]` in the site config).
+/// (Plain settings: they parse whether or not this build has Redis.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub site: String,
+    /// How long a lease lives without renewal (peers use ~10 s).
+    pub lease_ttl: Duration,
+    /// How often a running job renews its lease (~half the TTL).
+    pub renew_every: Duration,
+    /// How often an agent says it is alive.
+    pub heartbeat: Duration,
+    /// Silence after which an agent is dead and its jobs move.
+    pub member_timeout: Duration,
+    /// How long a new agent waits, registered, before owning anything.
+    pub join_grace: Duration,
+}
+
+impl RedisSettings {
+    pub fn new(url: &str, site: &str) -> RedisSettings {
+        RedisSettings {
+            url: url.to_owned(),
+            site: site.to_owned(),
+            lease_ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            member_timeout: Duration::from_secs(5),
+            join_grace: Duration::from_secs(3),
+        }
+    }
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -81,6 +117,11 @@ pub trait Coordinator: Send + Sync + 'static {
     -> BoxFuture<'a, LeaseOutcome>;
     /// This agent's id, for status and logs.
     fn agent_id(&self) -> &str;
+    /// Leaves the group at shutdown, so the others take over at once
+    /// rather than after the member timeout. Nothing to do alone.
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The embedded default: one agent owns everything; leases are local

@@ -25,39 +25,9 @@ use anyhow::Context;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use super::RedisSettings;
 use super::{BoxFuture, Coordinator, Lease, LeaseOutcome, rendezvous_owner};
 use crate::scheduler::JobKey;
-
-/// Coordination settings (`[coordination]` in the site config).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisSettings {
-    pub url: String,
-    pub site: String,
-    /// How long a lease lives without renewal (peers use ~10 s).
-    pub lease_ttl: Duration,
-    /// How often a running job renews its lease (~half the TTL).
-    pub renew_every: Duration,
-    /// How often an agent says it is alive.
-    pub heartbeat: Duration,
-    /// Silence after which an agent is dead and its jobs move.
-    pub member_timeout: Duration,
-    /// How long a new agent waits, registered, before owning anything.
-    pub join_grace: Duration,
-}
-
-impl RedisSettings {
-    pub fn new(url: &str, site: &str) -> RedisSettings {
-        RedisSettings {
-            url: url.to_owned(),
-            site: site.to_owned(),
-            lease_ttl: Duration::from_secs(10),
-            renew_every: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(1),
-            member_timeout: Duration::from_secs(5),
-            join_grace: Duration::from_secs(3),
-        }
-    }
-}
 
 /// Lease counts, for status and benchmarks.
 #[derive(Debug, Default)]
@@ -247,6 +217,10 @@ impl RedisCoordinator {
 }
 
 impl Coordinator for RedisCoordinator {
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(RedisCoordinator::leave(self))
+    }
+
     fn owns(&self, job: &JobKey) -> bool {
         let members = self.members();
         rendezvous_owner(&members, job) == Some(self.agent_id.as_str())

@@ -5,7 +5,7 @@
 //! Topics are per site, as in Panoptes ([`KafkaSettings::topic`]):
 //! `<site>-resources`, `<site>-metrics` (raw groups), `<site>-processed`
 //! (after transforms), `<site>-events` and `<site>-findings`. Payloads are
-//! Panoptes JSON, made by [`crate::pipeline::encode`] (the encoder every
+//! Panoptes JSON, made by [`vigil_core::panoptes`] (the encoder every
 //! JSON output uses): a metrics group per message on the metrics topics, a
 //! resource per message on the resources topic.
 //!
@@ -110,10 +110,10 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, Thre
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use super::{Batch, MAX_PLUGIN_NAME, PluginName, UNKNOWN_PLUGIN};
-use crate::model::{MetricsGroup, Resource};
-pub use crate::pipeline::encode::decode_metrics_group;
-use crate::pipeline::encode::{encode_metrics_group, encode_resource};
+use vigil_core::batch::{Batch, MAX_PLUGIN_NAME, PluginName, UNKNOWN_PLUGIN};
+use vigil_core::model::{MetricsGroup, Resource};
+pub use vigil_core::panoptes::decode_metrics_group;
+use vigil_core::panoptes::{encode_metrics_group, encode_resource};
 
 /// The header naming a metrics message's producing plugin.
 pub const PLUGIN_HEADER: &str = "vigil-plugin";
@@ -1651,7 +1651,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, Metric, MetricType, MetricValue};
+    use vigil_core::model::{Datetime, Dimension, Metric, MetricType, MetricValue};
 
     fn group(id: &str, group_type: &str, dimensions: &[(&str, &str)]) -> MetricsGroup {
         let mut resource = Resource::named(id, "192.0.2.1");
