@@ -1,10 +1,14 @@
 //! Scheduling under attack, on the real agent (`vigil run` in-process):
-//! a hostile polling plugin with 300 resources whose every run
+//! a hostile polling plugin with 3,000 resources whose every run
 //! burns its whole deadline, next to a well-behaved plugin with three.
 //!
 //! * The neighbour keeps its schedule: the hostile plugin holds at most
 //!   `max_runs_per_plugin` of the pool's slots, so the neighbour's runs
 //!   are never queued behind the flood.
+//! * From the first second on, no neighbour run fails: while the flood's
+//!   runs spin on every worker, the runtime still serves its timers and
+//!   wakeups (see `EPOCH_TICK`; at a 10 ms tick, start-up with 3,000
+//!   flood jobs made the neighbour's 2 ms runs hit their 2 s deadline).
 //! * Shutdown is bounded and starts nothing new: hundreds of queued jobs
 //!   are dropped at once (the scheduler closes its semaphores), the runs
 //!   in flight end by their deadline, and no run starts after the request.
@@ -19,7 +23,13 @@ use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::store::{RunRecord, Storage};
 use vigil_tests::{PluginFile, artifacts};
 
-const FLOOD: usize = 300;
+/// Flood resources; `VIGIL_TEST_FLOOD` sets another count.
+fn flood_count() -> usize {
+    std::env::var("VIGIL_TEST_FLOOD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000)
+}
 const GOOD: usize = 3;
 
 fn write_site(dir: &Path) -> SiteConfig {
@@ -32,7 +42,7 @@ fn write_site(dir: &Path) -> SiteConfig {
             "resource_endpoint": "127.0.0.1",
         })
     };
-    let inventory: Vec<serde_json::Value> = (0..FLOOD)
+    let inventory: Vec<serde_json::Value> = (0..flood_count())
         .map(|i| resource(format!("flood-{i:05}"), "flood"))
         .chain((0..GOOD).map(|i| resource(format!("good-{i}"), "good")))
         .collect();
@@ -127,9 +137,14 @@ fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdown() {
     std::thread::sleep(window);
     let after = runs_of(&store, "heartbeat");
     if std::env::var_os("VIGIL_TEST_VERBOSE").is_some() {
+        let first = after
+            .iter()
+            .map(|r| r.started_at)
+            .fold(f64::INFINITY, f64::min);
         for r in after.iter().rev() {
             eprintln!(
-                "{:?} late {:.3} took {:.3} {}",
+                "+{:.3} {:?} late {:.3} took {:.3} {}",
+                r.started_at - first,
                 r.resource_id,
                 r.started_at - r.scheduled_at,
                 r.finished_at - r.started_at,
@@ -146,19 +161,16 @@ fn a_flood_of_slow_jobs_neither_starves_the_neighbour_nor_holds_up_shutdown() {
             "{id}: {ran} runs in a window of {window:?} with a 1 s schedule"
         );
     }
-    // Every neighbour run of the window succeeded (start-up, while the
-    // plugins compile and 303 resources are stored, is not judged here).
-    let in_window: Vec<&RunRecord> = after
-        .iter()
-        .filter(|r| !before.iter().any(|b| b.started_at == r.started_at))
-        .collect();
+    // Every neighbour run succeeded, start-up included (while the plugins
+    // compile, 3,003 resources are stored and the flood's first runs
+    // start): a run of a few milliseconds never meets its 2 s deadline.
     assert!(
-        in_window.iter().all(|r| r.outcome == "ok"),
+        after.iter().all(|r| r.outcome == "ok"),
         "the neighbour failed: {:?}",
-        in_window.iter().find(|r| r.outcome != "ok")
+        after.iter().find(|r| r.outcome != "ok")
     );
 
-    // Shutdown with ~300 jobs queued behind the flood's two slots: the
+    // Shutdown with ~3,000 jobs queued behind the flood's two slots: the
     // queue is dropped, the two runs in flight end by their 2 s deadline.
     let asked = Instant::now();
     let asked_at = std::time::SystemTime::now()

@@ -23,8 +23,20 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// How often the engine's epoch advances. Deadlines are checked at this
 /// granularity, and a CPU-bound plugin yields to the async runtime this
-/// often.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// often, so one poll of a spinning plugin lasts one tick.
+///
+/// The tick also bounds how late everything else on the runtime can be:
+/// a tokio worker that always has work checks its timers and the
+/// cross-thread queue only every 61 polls (`event_interval` and
+/// `global_queue_interval`), so with CPU-bound plugins on every worker the
+/// scheduler's timer, a finished `spawn_blocking` call (SQLite) or a wakeup
+/// from another thread waits up to 61 ticks. At 10 ms that was 0.6 s per
+/// step: with 3,000 deadline-burning jobs a neighbour's 2 ms runs started
+/// up to 5.6 s late and ran into their 2 s deadline. At 1 ms the neighbour
+/// is at most 60 ms late (`tests/tests/hostile_scheduling.rs`); the cost
+/// is 1,000 ticker wakeups a second and a fiber switch per millisecond of
+/// guest CPU (a few microseconds: well under 1 %).
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Native stack for wasm frames; past it a run traps with stack overflow.
 const MAX_WASM_STACK: usize = 512 << 10;
