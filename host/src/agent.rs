@@ -246,14 +246,10 @@ pub async fn run_as(
             "the site config lists no plugin directories (plugins.directories): nothing to run"
         );
     }
-    // Plugin key/value state lives in the same database, so it survives
-    // restarts.
-    let kv = crate::store::kv::SqliteKv::open(&site.database)
-        .with_context(|| format!("opening {}", site.database.display()))?;
-    let sandbox = Arc::new(Sandbox::with_kv(
-        &SandboxSettings::from_site(&site),
-        Arc::new(kv),
-    )?);
+    // Plugin key/value state survives restarts, and follows a job that
+    // moves to another agent when the site shares state in Redis.
+    let kv = crate::backends::open_kv(&site)?;
+    let sandbox = Arc::new(Sandbox::with_kv(&SandboxSettings::from_site(&site), kv)?);
     let registry = Arc::new(PluginRegistry::new(
         sandbox.clone(),
         site.clone(),

@@ -67,6 +67,28 @@ pub fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dy
     })
 }
 
+/// Plugin key/value state: in the host's SQLite database next to its other
+/// state, or in Redis when the site's cache is Redis, so a job that moves
+/// to another agent keeps its plugin's state.
+pub fn open_kv(site: &SiteConfig) -> anyhow::Result<Arc<dyn crate::capabilities::kv::KvBackend>> {
+    Ok(match &site.cache_backend {
+        CacheBackend::Embedded => Arc::new(
+            crate::store::kv::SqliteKv::open(&site.database)
+                .with_context(|| format!("opening {}", site.database.display()))?,
+        ),
+        #[cfg(feature = "redis")]
+        CacheBackend::Redis { url } => Arc::new(
+            crate::coordination::shared::RedisKv::open(url, &site.name)
+                // The URL may hold a password: not in the message.
+                .context("opening the plugin key/value store in Redis ([cache] url)")?,
+        ),
+        #[cfg(not(feature = "redis"))]
+        CacheBackend::Redis { .. } => {
+            return Err(not_built("redis", "cache.backend = \"redis\""));
+        }
+    })
+}
+
 /// The enrichment cache and the rate transformer, in Redis when the site's
 /// cache is Redis.
 pub async fn shared_state(

@@ -1,7 +1,7 @@
 //! Coordination and shared state against a real `redis-server`: leases
 //! (exclusive, fenced, released only by their holder, with the over-polling
-//! guard), membership with join grace, and the enrichment cache, rate state
-//! and resource registry that agents share.
+//! guard), membership with join grace, and the enrichment cache, rate state,
+//! resource registry and plugin key/value state that agents share.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -426,4 +426,91 @@ async fn the_shared_enrichment_cache_keeps_owners_and_bounds() {
         Some("successor")
     );
     assert_eq!(raw.usage().await.expect("usage").0, 1);
+}
+
+/// Plugin key/value state in Redis: what one agent's run wrote, another
+/// agent's run of the same plugin reads; the quota is one budget across
+/// agents, checked atomically with the write; plugins and sites stay apart;
+/// a Redis outage is a failure of the store, never a quota refusal.
+#[test]
+fn plugin_state_follows_the_job_to_another_agent() {
+    use vigil_host::capabilities::kv::{KvBackend, KvError};
+    use vigil_host::coordination::shared::RedisKv;
+
+    let mut redis = RedisServer::start().expect("redis-server");
+    let first = RedisKv::open(&redis.url(), "lab").expect("kv");
+    let second = RedisKv::open(&redis.url(), "lab").expect("kv");
+    let other_site = RedisKv::open(&redis.url(), "dc2").expect("kv");
+
+    first
+        .set("poller", "sw1:last", b"12345", 40)
+        .expect("store")
+        .expect("within the quota");
+    assert_eq!(
+        second.get("poller", "sw1:last").expect("get"),
+        Some(b"12345".to_vec())
+    );
+    assert_eq!(second.usage("poller").expect("usage"), 8 + 5);
+    // Overwriting replaces the old size rather than adding to it.
+    second
+        .set("poller", "sw1:last", &[7; 20], 40)
+        .expect("store")
+        .expect("fits after replacing");
+    assert_eq!(first.usage("poller").expect("usage"), 8 + 20);
+    // One budget for the plugin, whichever agent writes.
+    assert_eq!(
+        first
+            .set("poller", "sw2:last", &[0; 20], 40)
+            .expect("store"),
+        Err(KvError::QuotaExceeded(40))
+    );
+    second
+        .set("poller", "a", b"x", 40)
+        .expect("store")
+        .expect("fits");
+    assert_eq!(
+        first.keys("poller").expect("keys"),
+        vec!["a".to_owned(), "sw1:last".to_owned()]
+    );
+    // Other plugins and other sites see none of it.
+    assert_eq!(first.get("other", "sw1:last").expect("get"), None);
+    assert_eq!(other_site.get("poller", "sw1:last").expect("get"), None);
+    assert_eq!(other_site.usage("poller").expect("usage"), 0);
+    // Deleting gives the bytes back; deleting a missing key is harmless.
+    first.delete("poller", "sw1:last").expect("delete");
+    first.delete("poller", "never-set").expect("delete");
+    assert_eq!(second.usage("poller").expect("usage"), 2);
+    assert_eq!(second.keys("poller").expect("keys"), vec!["a".to_owned()]);
+
+    // Many writers racing for the last bytes of the quota: exactly as many
+    // as fit are stored (the check and the write are one script).
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let kv = RedisKv::open(&redis.url(), "lab").expect("kv");
+            std::thread::spawn(move || kv.set("racer", &format!("k{i}"), &[0; 8], 30))
+        })
+        .collect();
+    let stored = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer").expect("store"))
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(stored, 3, "three writes of 10 bytes fit a 30-byte quota");
+    assert_eq!(first.usage("racer").expect("usage"), 30);
+
+    // Redis gone: the store failed (the run ends as a host failure), the
+    // plugin is not told it is over its quota.
+    redis.stop();
+    let failure = first
+        .set("poller", "b", b"y", 40)
+        .expect_err("redis is down");
+    assert_eq!(failure.operation, "set");
+    assert!(failure.cause.contains("Redis"), "{failure}");
+    // Back (empty): the same handle reconnects.
+    redis.restart().expect("redis back");
+    first
+        .set("poller", "b", b"y", 40)
+        .expect("reconnected")
+        .expect("fits");
+    assert_eq!(second.get("poller", "b").expect("get"), Some(b"y".to_vec()));
 }

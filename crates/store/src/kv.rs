@@ -29,7 +29,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -47,8 +47,18 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS plugin_kv (
     PRIMARY KEY (plugin, key)
 );";
 
+/// SQLite's own wait for the write lock per attempt. Short on purpose:
+/// SQLite's busy handler sleeps up to 100 ms between tries, and a
+/// connection that commits every few milliseconds (the agent's store under
+/// load) can take the lock in every gap, so one long wait can starve
+/// (seen: a kv write failing after 5 s against 135 commits a second).
+/// Retrying every millisecond up to the busy timeout does not.
+const BUSY_STEP: Duration = Duration::from_millis(2);
+
 pub struct SqliteKv {
     connection: Mutex<Connection>,
+    /// How long a write may wait for another connection's write lock.
+    busy: Duration,
 }
 
 impl SqliteKv {
@@ -60,10 +70,29 @@ impl SqliteKv {
     /// lock outlast it).
     pub fn open_with_busy_timeout(path: &Path, busy: Duration) -> StoreResult<SqliteKv> {
         let connection = super::sqlite::open_database(path, SCHEMA)?;
-        connection.busy_timeout(busy)?;
+        connection.busy_timeout(BUSY_STEP.min(busy))?;
         Ok(SqliteKv {
             connection: Mutex::new(connection),
+            busy,
         })
+    }
+
+    /// Runs a write, trying again every millisecond while another
+    /// connection holds the write lock, until the busy timeout.
+    fn write<T>(
+        &self,
+        mut attempt: impl FnMut(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let deadline = Instant::now() + self.busy;
+        let mut connection = self.lock();
+        loop {
+            match attempt(&mut connection) {
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -73,6 +102,13 @@ impl SqliteKv {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn used(connection: &Connection, plugin: &str) -> rusqlite::Result<u64> {
@@ -107,8 +143,7 @@ impl KvBackend for SqliteKv {
         value: &[u8],
         quota: u64,
     ) -> Result<Result<(), KvError>, KvFailure> {
-        let mut connection = self.lock();
-        let result = (|| -> rusqlite::Result<Result<(), KvError>> {
+        let result = self.write(|connection| -> rusqlite::Result<Result<(), KvError>> {
             let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let old: Option<i64> = tx
                 .prepare_cached(
@@ -128,18 +163,19 @@ impl KvBackend for SqliteKv {
             .execute(params![plugin, key, value])?;
             tx.commit()?;
             Ok(Ok(()))
-        })();
+        });
         result.map_err(failure("set", plugin))
     }
 
     fn delete(&self, plugin: &str, key: &str) -> Result<(), KvFailure> {
-        self.lock()
-            .execute(
+        self.write(|connection| {
+            connection.execute(
                 "DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
                 params![plugin, key],
             )
-            .map(drop)
-            .map_err(failure("delete", plugin))
+        })
+        .map(drop)
+        .map_err(failure("delete", plugin))
     }
 
     fn keys(&self, plugin: &str) -> Result<Vec<String>, KvFailure> {

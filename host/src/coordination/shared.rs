@@ -27,9 +27,60 @@ use crate::store::{
 use crate::transform::RateState;
 use crate::transform::rate::CounterSample;
 use futures_util::future::BoxFuture;
+use vigil_core::kv::{KvBackend, KvError, KvFailure};
 
 fn io_error(e: redis::RedisError) -> StoreError {
     StoreError::Io(std::io::Error::other(format!("redis: {e}")))
+}
+
+/// One blocking Redis connection (for callers already off the async
+/// runtime: storage calls and plugin key/value), opened on first use with
+/// 2 s timeouts and reopened once after a dropped connection.
+struct Reconnecting {
+    client: redis::Client,
+    connection: Mutex<Option<redis::Connection>>,
+}
+
+impl Reconnecting {
+    fn open(url: &str) -> redis::RedisResult<Reconnecting> {
+        Ok(Reconnecting {
+            client: redis::Client::open(url)?,
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// Runs `call` on the connection, reconnecting once after a failure.
+    fn call<T>(
+        &self,
+        call: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = None;
+        for _attempt in 0..2 {
+            let connection = match slot.as_mut() {
+                Some(connection) => connection,
+                None => {
+                    let connection = self
+                        .client
+                        .get_connection_with_timeout(Duration::from_secs(2))?;
+                    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    connection.set_write_timeout(Some(Duration::from_secs(2)))?;
+                    slot.insert(connection)
+                }
+            };
+            match call(connection) {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                    *slot = None;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            redis::RedisError::from(std::io::Error::other("redis: reconnect failed"))
+        }))
+    }
 }
 
 /// Resources as every agent of the site sees them. Everything else (run
@@ -45,8 +96,7 @@ fn io_error(e: redis::RedisError) -> StoreError {
 /// against what it writes, atomically.
 pub struct RedisResources {
     inner: Arc<dyn Storage>,
-    client: redis::Client,
-    connection: Mutex<Option<redis::Connection>>,
+    connection: Reconnecting,
     records: String,
     expiry: String,
     owners: String,
@@ -194,11 +244,9 @@ impl ResourceRecord {
 
 impl RedisResources {
     pub fn new(inner: Arc<dyn Storage>, url: &str, site: &str) -> StoreResult<RedisResources> {
-        let client = redis::Client::open(url).map_err(io_error)?;
         Ok(RedisResources {
             inner,
-            client,
-            connection: Mutex::new(None),
+            connection: Reconnecting::open(url).map_err(io_error)?,
             records: format!("vigil:{{{site}}}:resources"),
             expiry: format!("vigil:{{{site}}}:resources:expiry"),
             owners: format!("vigil:{{{site}}}:resources:owner"),
@@ -211,35 +259,7 @@ impl RedisResources {
         &self,
         call: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> StoreResult<T> {
-        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
-        for attempt in 0..2 {
-            if slot.is_none() {
-                let connection = self
-                    .client
-                    .get_connection_with_timeout(Duration::from_secs(2))
-                    .map_err(io_error)?;
-                connection
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .map_err(io_error)?;
-                connection
-                    .set_write_timeout(Some(Duration::from_secs(2)))
-                    .map_err(io_error)?;
-                *slot = Some(connection);
-            }
-            let Some(connection) = slot.as_mut() else {
-                continue;
-            };
-            match call(connection) {
-                Ok(value) => return Ok(value),
-                Err(e) if attempt == 0 && (e.is_io_error() || e.is_connection_dropped()) => {
-                    *slot = None;
-                }
-                Err(e) => return Err(io_error(e)),
-            }
-        }
-        Err(StoreError::Io(std::io::Error::other(
-            "redis: reconnect failed",
-        )))
+        self.connection.call(call).map_err(io_error)
     }
 
     fn records(&self, ids: &[String]) -> StoreResult<Vec<StoredResource>> {
@@ -745,5 +765,130 @@ impl RateState for RedisRates {
         keep: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move { Ok(RedisRates::store(self, samples, keep).await?) })
+    }
+}
+
+/// Plugin key/value state in Redis (`[cache] backend = "redis"`), so a job
+/// that moves to another agent finds its plugin's state there.
+///
+/// Keys: `vigil:{SITE}:kv:PLUGIN` (hash, key to value bytes) and
+/// `vigil:{SITE}:kv-used:PLUGIN` (bytes of keys plus values, as the quota
+/// counts them). A write checks the quota and updates both in one script,
+/// so two agents writing for one plugin cannot pass its quota together.
+pub struct RedisKv {
+    connection: Reconnecting,
+    prefix: String,
+    set: redis::Script,
+    delete: redis::Script,
+}
+
+/// KEYS: hash, used. ARGV: key, value, quota. 1 stored, 0 over the quota.
+const KV_SET: &str = r"
+local before = 0
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  before = string.len(ARGV[1]) + redis.call('HSTRLEN', KEYS[1], ARGV[1])
+end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local after = used - before + string.len(ARGV[1]) + string.len(ARGV[2])
+if after > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], after)
+return 1";
+
+/// KEYS: hash, used. ARGV: key.
+const KV_DELETE: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  local size = string.len(ARGV[1]) + redis.call('HSTRLEN', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if redis.call('DECRBY', KEYS[2], size) <= 0 then redis.call('DEL', KEYS[2]) end
+end
+return 1";
+
+impl RedisKv {
+    pub fn open(url: &str, site: &str) -> redis::RedisResult<RedisKv> {
+        Ok(RedisKv {
+            connection: Reconnecting::open(url)?,
+            prefix: format!("vigil:{{{site}}}"),
+            set: redis::Script::new(KV_SET),
+            delete: redis::Script::new(KV_DELETE),
+        })
+    }
+
+    fn keys_of(&self, plugin: &str) -> [String; 2] {
+        [
+            format!("{}:kv:{plugin}", self.prefix),
+            format!("{}:kv-used:{plugin}", self.prefix),
+        ]
+    }
+}
+
+fn kv_failure(
+    operation: &'static str,
+    plugin: &str,
+) -> impl FnOnce(redis::RedisError) -> KvFailure {
+    move |e| KvFailure::new(operation, plugin, format!("Redis: {e}"))
+}
+
+impl KvBackend for RedisKv {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure> {
+        let [hash, _] = self.keys_of(plugin);
+        self.connection
+            .call(|c| redis::cmd("HGET").arg(&hash).arg(key).query(c))
+            .map_err(kv_failure("get", plugin))
+    }
+
+    fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<Result<(), KvError>, KvFailure> {
+        let [hash, used] = self.keys_of(plugin);
+        let stored: i64 = self
+            .connection
+            .call(|c| {
+                self.set
+                    .key(&hash)
+                    .key(&used)
+                    .arg(key)
+                    .arg(value)
+                    .arg(quota)
+                    .invoke(c)
+            })
+            .map_err(kv_failure("set", plugin))?;
+        Ok(if stored == 1 {
+            Ok(())
+        } else {
+            Err(KvError::QuotaExceeded(quota))
+        })
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), KvFailure> {
+        let [hash, used] = self.keys_of(plugin);
+        self.connection
+            .call(|c| self.delete.key(&hash).key(&used).arg(key).invoke::<i64>(c))
+            .map(|_| ())
+            .map_err(kv_failure("delete", plugin))
+    }
+
+    fn keys(&self, plugin: &str) -> Result<Vec<String>, KvFailure> {
+        let [hash, _] = self.keys_of(plugin);
+        let mut keys: Vec<String> = self
+            .connection
+            .call(|c| redis::cmd("HKEYS").arg(&hash).query(c))
+            .map_err(kv_failure("keys", plugin))?;
+        // Sorted, as the SQLite and in-memory stores list them.
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    fn usage(&self, plugin: &str) -> Result<u64, KvFailure> {
+        let [_, used] = self.keys_of(plugin);
+        let used: Option<i64> = self
+            .connection
+            .call(|c| redis::cmd("GET").arg(&used).query(c))
+            .map_err(kv_failure("usage", plugin))?;
+        Ok(used.unwrap_or(0).max(0) as u64)
     }
 }
