@@ -28,3 +28,8 @@ pub mod status;
 pub mod units;
 
 pub use located::LocatedError;
+
+/// An error from a backend behind one of the traits vigil's crates declare
+/// for what they need (rate state, enrichments, latest values), with its
+/// source kept.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;

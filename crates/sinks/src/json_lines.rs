@@ -112,15 +112,14 @@ impl LatestValues {
         let count = groups.len() as u64;
         // The store blocks (SQLite, a MongoDB round trip): off the runtime.
         let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.store_latest(&groups)).await;
+        let stored = match tokio::task::spawn_blocking(move || store.store_latest(&groups)).await {
+            Ok(stored) => stored,
+            Err(e) => Err(e.into()),
+        };
         match stored {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 self.counters.delivered(count);
                 Ok(())
-            }
-            Ok(Err(e)) => {
-                self.counters.dropped(reason::WRITE_ERROR, count);
-                Err(anyhow::anyhow!("storing latest values: {e}"))
             }
             Err(e) => {
                 self.counters.dropped(reason::WRITE_ERROR, count);

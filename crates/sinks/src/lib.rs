@@ -53,7 +53,7 @@ pub trait LatestStore: Send + Sync + 'static {
     fn store_latest(
         &self,
         groups: &[Arc<vigil_core::model::MetricsGroup>],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    ) -> Result<(), vigil_core::BackendError>;
 }
 
 /// What `/metrics` serves before the collected series: the agent's own

@@ -382,7 +382,7 @@ impl vigil_sinks::LatestStore for StorageLatest {
     fn store_latest(
         &self,
         groups: &[std::sync::Arc<MetricsGroup>],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<(), vigil_core::BackendError> {
         Ok(self.0.store_latest(groups)?)
     }
 }

@@ -84,6 +84,12 @@ impl Host for HostState {
             return Ok(Err(WitKvError::InvalidKey));
         }
         let quota = self.plugin.limits.kv_quota;
+        // An entry larger than the whole quota can never fit: refused here,
+        // without shipping its bytes to the store (for Redis, a network
+        // round trip of up to `max_output`).
+        if (key.len() as u64).saturating_add(value.len() as u64) > quota {
+            return Ok(Err(WitKvError::QuotaExceeded(quota)));
+        }
         let refused = call(
             self.kv.clone(),
             self.plugin.name.clone(),

@@ -502,8 +502,7 @@ impl Local {
     }
 }
 
-/// An error from a shared backend (Redis), with its source.
-pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+pub use vigil_core::BackendError;
 
 /// What a shared store decided for each group of a write: `None` stored,
 /// else why not; and how many entries were evicted to make room.

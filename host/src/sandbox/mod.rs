@@ -417,11 +417,8 @@ impl Sandbox {
 
         let polled = input.resource().cloned();
         if let (Some(options), Some(resource)) = (manifest.snmp, &polled) {
-            store.data_mut().snmp = Some(SnmpRun::new(
-                self.snmp.clone(),
-                Resource::clone(resource),
-                options,
-            ));
+            store.data_mut().snmp =
+                Some(SnmpRun::new(self.snmp.clone(), resource.clone(), options));
         }
         let call = call_plugin(&mut store, &plugin.pre, input);
         // A panic in a host import (or in a library it calls) must end this

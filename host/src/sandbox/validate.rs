@@ -64,43 +64,46 @@ pub const MAX_SET_VALUES: usize = 256;
 /// for its own series (`vigil_plugin_runs_total`...).
 pub const RESERVED_PREFIX: &str = "vigil";
 
+/// The fields of a resource, whether as a plugin sent it (WIT) or as the
+/// host keeps it: what its size is charged on.
+trait ResourceFields {
+    /// id, site, endpoint, class, subclass, type, creation plugin.
+    fn strings(&self) -> [&str; 7];
+    fn metadata(&self) -> &[(String, String)];
+}
+
+macro_rules! resource_fields {
+    ($type:ty) => {
+        impl ResourceFields for $type {
+            fn strings(&self) -> [&str; 7] {
+                [
+                    &self.id,
+                    &self.site,
+                    &self.endpoint,
+                    &self.class,
+                    &self.subclass,
+                    &self.type_,
+                    &self.creation_plugin,
+                ]
+            }
+            fn metadata(&self) -> &[(String, String)] {
+                &self.metadata
+            }
+        }
+    };
+}
+resource_fields!(Resource);
+resource_fields!(super::wit::Resource);
+
 /// Bytes of a resource record: its seven strings and its metadata, plus a
 /// fixed cost for the numbers.
-fn record_size(strings: [&str; 7], metadata: &[(String, String)]) -> u64 {
-    strings.iter().map(|s| s.len() as u64).sum::<u64>()
-        + metadata
+fn resource_size(r: &impl ResourceFields) -> u64 {
+    r.strings().iter().map(|s| s.len() as u64).sum::<u64>()
+        + r.metadata()
             .iter()
             .map(|(k, v)| (k.len() + v.len()) as u64 + 8)
             .sum::<u64>()
         + 32
-}
-
-/// A resource as a plugin sent it.
-fn sent_resource_size(r: &super::wit::Resource) -> u64 {
-    let strings = [
-        &r.id,
-        &r.site,
-        &r.endpoint,
-        &r.class,
-        &r.subclass,
-        &r.type_,
-        &r.creation_plugin,
-    ];
-    record_size(strings.map(String::as_str), &r.metadata)
-}
-
-/// The host's record of the polled resource.
-fn resource_size(r: &Resource) -> u64 {
-    let strings = [
-        &r.id,
-        &r.site,
-        &r.endpoint,
-        &r.class,
-        &r.subclass,
-        &r.type_,
-        &r.creation_plugin,
-    ];
-    record_size(strings.map(String::as_str), &r.metadata)
 }
 
 fn label_bytes(g: &MetricsGroup) -> u64 {
@@ -126,7 +129,7 @@ pub fn encoded_size(output: &SentOutput) -> u64 {
 /// One metrics group as the plugin sent it (see [`encoded_size`]).
 fn sent_group_size(g: &MetricsGroup) -> u64 {
     ((g.group_type.len() + g.schema_version.len()) as u64)
-        .saturating_add(sent_resource_size(&g.resource))
+        .saturating_add(resource_size(&g.resource))
         .saturating_add(label_bytes(g))
         .saturating_add(
             g.metrics
@@ -137,17 +140,10 @@ fn sent_group_size(g: &MetricsGroup) -> u64 {
         .saturating_add(32)
 }
 
-/// The resource fields every Prometheus sample carries as labels.
-fn label_fields_size(fields: [&str; 6]) -> u64 {
-    fields.iter().map(|s| s.len() as u64 + 24).sum()
-}
-
-fn resource_label_bytes(r: &Resource) -> u64 {
-    label_fields_size([&r.id, &r.site, &r.class, &r.subclass, &r.type_, &r.endpoint])
-}
-
-fn sent_resource_label_bytes(r: &super::wit::Resource) -> u64 {
-    label_fields_size([&r.id, &r.site, &r.class, &r.subclass, &r.type_, &r.endpoint])
+/// The resource fields every Prometheus sample carries as labels (all but
+/// the creation plugin).
+fn resource_label_bytes(r: &impl ResourceFields) -> u64 {
+    r.strings()[..6].iter().map(|s| s.len() as u64 + 24).sum()
 }
 
 /// What the host will hold and write for `output`: [`encoded_size`] plus,
@@ -158,8 +154,8 @@ pub fn charged_size(output: &SentOutput, polled: Option<&Resource>) -> u64 {
     let adopted = polled.map_or(0, resource_size);
     let resource_labels = polled.map(resource_label_bytes);
     let metrics = |g: &MetricsGroup| -> u64 {
-        let labels = label_bytes(g)
-            + resource_labels.unwrap_or_else(|| sent_resource_label_bytes(&g.resource));
+        let labels =
+            label_bytes(g) + resource_labels.unwrap_or_else(|| resource_label_bytes(&g.resource));
         sent_group_size(g)
             .saturating_add(adopted)
             .saturating_add((g.metrics.len() as u64).saturating_mul(labels))
@@ -193,10 +189,7 @@ pub fn charged_size(output: &SentOutput, polled: Option<&Resource>) -> u64 {
                 .sum::<u64>()
     }
     match output {
-        SentOutput::Resources(r) => r
-            .iter()
-            .map(sent_resource_size)
-            .fold(0, u64::saturating_add),
+        SentOutput::Resources(r) => r.iter().map(resource_size).fold(0, u64::saturating_add),
         SentOutput::Enrichments(e) => e.iter().map(enrichment).fold(0, u64::saturating_add),
         SentOutput::Metrics(m) => m.iter().map(metrics).fold(0, u64::saturating_add),
         SentOutput::Analysis(a) => analysis(a),

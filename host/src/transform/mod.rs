@@ -32,8 +32,7 @@ pub struct TransformStats {
     pub withheld: u64,
 }
 
-/// An error from a shared backend (Redis), with its source.
-pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+pub use vigil_core::BackendError;
 
 /// Where counter samples live when agents share a site, so any agent can
 /// continue any series. Declared here, by the transform that uses it; the

@@ -139,7 +139,8 @@ pub fn describe_error(error: &SnmpError) -> String {
 /// The per-run half, living in the run's [`HostState`].
 pub struct SnmpRun {
     service: Arc<SnmpService>,
-    resource: Resource,
+    /// The host's record, shared with the run (not copied per run).
+    resource: Arc<Resource>,
     options: RequestOptions,
     /// Varbinds the run may still receive.
     budget: u64,
@@ -155,7 +156,12 @@ pub struct SnmpRun {
 }
 
 impl SnmpRun {
-    pub fn new(service: Arc<SnmpService>, resource: Resource, options: RequestOptions) -> SnmpRun {
+    pub fn new(
+        service: Arc<SnmpService>,
+        resource: impl Into<Arc<Resource>>,
+        options: RequestOptions,
+    ) -> SnmpRun {
+        let resource = resource.into();
         let budget = service.settings.max_varbinds_per_run;
         let byte_budget = service.settings.max_bytes_per_run;
         SnmpRun {
