@@ -31,7 +31,7 @@ use crate::scheduler::{LocalClaims, Scheduler, SchedulerSettings};
 use crate::sinks::prometheus::SeriesRegistry;
 use crate::sinks::{SinkProbes, SinkSet, run_sinks};
 use crate::site::SiteConfig;
-use crate::store::{HostStatus, PluginStatus, Storage, off_runtime};
+use crate::store::{HostStatus, PluginStatus, Storage, logged};
 
 /// How often the status the CLI reads is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -213,7 +213,7 @@ pub async fn run_as(
     identity: Identity,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let store = crate::backends::open_storage(&site, false)?;
+    let store = crate::backends::open_storage(&site, false).await?;
     let started_at = epoch_seconds(SystemTime::now());
     let outputs = Outputs::new(&site, &store);
     let stats = Arc::new(RunStats::default());
@@ -458,8 +458,5 @@ async fn write_status(
             .collect(),
         health: serde_json::to_value(health.snapshot()).unwrap_or_default(),
     };
-    off_runtime(store, "writing status", move |store| {
-        store.put_status(&status)
-    })
-    .await;
+    logged("writing status", store.put_status(&status)).await;
 }

@@ -30,7 +30,7 @@ pub fn not_built(feature: &str, setting: &str) -> anyhow::Error {
 /// The store for resources, run history, latest values and status. With a
 /// Redis cache, resources (and their TTLs) live in Redis, shared by every
 /// agent; the rest in the chosen store.
-pub fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dyn Storage>> {
+pub async fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dyn Storage>> {
     let store: Arc<dyn Storage> = match &site.storage_backend {
         StorageBackend::Embedded => {
             let path = &site.database;
@@ -49,7 +49,7 @@ pub fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dy
         }
         #[cfg(feature = "mongodb")]
         StorageBackend::MongoDb { url, database } => {
-            Arc::new(vigil_mongo::MongoStorage::open(url, database)?)
+            Arc::new(vigil_mongo::MongoStorage::open(url, database).await?)
         }
         #[cfg(not(feature = "mongodb"))]
         StorageBackend::MongoDb { .. } => {
@@ -59,7 +59,9 @@ pub fn open_storage(site: &SiteConfig, read_only: bool) -> anyhow::Result<Arc<dy
     Ok(match &site.cache_backend {
         CacheBackend::Embedded => store,
         #[cfg(feature = "redis")]
-        CacheBackend::Redis { url } => Arc::new(RedisResources::new(store, url, &site.name)?),
+        CacheBackend::Redis { url } => {
+            Arc::new(RedisResources::new(store, connect(url).await?, &site.name))
+        }
         #[cfg(not(feature = "redis"))]
         CacheBackend::Redis { .. } => {
             return Err(not_built("redis", "cache.backend = \"redis\""));

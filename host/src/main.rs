@@ -231,14 +231,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             serve(&runtime, cli.site.is_some(), site, identity)
         }
-        Command::Status { json } => status(&site, json),
-        Command::Resources { filter } => resources(&site, filter.as_deref()),
-        Command::Metrics { filter, group } => metrics(&site, filter.as_deref(), group.as_deref()),
+        Command::Status { json } => runtime.block_on(status(&site, json)),
+        Command::Resources { filter } => runtime.block_on(resources(&site, filter.as_deref())),
+        Command::Metrics { filter, group } => {
+            runtime.block_on(metrics(&site, filter.as_deref(), group.as_deref()))
+        }
         Command::Runs {
             plugin,
             limit,
             json,
-        } => runs(&site, plugin.as_deref(), limit, json),
+        } => runtime.block_on(runs(&site, plugin.as_deref(), limit, json)),
         Command::Dashboards { command } => {
             vigil_host::dashboards::run(command)?;
             Ok(ExitCode::SUCCESS)
@@ -295,8 +297,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn open_store(site: &SiteConfig) -> anyhow::Result<Arc<dyn Storage>> {
-    vigil_host::backends::open_storage(site, true)
+async fn open_store(site: &SiteConfig) -> anyhow::Result<Arc<dyn Storage>> {
+    vigil_host::backends::open_storage(site, true).await
 }
 
 fn parse_filter(text: Option<&str>) -> anyhow::Result<Option<ResourceFilter>> {
@@ -313,9 +315,9 @@ fn ago(at: f64) -> String {
     format!("{:.0}s ago", (now - at).max(0.0))
 }
 
-fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store(site)?;
-    let Some(status) = store.status()? else {
+async fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(site).await?;
+    let Some(status) = store.status().await? else {
         anyhow::bail!("vigil has not written a status yet");
     };
     if json {
@@ -434,15 +436,15 @@ fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn resources(site: &SiteConfig, filter: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn resources(site: &SiteConfig, filter: Option<&str>) -> anyhow::Result<ExitCode> {
     let filter = parse_filter(filter)?;
-    let store = open_store(site)?;
+    let store = open_store(site).await?;
     let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
     println!(
         "{:<24} {:<8} {:<16} {:<24} {:<12} DISCOVERED BY",
         "ID", "SITE", "ENDPOINT", "CLASS/SUBCLASS/TYPE", "EXPIRES"
     );
-    for stored in store.live_resources(now)? {
+    for stored in store.live_resources(now).await? {
         let r = &stored.resource;
         if filter.as_ref().is_some_and(|f| !f.matches(r)) {
             continue;
@@ -460,13 +462,13 @@ fn resources(site: &SiteConfig, filter: Option<&str>) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn metrics(
+async fn metrics(
     site: &SiteConfig,
     filter: Option<&str>,
     group: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let filter = parse_filter(filter)?;
-    let store = open_store(site)?;
+    let store = open_store(site).await?;
     // Only a filter needs the resources: the ids of those it matches.
     let matching: Option<std::collections::HashSet<String>> = match &filter {
         None => None,
@@ -474,7 +476,8 @@ fn metrics(
             let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
             Some(
                 store
-                    .live_resources(now)?
+                    .live_resources(now)
+                    .await?
                     .into_iter()
                     .filter(|s| filter.matches(&s.resource))
                     .map(|s| s.resource.id)
@@ -482,7 +485,7 @@ fn metrics(
             )
         }
     };
-    for series in store.latest(group)? {
+    for series in store.latest(group).await? {
         if matching
             .as_ref()
             .is_some_and(|ids| !ids.contains(&series.resource_id))
@@ -508,14 +511,14 @@ fn metrics(
     Ok(ExitCode::SUCCESS)
 }
 
-fn runs(
+async fn runs(
     site: &SiteConfig,
     plugin: Option<&str>,
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = open_store(site)?;
-    for run in store.recent_runs(plugin, limit)? {
+    let store = open_store(site).await?;
+    for run in store.recent_runs(plugin, limit).await? {
         if json {
             println!("{}", serde_json::to_string(&run)?);
             continue;

@@ -117,7 +117,7 @@ fn run_phase(name: &str, phase: Phase) {
     let cpu = cpu_seconds() - cpu_before;
 
     let store = SqliteStorage::open(&site.database).expect("store");
-    let runs = store.recent_runs(Some("bench"), 10_000_000).expect("runs");
+    let runs = vigil_tests::block_on(store.recent_runs(Some("bench"), 10_000_000)).expect("runs");
     let ok = runs.iter().filter(|r| r.outcome == "ok").count();
     let mut lateness: Vec<f64> = runs
         .iter()
@@ -138,8 +138,7 @@ fn run_phase(name: &str, phase: Phase) {
     );
     // The run history keeps the newest 200,000 runs; the status counters
     // count every run.
-    let counted = store
-        .status()
+    let counted = vigil_tests::block_on(store.status())
         .expect("status")
         .and_then(|s| s.plugins.into_iter().find(|p| p.name == "bench"))
         .map_or(0, |p| p.runs);

@@ -472,7 +472,7 @@ Pushgateway labels {pushgateway_time:?} ({} bytes), InfluxDB line {influx_time:?
     {
         use vigil_host::store::Storage as _;
         let store = vigil_host::store::sqlite::SqliteStorage::open(&path).expect("store");
-        store.store_latest(&shared).expect("store_latest");
+        vigil_tests::block_on(store.store_latest(&shared)).expect("store_latest");
     }
     let stored = file_bytes(&path) - empty;
     println!(

@@ -18,6 +18,29 @@ pub mod redis_servers;
 pub mod servers;
 pub mod snmp_servers;
 
+/// Runs `future` to completion from synchronous test code, on a thread
+/// and runtime of its own (so it may be called from inside another
+/// runtime, e.g. to read a running agent's store while it runs).
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| runtime.block_on(future))
+        });
+        match handle.join() {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => panic!("block_on: starting a runtime: {e}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 /// Builds a `*.vigil-plugin` file.
 #[derive(Debug, Clone)]
 pub struct PluginFile {

@@ -116,13 +116,13 @@ impl Host {
 
     fn live(&self) -> Vec<StoredResource> {
         self.store()
-            .and_then(|s| s.live_resources(now()).ok())
+            .and_then(|s| vigil_tests::block_on(s.live_resources(now())).ok())
             .unwrap_or_default()
     }
 
     fn runs(&self, plugin: &str) -> Vec<RunRecord> {
         self.store()
-            .and_then(|s| s.recent_runs(Some(plugin), 100_000).ok())
+            .and_then(|s| vigil_tests::block_on(s.recent_runs(Some(plugin), 100_000)).ok())
             .unwrap_or_default()
     }
 
@@ -534,13 +534,16 @@ fn poll_under_write_load(
                     detail: String::new(),
                 })
                 .collect();
-            while !stop.load(Ordering::Relaxed) {
-                store
-                    .upsert_resources("load", &batch, &policy, now())
-                    .expect("writer: resources");
-                store.record_runs(&runs).expect("writer: runs");
-                commits.fetch_add(2, Ordering::Relaxed);
-            }
+            vigil_tests::block_on(async {
+                while !stop.load(Ordering::Relaxed) {
+                    store
+                        .upsert_resources("load", &batch, &policy, now())
+                        .await
+                        .expect("writer: resources");
+                    store.record_runs(&runs).await.expect("writer: runs");
+                    commits.fetch_add(2, Ordering::Relaxed);
+                }
+            });
         })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -80,9 +80,7 @@ fn write_site(dir: &Path) -> SiteConfig {
 }
 
 fn runs_of(store: &SqliteStorage, plugin: &str) -> Vec<RunRecord> {
-    store
-        .recent_runs(Some(plugin), 1_000_000)
-        .unwrap_or_default()
+    vigil_tests::block_on(store.recent_runs(Some(plugin), 1_000_000)).unwrap_or_default()
 }
 
 fn count_for(runs: &[RunRecord], id: &str) -> usize {

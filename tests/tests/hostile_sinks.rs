@@ -637,7 +637,7 @@ fn a_wide_poll_grows_the_latest_value_store_by_a_bounded_factor() {
     let input = encode_metrics_group(&poll).len() as u64;
     {
         let store = SqliteStorage::open(&path).expect("open");
-        store.store_latest(&[poll]).expect("store");
+        vigil_tests::block_on(store.store_latest(&[poll])).expect("store");
     }
     // Closing checkpointed the WAL into the file.
     let once = database_bytes(&path) - empty;
@@ -652,11 +652,10 @@ fn a_wide_poll_grows_the_latest_value_store_by_a_bounded_factor() {
     {
         let store = SqliteStorage::open(&path).expect("open");
         for round in 2..5 {
-            store
-                .store_latest(&[Arc::new(wide_poll(round))])
+            vigil_tests::block_on(store.store_latest(&[Arc::new(wide_poll(round))]))
                 .expect("store");
         }
-        let latest = store.latest(Some("wide")).expect("latest");
+        let latest = vigil_tests::block_on(store.latest(Some("wide"))).expect("latest");
         assert_eq!(latest.len(), 2_000);
         assert!(latest.iter().all(|s| s.dimensions.len() == 64));
         let m7 = latest.iter().find(|s| s.metric == "m7").expect("m7");

@@ -702,7 +702,7 @@ impl Host {
         use vigil_host::store::Storage;
         let Some(site) = &self.site else { return 0 };
         vigil_host::store::sqlite::SqliteStorage::open_read_only(&site.database)
-            .and_then(|s| s.recent_runs(Some(plugin), 100_000))
+            .and_then(|s| vigil_tests::block_on(s.recent_runs(Some(plugin), 100_000)))
             .map(|runs| runs.len())
             .unwrap_or(0)
     }

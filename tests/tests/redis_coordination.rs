@@ -207,22 +207,33 @@ async fn agents_share_rate_state_enrichments_and_resources() {
     let local = |name: &str| -> Arc<dyn Storage> {
         Arc::new(SqliteStorage::open(&dir.path().join(name)).expect("sqlite"))
     };
-    let agent_a = RedisResources::new(local("a.db"), &redis.url(), "lab").expect("a");
-    let agent_b = RedisResources::new(local("b.db"), &redis.url(), "lab").expect("b");
+    let agent_a = RedisResources::new(
+        local("a.db"),
+        connect(&redis.url()).await.expect("a"),
+        "lab",
+    );
+    let agent_b = RedisResources::new(
+        local("b.db"),
+        connect(&redis.url()).await.expect("b"),
+        "lab",
+    );
     let resources = [
         Resource::named("sw1", "10.0.0.1"),
         Resource::named("sw2", "10.0.0.2"),
     ];
     let summary = agent_a
         .upsert_resources("inventory", &resources, &policy(30.0), 1000.0)
+        .await
         .expect("upsert");
     assert_eq!((summary.added, summary.refreshed), (2, 0));
     let summary = agent_b
         .upsert_resources("inventory", &resources[..1], &policy(100.0), 1010.0)
+        .await
         .expect("upsert");
     assert_eq!((summary.added, summary.refreshed), (0, 1));
     let live: Vec<String> = agent_b
         .live_resources(1020.0)
+        .await
         .expect("live")
         .into_iter()
         .map(|r| r.resource.id)
@@ -230,14 +241,18 @@ async fn agents_share_rate_state_enrichments_and_resources() {
     assert_eq!(live, vec!["sw1", "sw2"]);
     // sw2 expires at 1030, sw1 (refreshed by b) at 1110.
     assert_eq!(
-        agent_a.expire_resources(1050.0).expect("expire"),
+        agent_a.expire_resources(1050.0).await.expect("expire"),
         vec!["sw2"]
     );
     assert!(
-        agent_b.expire_resources(1050.0).expect("expire").is_empty(),
+        agent_b
+            .expire_resources(1050.0)
+            .await
+            .expect("expire")
+            .is_empty(),
         "expired once"
     );
-    let live = agent_a.live_resources(1050.0).expect("live");
+    let live = agent_a.live_resources(1050.0).await.expect("live");
     assert_eq!(live.len(), 1);
     assert_eq!(
         live[0].first_seen, 1000.0,

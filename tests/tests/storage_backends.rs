@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
+use futures_util::future::BoxFuture;
+use vigil_host::coordination::redis::connect;
 use vigil_host::coordination::shared::RedisResources;
 use vigil_host::model::{
     Datetime, Dimension, Metric, MetricType, MetricValue, MetricsGroup, Resource,
@@ -26,15 +28,18 @@ use vigil_tests::redis_servers::RedisServer;
 // --- backends ----------------------------------------------------------------
 
 /// Opens the same database again each time it is called.
-type Opener = Box<dyn Fn() -> Result<Box<dyn Storage>>>;
+type Opener = Box<dyn Fn() -> BoxFuture<'static, Result<Box<dyn Storage>>> + Send + Sync>;
 
 fn sqlite_backend() -> Result<(tempfile::TempDir, Opener)> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let path = dir.path().join("vigil.db");
     let open: Opener = Box::new(move || {
-        let store =
-            SqliteStorage::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(Box::new(store) as Box<dyn Storage>)
+        let path = path.clone();
+        Box::pin(async move {
+            let store = SqliteStorage::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            Ok(Box::new(store) as Box<dyn Storage>)
+        })
     });
     Ok((dir, open))
 }
@@ -60,9 +65,13 @@ fn mongo_backend(name: &str) -> Result<Opener> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     Ok(Box::new(move || {
-        let store = MongoStorage::open(&url, &database)
-            .with_context(|| format!("opening database {database} at {url}"))?;
-        Ok(Box::new(store) as Box<dyn Storage>)
+        let (url, database) = (url.clone(), database.clone());
+        Box::pin(async move {
+            let store = MongoStorage::open(&url, &database)
+                .await
+                .with_context(|| format!("opening database {database} at {url}"))?;
+            Ok(Box::new(store) as Box<dyn Storage>)
+        })
     }))
 }
 
@@ -74,11 +83,14 @@ fn redis_backend() -> Result<(tempfile::TempDir, Opener)> {
     let redis = std::sync::Arc::new(RedisServer::start()?);
     let path = dir.path().join("vigil.db");
     let open: Opener = Box::new(move || {
-        let inner =
-            SqliteStorage::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let store = RedisResources::new(std::sync::Arc::new(inner), &redis.url(), "lab")
-            .context("redis registry")?;
-        Ok(Box::new(store) as Box<dyn Storage>)
+        let (path, redis) = (path.clone(), redis.clone());
+        Box::pin(async move {
+            let inner = SqliteStorage::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let connection = connect(&redis.url()).await.context("redis registry")?;
+            let store = RedisResources::new(std::sync::Arc::new(inner), connection, "lab");
+            Ok(Box::new(store) as Box<dyn Storage>)
+        })
     });
     Ok((dir, open))
 }
@@ -89,17 +101,17 @@ macro_rules! registry_conformance {
     (checks: [$($check:ident),* $(,)?], restarts: [$($restart:ident),* $(,)?] $(,)?) => {
         mod redis {
             $(
-                #[test]
-                fn $check() -> anyhow::Result<()> {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() -> anyhow::Result<()> {
                     let (_dir, open) = super::redis_backend()?;
-                    super::$check(open()?.as_ref())
+                    super::$check(open().await?.as_ref()).await
                 }
             )*
             $(
-                #[test]
-                fn $restart() -> anyhow::Result<()> {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $restart() -> anyhow::Result<()> {
                     let (_dir, open) = super::redis_backend()?;
-                    super::$restart(&open)
+                    super::$restart(&open).await
                 }
             )*
         }
@@ -113,33 +125,33 @@ macro_rules! conformance {
     (checks: [$($check:ident),* $(,)?], restarts: [$($restart:ident),* $(,)?] $(,)?) => {
         mod sqlite {
             $(
-                #[test]
-                fn $check() -> anyhow::Result<()> {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() -> anyhow::Result<()> {
                     let (_dir, open) = super::sqlite_backend()?;
-                    super::$check(open()?.as_ref())
+                    super::$check(open().await?.as_ref()).await
                 }
             )*
             $(
-                #[test]
-                fn $restart() -> anyhow::Result<()> {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $restart() -> anyhow::Result<()> {
                     let (_dir, open) = super::sqlite_backend()?;
-                    super::$restart(&open)
+                    super::$restart(&open).await
                 }
             )*
         }
         mod mongo {
             $(
-                #[test]
-                fn $check() -> anyhow::Result<()> {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() -> anyhow::Result<()> {
                     let open = super::mongo_backend(stringify!($check))?;
-                    super::$check(open()?.as_ref())
+                    super::$check(open().await?.as_ref()).await
                 }
             )*
             $(
-                #[test]
-                fn $restart() -> anyhow::Result<()> {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $restart() -> anyhow::Result<()> {
                     let open = super::mongo_backend(stringify!($restart))?;
-                    super::$restart(&open)
+                    super::$restart(&open).await
                 }
             )*
         }
@@ -286,29 +298,37 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 
 // --- the checks ----------------------------------------------------------------
 
-fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result<()> {
+async fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result<()> {
     assert_eq!(
-        store.upsert_resources("disco", &[], &policy(100.0), 1000.0)?,
+        store
+            .upsert_resources("disco", &[], &policy(100.0), 1000.0)
+            .await?,
         summary(0, 0)
     );
     let batch = [resource("a", 0), resource("b", 30)];
     assert_eq!(
-        store.upsert_resources("disco", &batch, &policy(100.0), 1000.0)?,
+        store
+            .upsert_resources("disco", &batch, &policy(100.0), 1000.0)
+            .await?,
         summary(2, 0)
     );
-    let before = store.live_resources(1000.0)?;
+    let before = store.live_resources(1000.0).await?;
     assert_eq!(ids(&before), ["a", "b"]);
 
     // The same batch again (a retried write): nothing added, same state.
     assert_eq!(
-        store.upsert_resources("disco", &batch, &policy(100.0), 1000.0)?,
+        store
+            .upsert_resources("disco", &batch, &policy(100.0), 1000.0)
+            .await?,
         summary(0, 2)
     );
-    assert_eq!(store.live_resources(1000.0)?, before);
+    assert_eq!(store.live_resources(1000.0).await?, before);
 
     // One id twice in a batch: the first adds it, the repeat is refused.
     let twice = [resource("c", 0), resource("c", 0)];
-    let repeated = store.upsert_resources("disco", &twice, &policy(100.0), 1005.0)?;
+    let repeated = store
+        .upsert_resources("disco", &twice, &policy(100.0), 1005.0)
+        .await?;
     assert_eq!((repeated.added, repeated.duplicates), (1, 1));
 
     // Rediscovered by its owner with new data: what a refresh changes and
@@ -321,10 +341,12 @@ fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result
     a.creation_timestamp = at(950, 0);
     a.metadata = pairs(&[("os", "junos 21"), ("model", "mx480")]);
     assert_eq!(
-        store.upsert_resources("disco", &[a], &policy(50.0), 1010.0)?,
+        store
+            .upsert_resources("disco", &[a], &policy(50.0), 1010.0)
+            .await?,
         summary(0, 1)
     );
-    let live = store.live_resources(1010.0)?;
+    let live = store.live_resources(1010.0).await?;
     assert_eq!(ids(&live), ["a", "b", "c"]);
     let a = &live[0];
     assert_eq!(a.resource.endpoint, "10.0.0.2");
@@ -348,10 +370,12 @@ fn upsert_counts_added_and_refreshed_idempotently(store: &dyn Storage) -> Result
     Ok(())
 }
 
-fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> {
+async fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> {
     let batch = [resource("a", 0), resource("b", 30), resource("c", 30)];
     assert_eq!(
-        store.upsert_resources("disco", &batch, &policy(100.0), 1000.0)?,
+        store
+            .upsert_resources("disco", &batch, &policy(100.0), 1000.0)
+            .await?,
         summary(3, 0)
     );
     let counter = |id: &str| {
@@ -363,39 +387,47 @@ fn resources_expire_by_ttl_with_their_series(store: &dyn Storage) -> Result<()> 
             at(1001, 0),
         )
     };
-    store.store_latest(&[
-        counter("a").into(),
-        counter("b").into(),
-        counter("c").into(),
-    ])?;
+    store
+        .store_latest(&[
+            counter("a").into(),
+            counter("b").into(),
+            counter("c").into(),
+        ])
+        .await?;
     // b is rediscovered before it expires: its own TTL counts from then.
     assert_eq!(
-        store.upsert_resources("disco", &[resource("b", 30)], &policy(100.0), 1020.0)?,
+        store
+            .upsert_resources("disco", &[resource("b", 30)], &policy(100.0), 1020.0)
+            .await?,
         summary(0, 1)
     );
 
     // A resource lives while expires_at > now.
-    assert_eq!(ids(&store.live_resources(1029.5)?), ["a", "b", "c"]);
-    assert_eq!(ids(&store.live_resources(1030.0)?), ["a", "b"]);
-    assert!(store.expire_resources(1029.5)?.is_empty());
-    assert_eq!(sorted(store.expire_resources(1030.0)?), owned(&["c"]));
-    assert!(store.expire_resources(1030.0)?.is_empty());
+    assert_eq!(ids(&store.live_resources(1029.5).await?), ["a", "b", "c"]);
+    assert_eq!(ids(&store.live_resources(1030.0).await?), ["a", "b"]);
+    assert!(store.expire_resources(1029.5).await?.is_empty());
+    assert_eq!(sorted(store.expire_resources(1030.0).await?), owned(&["c"]));
+    assert!(store.expire_resources(1030.0).await?.is_empty());
     // Expired resources are gone (for any `now`), and so are their series.
-    assert_eq!(ids(&store.live_resources(0.0)?), ["a", "b"]);
+    assert_eq!(ids(&store.live_resources(0.0).await?), ["a", "b"]);
     let series: Vec<String> = store
-        .latest(None)?
+        .latest(None)
+        .await?
         .into_iter()
         .map(|s| s.resource_id)
         .collect();
     assert_eq!(series, owned(&["a", "b"]));
 
-    assert_eq!(sorted(store.expire_resources(5000.0)?), owned(&["a", "b"]));
-    assert!(store.live_resources(0.0)?.is_empty());
-    assert!(store.latest(None)?.is_empty());
+    assert_eq!(
+        sorted(store.expire_resources(5000.0).await?),
+        owned(&["a", "b"])
+    );
+    assert!(store.live_resources(0.0).await?.is_empty());
+    assert!(store.latest(None).await?.is_empty());
     Ok(())
 }
 
-fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
+async fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
     let mut full = resource("b", 0);
     full.subclass = "dc-1 ünïcödé".into();
     full.endpoint = "2001:db8::1".into();
@@ -412,14 +444,16 @@ fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
     let mut bare = resource("C", 0);
     bare.metadata.clear();
     let third = resource("a", 0);
-    store.upsert_resources(
-        "disco",
-        &[full.clone(), bare.clone(), third],
-        &policy(100.0),
-        1000.25,
-    )?;
+    store
+        .upsert_resources(
+            "disco",
+            &[full.clone(), bare.clone(), third],
+            &policy(100.0),
+            1000.25,
+        )
+        .await?;
 
-    let live = store.live_resources(1000.25)?;
+    let live = store.live_resources(1000.25).await?;
     // Byte order, as SQLite's ORDER BY id: upper case first.
     assert_eq!(ids(&live), ["C", "a", "b"]);
     let mut expected = full;
@@ -440,37 +474,42 @@ fn live_resources_round_trip_sorted_by_id(store: &dyn Storage) -> Result<()> {
     Ok(())
 }
 
-fn run_history_newest_first_with_limit_and_filter(store: &dyn Storage) -> Result<()> {
-    assert!(store.recent_runs(None, 10)?.is_empty());
-    store.record_runs(&[])?;
-    store.record_runs(&[
-        run("a", Some("r1"), 1.0),
-        run("b", Some("r1"), 2.0),
-        run("a", Some("r2"), 3.0),
-    ])?;
+async fn run_history_newest_first_with_limit_and_filter(store: &dyn Storage) -> Result<()> {
+    assert!(store.recent_runs(None, 10).await?.is_empty());
+    store.record_runs(&[]).await?;
+    store
+        .record_runs(&[
+            run("a", Some("r1"), 1.0),
+            run("b", Some("r1"), 2.0),
+            run("a", Some("r2"), 3.0),
+        ])
+        .await?;
     // Recorded later, though it started earlier: "newest" is recording order.
     let mut late = run("disco", None, 0.5);
     late.outcome = "trap.deadline".into();
     late.detail = "deadline of 5s exceeded — ünïcödé \"quoted\"".into();
-    store.record_runs(std::slice::from_ref(&late))?;
+    store.record_runs(std::slice::from_ref(&late)).await?;
 
     let started = |runs: Vec<RunRecord>| runs.iter().map(|r| r.started_at).collect::<Vec<_>>();
-    assert_eq!(started(store.recent_runs(None, 10)?), [0.5, 3.0, 2.0, 1.0]);
-    assert_eq!(started(store.recent_runs(None, 2)?), [0.5, 3.0]);
-    assert_eq!(started(store.recent_runs(Some("a"), 10)?), [3.0, 1.0]);
-    assert_eq!(started(store.recent_runs(Some("a"), 1)?), [3.0]);
-    assert!(store.recent_runs(Some("nope"), 10)?.is_empty());
-    assert!(store.recent_runs(None, 0)?.is_empty());
-    assert_eq!(store.recent_runs(None, usize::MAX)?.len(), 4);
-    assert_eq!(store.recent_runs(Some("disco"), 5)?, vec![late]);
     assert_eq!(
-        store.recent_runs(Some("b"), 5)?,
+        started(store.recent_runs(None, 10).await?),
+        [0.5, 3.0, 2.0, 1.0]
+    );
+    assert_eq!(started(store.recent_runs(None, 2).await?), [0.5, 3.0]);
+    assert_eq!(started(store.recent_runs(Some("a"), 10).await?), [3.0, 1.0]);
+    assert_eq!(started(store.recent_runs(Some("a"), 1).await?), [3.0]);
+    assert!(store.recent_runs(Some("nope"), 10).await?.is_empty());
+    assert!(store.recent_runs(None, 0).await?.is_empty());
+    assert_eq!(store.recent_runs(None, usize::MAX).await?.len(), 4);
+    assert_eq!(store.recent_runs(Some("disco"), 5).await?, vec![late]);
+    assert_eq!(
+        store.recent_runs(Some("b"), 5).await?,
         vec![run("b", Some("r1"), 2.0)]
     );
     Ok(())
 }
 
-fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
+async fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
     let interface = |bits_in: u64, when: Datetime| {
         group(
             "sw1",
@@ -500,10 +539,16 @@ fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
         &[("busy", MetricValue::Float(12.5), MetricType::Gauge)],
         at(30, 0),
     );
-    store.store_latest(&[interface(1, at(10, 0)).into(), cpu.into()])?;
+    store
+        .store_latest(&[interface(1, at(10, 0)).into(), cpu.into()])
+        .await?;
     // A later sample of the same series replaces it (idempotently).
-    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000)).into()])?;
-    store.store_latest(&[interface(u64::MAX, at(20, 250_000_000)).into()])?;
+    store
+        .store_latest(&[interface(u64::MAX, at(20, 250_000_000)).into()])
+        .await?;
+    store
+        .store_latest(&[interface(u64::MAX, at(20, 250_000_000)).into()])
+        .await?;
 
     let dims = pairs(&[("description", "uplink ü"), ("interface_name", "ge-0/0/0")]);
     let series = |metric: &str, value: &str, metric_type: &str| SeriesValue {
@@ -520,7 +565,7 @@ fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
         series("offset", "-9223372036854775808", "gauge"),
         series("utilization", "0.30000000000000004", "gauge"),
     ];
-    assert_eq!(store.latest(Some("interface"))?, expected_interface);
+    assert_eq!(store.latest(Some("interface")).await?, expected_interface);
     let cpu = SeriesValue {
         resource_id: "r2".into(),
         group_type: "cpu".into(),
@@ -530,14 +575,19 @@ fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
         metric_type: "gauge".into(),
         at: 30.0,
     };
-    assert_eq!(store.latest(Some("cpu"))?, vec![cpu.clone()]);
+    assert_eq!(store.latest(Some("cpu")).await?, vec![cpu.clone()]);
     // Ordered by resource, group, dimensions, metric.
     let mut all = vec![cpu];
     all.extend(expected_interface);
-    assert_eq!(store.latest(None)?, all);
-    assert!(store.latest(Some("memory"))?.is_empty());
+    assert_eq!(store.latest(None).await?, all);
+    assert!(store.latest(Some("memory")).await?.is_empty());
     // The counter is exact: parsing it back gives u64::MAX, not 2^64.
-    ensure!(store.latest(Some("interface"))?[0].value.parse::<u64>()? == u64::MAX);
+    ensure!(
+        store.latest(Some("interface")).await?[0]
+            .value
+            .parse::<u64>()?
+            == u64::MAX
+    );
     Ok(())
 }
 
@@ -581,114 +631,135 @@ fn host_status(site: &str, runs: u64) -> HostStatus {
     }
 }
 
-fn status_round_trips(store: &dyn Storage) -> Result<()> {
-    assert_eq!(store.status()?, None);
+async fn status_round_trips(store: &dyn Storage) -> Result<()> {
+    assert_eq!(store.status().await?, None);
     let first = host_status("lab", u64::MAX);
-    store.put_status(&first)?;
-    assert_eq!(store.status()?, Some(first));
+    store.put_status(&first).await?;
+    assert_eq!(store.status().await?, Some(first));
     let second = HostStatus {
         plugins: Vec::new(),
         broken: Vec::new(),
         ..host_status("lab 2", 1)
     };
-    store.put_status(&second)?;
-    assert_eq!(store.status()?, Some(second));
+    store.put_status(&second).await?;
+    assert_eq!(store.status().await?, Some(second));
     Ok(())
 }
 
-/// The host calls storage from async code (through `spawn_blocking`, but
-/// small calls may come straight from a task): no backend may panic there.
-fn callable_from_async_code(store: &dyn Storage) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        store.put_status(&host_status("async", 1))?;
-        ensure!(store.status()?.is_some_and(|s| s.site == "async"));
-        store.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)?;
-        ensure!(store.live_resources(1000.0)?.len() == 1);
+/// The host calls storage from many tasks at once: calls made at the same
+/// time from tasks on both workers all complete, none panics.
+async fn callable_from_async_code(store: &dyn Storage) -> Result<()> {
+    let calls = (0..8).map(|i| async move {
+        store.put_status(&host_status("async", i)).await?;
+        ensure!(store.status().await?.is_some_and(|s| s.site == "async"));
+        store
+            .upsert_resources(
+                "disco",
+                &[resource(&format!("a{i}"), 0)],
+                &policy(100.0),
+                1000.0,
+            )
+            .await?;
         Ok(())
-    })
+    });
+    for result in futures_util::future::join_all(calls).await {
+        result?;
+    }
+    ensure!(store.live_resources(1000.0).await?.len() == 8);
+    Ok(())
 }
 
 /// Batches larger than one MongoDB write command (1,000 writes) or `$in`
 /// list (1,000 ids) are split without losing count or order.
-fn large_batches_count_exactly(store: &dyn Storage) -> Result<()> {
+async fn large_batches_count_exactly(store: &dyn Storage) -> Result<()> {
     let resources: Vec<Resource> = (0..2500)
         .map(|i| resource(&format!("r{i:04}"), 0))
         .collect();
     assert_eq!(
-        store.upsert_resources("disco", &resources, &policy(100.0), 1000.0)?,
+        store
+            .upsert_resources("disco", &resources, &policy(100.0), 1000.0)
+            .await?,
         summary(2500, 0)
     );
     let mut again = resources.clone();
     again.push(resource("new", 0));
     assert_eq!(
-        store.upsert_resources("disco", &again, &policy(100.0), 1001.0)?,
+        store
+            .upsert_resources("disco", &again, &policy(100.0), 1001.0)
+            .await?,
         summary(1, 2500)
     );
     let runs: Vec<RunRecord> = (0..1500)
         .map(|i| run("p", Some("r"), f64::from(i)))
         .collect();
-    store.record_runs(&runs)?;
-    let recent = store.recent_runs(Some("p"), 2000)?;
+    store.record_runs(&runs).await?;
+    let recent = store.recent_runs(Some("p"), 2000).await?;
     assert_eq!(recent.len(), 1500);
     ensure!(recent.first().is_some_and(|r| r.started_at == 1499.0));
     ensure!(recent.last().is_some_and(|r| r.started_at == 0.0));
-    assert_eq!(store.expire_resources(5000.0)?.len(), 2501);
-    assert!(store.live_resources(0.0)?.is_empty());
+    assert_eq!(store.expire_resources(5000.0).await?.len(), 2501);
+    assert!(store.live_resources(0.0).await?.is_empty());
     Ok(())
 }
 
-fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
+async fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
     let (live, runs, latest, status) = {
-        let store = open()?;
-        store.upsert_resources(
-            "disco",
-            &[resource("a", 0), resource("b", 30)],
-            &policy(100.0),
-            1000.0,
-        )?;
-        store.record_runs(&[run("a", Some("r1"), 1.0), run("b", None, 2.0)])?;
-        store.store_latest(&[group(
-            "a",
-            "interface",
-            &[("interface_name", "xe-1/0/0")],
-            &[(
-                "bits_out",
-                MetricValue::Unsigned(u64::MAX - 1),
-                MetricType::Counter,
-            )],
-            at(1000, 0),
-        )
-        .into()])?;
-        store.put_status(&host_status("lab", 9))?;
+        let store = open().await?;
+        store
+            .upsert_resources(
+                "disco",
+                &[resource("a", 0), resource("b", 30)],
+                &policy(100.0),
+                1000.0,
+            )
+            .await?;
+        store
+            .record_runs(&[run("a", Some("r1"), 1.0), run("b", None, 2.0)])
+            .await?;
+        store
+            .store_latest(&[group(
+                "a",
+                "interface",
+                &[("interface_name", "xe-1/0/0")],
+                &[(
+                    "bits_out",
+                    MetricValue::Unsigned(u64::MAX - 1),
+                    MetricType::Counter,
+                )],
+                at(1000, 0),
+            )
+            .into()])
+            .await?;
+        store.put_status(&host_status("lab", 9)).await?;
         (
-            store.live_resources(1000.0)?,
-            store.recent_runs(None, 10)?,
-            store.latest(None)?,
-            store.status()?,
+            store.live_resources(1000.0).await?,
+            store.recent_runs(None, 10).await?,
+            store.latest(None).await?,
+            store.status().await?,
         )
     };
-    let store = open()?;
-    assert_eq!(store.live_resources(1000.0)?, live);
-    assert_eq!(store.recent_runs(None, 10)?, runs);
-    assert_eq!(store.latest(None)?, latest);
-    assert_eq!(store.status()?, status);
+    let store = open().await?;
+    assert_eq!(store.live_resources(1000.0).await?, live);
+    assert_eq!(store.recent_runs(None, 10).await?, runs);
+    assert_eq!(store.latest(None).await?, latest);
+    assert_eq!(store.status().await?, status);
     // Known resources are refreshed, not added again, and run history goes
     // on in order after the restart.
     assert_eq!(
-        store.upsert_resources(
-            "disco",
-            &[resource("a", 0), resource("b", 30)],
-            &policy(100.0),
-            1010.0,
-        )?,
+        store
+            .upsert_resources(
+                "disco",
+                &[resource("a", 0), resource("b", 30)],
+                &policy(100.0),
+                1010.0,
+            )
+            .await?,
         summary(0, 2)
     );
-    store.record_runs(&[run("c", None, 0.0)])?;
+    store.record_runs(&[run("c", None, 0.0)]).await?;
     let started: Vec<f64> = store
-        .recent_runs(None, 10)?
+        .recent_runs(None, 10)
+        .await?
         .iter()
         .map(|r| r.started_at)
         .collect();
@@ -698,9 +769,10 @@ fn reopened_store_keeps_everything(open: &Opener) -> Result<()> {
 
 // --- ownership, sites, budgets, TTLs (issue 11) ----------------------------------
 
-fn live(store: &dyn Storage, id: &str, now: f64) -> Result<Option<StoredResource>> {
+async fn live(store: &dyn Storage, id: &str, now: f64) -> Result<Option<StoredResource>> {
     Ok(store
-        .live_resources(now)?
+        .live_resources(now)
+        .await?
         .into_iter()
         .find(|r| r.resource.id == id))
 }
@@ -709,24 +781,28 @@ fn live(store: &dyn Storage, id: &str, now: f64) -> Result<Option<StoredResource
 /// endpoint it controls (where the SNMP credentials would then go): the
 /// claim is refused, counted and named, nothing of it is stored, and the
 /// owner keeps refreshing. Once the resource expires the id is free.
-fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
-    store.upsert_resources(
-        "inventory",
-        &[resource("sw1", 60), resource("sw2", 600)],
-        &policy(100.0),
-        1000.0,
-    )?;
-    let owners = store.live_resources(1000.0)?;
+async fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
+    store
+        .upsert_resources(
+            "inventory",
+            &[resource("sw1", 60), resource("sw2", 600)],
+            &policy(100.0),
+            1000.0,
+        )
+        .await?;
+    let owners = store.live_resources(1000.0).await?;
     let mut stolen = resource("sw1", u64::MAX);
     stolen.endpoint = "127.0.0.66:1161".into();
     stolen.class = "stolen".into();
     stolen.metadata = pairs(&[("community_hint", "send it here")]);
-    let claim = store.upsert_resources(
-        "attacker",
-        &[stolen.clone(), resource("own1", 0)],
-        &policy(100.0),
-        1010.0,
-    )?;
+    let claim = store
+        .upsert_resources(
+            "attacker",
+            &[stolen.clone(), resource("own1", 0)],
+            &policy(100.0),
+            1010.0,
+        )
+        .await?;
     assert_eq!(
         (claim.added, claim.refreshed, claim.conflicts),
         (1, 0, 1),
@@ -746,7 +822,8 @@ fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
         "{detail}"
     );
     let after: Vec<StoredResource> = store
-        .live_resources(1010.0)?
+        .live_resources(1010.0)
+        .await?
         .into_iter()
         .filter(|r| r.resource.id != "own1")
         .collect();
@@ -754,12 +831,16 @@ fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
 
     // The owner refreshes as usual; the attacker keeps being refused.
     assert_eq!(
-        store.upsert_resources("inventory", &[resource("sw1", 60)], &policy(100.0), 1020.0)?,
+        store
+            .upsert_resources("inventory", &[resource("sw1", 60)], &policy(100.0), 1020.0)
+            .await?,
         summary(0, 1)
     );
-    let again = store.upsert_resources("attacker", &[stolen.clone()], &policy(100.0), 1030.0)?;
+    let again = store
+        .upsert_resources("attacker", &[stolen.clone()], &policy(100.0), 1030.0)
+        .await?;
     assert_eq!((again.added, again.conflicts), (0, 1));
-    let sw1 = live(store, "sw1", 1030.0)?.context("sw1")?;
+    let sw1 = live(store, "sw1", 1030.0).await?.context("sw1")?;
     assert_eq!(
         (
             sw1.discovered_by.as_str(),
@@ -771,9 +852,11 @@ fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
 
     // Expired (even before the sweep), it is free: the attacker gets a
     // fresh record of its own, and the old owner is refused in turn.
-    let taken = store.upsert_resources("attacker", &[stolen], &policy(100.0), 1081.0)?;
+    let taken = store
+        .upsert_resources("attacker", &[stolen], &policy(100.0), 1081.0)
+        .await?;
     assert_eq!((taken.added, taken.conflicts), (1, 0), "{taken:?}");
-    let sw1 = live(store, "sw1", 1081.0)?.context("sw1")?;
+    let sw1 = live(store, "sw1", 1081.0).await?.context("sw1")?;
     assert_eq!(
         (
             sw1.discovered_by.as_str(),
@@ -788,25 +871,28 @@ fn a_live_resource_cannot_be_taken_over(store: &dyn Storage) -> Result<()> {
             Datetime::from_seconds(1081.0)
         )
     );
-    let back =
-        store.upsert_resources("inventory", &[resource("sw1", 60)], &policy(100.0), 1082.0)?;
+    let back = store
+        .upsert_resources("inventory", &[resource("sw1", 60)], &policy(100.0), 1082.0)
+        .await?;
     assert_eq!(back.conflicts, 1);
     Ok(())
 }
 
 /// A plugin reports in its configured sites only (the host's by default):
 /// an empty site becomes the first, another is refused.
-fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
+async fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
     let mut elsewhere = resource("x", 0);
     elsewhere.site = "dc9".into();
     let mut unsited = resource("y", 0);
     unsited.site = String::new();
-    let got = store.upsert_resources(
-        "disco",
-        &[elsewhere, unsited, resource("z", 0)],
-        &policy(100.0),
-        1000.0,
-    )?;
+    let got = store
+        .upsert_resources(
+            "disco",
+            &[elsewhere, unsited, resource("z", 0)],
+            &policy(100.0),
+            1000.0,
+        )
+        .await?;
     assert_eq!((got.added, got.wrong_site), (2, 1), "{got:?}");
     assert_eq!(
         got.refusals,
@@ -815,7 +901,7 @@ fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
             site: "dc9".into()
         }]
     );
-    let live = store.live_resources(1000.0)?;
+    let live = store.live_resources(1000.0).await?;
     assert_eq!(ids(&live), ["y", "z"]);
     assert!(live.iter().all(|r| r.resource.site == "lab"));
 
@@ -831,14 +917,16 @@ fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
         r.site = site.into();
         r
     };
-    let got = store.upsert_resources(
-        "multi",
-        &[sited("m1", "lab2"), sited("m2", ""), sited("m3", "lab")],
-        &configured,
-        1000.0,
-    )?;
+    let got = store
+        .upsert_resources(
+            "multi",
+            &[sited("m1", "lab2"), sited("m2", ""), sited("m3", "lab")],
+            &configured,
+            1000.0,
+        )
+        .await?;
     assert_eq!((got.added, got.wrong_site), (2, 1), "{got:?}");
-    let live = store.live_resources(1000.0)?;
+    let live = store.live_resources(1000.0).await?;
     let site_of = |id: &str| {
         live.iter()
             .find(|r| r.resource.id == id)
@@ -853,13 +941,15 @@ fn resources_stay_in_the_hosts_site(store: &dyn Storage) -> Result<()> {
 /// A flood of new resources stops at the plugin's budget; refreshes of
 /// what it owns go on, budgets are per plugin, and expired resources give
 /// their place back.
-fn each_plugin_owns_at_most_its_budget(store: &dyn Storage) -> Result<()> {
+async fn each_plugin_owns_at_most_its_budget(store: &dyn Storage) -> Result<()> {
     let budget = ResourcePolicy {
         max_resources: 3,
         ..policy(100.0)
     };
     let flood: Vec<Resource> = (0..6).map(|i| resource(&format!("f{i}"), 0)).collect();
-    let got = store.upsert_resources("flood", &flood[..5], &budget, 1000.0)?;
+    let got = store
+        .upsert_resources("flood", &flood[..5], &budget, 1000.0)
+        .await?;
     assert_eq!((got.added, got.over_budget), (3, 2), "{got:?}");
     assert_eq!(
         got.refusals,
@@ -877,25 +967,31 @@ fn each_plugin_owns_at_most_its_budget(store: &dyn Storage) -> Result<()> {
     // The neighbour's budget is its own.
     let neighbour: Vec<Resource> = (0..3).map(|i| resource(&format!("n{i}"), 0)).collect();
     assert_eq!(
-        store.upsert_resources("inventory", &neighbour, &budget, 1001.0)?,
+        store
+            .upsert_resources("inventory", &neighbour, &budget, 1001.0)
+            .await?,
         summary(3, 0)
     );
     // At its budget the flood still refreshes what it owns.
     let mut refresh = flood[..3].to_vec();
     refresh.push(flood[5].clone());
-    let got = store.upsert_resources("flood", &refresh, &budget, 1010.0)?;
+    let got = store
+        .upsert_resources("flood", &refresh, &budget, 1010.0)
+        .await?;
     assert_eq!((got.added, got.refreshed, got.over_budget), (0, 3, 1));
-    assert_eq!(store.live_resources(1010.0)?.len(), 6);
+    assert_eq!(store.live_resources(1010.0).await?.len(), 6);
     // Expired (at 1110), they count no more.
     let later: Vec<Resource> = (6..10).map(|i| resource(&format!("f{i}"), 0)).collect();
-    let got = store.upsert_resources("flood", &later, &budget, 1200.0)?;
+    let got = store
+        .upsert_resources("flood", &later, &budget, 1200.0)
+        .await?;
     assert_eq!((got.added, got.over_budget), (3, 1));
     Ok(())
 }
 
 /// A plugin's TTL (even `u64::MAX`) and its ini's are clamped by the site;
 /// creation times are the host's clock at first sight.
-fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
+async fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
     let settings = ResourceSettings {
         site: "lab".into(),
         max_ttl: Duration::from_secs(3600),
@@ -904,14 +1000,16 @@ fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
     let policy = settings.policy(Duration::from_secs(365 * 86_400), 10, &[]);
     let mut forever = resource("forever", u64::MAX);
     forever.creation_timestamp = at(4_000_000_000, 0);
-    let got = store.upsert_resources(
-        "disco",
-        &[forever.clone(), resource("default", 0)],
-        &policy,
-        1000.0,
-    )?;
+    let got = store
+        .upsert_resources(
+            "disco",
+            &[forever.clone(), resource("default", 0)],
+            &policy,
+            1000.0,
+        )
+        .await?;
     assert_eq!(got.added, 2);
-    for r in store.live_resources(1000.0)? {
+    for r in store.live_resources(1000.0).await? {
         assert_eq!(
             (
                 r.resource.ttl_seconds,
@@ -924,14 +1022,16 @@ fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
         );
     }
     // A refresh keeps the first sighting's time.
-    store.upsert_resources("disco", &[forever], &policy, 2000.0)?;
-    let r = live(store, "forever", 2000.0)?.context("forever")?;
+    store
+        .upsert_resources("disco", &[forever], &policy, 2000.0)
+        .await?;
+    let r = live(store, "forever", 2000.0).await?.context("forever")?;
     assert_eq!(
         (r.resource.creation_timestamp, r.first_seen, r.expires_at),
         (Datetime::from_seconds(1000.0), 1000.0, 5600.0)
     );
     assert_eq!(
-        sorted(store.expire_resources(5600.0)?),
+        sorted(store.expire_resources(5600.0).await?),
         owned(&["default", "forever"])
     );
     Ok(())
@@ -939,22 +1039,33 @@ fn ttls_are_capped_and_times_are_the_hosts(store: &dyn Storage) -> Result<()> {
 
 /// The discovery plugin's file is deleted: what it owned expires at once
 /// (the ids go to the sinks), the others' stay, and the ids are free.
-fn a_removed_plugins_resources_expire_at_once(store: &dyn Storage) -> Result<()> {
-    store.upsert_resources(
-        "gone",
-        &[resource("a", 0), resource("b", u64::MAX)],
-        &policy(100.0),
-        1000.0,
-    )?;
-    store.upsert_resources("kept", &[resource("c", 0)], &policy(100.0), 1000.0)?;
+async fn a_removed_plugins_resources_expire_at_once(store: &dyn Storage) -> Result<()> {
+    store
+        .upsert_resources(
+            "gone",
+            &[resource("a", 0), resource("b", u64::MAX)],
+            &policy(100.0),
+            1000.0,
+        )
+        .await?;
+    store
+        .upsert_resources("kept", &[resource("c", 0)], &policy(100.0), 1000.0)
+        .await?;
     assert_eq!(
-        sorted(store.expire_plugin_resources("gone", 1010.0)?),
+        sorted(store.expire_plugin_resources("gone", 1010.0).await?),
         owned(&["a", "b"])
     );
-    assert_eq!(ids(&store.live_resources(1010.0)?), ["c"]);
-    assert!(store.expire_plugin_resources("gone", 1011.0)?.is_empty());
+    assert_eq!(ids(&store.live_resources(1010.0).await?), ["c"]);
+    assert!(
+        store
+            .expire_plugin_resources("gone", 1011.0)
+            .await?
+            .is_empty()
+    );
     assert_eq!(
-        store.upsert_resources("kept", &[resource("a", 0)], &policy(100.0), 1012.0)?,
+        store
+            .upsert_resources("kept", &[resource("a", 0)], &policy(100.0), 1012.0)
+            .await?,
         summary(1, 0)
     );
     Ok(())
@@ -963,47 +1074,47 @@ fn a_removed_plugins_resources_expire_at_once(store: &dyn Storage) -> Result<()>
 /// Two discovery plugins on two connections (two agents) claim the same
 /// 300 new ids at the same moment: each id ends with exactly one owner,
 /// holding that owner's data, and every loss is counted as a conflict.
-fn racing_claims_have_one_winner_each(open: &Opener) -> Result<()> {
-    let stores = [open()?, open()?];
-    let barrier = std::sync::Barrier::new(2);
-    let results: Vec<Result<UpsertSummary>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ["red", "blue"]
-            .into_iter()
-            .zip(&stores)
-            .map(|(plugin, store)| {
-                let barrier = &barrier;
-                scope.spawn(move || -> Result<UpsertSummary> {
-                    let batch: Vec<Resource> = (0..300)
-                        .map(|i| {
-                            let mut r = resource(&format!("race{i:03}"), 0);
-                            r.endpoint = plugin.into();
-                            r
-                        })
-                        .collect();
-                    barrier.wait();
-                    let mut total = UpsertSummary::default();
-                    // In slices, so the two interleave.
-                    for chunk in batch.chunks(25) {
-                        let got = store.upsert_resources(plugin, chunk, &policy(100.0), 1000.0)?;
-                        total.added += got.added;
-                        total.conflicts += got.conflicts;
-                        total.refreshed += got.refreshed;
-                    }
-                    Ok(total)
+async fn racing_claims_have_one_winner_each(open: &Opener) -> Result<()> {
+    let stores = [open().await?, open().await?];
+    let barrier = tokio::sync::Barrier::new(2);
+    async fn claim(
+        plugin: &str,
+        store: &dyn Storage,
+        barrier: &tokio::sync::Barrier,
+    ) -> Result<UpsertSummary> {
+        {
+            let batch: Vec<Resource> = (0..300)
+                .map(|i| {
+                    let mut r = resource(&format!("race{i:03}"), 0);
+                    r.endpoint = plugin.into();
+                    r
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow!("a claimant panicked"))?)
-            .collect()
-    });
+                .collect();
+            barrier.wait().await;
+            let mut total = UpsertSummary::default();
+            // In slices, so the two interleave.
+            for chunk in batch.chunks(25) {
+                let got = store
+                    .upsert_resources(plugin, chunk, &policy(100.0), 1000.0)
+                    .await?;
+                total.added += got.added;
+                total.conflicts += got.conflicts;
+                total.refreshed += got.refreshed;
+            }
+            Ok(total)
+        }
+    }
+    let results = tokio::join!(
+        claim("red", stores[0].as_ref(), &barrier),
+        claim("blue", stores[1].as_ref(), &barrier)
+    );
+    let results = [results.0, results.1];
     let [red, blue] = [&results[0], &results[1]].map(|r| r.as_ref().map_err(|e| anyhow!("{e:#}")));
     let (red, blue) = (red?, blue?);
     assert_eq!(red.added + blue.added, 300, "{red:?} {blue:?}");
     assert_eq!(red.conflicts + blue.conflicts, 300, "{red:?} {blue:?}");
     assert_eq!(red.refreshed + blue.refreshed, 0);
-    let live = stores[0].live_resources(1000.0)?;
+    let live = stores[0].live_resources(1000.0).await?;
     assert_eq!(live.len(), 300);
     for r in &live {
         assert_eq!(r.resource.endpoint, r.discovered_by, "{}", r.resource.id);
@@ -1015,12 +1126,12 @@ fn racing_claims_have_one_winner_each(open: &Opener) -> Result<()> {
 
 // --- MongoDB only ----------------------------------------------------------------
 
-#[test]
-fn mongo_open_on_a_closed_port_fails_fast_naming_the_url() -> Result<()> {
+#[tokio::test]
+async fn mongo_open_on_a_closed_port_fails_fast_naming_the_url() -> Result<()> {
     let port = free_tcp_port()?;
     let url = format!("mongodb://vigil:s3cret@127.0.0.1:{port}");
     let started = Instant::now();
-    let error = match MongoStorage::open(&url, "vigil") {
+    let error = match MongoStorage::open(&url, "vigil").await {
         Ok(_) => anyhow::bail!("opening {url} succeeded with nothing listening"),
         Err(e) => e.to_string(),
     };
@@ -1034,17 +1145,17 @@ fn mongo_open_on_a_closed_port_fails_fast_naming_the_url() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn mongo_retried_run_batch_is_not_recorded_twice() -> Result<()> {
-    let store = mongo_backend("retried_runs")?()?;
+#[tokio::test]
+async fn mongo_retried_run_batch_is_not_recorded_twice() -> Result<()> {
+    let store = mongo_backend("retried_runs")?().await?;
     let batch = [
         run("a", Some("r1"), 1.0),
         run("a", None, 1.0),
         run("b", Some("r1"), 1.0),
     ];
-    store.record_runs(&batch)?;
-    store.record_runs(&batch)?;
-    let runs = store.recent_runs(None, 10)?;
+    store.record_runs(&batch).await?;
+    store.record_runs(&batch).await?;
+    let runs = store.recent_runs(None, 10).await?;
     assert_eq!(runs.len(), 3, "{runs:?}");
     // The retry keeps the first write's order.
     let newest_first: Vec<RunRecord> = batch.iter().rev().cloned().collect();
@@ -1052,14 +1163,16 @@ fn mongo_retried_run_batch_is_not_recorded_twice() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn mongo_stores_share_a_server_but_not_data() -> Result<()> {
-    let one = mongo_backend("isolation_one")?()?;
-    let two = mongo_backend("isolation_two")?()?;
-    one.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)?;
-    assert!(two.live_resources(0.0)?.is_empty());
+#[tokio::test]
+async fn mongo_stores_share_a_server_but_not_data() -> Result<()> {
+    let one = mongo_backend("isolation_one")?().await?;
+    let two = mongo_backend("isolation_two")?().await?;
+    one.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)
+        .await?;
+    assert!(two.live_resources(0.0).await?.is_empty());
     assert_eq!(
-        two.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)?,
+        two.upsert_resources("disco", &[resource("a", 0)], &policy(100.0), 1000.0)
+            .await?,
         summary(1, 0)
     );
     Ok(())

@@ -84,11 +84,13 @@
 //! of the filter's `_id`). Numbers are read back accepting any numeric BSON
 //! type, in case a server narrows an int64 or widens a double.
 //!
-//! # Blocking
+//! # Async
 //!
-//! The methods block, like every [`Storage`]. The driver's blocking API
-//! panics when called on a thread that drives async tasks, so a call made
-//! from async code runs on a short-lived thread of its own instead.
+//! Every call uses the driver's async API on the caller's runtime: a
+//! storage call from the pipeline, the scheduler or an HTTP handler costs
+//! no OS thread (the driver's sync API, used before, ran each call on a
+//! thread of its own). The client and its connection pool belong to the
+//! runtime that opened the store.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -96,7 +98,7 @@ use std::time::Duration;
 use mongodb::IndexModel;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, ReturnDocument};
-use mongodb::sync::{Client, Collection, Database};
+use mongodb::{Client, Collection, Database};
 
 use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
 use vigil_store::{
@@ -164,11 +166,7 @@ impl MongoStorage {
     /// connection string), checks that it answers (waiting at most 3 s
     /// unless the URL sets `serverSelectionTimeoutMS`) and creates the
     /// indexes of `database` that are missing.
-    pub fn open(url: &str, database: &str) -> StoreResult<MongoStorage> {
-        off_async(|| MongoStorage::connect(url, database))
-    }
-
-    fn connect(url: &str, database: &str) -> StoreResult<MongoStorage> {
+    pub async fn open(url: &str, database: &str) -> StoreResult<MongoStorage> {
         let shown = redact(url);
         let fail = |message: String| StoreError::Mongo {
             url: shown.clone(),
@@ -183,7 +181,7 @@ impl MongoStorage {
             )));
         }
         let mut options = ClientOptions::parse(url)
-            .run()
+            .await
             .map_err(|e| fail(format!("bad connection string: {e}")))?;
         options
             .server_selection_timeout
@@ -193,10 +191,10 @@ impl MongoStorage {
         let client = Client::with_options(options).map_err(|e| fail(e.to_string()))?;
         let db = client.database(database);
         db.run_command(doc! { "ping": 1 })
-            .run()
+            .await
             .map_err(|e| fail(format!("no usable server: {e}")))?;
         let store = MongoStorage { db, url: shown };
-        store.create_indexes()?;
+        store.create_indexes().await?;
         Ok(store)
     }
 
@@ -205,7 +203,7 @@ impl MongoStorage {
         self.db.name()
     }
 
-    fn create_indexes(&self) -> StoreResult<()> {
+    async fn create_indexes(&self) -> StoreResult<()> {
         for (collection, indexes) in INDEXES {
             let coll = self.collection(collection);
             for keys in *indexes {
@@ -214,7 +212,7 @@ impl MongoStorage {
                     spec.insert(*key, 1i32);
                 }
                 coll.create_index(IndexModel::builder().keys(spec).build())
-                    .run()
+                    .await
                     .map_err(|e| {
                         self.error(format!("creating index {keys:?} on {collection}: {e}"))
                     })?;
@@ -237,7 +235,7 @@ impl MongoStorage {
     /// Runs `updates` (each `{q, u, upsert: true}`) as ordered `update`
     /// commands of bounded size; returns how many inserted a new document
     /// (the others matched one).
-    fn upsert_all(&self, collection: &str, updates: Vec<Document>) -> StoreResult<usize> {
+    async fn upsert_all(&self, collection: &str, updates: Vec<Document>) -> StoreResult<usize> {
         let mut inserted = 0;
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -246,24 +244,26 @@ impl MongoStorage {
                 .map_err(|e| self.error(format!("encoding a write to {collection}: {e}")))?
                 .len();
             if !batch.is_empty() && (batch.len() >= BATCH_WRITES || bytes + size > BATCH_BYTES) {
-                inserted += self.update_command(collection, std::mem::take(&mut batch))?;
+                inserted += self
+                    .update_command(collection, std::mem::take(&mut batch))
+                    .await?;
                 bytes = 0;
             }
             bytes += size;
             batch.push(update);
         }
         if !batch.is_empty() {
-            inserted += self.update_command(collection, batch)?;
+            inserted += self.update_command(collection, batch).await?;
         }
         Ok(inserted)
     }
 
-    fn update_command(&self, collection: &str, updates: Vec<Document>) -> StoreResult<usize> {
+    async fn update_command(&self, collection: &str, updates: Vec<Document>) -> StoreResult<usize> {
         let count = updates.len();
         let reply = self
             .db
             .run_command(doc! { "update": collection, "updates": updates, "ordered": true })
-            .run()
+            .await
             .map_err(|e| self.error(format!("writing {collection}: {e}")))?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
@@ -279,7 +279,7 @@ impl MongoStorage {
         Ok(reply.get_array("upserted").map_or(0, Vec::len))
     }
 
-    fn find_all(
+    async fn find_all(
         &self,
         collection: &str,
         filter: Document,
@@ -294,15 +294,16 @@ impl MongoStorage {
         if let Some(limit) = limit {
             find = find.limit(limit);
         }
-        let cursor = find
-            .run()
-            .map_err(|e| self.error(format!("reading {collection}: {e}")))?;
-        cursor
-            .map(|document| document.map_err(|e| self.error(format!("reading {collection}: {e}"))))
-            .collect()
+        let failed = |e: mongodb::error::Error| self.error(format!("reading {collection}: {e}"));
+        let mut cursor = find.await.map_err(failed)?;
+        let mut documents = Vec::new();
+        while cursor.advance().await.map_err(failed)? {
+            documents.push(cursor.deserialize_current().map_err(failed)?);
+        }
+        Ok(documents)
     }
 
-    fn delete_in(
+    async fn delete_in(
         &self,
         collection: &str,
         field: &str,
@@ -316,7 +317,7 @@ impl MongoStorage {
             filter.extend(also.clone());
             deleted += coll
                 .delete_many(filter)
-                .run()
+                .await
                 .map_err(|e| self.error(format!("deleting from {collection}: {e}")))?
                 .deleted_count;
         }
@@ -335,17 +336,18 @@ impl MongoStorage {
 
 impl MongoStorage {
     /// Owner and expiry of each of `ids` that exists.
-    fn owners(&self, ids: &[String]) -> StoreResult<HashMap<String, (String, f64)>> {
+    async fn owners(&self, ids: &[String]) -> StoreResult<HashMap<String, (String, f64)>> {
         let coll = self.collection(RESOURCES);
         let mut owners = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_IDS) {
-            let cursor = coll
+            let mut cursor = coll
                 .find(doc! { "_id": { "$in": chunk } })
                 .projection(doc! { "discovered_by": 1, "expires_at": 1 })
-                .run()
+                .await
                 .map_err(|e| self.error(format!("reading {RESOURCES}: {e}")))?;
-            for document in cursor {
-                let d = document.map_err(|e| self.error(format!("reading {RESOURCES}: {e}")))?;
+            let failed = |e: mongodb::error::Error| self.error(format!("reading {RESOURCES}: {e}"));
+            while cursor.advance().await.map_err(failed)? {
+                let d = cursor.deserialize_current().map_err(failed)?;
                 let read = || -> Result<(String, String, f64), String> {
                     Ok((
                         text(&d, "_id")?,
@@ -362,10 +364,10 @@ impl MongoStorage {
     }
 
     /// Live resources `plugin` owns at `now`.
-    fn owned_live(&self, plugin: &str, now: f64) -> StoreResult<u64> {
+    async fn owned_live(&self, plugin: &str, now: f64) -> StoreResult<u64> {
         self.collection(RESOURCES)
             .count_documents(doc! { "discovered_by": plugin, "expires_at": { "$gt": now } })
-            .run()
+            .await
             .map_err(|e| self.error(format!("counting {plugin}'s {RESOURCES}: {e}")))
     }
 
@@ -373,7 +375,7 @@ impl MongoStorage {
     /// batches. Returns how many matched or inserted, and the indexes
     /// refused with a duplicate-key error (an upsert whose filter missed
     /// because another plugin holds the `_id`). Any other error fails.
-    fn conditional_writes(&self, updates: Vec<Document>) -> StoreResult<(u64, Vec<usize>)> {
+    async fn conditional_writes(&self, updates: Vec<Document>) -> StoreResult<(u64, Vec<usize>)> {
         let mut done = 0u64;
         let mut refused = Vec::new();
         let mut batch: Vec<Document> = Vec::new();
@@ -386,7 +388,7 @@ impl MongoStorage {
                 .len();
             if !batch.is_empty() && (batch.len() >= BATCH_WRITES || bytes + size > BATCH_BYTES) {
                 let sent = std::mem::take(&mut batch);
-                done += self.unordered_update(sent, first, &mut refused)?;
+                done += self.unordered_update(sent, first, &mut refused).await?;
                 first = i;
                 bytes = 0;
             }
@@ -394,13 +396,13 @@ impl MongoStorage {
             batch.push(update);
         }
         if !batch.is_empty() {
-            done += self.unordered_update(batch, first, &mut refused)?;
+            done += self.unordered_update(batch, first, &mut refused).await?;
         }
         debug_assert!(refused.iter().all(|i| *i < total));
         Ok((done, refused))
     }
 
-    fn unordered_update(
+    async fn unordered_update(
         &self,
         updates: Vec<Document>,
         first: usize,
@@ -410,7 +412,7 @@ impl MongoStorage {
         let reply = self
             .db
             .run_command(doc! { "update": RESOURCES, "updates": updates, "ordered": false })
-            .run()
+            .await
             .map_err(|e| self.error(format!("writing {RESOURCES}: {e}")))?;
         if let Ok(errors) = reply.get_array("writeErrors") {
             for error in errors {
@@ -458,18 +460,6 @@ fn redact(url: &str) -> String {
         ),
         None => url.to_owned(),
     }
-}
-
-/// Runs `call` here, or on a thread of its own when this thread is inside a
-/// tokio runtime (where the driver's blocking calls would panic).
-fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return call();
-    }
-    std::thread::scope(|scope| match scope.spawn(call).join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
 }
 
 fn pairs_bson<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Bson {
@@ -597,42 +587,47 @@ fn series_value(series: &SeriesDocument, document: &Document) -> Result<SeriesVa
 impl MongoStorage {
     /// Deletes the latest values of resources `ids`: their series' values,
     /// then their series.
-    fn delete_latest_of(&self, ids: &[String]) -> StoreResult<()> {
+    async fn delete_latest_of(&self, ids: &[String]) -> StoreResult<()> {
         for chunk in ids.chunks(BATCH_IDS) {
-            let series = self.find_all(
-                LATEST_SERIES,
-                doc! { "resource_id": { "$in": chunk } },
-                None,
-                None,
-            )?;
+            let series = self
+                .find_all(
+                    LATEST_SERIES,
+                    doc! { "resource_id": { "$in": chunk } },
+                    None,
+                    None,
+                )
+                .await?;
             let series: Vec<String> = series
                 .iter()
                 .map(|d| text(d, "_id").map_err(|e| self.malformed(LATEST_SERIES, d, &e)))
                 .collect::<StoreResult<_>>()?;
-            self.delete_in(LATEST_VALUES, "series", &series, &Document::new())?;
-            self.delete_in(LATEST_SERIES, "resource_id", chunk, &Document::new())?;
+            self.delete_in(LATEST_VALUES, "series", &series, &Document::new())
+                .await?;
+            self.delete_in(LATEST_SERIES, "resource_id", chunk, &Document::new())
+                .await?;
         }
         Ok(())
     }
 }
 
+#[async_trait::async_trait]
 impl Storage for MongoStorage {
-    fn upsert_resources(
+    async fn upsert_resources(
         &self,
         plugin: &str,
         resources: &[Resource],
         policy: &ResourcePolicy,
         now: f64,
     ) -> StoreResult<UpsertSummary> {
-        off_async(|| {
+        {
             let mut summary = UpsertSummary::default();
             let batch = prepare_batch(plugin, resources, policy, now, &mut summary);
             if batch.is_empty() {
                 return Ok(summary);
             }
             let ids: Vec<String> = batch.iter().map(|(r, _)| r.id.clone()).collect();
-            let current = self.owners(&ids)?;
-            let mut owned = self.owned_live(plugin, now)?;
+            let current = self.owners(&ids).await?;
+            let mut owned = self.owned_live(plugin, now).await?;
             let (mut refreshes, mut claims, mut claimed_ids, mut retakes) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (r, ttl) in &batch {
@@ -703,8 +698,8 @@ impl Storage for MongoStorage {
                     }
                 }
             }
-            summary.refreshed = self.conditional_writes(refreshes)?.0 as usize;
-            let (_, lost) = self.conditional_writes(claims)?;
+            summary.refreshed = self.conditional_writes(refreshes).await?.0 as usize;
+            let (_, lost) = self.conditional_writes(claims).await?;
             summary.added += claimed_ids.len() - lost.len();
             let mut raced: Vec<String> = lost
                 .into_iter()
@@ -717,7 +712,7 @@ impl Storage for MongoStorage {
                         doc! { "_id": &id, "discovered_by": &owner, "expires_at": expires_at },
                         doc! { "$set": fields },
                     )
-                    .run()
+                    .await
                     .map_err(|e| self.error(format!("writing {RESOURCES}: {e}")))?;
                 if taken.matched_count == 1 {
                     summary.added += 1;
@@ -726,7 +721,7 @@ impl Storage for MongoStorage {
                 }
             }
             // Lost races: name who holds them now.
-            let holders = self.owners(&raced)?;
+            let holders = self.owners(&raced).await?;
             for id in raced {
                 let owner = holders
                     .get(&id)
@@ -734,51 +729,56 @@ impl Storage for MongoStorage {
                 summary.refuse(Refusal::Owned { id, owner });
             }
             Ok(summary)
-        })
+        }
     }
 
-    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
-        off_async(|| -> StoreResult<()> {
+    async fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
+        {
             self.collection(RESOURCES)
                 .update_many(
                     doc! { "discovered_by": plugin, "expires_at": { "$gt": now } },
                     doc! { "$set": { "expires_at": now } },
                 )
-                .run()
+                .await
                 .map_err(|e| self.error(format!("expiring {plugin}'s {RESOURCES}: {e}")))?;
-            Ok(())
-        })?;
-        self.expire_resources(now)
+        }
+        self.expire_resources(now).await
     }
 
-    fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
-        off_async(|| {
-            let documents =
-                self.find_all(RESOURCES, doc! { "expires_at": { "$gt": now } }, None, None)?;
+    async fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
+        {
+            let documents = self
+                .find_all(RESOURCES, doc! { "expires_at": { "$gt": now } }, None, None)
+                .await?;
             let mut resources = documents
                 .iter()
                 .map(|d| stored_resource(d).map_err(|e| self.malformed(RESOURCES, d, &e)))
                 .collect::<StoreResult<Vec<_>>>()?;
             resources.sort_by(|a, b| a.resource.id.cmp(&b.resource.id));
             Ok(resources)
-        })
+        }
     }
 
-    fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
-        off_async(|| {
+    async fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
+        {
             let expired_filter = doc! { "expires_at": { "$lte": now } };
-            let documents = self.find_all(RESOURCES, expired_filter.clone(), None, None)?;
+            let documents = self
+                .find_all(RESOURCES, expired_filter.clone(), None, None)
+                .await?;
             let mut expired = documents
                 .iter()
                 .map(|d| text(d, "_id").map_err(|e| self.malformed(RESOURCES, d, &e)))
                 .collect::<StoreResult<Vec<_>>>()?;
             // Deleted only if still expired: one rediscovered meanwhile stays.
-            let deleted = self.delete_in(RESOURCES, "_id", &expired, &expired_filter)?;
+            let deleted = self
+                .delete_in(RESOURCES, "_id", &expired, &expired_filter)
+                .await?;
             if deleted != expired.len() as u64 {
                 let mut still_there = HashSet::new();
                 for chunk in expired.chunks(BATCH_IDS) {
-                    for d in
-                        self.find_all(RESOURCES, doc! { "_id": { "$in": chunk } }, None, None)?
+                    for d in self
+                        .find_all(RESOURCES, doc! { "_id": { "$in": chunk } }, None, None)
+                        .await?
                     {
                         still_there.insert(
                             text(&d, "_id").map_err(|e| self.malformed(RESOURCES, &d, &e))?,
@@ -787,24 +787,24 @@ impl Storage for MongoStorage {
                 }
                 expired.retain(|id| !still_there.contains(id));
             }
-            self.delete_latest_of(&expired)?;
+            self.delete_latest_of(&expired).await?;
             expired.sort();
             Ok(expired)
-        })
+        }
     }
 
-    fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
+    async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
         if runs.is_empty() {
             return Ok(());
         }
-        off_async(|| {
+        {
             let count = i64::try_from(runs.len()).unwrap_or(i64::MAX);
             let counter = self
                 .collection(COUNTERS)
                 .find_one_and_update(doc! { "_id": RUNS }, doc! { "$inc": { "next": count } })
                 .upsert(true)
                 .return_document(ReturnDocument::After)
-                .run()
+                .await
                 .map_err(|e| self.error(format!("numbering runs: {e}")))?
                 .ok_or_else(|| self.error("numbering runs: the counter upsert returned nothing"))?;
             let last =
@@ -832,38 +832,40 @@ impl Storage for MongoStorage {
                     "upsert": true,
                 });
             }
-            self.upsert_all(RUNS, updates)?;
+            self.upsert_all(RUNS, updates).await?;
             if last > RUN_HISTORY {
                 self.collection(RUNS)
                     .delete_many(doc! { "seq": { "$lte": last - RUN_HISTORY } })
-                    .run()
+                    .await
                     .map_err(|e| self.error(format!("pruning runs: {e}")))?;
             }
             Ok(())
-        })
+        }
     }
 
-    fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
         // A limit of 0 means "no limit" to MongoDB, "no rows" to SQLite.
         if limit == 0 {
             return Ok(Vec::new());
         }
-        off_async(|| {
+        {
             let filter = match plugin {
                 Some(plugin) => doc! { "plugin": plugin },
                 None => Document::new(),
             };
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let documents = self.find_all(RUNS, filter, Some(doc! { "seq": -1 }), Some(limit))?;
+            let documents = self
+                .find_all(RUNS, filter, Some(doc! { "seq": -1 }), Some(limit))
+                .await?;
             documents
                 .iter()
                 .map(|d| run_record(d).map_err(|e| self.malformed(RUNS, d, &e)))
                 .collect()
-        })
+        }
     }
 
-    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
-        off_async(|| {
+    async fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
+        {
             let mut series_updates = Vec::new();
             let mut value_updates = Vec::new();
             for group in groups {
@@ -912,19 +914,19 @@ impl Storage for MongoStorage {
                     });
                 }
             }
-            self.upsert_all(LATEST_SERIES, series_updates)?;
-            self.upsert_all(LATEST_VALUES, value_updates)?;
+            self.upsert_all(LATEST_SERIES, series_updates).await?;
+            self.upsert_all(LATEST_VALUES, value_updates).await?;
             Ok(())
-        })
+        }
     }
 
-    fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
-        off_async(|| {
+    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+        {
             let filter = match group_type {
                 Some(group_type) => doc! { "group_type": group_type },
                 None => Document::new(),
             };
-            let documents = self.find_all(LATEST_SERIES, filter, None, None)?;
+            let documents = self.find_all(LATEST_SERIES, filter, None, None).await?;
             let mut all_series = std::collections::HashMap::with_capacity(documents.len());
             for d in &documents {
                 let series =
@@ -934,12 +936,14 @@ impl Storage for MongoStorage {
             let ids: Vec<&String> = all_series.keys().collect();
             let mut series = Vec::new();
             for chunk in ids.chunks(BATCH_IDS) {
-                let values = self.find_all(
-                    LATEST_VALUES,
-                    doc! { "series": { "$in": chunk } },
-                    None,
-                    None,
-                )?;
+                let values = self
+                    .find_all(
+                        LATEST_VALUES,
+                        doc! { "series": { "$in": chunk } },
+                        None,
+                        None,
+                    )
+                    .await?;
                 for d in &values {
                     let owner =
                         text(d, "series").map_err(|e| self.malformed(LATEST_VALUES, d, &e))?;
@@ -962,11 +966,11 @@ impl Storage for MongoStorage {
                 ))
             });
             Ok(series.into_iter().map(|(_, value)| value).collect())
-        })
+        }
     }
 
-    fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
-        off_async(|| {
+    async fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
+        {
             let body = serde_json::to_string(status)?;
             let update = doc! {
                 "q": { "_id": "host" },
@@ -979,17 +983,17 @@ impl Storage for MongoStorage {
                 },
                 "upsert": true,
             };
-            self.upsert_all(STATUS, vec![update])?;
+            self.upsert_all(STATUS, vec![update]).await?;
             Ok(())
-        })
+        }
     }
 
-    fn status(&self) -> StoreResult<Option<HostStatus>> {
-        off_async(|| {
+    async fn status(&self) -> StoreResult<Option<HostStatus>> {
+        {
             let document = self
                 .collection(STATUS)
                 .find_one(doc! { "_id": "host" })
-                .run()
+                .await
                 .map_err(|e| self.error(format!("reading {STATUS}: {e}")))?;
             match document {
                 None => Ok(None),
@@ -998,7 +1002,7 @@ impl Storage for MongoStorage {
                     Ok(Some(serde_json::from_str(&body)?))
                 }
             }
-        })
+        }
     }
 }
 
@@ -1033,9 +1037,10 @@ mod tests {
         assert_eq!(optional_text(&d, "e"), Ok(Some("x".to_owned())));
     }
 
-    #[test]
-    fn open_fails_fast_on_a_bad_database_name() {
+    #[tokio::test]
+    async fn open_fails_fast_on_a_bad_database_name() {
         let error = MongoStorage::open("mongodb://127.0.0.1:1", "a.b")
+            .await
             .err()
             .expect("an error");
         assert!(

@@ -110,13 +110,7 @@ impl LatestValues {
         }
         let groups = std::mem::take(&mut self.pending);
         let count = groups.len() as u64;
-        // The store blocks (SQLite, a MongoDB round trip): off the runtime.
-        let store = self.store.clone();
-        let stored = match tokio::task::spawn_blocking(move || store.store_latest(&groups)).await {
-            Ok(stored) => stored,
-            Err(e) => Err(e.into()),
-        };
-        match stored {
+        match self.store.store_latest(&groups).await {
             Ok(()) => {
                 self.counters.delivered(count);
                 Ok(())

@@ -46,11 +46,11 @@ use vigil_core::batch::{Batch, PluginName};
 /// Where the latest value of every series is kept for `vigil metrics`:
 /// the agent's store, seen by the sinks through this one call. Declared
 /// here, by its user, so the sinks depend on no storage backend.
+#[async_trait::async_trait]
 pub trait LatestStore: Send + Sync + 'static {
-    /// Records the newest value of every metric of `groups`. May block
-    /// (SQLite, a database round trip); the sinks call it on tokio's
-    /// blocking pool.
-    fn store_latest(
+    /// Records the newest value of every metric of `groups` (the store's
+    /// backend keeps blocking work off the runtime).
+    async fn store_latest(
         &self,
         groups: &[Arc<vigil_core::model::MetricsGroup>],
     ) -> Result<(), vigil_core::BackendError>;

@@ -59,6 +59,9 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    /// A blocking call panicked or was cancelled on the blocking pool.
+    #[error("storage: {0}")]
+    Blocking(String),
     /// The MongoDB backend failed; `url` has any password masked.
     #[error("storage: MongoDB at {url}: {message}")]
     Mongo { url: String, message: String },
@@ -378,12 +381,13 @@ pub struct PluginStatus {
 /// The store as the sinks see it: where `latest` values go.
 pub struct StorageLatest(pub std::sync::Arc<dyn Storage>);
 
+#[async_trait::async_trait]
 impl vigil_sinks::LatestStore for StorageLatest {
-    fn store_latest(
+    async fn store_latest(
         &self,
         groups: &[std::sync::Arc<MetricsGroup>],
     ) -> Result<(), vigil_core::BackendError> {
-        Ok(self.0.store_latest(groups)?)
+        Ok(self.0.store_latest(groups).await?)
     }
 }
 
@@ -394,20 +398,14 @@ pub fn epoch_seconds(at: std::time::SystemTime) -> f64 {
         .as_secs_f64()
 }
 
-/// Runs a blocking storage call off the async runtime. Failures are logged
-/// as `what` and yield `None`: a storage hiccup never stops the pipeline.
-pub async fn off_runtime<T: Send + 'static>(
-    store: &std::sync::Arc<dyn Storage>,
+/// Awaits a storage call whose failure must not stop the pipeline: a
+/// failure is logged as `what` and yields `None`.
+pub async fn logged<T>(
     what: &'static str,
-    call: impl FnOnce(&dyn Storage) -> StoreResult<T> + Send + 'static,
+    call: impl std::future::Future<Output = StoreResult<T>>,
 ) -> Option<T> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "{what}");
-            None
-        }
+    match call.await {
+        Ok(value) => Some(value),
         Err(e) => {
             tracing::error!(error = %e, "{what}");
             None
@@ -415,12 +413,11 @@ pub async fn off_runtime<T: Send + 'static>(
     }
 }
 
-/// Expires, off the async runtime, the resources of plugin `plugin` whose
-/// file `path` was unloaded, if the file is gone (a broken file being
-/// edited keeps its resources until their TTL). Returns the ids deleted,
-/// for the sinks.
+/// Expires the resources of plugin `plugin` whose file `path` was
+/// unloaded, if the file is gone (a broken file being edited keeps its
+/// resources until their TTL). Returns the ids deleted, for the sinks.
 pub async fn expire_removed_plugin(
-    store: &std::sync::Arc<dyn Storage>,
+    store: &dyn Storage,
     plugin: &str,
     path: &std::path::Path,
 ) -> Vec<String> {
@@ -428,11 +425,9 @@ pub async fn expire_removed_plugin(
         return Vec::new();
     }
     let now = epoch_seconds(std::time::SystemTime::now());
-    let name = plugin.to_owned();
-    let expired = off_runtime(
-        store,
+    let expired = logged(
         "expiring a removed plugin's resources",
-        move |store| store.expire_plugin_resources(&name, now),
+        store.expire_plugin_resources(plugin, now),
     )
     .await
     .unwrap_or_default();
@@ -446,14 +441,17 @@ pub async fn expire_removed_plugin(
     expired
 }
 
-/// The storage seam. Methods are blocking; async callers use
-/// `spawn_blocking` for anything large.
+/// The storage seam, async: the pipeline, the scheduler and the HTTP API
+/// call it from async tasks. A backend whose client blocks (SQLite) runs
+/// its calls on tokio's blocking pool behind this trait; MongoDB and Redis
+/// use their drivers' async APIs, so a call costs no OS thread.
+#[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Records resources reported by discovery plugin `plugin` under
     /// `policy` (see the module doc): each lives `policy.ttl(r)` seconds
     /// from `now`; claims on another plugin's live resources, other sites,
     /// repeats and new resources past the budget are refused and counted.
-    fn upsert_resources(
+    async fn upsert_resources(
         &self,
         plugin: &str,
         resources: &[Resource],
@@ -463,20 +461,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Expires at `now` every resource `plugin` owns (its discovery plugin
     /// is gone), then deletes everything expired at `now` as
     /// [`Storage::expire_resources`] does; returns the deleted ids.
-    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>>;
+    async fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>>;
     /// Resources not expired at `now`.
-    fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>>;
+    async fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>>;
     /// Deletes resources expired at `now` (and their latest series);
     /// returns their ids.
-    fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>>;
-    fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
+    async fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>>;
+    async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
     /// Newest first.
-    fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>>;
+    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>>;
     /// Takes the groups shared with the other sinks (no copy).
-    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()>;
-    fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>>;
-    fn put_status(&self, status: &HostStatus) -> StoreResult<()>;
-    fn status(&self) -> StoreResult<Option<HostStatus>>;
+    async fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()>;
+    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>>;
+    async fn put_status(&self, status: &HostStatus) -> StoreResult<()>;
+    async fn status(&self) -> StoreResult<Option<HostStatus>>;
 }
 
 #[cfg(test)]

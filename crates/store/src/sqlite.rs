@@ -1,12 +1,12 @@
 //! The embedded [`Storage`]: one SQLite file in WAL mode.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreResult,
+    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
     StoredResource, UpsertSummary, prepare_batch,
 };
 use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
@@ -65,7 +65,18 @@ pub(crate) fn open_database(path: &Path, schema: &str) -> StoreResult<Connection
     Ok(connection)
 }
 
+/// The embedded store. Every call runs on tokio's blocking pool (SQLite
+/// calls block: a write waits for the file lock up to the busy timeout), so
+/// async callers (the pipeline, the scheduler, the HTTP API to come) never
+/// stall a runtime worker; one connection behind a mutex serialises this
+/// process's calls, as SQLite serialises writers anyway.
+#[derive(Clone)]
 pub struct SqliteStorage {
+    db: Arc<Database>,
+}
+
+/// The connection and the blocking calls on it.
+struct Database {
     connection: Mutex<Connection>,
 }
 
@@ -73,9 +84,7 @@ impl SqliteStorage {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStorage> {
         let connection = open_database(path, SCHEMA)?;
-        Ok(SqliteStorage {
-            connection: Mutex::new(connection),
-        })
+        Ok(SqliteStorage::with(connection))
     }
 
     /// Opens an existing database read-only (for the CLI).
@@ -83,11 +92,81 @@ impl SqliteStorage {
         let connection =
             Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(SqliteStorage {
-            connection: Mutex::new(connection),
-        })
+        Ok(SqliteStorage::with(connection))
     }
 
+    fn with(connection: Connection) -> SqliteStorage {
+        SqliteStorage {
+            db: Arc::new(Database {
+                connection: Mutex::new(connection),
+            }),
+        }
+    }
+
+    /// Runs `call` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || call(&db))
+            .await
+            .map_err(|e| StoreError::Blocking(e.to_string()))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for SqliteStorage {
+    async fn upsert_resources(
+        &self,
+        plugin: &str,
+        resources: &[Resource],
+        policy: &ResourcePolicy,
+        now: f64,
+    ) -> StoreResult<UpsertSummary> {
+        let (plugin, resources, policy) = (plugin.to_owned(), resources.to_vec(), policy.clone());
+        self.blocking(move |db| db.upsert_resources(&plugin, &resources, &policy, now))
+            .await
+    }
+    async fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
+        let plugin = plugin.to_owned();
+        self.blocking(move |db| db.expire_plugin_resources(&plugin, now))
+            .await
+    }
+    async fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
+        self.blocking(move |db| db.live_resources(now)).await
+    }
+    async fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
+        self.blocking(move |db| db.expire_resources(now)).await
+    }
+    async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
+        let runs = runs.to_vec();
+        self.blocking(move |db| db.record_runs(&runs)).await
+    }
+    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        let plugin = plugin.map(str::to_owned);
+        self.blocking(move |db| db.recent_runs(plugin.as_deref(), limit))
+            .await
+    }
+    async fn store_latest(&self, groups: &[Arc<MetricsGroup>]) -> StoreResult<()> {
+        let groups = groups.to_vec();
+        self.blocking(move |db| db.store_latest(&groups)).await
+    }
+    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+        let group_type = group_type.map(str::to_owned);
+        self.blocking(move |db| db.latest(group_type.as_deref()))
+            .await
+    }
+    async fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
+        let status = status.clone();
+        self.blocking(move |db| db.put_status(&status)).await
+    }
+    async fn status(&self) -> StoreResult<Option<HostStatus>> {
+        self.blocking(|db| db.status()).await
+    }
+}
+
+impl Database {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic mid-statement leaves SQLite consistent (transactions roll
         // back), so a poisoned lock is safe to keep using.
@@ -95,9 +174,7 @@ impl SqliteStorage {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
 
-impl Storage for SqliteStorage {
     fn upsert_resources(
         &self,
         plugin: &str,
@@ -459,8 +536,8 @@ mod tests {
         r
     }
 
-    #[test]
-    fn resources_belong_to_their_first_discoverer_and_expire() {
+    #[tokio::test]
+    async fn resources_belong_to_their_first_discoverer_and_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
         let policy = crate::ResourceSettings::new("lab").policy(
@@ -475,19 +552,21 @@ mod tests {
                 &policy,
                 1000.0,
             )
+            .await
             .expect("upsert");
         assert_eq!((summary.added, summary.refreshed), (2, 0));
         let mut stolen = resource("a", 0);
         stolen.endpoint = "192.0.2.66".into();
         let summary = store
             .upsert_resources("disco2", &[stolen], &policy, 1010.0)
+            .await
             .expect("upsert");
         assert_eq!(
             (summary.added, summary.refreshed, summary.conflicts),
             (0, 0, 1)
         );
 
-        let live = store.live_resources(1020.0).expect("live");
+        let live = store.live_resources(1020.0).await.expect("live");
         assert_eq!(live.len(), 2);
         let a = live.iter().find(|r| r.resource.id == "a").expect("a");
         assert_eq!(
@@ -505,24 +584,25 @@ mod tests {
         );
 
         // b's own TTL (30 s) beats the default.
-        assert_eq!(store.live_resources(1031.0).expect("live").len(), 1);
+        assert_eq!(store.live_resources(1031.0).await.expect("live").len(), 1);
         assert_eq!(
-            store.expire_resources(1031.0).expect("expire"),
+            store.expire_resources(1031.0).await.expect("expire"),
             vec!["b".to_owned()]
         );
-        assert_eq!(store.live_resources(0.0).expect("live").len(), 1);
+        assert_eq!(store.live_resources(0.0).await.expect("live").len(), 1);
         // The owner's file is deleted: what it owned goes at once.
         assert_eq!(
             store
                 .expire_plugin_resources("disco", 1040.0)
+                .await
                 .expect("expire"),
             vec!["a".to_owned()]
         );
-        assert!(store.live_resources(0.0).expect("live").is_empty());
+        assert!(store.live_resources(0.0).await.expect("live").is_empty());
     }
 
-    #[test]
-    fn latest_keeps_one_value_per_series_exactly() {
+    #[tokio::test]
+    async fn latest_keeps_one_value_per_series_exactly() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
         let group = |value: u64, at: u64| MetricsGroup {
@@ -548,22 +628,26 @@ mod tests {
                 },
             }],
         };
-        store.store_latest(&[group(1, 10).into()]).expect("store");
+        store
+            .store_latest(&[group(1, 10).into()])
+            .await
+            .expect("store");
         store
             .store_latest(&[group(u64::MAX, 20).into()])
+            .await
             .expect("store");
-        let latest = store.latest(Some("interface")).expect("latest");
+        let latest = store.latest(Some("interface")).await.expect("latest");
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[0].value, u64::MAX.to_string());
         assert_eq!(
             latest[0].dimensions,
             vec![("interface_name".to_owned(), "ge-0/0/0".to_owned())]
         );
-        assert!(store.latest(Some("cpu")).expect("latest").is_empty());
+        assert!(store.latest(Some("cpu")).await.expect("latest").is_empty());
     }
 
-    #[test]
-    fn run_history_and_status() {
+    #[tokio::test]
+    async fn run_history_and_status() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStorage::open(&dir.path().join("vigil.db")).expect("open");
         let run = |plugin: &str, at: f64| RunRecord {
@@ -577,20 +661,21 @@ mod tests {
         };
         store
             .record_runs(&[run("a", 1.0), run("b", 2.0), run("a", 3.0)])
+            .await
             .expect("record");
-        let runs = store.recent_runs(Some("a"), 10).expect("runs");
+        let runs = store.recent_runs(Some("a"), 10).await.expect("runs");
         assert_eq!(
             runs.iter().map(|r| r.started_at).collect::<Vec<_>>(),
             vec![3.0, 1.0]
         );
-        assert!(store.status().expect("status").is_none());
+        assert!(store.status().await.expect("status").is_none());
         let status = HostStatus {
             site: "lab".into(),
             pid: 7,
             ..HostStatus::default()
         };
-        store.put_status(&status).expect("put");
+        store.put_status(&status).await.expect("put");
         let reader = SqliteStorage::open_read_only(&dir.path().join("vigil.db")).expect("reader");
-        assert_eq!(reader.status().expect("status"), Some(status));
+        assert_eq!(reader.status().await.expect("status"), Some(status));
     }
 }

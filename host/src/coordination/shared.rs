@@ -96,7 +96,7 @@ impl Reconnecting {
 /// against what it writes, atomically.
 pub struct RedisResources {
     inner: Arc<dyn Storage>,
-    connection: Reconnecting,
+    connection: ConnectionManager,
     records: String,
     expiry: String,
     owners: String,
@@ -243,31 +243,39 @@ impl ResourceRecord {
 }
 
 impl RedisResources {
-    pub fn new(inner: Arc<dyn Storage>, url: &str, site: &str) -> StoreResult<RedisResources> {
-        Ok(RedisResources {
+    /// Resources in Redis through `connection` (see
+    /// [`super::redis::connect`]: 2 s timeouts, reconnects on its own),
+    /// the rest in `inner`.
+    pub fn new(
+        inner: Arc<dyn Storage>,
+        connection: ConnectionManager,
+        site: &str,
+    ) -> RedisResources {
+        RedisResources {
             inner,
-            connection: Reconnecting::open(url).map_err(io_error)?,
+            connection,
             records: format!("vigil:{{{site}}}:resources"),
             expiry: format!("vigil:{{{site}}}:resources:expiry"),
             owners: format!("vigil:{{{site}}}:resources:owner"),
             owned_prefix: format!("vigil:{{{site}}}:resources:owned:"),
-        })
+        }
     }
 
-    /// Runs `call` on a connection, reconnecting once after a failure.
-    fn with_connection<T>(
-        &self,
-        call: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> StoreResult<T> {
-        self.connection.call(call).map_err(io_error)
+    /// A handle on the shared connection (cheap: the manager multiplexes).
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
     }
 
-    fn records(&self, ids: &[String]) -> StoreResult<Vec<StoredResource>> {
+    async fn records(&self, ids: &[String]) -> StoreResult<Vec<StoredResource>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> =
-            self.with_connection(|c| redis::cmd("HMGET").arg(&self.records).arg(ids).query(c))?;
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&self.records)
+            .arg(ids)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(io_error)?;
         Ok(values
             .into_iter()
             .flatten()
@@ -277,8 +285,9 @@ impl RedisResources {
     }
 }
 
+#[async_trait::async_trait]
 impl Storage for RedisResources {
-    fn upsert_resources(
+    async fn upsert_resources(
         &self,
         plugin: &str,
         resources: &[Resource],
@@ -297,7 +306,8 @@ impl Storage for RedisResources {
             // What a refresh keeps (first sight, creation time) comes from
             // the record; the script decides whether it is one.
             let known: BTreeMap<String, StoredResource> = self
-                .records(&ids)?
+                .records(&ids)
+                .await?
                 .into_iter()
                 .map(|s| (s.resource.id.clone(), s))
                 .collect();
@@ -329,7 +339,10 @@ impl Storage for RedisResources {
                 let json = serde_json::to_string(&ResourceRecord::from_stored(&stored))?;
                 invocation.arg(&r.id).arg(now + ttl).arg(json);
             }
-            let verdicts: Vec<String> = self.with_connection(|c| invocation.invoke(c))?;
+            let verdicts: Vec<String> = invocation
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(io_error)?;
             for ((r, _), verdict) in chunk.iter().zip(verdicts) {
                 match verdict.as_str() {
                     "A" => summary.added += 1,
@@ -348,42 +361,42 @@ impl Storage for RedisResources {
         Ok(summary)
     }
 
-    fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
+    async fn expire_plugin_resources(&self, plugin: &str, now: f64) -> StoreResult<Vec<String>> {
         let script = redis::Script::new(RETIRE);
         let owned_key = format!("{}{plugin}", self.owned_prefix);
-        let _: i64 = self.with_connection(|c| {
-            script
-                .key(&self.expiry)
-                .key(&self.owners)
-                .key(&owned_key)
-                .arg(plugin)
-                .arg(now)
-                .invoke(c)
-        })?;
-        self.expire_resources(now)
+        let _: i64 = script
+            .key(&self.expiry)
+            .key(&self.owners)
+            .key(&owned_key)
+            .arg(plugin)
+            .arg(now)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(io_error)?;
+        self.expire_resources(now).await
     }
 
-    fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
-        let ids: Vec<String> = self.with_connection(|c| {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(&self.expiry)
-                .arg(format!("({now}"))
-                .arg("+inf")
-                .query(c)
-        })?;
-        let mut live = self.records(&ids)?;
+    async fn live_resources(&self, now: f64) -> StoreResult<Vec<StoredResource>> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.expiry)
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(io_error)?;
+        let mut live = self.records(&ids).await?;
         live.sort_by(|a, b| a.resource.id.cmp(&b.resource.id));
         Ok(live)
     }
 
-    fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
-        let ids: Vec<String> = self.with_connection(|c| {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(&self.expiry)
-                .arg("-inf")
-                .arg(now)
-                .query(c)
-        })?;
+    async fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.expiry)
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(io_error)?;
         if ids.is_empty() {
             return Ok(ids);
         }
@@ -392,38 +405,38 @@ impl Storage for RedisResources {
         let script = redis::Script::new(EXPIRE);
         let mut gone = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(SCRIPT_BATCH) {
-            let removed: Vec<String> = self.with_connection(|c| {
-                script
-                    .key(&self.records)
-                    .key(&self.expiry)
-                    .key(&self.owners)
-                    .arg(now)
-                    .arg(&self.owned_prefix)
-                    .arg(chunk)
-                    .invoke(c)
-            })?;
+            let removed: Vec<String> = script
+                .key(&self.records)
+                .key(&self.expiry)
+                .key(&self.owners)
+                .arg(now)
+                .arg(&self.owned_prefix)
+                .arg(chunk)
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(io_error)?;
             gone.extend(removed);
         }
         Ok(gone)
     }
 
-    fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
-        self.inner.record_runs(runs)
+    async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
+        self.inner.record_runs(runs).await
     }
-    fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
-        self.inner.recent_runs(plugin, limit)
+    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        self.inner.recent_runs(plugin, limit).await
     }
-    fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
-        self.inner.store_latest(groups)
+    async fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
+        self.inner.store_latest(groups).await
     }
-    fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
-        self.inner.latest(group_type)
+    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+        self.inner.latest(group_type).await
     }
-    fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
-        self.inner.put_status(status)
+    async fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
+        self.inner.put_status(status).await
     }
-    fn status(&self) -> StoreResult<Option<HostStatus>> {
-        self.inner.status()
+    async fn status(&self) -> StoreResult<Option<HostStatus>> {
+        self.inner.status().await
     }
 }
 

@@ -26,7 +26,7 @@ use crate::model::{MetricsGroup, Resource};
 use crate::plugin::PluginKind;
 use crate::sandbox::{RunContext, RunInput, RunOutcome, RunOutput, Sandbox};
 use crate::scheduler::{Job, JobKey, JobRunner};
-use crate::store::{RunRecord, Storage, off_runtime};
+use crate::store::{RunRecord, Storage, logged};
 use crate::transform::RateTransformer;
 use enrichment_cache::EnrichmentCache;
 use stats::RunStats;
@@ -235,11 +235,12 @@ impl Executor {
         policy: crate::store::ResourcePolicy,
         now: f64,
     ) -> String {
-        let plugin_name = plugin.to_owned();
         let count = resources.len();
-        let stored = off_runtime(&self.store, "storing discovered resources", move |store| {
-            store.upsert_resources(&plugin_name, &resources, &policy, now)
-        })
+        let stored = logged(
+            "storing discovered resources",
+            self.store
+                .upsert_resources(plugin, &resources, &policy, now),
+        )
         .await;
         let Some(summary) = stored else {
             return "storing resources failed (see the log)".to_owned();
@@ -321,10 +322,7 @@ async fn flush_runs(store: &Arc<dyn Storage>, batch: &mut Vec<RunRecord>) {
         return;
     }
     let records = std::mem::take(batch);
-    off_runtime(store, "recording run history", move |store| {
-        store.record_runs(&records)
-    })
-    .await;
+    logged("recording run history", store.record_runs(&records)).await;
 }
 
 #[cfg(test)]

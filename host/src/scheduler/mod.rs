@@ -28,7 +28,7 @@ use crate::coordination::{Coordinator, Lease, LeaseOutcome};
 use crate::model::Resource;
 use crate::plugin::manifest::Schedule;
 use crate::plugin::{LoadedPlugin, PluginKind, PluginRegistry};
-use crate::store::{Storage, off_runtime};
+use crate::store::{Storage, logged};
 pub use claims::{Claim, LocalClaims, WorkClaims};
 
 /// One unit of scheduled work: a plugin, and the resource it runs for
@@ -256,7 +256,7 @@ impl Scheduler {
                     if let Ok(crate::plugin::RegistryEvent::Unloaded { name, path }) = &event
                         && self.registry.get(name).is_none()
                     {
-                        let expired = crate::store::expire_removed_plugin(&self.store, name, path).await;
+                        let expired = crate::store::expire_removed_plugin(self.store.as_ref(), name, path).await;
                         if !expired.is_empty() {
                             self.runner.resources_expired(&expired);
                         }
@@ -316,10 +316,7 @@ impl Scheduler {
 
     async fn expire_resources(&self) {
         let now = epoch_now();
-        let expired = off_runtime(&self.store, "expiring resources", move |store| {
-            store.expire_resources(now)
-        })
-        .await;
+        let expired = logged("expiring resources", self.store.expire_resources(now)).await;
         if let Some(expired) = expired.filter(|e| !e.is_empty()) {
             tracing::info!(count = expired.len(), "resources expired; no longer polled");
             self.runner.resources_expired(&expired);
@@ -335,10 +332,7 @@ impl Scheduler {
     ) {
         let now = epoch_now();
         // On a storage error keep the current plan rather than drop every job.
-        let Some(resources) = off_runtime(&self.store, "reading resources", move |store| {
-            store.live_resources(now)
-        })
-        .await
+        let Some(resources) = logged("reading resources", self.store.live_resources(now)).await
         else {
             return;
         };
