@@ -1,21 +1,10 @@
-//! Host-side bindings for the `vigil:plugin` WIT package.
+//! The four plugin worlds (discovery, enrichment, polling, analysis) as the
+//! runner instantiates them.
 //!
-//! The `base` world carries the imports every plugin may use; each kind's
-//! world reuses them through `with`, so one implementation on
-//! [`crate::sandbox::HostState`] serves all four kinds.
-
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "base",
-    imports: {
-        // SNMP waits on the network; kv may wait on a disk or a lock (it
-        // runs on the blocking pool).
-        "vigil:plugin/snmp": async | trappable,
-        "vigil:plugin/kv": async | trappable,
-        default: trappable,
-    },
-    additional_derives: [PartialEq],
-});
+//! Every import interface is generated once, in `vigil-wit`; each kind's
+//! world reuses those types through `with`, so one implementation per
+//! capability (in `vigil-capabilities` and `vigil-cap-snmp`) serves all
+//! four kinds.
 
 macro_rules! kind_world {
     ($module:ident, $world:literal) => {
@@ -25,13 +14,13 @@ macro_rules! kind_world {
                 world: $world,
                 exports: { default: async },
                 with: {
-                    "vigil:plugin/types": crate::bindings::vigil::plugin::types,
-                    "vigil:plugin/log": crate::bindings::vigil::plugin::log,
-                    "vigil:plugin/config": crate::bindings::vigil::plugin::config,
-                    "vigil:plugin/kv": crate::bindings::vigil::plugin::kv,
-                    "vigil:plugin/clock": crate::bindings::vigil::plugin::clock,
-                    "vigil:plugin/enrichment-cache": crate::bindings::vigil::plugin::enrichment_cache,
-                    "vigil:plugin/snmp": crate::bindings::vigil::plugin::snmp,
+                    "vigil:plugin/types": vigil_wit::vigil::plugin::types,
+                    "vigil:plugin/log": vigil_wit::vigil::plugin::log,
+                    "vigil:plugin/config": vigil_wit::vigil::plugin::config,
+                    "vigil:plugin/kv": vigil_wit::vigil::plugin::kv,
+                    "vigil:plugin/clock": vigil_wit::vigil::plugin::clock,
+                    "vigil:plugin/enrichment-cache": vigil_wit::vigil::plugin::enrichment_cache,
+                    "vigil:plugin/snmp": vigil_wit::vigil::plugin::snmp,
                 },
             });
         }

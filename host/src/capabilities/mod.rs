@@ -1,16 +1,15 @@
-//! The host imports plugins may use. Each module holds one capability whole:
-//! its WIT implementation on [`HostState`](crate::sandbox::HostState), its
-//! per-run state and its limits. Adding a capability means adding a module
-//! here, its `.wit` file and its line in the site's capability list.
+//! The host imports plugins may use, as the runner composes them. Each
+//! capability is one unit in its own crate: its WIT implementation on a
+//! view of the run, its limits, its ini and site sections and its grant
+//! check (`vigil-capabilities` for clock, config, enrichment-cache, kv and
+//! log; `vigil-cap-snmp` for SNMP). The runner
+//! ([`crate::sandbox::Sandbox::with_kv`]) adds each to the linker with one
+//! line that picks its view out of the run's store data; adding a
+//! capability is one new crate, its `.wit` file, that line and its name in
+//! the site's capability list.
 //!
 //! Every call into these imports is charged against the run's host-call
-//! quota first ([`HostState::charge`](crate::sandbox::HostState::charge)).
+//! quota first ([`vigil_wit::HostCalls`]).
 
-pub mod clock;
-pub mod config;
-pub mod enrichment;
-pub mod kv;
-pub mod log;
-pub mod snmp;
-
-impl crate::bindings::vigil::plugin::types::Host for crate::sandbox::HostState {}
+pub use vigil_cap_snmp as snmp;
+pub use vigil_capabilities::{clock, config, enrichment, kv, log};

@@ -13,7 +13,6 @@
 //! calls.
 
 pub mod cache;
-pub mod convert;
 pub mod engine;
 pub mod limits;
 pub mod outcome;
@@ -31,19 +30,23 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-/// The WIT records as `bindgen!` generates them: what plugins send and
-/// receive, before [`convert`] turns them into [`crate::model`] values.
-pub use crate::bindings::vigil::plugin::types as wit;
-use crate::bindings::{Base, analysis, discovery, enrichment, polling};
+use crate::bindings::{analysis, discovery, enrichment, polling};
 use crate::capabilities::kv::{KvBackend, MemoryKv};
 use crate::capabilities::log::RunLog;
 use crate::capabilities::snmp::{SnmpRun, SnmpService, SnmpSettings};
+use crate::capabilities::{clock, config, enrichment as enrichment_cache, kv, log, snmp};
 use crate::model::{EndpointEvent, Resource};
 use crate::plugin::{PluginKind, PluginManifest};
 use crate::site::SiteConfig;
 pub use cache::{ArtifactCache, CacheOutcome, sha256_hex};
 pub use engine::{AllocatorChoice, AllocatorKind, EngineSettings};
 pub use outcome::{RejectReason, RunOutcome, RunOutput, RunReport, SentOutput, TrapReason};
+use vigil_wit::HostCalls;
+/// WIT values ↔ vigil's model, at the sandbox boundary.
+pub use vigil_wit::convert;
+/// The WIT records as `bindgen!` generates them: what plugins send and
+/// receive, before [`convert`] turns them into [`crate::model`] values.
+pub use vigil_wit::wit;
 
 /// Bytes of guest stdout/stderr kept per run (enough for a panic message).
 const CAPTURE_BYTES: usize = 16 << 10;
@@ -106,7 +109,8 @@ impl RunContext {
 }
 
 /// The store data of one run: WASI, the plugin's grants and the run's
-/// accounting. Capability modules implement their WIT traits on it.
+/// accounting. Each capability sees only its own view of it (see
+/// [`Sandbox::with_kv`], where they are composed).
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -114,11 +118,12 @@ pub struct HostState {
     pub(crate) context: RunContext,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) log: RunLog,
-    pub(crate) host_calls: u64,
+    /// The run's host-call quota, charged by every capability.
+    pub(crate) calls: HostCalls,
+    types: vigil_wit::Types,
     /// SNMP for this run, when granted and the run has a resource.
     pub(crate) snmp: Option<SnmpRun>,
     limiter: Limiter,
-    quota_hit: bool,
     deadline_hit: bool,
     /// When the current call must end; checked on every epoch tick.
     pub(crate) deadline: Instant,
@@ -133,17 +138,48 @@ impl WasiView for HostState {
     }
 }
 
-impl HostState {
-    /// Charges one call against the run's host-call quota; past the quota
-    /// the call traps.
-    pub(crate) fn charge(&mut self) -> wasmtime::Result<()> {
-        self.host_calls += 1;
-        if self.host_calls > self.plugin.limits.max_host_calls {
-            self.quota_hit = true;
-            return Err(wasmtime::Error::msg("host-call quota exceeded"));
-        }
-        Ok(())
-    }
+/// The one place capabilities are composed: each import's `add_to_linker`
+/// with the function that picks its view out of a run's [`HostState`].
+/// A capability sees the run's host-call budget and its own parts, never
+/// the rest of the run.
+fn add_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    vigil_wit::vigil::plugin::types::add_to_linker::<HostState, HasSelf<vigil_wit::Types>>(
+        linker,
+        |s| &mut s.types,
+    )?;
+    log::add_to_linker(linker, |s| log::Log {
+        calls: &mut s.calls,
+        log: &mut s.log,
+        max_lines: s.plugin.limits.max_log_lines,
+        plugin: &s.plugin.name,
+        resource: s.context.resource_id.as_deref().unwrap_or(""),
+    })?;
+    config::add_to_linker(linker, |s| config::Config {
+        calls: &mut s.calls,
+        sections: &s.plugin.sections,
+    })?;
+    kv::add_to_linker(linker, |s| kv::Kv {
+        calls: &mut s.calls,
+        backend: &s.kv,
+        plugin: &s.plugin.name,
+        quota: s.plugin.limits.kv_quota,
+    })?;
+    clock::add_to_linker(linker, |s| clock::Clock {
+        calls: &mut s.calls,
+        interval: s.plugin.schedule.interval(),
+        scheduled: s.context.scheduled,
+    })?;
+    enrichment_cache::add_to_linker(linker, |s| enrichment_cache::EnrichmentCache {
+        calls: &mut s.calls,
+        preloaded: &s.context.enrichments,
+    })?;
+    snmp::add_to_linker(linker, |s| snmp::Snmp {
+        calls: &mut s.calls,
+        run: s.snmp.as_mut(),
+        plugin: &s.plugin.name,
+        deadline: s.deadline,
+    })?;
+    Ok(())
 }
 
 /// Enforces the memory and table limits and remembers what was refused.
@@ -254,8 +290,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Base::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        add_capabilities(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let cache = ArtifactCache::open(&settings.cache_dir, &engine)?;
         let ticker = engine::EpochTicker::start(&engine).context("starting the epoch ticker")?;
         Ok(Sandbox {
@@ -435,7 +470,7 @@ impl Sandbox {
         report.fuel_consumed = fuel - fuel_left;
         let state = store.data_mut();
         report.peak_memory = state.limiter.peak_memory;
-        report.host_calls = state.host_calls;
+        report.host_calls = state.calls.used();
         report.log = std::mem::take(&mut state.log.lines);
         report.log_dropped = state.log.dropped;
         report.stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
@@ -479,7 +514,8 @@ impl Sandbox {
             context,
             kv: self.kv.clone(),
             log: RunLog::default(),
-            host_calls: 0,
+            calls: HostCalls::new(limits.max_host_calls),
+            types: vigil_wit::Types,
             snmp: None,
             limiter: Limiter {
                 memory_limit: limits.memory,
@@ -488,7 +524,6 @@ impl Sandbox {
                 memory_refused: None,
                 table_refused: None,
             },
-            quota_hit: false,
             deadline_hit: false,
             deadline,
         };
@@ -585,7 +620,7 @@ impl LiveInstance {
     pub async fn poll(&mut self, resource: &Resource) -> RunOutcome {
         let limits = self.limits;
         self.store.data_mut().deadline = Instant::now() + limits.deadline;
-        self.store.data_mut().host_calls = 0;
+        self.store.data_mut().calls = HostCalls::new(limits.max_host_calls);
         if let Err(e) = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)) {
             return RunOutcome::HostFailure(format!("setting fuel: {e:#}"));
         }
@@ -753,7 +788,7 @@ fn classify_error(
             limit: limits.table_elements,
         });
     }
-    if state.quota_hit {
+    if state.calls.exhausted() {
         return RunOutcome::Trap(TrapReason::HostCallQuota {
             limit: limits.max_host_calls,
         });

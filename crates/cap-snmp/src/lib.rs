@@ -45,12 +45,13 @@ pub mod settings;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bindings::vigil::plugin::snmp::Host;
-pub use crate::bindings::vigil::plugin::snmp::{SnmpError, Value, Varbind};
-use crate::model::Resource;
-use crate::sandbox::HostState;
 use client::{Arcs, Attempts, Device, DeviceGates, Endpoint, Request, Response};
 pub use settings::{RequestOptions, SnmpSettings};
+use vigil_core::model::Resource;
+use vigil_wit::HostCalls;
+use vigil_wit::vigil::plugin::snmp::Host;
+pub use vigil_wit::vigil::plugin::snmp::{SnmpError, Value, Varbind};
+use wasmtime::component::{HasData, Linker};
 
 /// The host-wide half: the site's settings and the per-device gates.
 #[derive(Debug, Default)]
@@ -572,22 +573,54 @@ fn not_granted() -> SnmpError {
     )
 }
 
-/// The run's SNMP half, told which plugin is calling.
-fn snmp_run(state: &mut HostState) -> Option<&mut SnmpRun> {
-    let plugin = &state.plugin.name;
-    let run = state.snmp.as_mut()?;
-    run.set_plugin(plugin);
-    Some(run)
+/// What the `snmp` import sees of a run: the run's host-call budget, its
+/// SNMP half (absent when not granted or when the run has no resource), the
+/// calling plugin and the run's deadline. The runner builds one per call
+/// from its own store data (see [`add_to_linker`]).
+pub struct Snmp<'a> {
+    pub calls: &'a mut HostCalls,
+    pub run: Option<&'a mut SnmpRun>,
+    pub plugin: &'a str,
+    pub deadline: Instant,
 }
 
-impl Host for HostState {
+impl Snmp<'_> {
+    /// Charges the call, then hands out the run's SNMP half told which
+    /// plugin is calling.
+    fn begin(&mut self) -> wasmtime::Result<Option<&mut SnmpRun>> {
+        self.calls.charge()?;
+        let run = self.run.as_deref_mut();
+        if let Some(run) = run {
+            run.set_plugin(self.plugin);
+            return Ok(Some(run));
+        }
+        Ok(None)
+    }
+}
+
+/// `HasData` for the `snmp` import: its store data is an [`Snmp`] view.
+pub struct SnmpCapability;
+
+impl HasData for SnmpCapability {
+    type Data<'a> = Snmp<'a>;
+}
+
+/// Adds the `snmp` import to `linker`; `view` picks the run's parts out of
+/// the runner's store data `T`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Snmp<'_>,
+) -> wasmtime::Result<()> {
+    vigil_wit::vigil::plugin::snmp::add_to_linker::<T, SnmpCapability>(linker, view)
+}
+
+impl Host for Snmp<'_> {
     async fn get(
         &mut self,
         oids: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
-        self.charge()?;
         let deadline = self.deadline;
-        Ok(match snmp_run(self) {
+        Ok(match self.begin()? {
             Some(run) => run.get(oids, deadline).await,
             None => Err(not_granted()),
         })
@@ -597,18 +630,16 @@ impl Host for HostState {
         &mut self,
         oids: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
-        self.charge()?;
         let deadline = self.deadline;
-        Ok(match snmp_run(self) {
+        Ok(match self.begin()? {
             Some(run) => run.get_next(oids, deadline).await,
             None => Err(not_granted()),
         })
     }
 
     async fn walk(&mut self, subtree: String) -> wasmtime::Result<Result<Vec<Varbind>, SnmpError>> {
-        self.charge()?;
         let deadline = self.deadline;
-        Ok(match snmp_run(self) {
+        Ok(match self.begin()? {
             Some(run) => run.walk(subtree, deadline).await,
             None => Err(not_granted()),
         })

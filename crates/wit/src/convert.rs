@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use vigil_core::model as core;
 
-use crate::bindings::vigil::plugin::types as wit;
+use crate::vigil::plugin::types as wit;
 
 pub fn datetime_to_wit(t: core::Datetime) -> wit::Datetime {
     wit::Datetime {

@@ -38,12 +38,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::filter::ResourceFilter;
-use crate::model::Resource;
-use crate::plugin::ini::LocatedError;
-pub use crate::secret::Secret;
-use crate::secret::SecretSource;
-use crate::units::parse_duration;
+use vigil_core::LocatedError;
+use vigil_core::model::Resource;
+pub use vigil_core::secret::Secret;
+use vigil_core::secret::SecretSource;
+use vigil_core::units::parse_duration;
+use vigil_filter::ResourceFilter;
 
 /// Request settings: the site's defaults, or a plugin's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +365,7 @@ impl Reach {
 /// The site file's `[snmp]` table as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SnmpSection {
+pub struct SnmpSection {
     timeout: Option<Spanned<toml::Value>>,
     retries: Option<Spanned<u32>>,
     max_repetitions: Option<Spanned<u32>>,
@@ -398,7 +398,7 @@ struct CredentialEntry {
 }
 
 /// Checks the `[snmp]` table and reads every secret it points to.
-pub(crate) fn resolve(
+pub fn resolve(
     section: SnmpSection,
     site_file: &Path,
     at: &dyn Fn(Range<usize>, String) -> LocatedError,
@@ -447,7 +447,7 @@ pub(crate) fn resolve(
             toml::Value::Integer(i) => i.to_string(),
             other => other.to_string(),
         };
-        let value = crate::units::parse_size(&text)
+        let value = vigil_core::units::parse_size(&text)
             .map_err(|e| at(bytes.span(), format!("snmp.max_bytes_per_run: {e}")))?;
         if !(1..=MAX_BYTES_PER_RUN).contains(&value) {
             return Err(at(

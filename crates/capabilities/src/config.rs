@@ -1,8 +1,9 @@
 //! `vigil:plugin/config`: read-only, typed access to the plugin's own ini
 //! sections. The sections are parsed once at load and shared by every run.
 
-use crate::bindings::vigil::plugin::config::{Entry, Host, Value};
-use crate::sandbox::HostState;
+use vigil_wit::HostCalls;
+use vigil_wit::vigil::plugin::config::{Entry, Host, Value};
+use wasmtime::component::{HasData, Linker};
 
 /// A value as the host inferred it from the ini text.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,26 +102,41 @@ fn to_wit(entry: &SectionEntry) -> Entry {
     }
 }
 
-impl Host for HostState {
+/// What the `config` import sees of a run: the plugin's own sections.
+pub struct Config<'a> {
+    pub calls: &'a mut HostCalls,
+    pub sections: &'a PluginSections,
+}
+
+/// `HasData` for the `config` import.
+pub struct ConfigCapability;
+
+impl HasData for ConfigCapability {
+    type Data<'a> = Config<'a>;
+}
+
+/// Adds the `config` import; `view` picks the run's parts out of `T`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Config<'_>,
+) -> wasmtime::Result<()> {
+    vigil_wit::vigil::plugin::config::add_to_linker::<T, ConfigCapability>(linker, view)
+}
+
+impl Host for Config<'_> {
     fn sections(&mut self) -> wasmtime::Result<Vec<String>> {
-        self.charge()?;
-        Ok(self.plugin.sections.names().map(str::to_owned).collect())
+        self.calls.charge()?;
+        Ok(self.sections.names().map(str::to_owned).collect())
     }
 
     fn section(&mut self, name: String) -> wasmtime::Result<Vec<Entry>> {
-        self.charge()?;
-        Ok(self
-            .plugin
-            .sections
-            .section(&name)
-            .iter()
-            .map(to_wit)
-            .collect())
+        self.calls.charge()?;
+        Ok(self.sections.section(&name).iter().map(to_wit).collect())
     }
 
     fn get(&mut self, section: String, key: String) -> wasmtime::Result<Option<Entry>> {
-        self.charge()?;
-        Ok(self.plugin.sections.get(&section, &key).map(to_wit))
+        self.calls.charge()?;
+        Ok(self.sections.get(&section, &key).map(to_wit))
     }
 }
 

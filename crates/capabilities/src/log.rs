@@ -5,8 +5,9 @@
 //! report says how many); messages and fields are truncated to fixed sizes
 //! so one call can never carry more than a few KiB into the host.
 
-use crate::bindings::vigil::plugin::log::{Host, Level};
-use crate::sandbox::HostState;
+use vigil_wit::HostCalls;
+use vigil_wit::vigil::plugin::log::{Host, Level};
+use wasmtime::component::{HasData, Linker};
 
 /// Longest message kept, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
@@ -53,15 +54,41 @@ pub fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-impl Host for HostState {
+/// What the `log` import sees of a run: the run's log, its line limit
+/// (`[sandbox] max_log_lines`) and who is logging, for the host's log.
+pub struct Log<'a> {
+    pub calls: &'a mut HostCalls,
+    pub log: &'a mut RunLog,
+    pub max_lines: u64,
+    pub plugin: &'a str,
+    /// The resource the run is for, or empty.
+    pub resource: &'a str,
+}
+
+/// `HasData` for the `log` import.
+pub struct LogCapability;
+
+impl HasData for LogCapability {
+    type Data<'a> = Log<'a>;
+}
+
+/// Adds the `log` import; `view` picks the run's parts out of `T`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Log<'_>,
+) -> wasmtime::Result<()> {
+    vigil_wit::vigil::plugin::log::add_to_linker::<T, LogCapability>(linker, view)
+}
+
+impl Host for Log<'_> {
     fn emit(
         &mut self,
         level: Level,
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        self.charge()?;
-        if self.log.lines.len() as u64 >= self.plugin.limits.max_log_lines {
+        self.calls.charge()?;
+        if self.log.lines.len() as u64 >= self.max_lines {
             self.log.dropped += 1;
             return Ok(());
         }
@@ -83,8 +110,7 @@ impl Host for HostState {
                 )
             })
             .collect();
-        let plugin = self.plugin.name.as_str();
-        let resource = self.context.resource_id.as_deref().unwrap_or("");
+        let (plugin, resource) = (self.plugin, self.resource);
         let rendered: String = fields.iter().map(|(k, v)| format!(" {k}={v:?}")).collect();
         // Plugin text goes through `?`-style Debug formatting of the fields
         // and as a value, never as a format string.

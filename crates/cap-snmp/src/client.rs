@@ -90,7 +90,7 @@ use snmp2::{AsyncSession, Oid, Pdu, Version};
 use tokio::sync::oneshot;
 
 use super::settings::{Credential, CredentialRule, RequestOptions};
-use crate::bindings::vigil::plugin::snmp::{SnmpError, Value};
+use vigil_wit::vigil::plugin::snmp::{SnmpError, Value};
 
 /// Time kept back from the run's deadline so the plugin can still turn an
 /// SNMP timeout into its own result.
@@ -1233,7 +1233,7 @@ mod tests {
 
     fn community(text: &str) -> Credential {
         Credential::V2c {
-            community: crate::secret::SecretSource::Inline(text.to_owned())
+            community: vigil_core::secret::SecretSource::Inline(text.to_owned())
                 .read(std::path::Path::new("."))
                 .expect("inline secret"),
         }

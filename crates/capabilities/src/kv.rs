@@ -2,8 +2,8 @@
 //! between runs and bounded by the plugin's `kv_quota`.
 //!
 //! The store sits behind [`KvBackend`] so the embedded default (in memory
-//! here, SQLite in `vigil run`: [`crate::store::kv::SqliteKv`]; the seam
-//! itself lives in [`vigil_core::kv`]) can be
+//! here, SQLite in `vigil run`: `vigil_store::kv::SqliteKv`, Redis when the
+//! site shares state; the seam itself lives in [`vigil_core::kv`]) can be
 //! swapped for a persistent or shared one without touching the sandbox.
 //!
 //! # Errors are what they are
@@ -27,9 +27,34 @@
 
 use std::sync::Arc;
 
-use crate::bindings::vigil::plugin::kv::{Host, KvError as WitKvError};
-use crate::sandbox::HostState;
 pub use vigil_core::kv::{KvBackend, KvError, KvFailure, MAX_KEY_BYTES, MemoryKv};
+use vigil_wit::HostCalls;
+use vigil_wit::vigil::plugin::kv::{Host, KvError as WitKvError};
+use wasmtime::component::{HasData, Linker};
+
+/// What the `kv` import sees of a run: the site's backend, the calling
+/// plugin (its namespace there) and its `kv_quota`.
+pub struct Kv<'a> {
+    pub calls: &'a mut HostCalls,
+    pub backend: &'a Arc<dyn KvBackend>,
+    pub plugin: &'a str,
+    pub quota: u64,
+}
+
+/// `HasData` for the `kv` import.
+pub struct KvCapability;
+
+impl HasData for KvCapability {
+    type Data<'a> = Kv<'a>;
+}
+
+/// Adds the `kv` import; `view` picks the run's parts out of `T`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Kv<'_>,
+) -> wasmtime::Result<()> {
+    vigil_wit::vigil::plugin::kv::add_to_linker::<T, KvCapability>(linker, view)
+}
 
 fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_BYTES
@@ -62,12 +87,12 @@ async fn call<T: Send + 'static>(
     })
 }
 
-impl Host for HostState {
+impl Host for Kv<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.charge()?;
+        self.calls.charge()?;
         call(
-            self.kv.clone(),
-            self.plugin.name.clone(),
+            self.backend.clone(),
+            self.plugin.to_owned(),
             "get",
             move |kv, plugin| kv.get(plugin, &key),
         )
@@ -79,11 +104,11 @@ impl Host for HostState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), WitKvError>> {
-        self.charge()?;
+        self.calls.charge()?;
         if !valid_key(&key) {
             return Ok(Err(WitKvError::InvalidKey));
         }
-        let quota = self.plugin.limits.kv_quota;
+        let quota = self.quota;
         // An entry larger than the whole quota can never fit: refused here,
         // without shipping its bytes to the store (for Redis, a network
         // round trip of up to `max_output`).
@@ -91,8 +116,8 @@ impl Host for HostState {
             return Ok(Err(WitKvError::QuotaExceeded(quota)));
         }
         let refused = call(
-            self.kv.clone(),
-            self.plugin.name.clone(),
+            self.backend.clone(),
+            self.plugin.to_owned(),
             "set",
             move |kv, plugin| kv.set(plugin, &key, &value, quota),
         )
@@ -104,10 +129,10 @@ impl Host for HostState {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.charge()?;
+        self.calls.charge()?;
         call(
-            self.kv.clone(),
-            self.plugin.name.clone(),
+            self.backend.clone(),
+            self.plugin.to_owned(),
             "delete",
             move |kv, plugin| kv.delete(plugin, &key),
         )
@@ -115,10 +140,10 @@ impl Host for HostState {
     }
 
     async fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
-        self.charge()?;
+        self.calls.charge()?;
         call(
-            self.kv.clone(),
-            self.plugin.name.clone(),
+            self.backend.clone(),
+            self.plugin.to_owned(),
             "keys",
             |kv, plugin| kv.keys(plugin),
         )
@@ -126,14 +151,14 @@ impl Host for HostState {
     }
 
     async fn usage(&mut self) -> wasmtime::Result<(u64, u64)> {
-        self.charge()?;
+        self.calls.charge()?;
         let used = call(
-            self.kv.clone(),
-            self.plugin.name.clone(),
+            self.backend.clone(),
+            self.plugin.to_owned(),
             "usage",
             |kv, plugin| kv.usage(plugin),
         )
         .await?;
-        Ok((used, self.plugin.limits.kv_quota))
+        Ok((used, self.quota))
     }
 }
