@@ -252,7 +252,7 @@ pub async fn run_as(
     let sandbox = Arc::new(Sandbox::with_kv(&SandboxSettings::from_site(&site), kv)?);
     let registry = Arc::new(PluginRegistry::new(
         sandbox.clone(),
-        site.clone(),
+        site.plugin_policy(),
         site.plugin_directories.clone(),
     ));
     {

@@ -538,7 +538,7 @@ async fn runs(
 }
 
 fn prepare(sandbox: &Sandbox, site: &SiteConfig, path: &Path) -> Result<PreparedPlugin, String> {
-    let manifest = PluginManifest::load(path, site).map_err(|e| e.to_string())?;
+    let manifest = PluginManifest::load(path, &site.plugin_policy()).map_err(|e| e.to_string())?;
     sandbox
         .prepare(Arc::new(manifest))
         .map_err(|e| format!("{}: {e:#}", path.display()))
@@ -666,7 +666,7 @@ fn list(
             "no plugin directories: pass --dir DIR or set plugins.directories in the site config"
         );
     }
-    let registry = PluginRegistry::new(sandbox, site, dirs);
+    let registry = PluginRegistry::new(sandbox, site.plugin_policy(), dirs);
     registry.rescan();
     println!("{:<28} {:<11} {:<10} FILE", "NAME", "KIND", "EVERY");
     for plugin in registry.plugins() {

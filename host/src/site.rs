@@ -6,35 +6,26 @@
 //! key. Without a site file vigil uses [`SiteConfig::embedded`]: built-in
 //! limits and no capability granted to anyone.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::backends::config::{BusBackend, CacheBackend, StorageBackend};
+use crate::backends::config::{
+    BusSection, CacheSection, StorageSection, bus_backend, cache_backend, storage_backend,
+};
+use crate::capabilities::CapabilitiesSection;
 use crate::capabilities::snmp::SnmpSettings;
 use crate::capabilities::snmp::settings::SnmpSection;
+pub use crate::capabilities::{CAPABILITIES, capability_names};
+pub use crate::coordination::Coordination;
+use crate::coordination::CoordinationSection;
+use crate::plugin::PluginsSection;
 use crate::plugin::ini::LocatedError;
-use crate::sandbox::limits::{LimitSpec, Limits};
-
-/// Capabilities a plugin can ask for, and whether this host provides them.
-pub const CAPABILITIES: &[(&str, bool, &str)] = &[
-    (
-        "files",
-        true,
-        "read-only access to one directory under a site file root, mounted at /data",
-    ),
-    (
-        "snmp",
-        true,
-        "SNMP to the endpoint of the resource being polled",
-    ),
-    (
-        "http",
-        false,
-        "HTTP to the endpoint of the resource being polled",
-    ),
-];
+use crate::sandbox::limits::Limits;
+use crate::sandbox::limits::SandboxSection;
+use crate::scheduler::SchedulerSection;
 
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
@@ -87,45 +78,6 @@ pub struct SiteConfig {
     pub enrichment: crate::pipeline::enrichment_cache::EnrichmentLimits,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum StorageBackend {
-    /// SQLite at [`SiteConfig::database`].
-    Embedded,
-    MongoDb {
-        url: String,
-        database: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum CacheBackend {
-    /// In this process's memory (plus the embedded database for resources).
-    Embedded,
-    Redis {
-        url: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum BusBackend {
-    /// An in-process channel to this process's sinks.
-    Embedded,
-    Kafka {
-        brokers: String,
-        partitions: i32,
-        /// Messages the producer buffers while the broker is away; past
-        /// this the oldest are dropped and counted.
-        buffer_messages: usize,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Coordination {
-    /// This process is the only agent.
-    Local,
-    Redis(crate::coordination::RedisSettings),
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SiteFile {
@@ -139,7 +91,7 @@ struct SiteFile {
     #[serde(default)]
     storage: StorageSection,
     #[serde(default)]
-    cache: BackendSection,
+    cache: CacheSection,
     #[serde(default)]
     bus: BusSection,
     #[serde(default)]
@@ -156,91 +108,11 @@ struct SiteFile {
     enrichment: crate::pipeline::enrichment_cache::EnrichmentSection,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StorageSection {
-    backend: Option<Spanned<String>>,
-    path: Option<PathBuf>,
-    url: Option<Spanned<String>>,
-    database: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendSection {
-    backend: Option<Spanned<String>>,
-    url: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BusSection {
-    backend: Option<Spanned<String>>,
-    capacity: Option<Spanned<u32>>,
-    brokers: Option<Spanned<String>>,
-    partitions: Option<Spanned<i32>>,
-    buffer_messages: Option<Spanned<u32>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CoordinationSection {
-    backend: Option<Spanned<String>>,
-    url: Option<Spanned<String>>,
-    lease_ttl: Option<Spanned<String>>,
-    renew_every: Option<Spanned<String>>,
-    heartbeat: Option<Spanned<String>>,
-    member_timeout: Option<Spanned<String>>,
-    join_grace: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SchedulerSection {
-    max_runs_per_plugin: Option<Spanned<u32>>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SiteSection {
     name: Spanned<String>,
 }
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PluginsSection {
-    #[serde(default)]
-    directories: Vec<PathBuf>,
-    cache_dir: Option<PathBuf>,
-    max_module_size: Option<Spanned<toml::Value>>,
-    max_code_size: Option<Spanned<toml::Value>>,
-    max_function_size: Option<Spanned<toml::Value>>,
-    max_functions: Option<Spanned<toml::Value>>,
-    cache_max_size: Option<Spanned<toml::Value>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SandboxSection {
-    max_concurrent_runs: Option<Spanned<u32>>,
-    #[serde(default)]
-    defaults: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
-    #[serde(default)]
-    caps: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CapabilitiesSection {
-    #[serde(default)]
-    allowed: Vec<Spanned<String>>,
-    #[serde(default)]
-    file_roots: Vec<Spanned<PathBuf>>,
-}
-
-/// Upper bound on `max_concurrent_runs`: each slot reserves address space
-/// for a pooled instance.
-const MAX_CONCURRENT_RUNS: u32 = 4096;
 
 impl SiteConfig {
     /// The configuration used when no site file is given: built-in limits,
@@ -313,102 +185,24 @@ impl SiteConfig {
         if let Some(cache) = &file.plugins.cache_dir {
             site.cache_dir = join(cache);
         }
-        plugins_limits(&file.plugins, &mut site, &at)?;
+        file.plugins
+            .limits(&mut site.loading, &mut site.cache_max_size, &at)?;
 
-        if let Some(runs) = file.sandbox.max_concurrent_runs {
-            let value = *runs.get_ref();
-            if value == 0 || value > MAX_CONCURRENT_RUNS {
-                return Err(at(
-                    runs.span(),
-                    format!(
-                        "sandbox.max_concurrent_runs must be 1 to {MAX_CONCURRENT_RUNS}, found {value}"
-                    ),
-                ));
-            }
-            site.max_concurrent_runs = value;
-        }
+        (
+            site.max_concurrent_runs,
+            site.default_limits,
+            site.limit_caps,
+        ) = file.sandbox.resolve(
+            site.max_concurrent_runs,
+            site.default_limits,
+            site.limit_caps,
+            &at,
+        )?;
 
-        // Caps first: they only ever lower the built-in ceilings.
-        for (key, value) in &file.sandbox.caps {
-            let (spec, parsed) = parse_limit("sandbox.caps", key, value, &at)?;
-            if parsed > spec.cap {
-                return Err(at(
-                    value.span(),
-                    format!(
-                        "sandbox.caps.{} = {} is above vigil's ceiling of {}",
-                        spec.key,
-                        spec.format(parsed),
-                        spec.format(spec.cap)
-                    ),
-                ));
-            }
-            spec.set(&mut site.limit_caps, parsed);
-        }
-        for (key, value) in &file.sandbox.defaults {
-            let (spec, parsed) = parse_limit("sandbox.defaults", key, value, &at)?;
-            spec.set(&mut site.default_limits, parsed);
-        }
-        // A default above a lowered cap would make every plugin fail to load.
-        for spec in crate::sandbox::limits::LIMITS {
-            let Some(cap) = spec.get(&site.limit_caps) else {
-                continue;
-            };
-            let default = spec.get(&site.default_limits).unwrap_or(0);
-            if default > cap {
-                let written = file
-                    .sandbox
-                    .defaults
-                    .iter()
-                    .find(|(k, _)| k.get_ref() == spec.key);
-                let span = written
-                    .map(|(_, v)| v.span())
-                    .or_else(|| {
-                        file.sandbox
-                            .caps
-                            .iter()
-                            .find(|(k, _)| k.get_ref() == spec.key)
-                            .map(|(_, v)| v.span())
-                    })
-                    .unwrap_or(0..0);
-                return Err(at(
-                    span,
-                    format!(
-                        "sandbox.defaults.{key} = {} is above sandbox.caps.{key} = {}",
-                        spec.format(default),
-                        spec.format(cap),
-                        key = spec.key
-                    ),
-                ));
-            }
-        }
-
-        for capability in &file.capabilities.allowed {
-            let name = capability.get_ref();
-            match CAPABILITIES.iter().find(|(known, _, _)| known == name) {
-                None => {
-                    return Err(at(
-                        capability.span(),
-                        format!(
-                            "capabilities.allowed: unknown capability {name:?} (known: {})",
-                            capability_names()
-                        ),
-                    ));
-                }
-                Some((_, false, _)) => {
-                    return Err(at(
-                        capability.span(),
-                        format!(
-                            "capabilities.allowed: {name:?} is not provided by this version of vigil"
-                        ),
-                    ));
-                }
-                Some(_) => site.allowed_capabilities.push(name.clone()),
-            }
-        }
         site.storage_backend = storage_backend(&file.storage, &at)?;
         site.cache_backend = cache_backend(&file.cache, &file.coordination, &at)?;
         site.bus_backend = bus_backend(&file.bus, &at)?;
-        site.coordination = coordination(&file.coordination, &site.name, &at)?;
+        site.coordination = file.coordination.resolve(&site.name, &at)?;
         site.resources = file.resources.resolve(&site.name, &at)?;
         site.enrichment = file.enrichment.resolve(&at)?;
         site.database = match file.storage.path {
@@ -416,335 +210,34 @@ impl SiteConfig {
             None => join(Path::new("vigil-data/vigil.db")),
         };
         site.outputs = file.outputs.resolve(&join(Path::new(".")), &at)?;
-        if let Some(capacity) = file.bus.capacity {
-            let value = *capacity.get_ref();
-            if !(1..=1_000_000).contains(&value) {
-                return Err(at(
-                    capacity.span(),
-                    format!("bus.capacity must be 1 to 1000000, found {value}"),
-                ));
-            }
-            site.bus_capacity = value as usize;
+        if let Some(capacity) = file.bus.capacity(&at)? {
+            site.bus_capacity = capacity;
         }
-        site.max_runs_per_plugin = (site.max_concurrent_runs / 2).max(1);
-        if let Some(limit) = file.scheduler.max_runs_per_plugin {
-            let value = *limit.get_ref();
-            if value == 0 || value > site.max_concurrent_runs {
-                return Err(at(
-                    limit.span(),
-                    format!(
-                        "scheduler.max_runs_per_plugin must be 1 to sandbox.max_concurrent_runs ({}), found {value}",
-                        site.max_concurrent_runs
-                    ),
-                ));
-            }
-            site.max_runs_per_plugin = value;
-        }
+        site.max_runs_per_plugin = file.scheduler.resolve(site.max_concurrent_runs, &at)?;
 
         site.snmp = crate::capabilities::snmp::settings::resolve(file.snmp, path, &at)?;
 
-        for root in &file.capabilities.file_roots {
-            let joined = base.join(root.get_ref());
-            let canonical = joined.canonicalize().map_err(|e| {
-                at(
-                    root.span(),
-                    format!("capabilities.file_roots: {}: {e}", joined.display()),
-                )
-            })?;
-            if !canonical.is_dir() {
-                return Err(at(
-                    root.span(),
-                    format!(
-                        "capabilities.file_roots: {} is not a directory",
-                        joined.display()
-                    ),
-                ));
-            }
-            site.file_roots.push(canonical);
-        }
+        site.allowed_capabilities = file.capabilities.allowed(&at)?;
+        site.file_roots = file.capabilities.file_roots(base, &at)?;
         Ok(site)
+    }
+
+    /// The plugin subsystem's slice of this config.
+    pub fn plugin_policy(&self) -> crate::plugin::PluginPolicy {
+        crate::plugin::PluginPolicy {
+            loading: self.loading,
+            cache_max_size: self.cache_max_size,
+            default_limits: self.default_limits,
+            limit_caps: self.limit_caps,
+            allowed_capabilities: self.allowed_capabilities.clone(),
+            file_roots: self.file_roots.clone(),
+            snmp_defaults: self.snmp.defaults,
+        }
     }
 
     pub fn allows(&self, capability: &str) -> bool {
         self.allowed_capabilities.iter().any(|c| c == capability)
     }
-}
-
-type At<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> LocatedError;
-
-/// Checks `backend` is one of `known` (the first is the default).
-fn backend_name(
-    section: &str,
-    backend: &Option<Spanned<String>>,
-    known: &[&'static str],
-    at: At<'_>,
-) -> Result<&'static str, LocatedError> {
-    let Some(backend) = backend else {
-        return Ok(known[0]);
-    };
-    known
-        .iter()
-        .find(|k| **k == backend.get_ref().as_str())
-        .copied()
-        .ok_or_else(|| {
-            at(
-                backend.span(),
-                format!(
-                    "{section}.backend {:?} is not one of {}",
-                    backend.get_ref(),
-                    known.join(", ")
-                ),
-            )
-        })
-}
-
-/// A required text key of a networked backend.
-fn required(
-    section: &str,
-    key: &str,
-    value: &Option<Spanned<String>>,
-    backend: &Option<Spanned<String>>,
-    at: At<'_>,
-) -> Result<String, LocatedError> {
-    match value {
-        Some(v) if !v.get_ref().trim().is_empty() => Ok(v.get_ref().trim().to_owned()),
-        Some(v) => Err(at(v.span(), format!("{section}.{key} is empty"))),
-        None => Err(at(
-            backend.as_ref().map_or(0..0, Spanned::span),
-            format!("{section}.{key} is required for this backend"),
-        )),
-    }
-}
-
-fn storage_backend(section: &StorageSection, at: At<'_>) -> Result<StorageBackend, LocatedError> {
-    match backend_name("storage", &section.backend, &["embedded", "mongodb"], at)? {
-        "mongodb" => Ok(StorageBackend::MongoDb {
-            url: required("storage", "url", &section.url, &section.backend, at)?,
-            database: section
-                .database
-                .as_ref()
-                .map_or_else(|| "vigil".to_owned(), |d| d.get_ref().clone()),
-        }),
-        _ => Ok(StorageBackend::Embedded),
-    }
-}
-
-fn cache_backend(
-    section: &BackendSection,
-    coordination: &CoordinationSection,
-    at: At<'_>,
-) -> Result<CacheBackend, LocatedError> {
-    match backend_name("cache", &section.backend, &["embedded", "redis"], at)? {
-        // One Redis usually serves both; the cache may name its own.
-        "redis" => Ok(CacheBackend::Redis {
-            url: match (&section.url, &coordination.url) {
-                (Some(url), _) | (None, Some(url)) => url.get_ref().clone(),
-                (None, None) => required("cache", "url", &None, &section.backend, at)?,
-            },
-        }),
-        _ => Ok(CacheBackend::Embedded),
-    }
-}
-
-fn bus_backend(section: &BusSection, at: At<'_>) -> Result<BusBackend, LocatedError> {
-    match backend_name("bus", &section.backend, &["embedded", "kafka"], at)? {
-        "kafka" => {
-            let partitions = match &section.partitions {
-                Some(p) if !(1..=1024).contains(p.get_ref()) => {
-                    return Err(at(
-                        p.span(),
-                        format!("bus.partitions must be 1 to 1024, found {}", p.get_ref()),
-                    ));
-                }
-                Some(p) => *p.get_ref(),
-                None => 3,
-            };
-            let buffer_messages = match &section.buffer_messages {
-                Some(b) if !(1_000..=10_000_000).contains(b.get_ref()) => {
-                    return Err(at(
-                        b.span(),
-                        format!(
-                            "bus.buffer_messages must be 1000 to 10000000, found {}",
-                            b.get_ref()
-                        ),
-                    ));
-                }
-                Some(b) => *b.get_ref() as usize,
-                None => 100_000,
-            };
-            Ok(BusBackend::Kafka {
-                brokers: required("bus", "brokers", &section.brokers, &section.backend, at)?,
-                partitions,
-                buffer_messages,
-            })
-        }
-        _ => Ok(BusBackend::Embedded),
-    }
-}
-
-fn coordination(
-    section: &CoordinationSection,
-    site: &str,
-    at: At<'_>,
-) -> Result<Coordination, LocatedError> {
-    if backend_name("coordination", &section.backend, &["local", "redis"], at)? != "redis" {
-        return Ok(Coordination::Local);
-    }
-    let url = required("coordination", "url", &section.url, &section.backend, at)?;
-    let mut settings = crate::coordination::RedisSettings::new(&url, site);
-    for (key, value, slot) in [
-        ("lease_ttl", &section.lease_ttl, &mut settings.lease_ttl),
-        (
-            "renew_every",
-            &section.renew_every,
-            &mut settings.renew_every,
-        ),
-        ("heartbeat", &section.heartbeat, &mut settings.heartbeat),
-        (
-            "member_timeout",
-            &section.member_timeout,
-            &mut settings.member_timeout,
-        ),
-        ("join_grace", &section.join_grace, &mut settings.join_grace),
-    ] {
-        if let Some(value) = value {
-            *slot = crate::units::parse_duration(value.get_ref())
-                .map_err(|e| at(value.span(), format!("coordination.{key}: {e}")))?;
-        }
-    }
-    let span = section.backend.as_ref().map_or(0..0, Spanned::span);
-    if settings.renew_every >= settings.lease_ttl {
-        return Err(at(
-            span,
-            "coordination.renew_every must be shorter than coordination.lease_ttl".to_owned(),
-        ));
-    }
-    if settings.member_timeout <= settings.heartbeat {
-        return Err(at(
-            span,
-            "coordination.member_timeout must be longer than coordination.heartbeat".to_owned(),
-        ));
-    }
-    Ok(Coordination::Redis(settings))
-}
-
-fn parse_limit(
-    table: &str,
-    key: &Spanned<String>,
-    value: &Spanned<toml::Value>,
-    at: &impl Fn(std::ops::Range<usize>, String) -> LocatedError,
-) -> Result<(&'static LimitSpec, u64), LocatedError> {
-    let spec = LimitSpec::find(key.get_ref()).ok_or_else(|| {
-        let known: Vec<&str> = crate::sandbox::limits::LIMITS
-            .iter()
-            .map(|s| s.key)
-            .collect();
-        at(
-            key.span(),
-            format!(
-                "{table}: unknown limit {:?} (known: {})",
-                key.get_ref(),
-                known.join(", ")
-            ),
-        )
-    })?;
-    let text = match value.get_ref() {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(i) => i.to_string(),
-        other => {
-            return Err(at(
-                value.span(),
-                format!(
-                    "{table}.{}: expected a string or integer, found {}",
-                    spec.key,
-                    other.type_str()
-                ),
-            ));
-        }
-    };
-    let parsed = spec
-        .parse(&text)
-        .map_err(|e| at(value.span(), format!("{table}.{}: {e}", spec.key)))?;
-    Ok((spec, parsed))
-}
-
-/// The `[plugins]` limits on loading: each between its minimum and vigil's
-/// ceiling (see [`crate::sandbox::cache`]).
-fn plugins_limits(
-    section: &PluginsSection,
-    site: &mut SiteConfig,
-    at: At<'_>,
-) -> Result<(), LocatedError> {
-    use crate::sandbox::cache::{CACHE_MAX_SIZE_CEILING, LOAD_LIMITS};
-    let written = [
-        &section.max_module_size,
-        &section.max_code_size,
-        &section.max_function_size,
-        &section.max_functions,
-    ];
-    for (spec, value) in LOAD_LIMITS.iter().zip(written) {
-        if let Some(value) = value {
-            let parsed = plugins_number(spec.key, value, spec.is_size, at)?;
-            if parsed < spec.min || parsed > spec.ceiling {
-                return Err(at(
-                    value.span(),
-                    format!(
-                        "plugins.{} = {} must be {} to {} (vigil's ceiling)",
-                        spec.key,
-                        spec.format(parsed),
-                        spec.format(spec.min),
-                        spec.format(spec.ceiling)
-                    ),
-                ));
-            }
-            spec.set(&mut site.loading, parsed);
-        }
-    }
-    if let Some(value) = &section.cache_max_size {
-        let parsed = plugins_number("cache_max_size", value, true, at)?;
-        if parsed > CACHE_MAX_SIZE_CEILING {
-            return Err(at(
-                value.span(),
-                format!(
-                    "plugins.cache_max_size = {} is above vigil's ceiling of {}",
-                    crate::units::format_size(parsed),
-                    crate::units::format_size(CACHE_MAX_SIZE_CEILING)
-                ),
-            ));
-        }
-        site.cache_max_size = parsed;
-    }
-    Ok(())
-}
-
-fn plugins_number(
-    key: &str,
-    value: &Spanned<toml::Value>,
-    is_size: bool,
-    at: At<'_>,
-) -> Result<u64, LocatedError> {
-    let parsed = match value.get_ref() {
-        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| format!("{i} is negative")),
-        toml::Value::String(s) if is_size => crate::units::parse_size(s),
-        toml::Value::String(s) => s
-            .trim()
-            .replace('_', "")
-            .parse::<u64>()
-            .map_err(|_| format!("{s:?} is not a whole number")),
-        other => Err(format!(
-            "expected a string or integer, found {}",
-            other.type_str()
-        )),
-    };
-    parsed.map_err(|e| at(value.span(), format!("plugins.{key}: {e}")))
-}
-
-pub fn capability_names() -> String {
-    CAPABILITIES
-        .iter()
-        .map(|(name, _, _)| *name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -761,6 +254,23 @@ fn default_cache_dir() -> PathBuf {
         return PathBuf::from(home).join(".cache").join("vigil");
     }
     PathBuf::from(".vigil-cache")
+}
+
+impl crate::sandbox::SandboxSettings {
+    /// The sandbox's slice of the site config (assembled here, at the top,
+    /// so the sandbox does not depend on the whole site config).
+    pub fn from_site(site: &SiteConfig) -> crate::sandbox::SandboxSettings {
+        crate::sandbox::SandboxSettings {
+            cache_dir: site.cache_dir.clone(),
+            engine: crate::sandbox::EngineSettings {
+                max_concurrent_runs: site.max_concurrent_runs,
+                max_memory: site.limit_caps.memory,
+                max_table_elements: site.limit_caps.table_elements,
+                allocator: crate::sandbox::AllocatorChoice::Auto,
+            },
+            snmp: site.snmp.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ fn main() {
         .expect("runtime");
     let path =
         PluginFile::new("bench", "polling", artifacts::BENCH_POLLER).write(dir.path(), "bench");
-    let manifest = Arc::new(PluginManifest::load(&path, &site).expect("manifest"));
+    let manifest = Arc::new(PluginManifest::load(&path, &site.plugin_policy()).expect("manifest"));
     let plugin = sandbox
         .prepare(manifest.clone())
         .expect("prepare (compiles and caches)");

@@ -457,7 +457,7 @@ impl Vigil {
                 file = file.set("enrichment", "preload", "self:interface");
             }
             let path = file.write(dir.path(), name);
-            let manifest = PluginManifest::load(&path, &site)
+            let manifest = PluginManifest::load(&path, &site.plugin_policy())
                 .unwrap_or_else(|e| panic!("{name} plugin file: {e}"));
             sandbox
                 .prepare(Arc::new(manifest))

@@ -27,7 +27,7 @@ async fn an_exhausted_pool_fails_runs_as_host_failures_and_recovers() {
     let sleeper = Arc::new(
         sandbox
             .prepare(Arc::new(
-                PluginManifest::load(&sleeper, &site).expect("manifest"),
+                PluginManifest::load(&sleeper, &site.plugin_policy()).expect("manifest"),
             ))
             .expect("prepare"),
     );
@@ -66,7 +66,7 @@ async fn an_exhausted_pool_fails_runs_as_host_failures_and_recovers() {
         .write(dir.path(), "heartbeat");
     let heartbeat = sandbox
         .prepare(Arc::new(
-            PluginManifest::load(&heartbeat, &site).expect("manifest"),
+            PluginManifest::load(&heartbeat, &site.plugin_policy()).expect("manifest"),
         ))
         .expect("prepare");
     let context = RunContext::new(SystemTime::now(), None);

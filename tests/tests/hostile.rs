@@ -319,7 +319,8 @@ fn prepare(
     stem: &str,
 ) -> PreparedPlugin {
     let path = file.write(dir, stem);
-    let manifest = PluginManifest::load(&path, site).unwrap_or_else(|e| panic!("{e}"));
+    let manifest =
+        PluginManifest::load(&path, &site.plugin_policy()).unwrap_or_else(|e| panic!("{e}"));
     sandbox
         .prepare(Arc::new(manifest))
         .unwrap_or_else(|e| panic!("{e:#}"))

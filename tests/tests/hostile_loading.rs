@@ -56,7 +56,7 @@ fn open_fds() -> usize {
 fn registry(site: SiteConfig, dir: &Path) -> PluginRegistry {
     let site = Arc::new(site);
     let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox"));
-    PluginRegistry::new(sandbox, site, vec![dir.to_owned()])
+    PluginRegistry::new(sandbox, site.plugin_policy(), vec![dir.to_owned()])
 }
 
 fn failure_of(registry: &PluginRegistry, file: &Path) -> Option<String> {
@@ -366,7 +366,7 @@ fn a_capability_imported_at_another_version_is_refused_at_load() {
         .write(dir.path(), "granted");
     let prepared = sandbox
         .prepare(Arc::new(
-            PluginManifest::load(&granted, &site).expect("manifest"),
+            PluginManifest::load(&granted, &site.plugin_policy()).expect("manifest"),
         ))
         .expect("a granted plugin loads");
     assert!(
@@ -384,7 +384,7 @@ fn a_capability_imported_at_another_version_is_refused_at_load() {
         ("plain", &PathBuf::from(artifacts::SNMP_DEVICE_HEALTH)),
     ] {
         let path = PluginFile::new(stem, "polling", wasm).write(dir.path(), stem);
-        let manifest = PluginManifest::load(&path, &site).expect("manifest");
+        let manifest = PluginManifest::load(&path, &site.plugin_policy()).expect("manifest");
         let error = format!(
             "{:#}",
             sandbox
@@ -483,7 +483,7 @@ fn only_regular_files_within_their_limits_are_read() {
     expect(&ini_big, &format!("{}: 2097", ini_big.display()));
     expect(&ini_big, "bytes is over the plugin file size limit = 1 MiB");
     // The CLI path (`vigil plugins check FILE`) reads the same way.
-    let error = PluginManifest::load(&ini_zero, &site_in(dir.path()))
+    let error = PluginManifest::load(&ini_zero, &site_in(dir.path()).plugin_policy())
         .expect_err("refused")
         .to_string();
     assert_eq!(
@@ -655,7 +655,8 @@ fn compile_time_bombs_are_refused_before_compiling() {
     assert!(registry.rescan().is_empty());
     assert_eq!(registry.failures().len(), 3);
     // The same bombs pass `vigil plugins check`'s path no more easily.
-    let manifest = PluginManifest::load(&files[0].0, &site_in(dir.path())).expect("manifest");
+    let manifest =
+        PluginManifest::load(&files[0].0, &site_in(dir.path()).plugin_policy()).expect("manifest");
     let error = format!(
         "{:#}",
         registry

@@ -393,7 +393,8 @@ fn heartbeat(sandbox: &Sandbox, site: &SiteConfig, dir: &Path) -> PreparedPlugin
     let path = PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT)
         .set("sandbox", "deadline", "120s")
         .write(dir, "heartbeat");
-    let manifest = PluginManifest::load(&path, site).unwrap_or_else(|e| panic!("{e}"));
+    let manifest =
+        PluginManifest::load(&path, &site.plugin_policy()).unwrap_or_else(|e| panic!("{e}"));
     sandbox
         .prepare(Arc::new(manifest))
         .unwrap_or_else(|e| panic!("{e:#}"))

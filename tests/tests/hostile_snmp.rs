@@ -120,7 +120,8 @@ impl Lab {
 
     fn plugin(&self, file: PluginFile, stem: &str) -> PreparedPlugin {
         let path = file.write(self.dir.path(), stem);
-        let manifest = PluginManifest::load(&path, &self.site).unwrap_or_else(|e| panic!("{e}"));
+        let manifest = PluginManifest::load(&path, &self.site.plugin_policy())
+            .unwrap_or_else(|e| panic!("{e}"));
         self.sandbox
             .prepare(Arc::new(manifest))
             .unwrap_or_else(|e| panic!("{e:#}"))

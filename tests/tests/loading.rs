@@ -24,7 +24,7 @@ fn site_in(dir: &Path) -> SiteConfig {
 }
 
 fn load_error(site: &SiteConfig, path: &Path) -> String {
-    match PluginManifest::load(path, site) {
+    match PluginManifest::load(path, &site.plugin_policy()) {
         Ok(_) => panic!("{} loaded but should not have", path.display()),
         Err(e) => e.to_string(),
     }
@@ -121,7 +121,7 @@ fn the_component_must_match_the_declared_kind() {
     let sandbox = Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox");
 
     let path = PluginFile::new("p", "discovery", artifacts::HEARTBEAT).write(dir.path(), "kind");
-    let manifest = PluginManifest::load(&path, &site).expect("manifest is fine");
+    let manifest = PluginManifest::load(&path, &site.plugin_policy()).expect("manifest is fine");
     let error = format!(
         "{:#}",
         sandbox
@@ -137,7 +137,7 @@ fn the_component_must_match_the_declared_kind() {
     let not_wasm = dir.path().join("garbage.wasm");
     std::fs::write(&not_wasm, b"\0asm but not really").expect("write");
     let path = PluginFile::new("p", "polling", &not_wasm).write(dir.path(), "garbage");
-    let manifest = PluginManifest::load(&path, &site).expect("manifest is fine");
+    let manifest = PluginManifest::load(&path, &site.plugin_policy()).expect("manifest is fine");
     let error = format!(
         "{:#}",
         sandbox
@@ -156,7 +156,7 @@ fn precompiled_artifacts_are_cached_and_only_trusted_when_private() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = site_in(dir.path());
     let path = PluginFile::new("p", "polling", artifacts::HEARTBEAT).write(dir.path(), "p");
-    let manifest = Arc::new(PluginManifest::load(&path, &site).expect("manifest"));
+    let manifest = Arc::new(PluginManifest::load(&path, &site.plugin_policy()).expect("manifest"));
 
     let first = Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox");
     assert_eq!(
@@ -226,7 +226,7 @@ async fn a_files_grant_is_read_only_and_confined() {
         .write(dir.path(), "granted");
     let plugin = sandbox
         .prepare(Arc::new(
-            PluginManifest::load(&path, &site).expect("manifest"),
+            PluginManifest::load(&path, &site.plugin_policy()).expect("manifest"),
         ))
         .expect("prepare");
     let resource = Resource::named("r", "127.0.0.1");
@@ -286,7 +286,11 @@ async fn the_watcher_loads_reloads_and_unloads_while_running() {
     std::fs::create_dir(&plugins).expect("mkdir");
     let site = Arc::new(site_in(dir.path()));
     let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox"));
-    let registry = Arc::new(PluginRegistry::new(sandbox, site, vec![plugins.clone()]));
+    let registry = Arc::new(PluginRegistry::new(
+        sandbox,
+        site.plugin_policy(),
+        vec![plugins.clone()],
+    ));
 
     // One plugin present from the start keeps running through everything.
     PluginFile::new("steady", "polling", artifacts::HEARTBEAT).write(&plugins, "steady");
@@ -379,7 +383,7 @@ fn duplicate_names_are_refused() {
     let sandbox = Arc::new(Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox"));
     PluginFile::new("twin", "polling", artifacts::HEARTBEAT).write(dir.path(), "a");
     PluginFile::new("twin", "polling", artifacts::HEARTBEAT).write(dir.path(), "b");
-    let registry = PluginRegistry::new(sandbox, site, vec![dir.path().to_owned()]);
+    let registry = PluginRegistry::new(sandbox, site.plugin_policy(), vec![dir.path().to_owned()]);
     registry.rescan();
     assert_eq!(registry.plugins().len(), 1);
     let failures = registry.failures();

@@ -71,7 +71,8 @@ impl Lab {
             file = file.set(section, key, value);
         }
         let path = file.write(&self.dir, name);
-        let manifest = PluginManifest::load(&path, &self.site).unwrap_or_else(|e| panic!("{e}"));
+        let manifest = PluginManifest::load(&path, &self.site.plugin_policy())
+            .unwrap_or_else(|e| panic!("{e}"));
         self.sandbox
             .prepare(Arc::new(manifest))
             .unwrap_or_else(|e| panic!("{e:#}"))
@@ -624,7 +625,8 @@ async fn a_plugin_importing_snmp_without_asking_is_refused() {
     let lab = Lab::new(&["public"]);
     let path = PluginFile::new("sneaky", "polling", artifacts::SNMP_DEVICE_HEALTH)
         .write(&lab.dir, "sneaky");
-    let manifest = PluginManifest::load(&path, &lab.site).expect("the ini itself is fine");
+    let manifest =
+        PluginManifest::load(&path, &lab.site.plugin_policy()).expect("the ini itself is fine");
     let error = lab
         .sandbox
         .prepare(Arc::new(manifest))
@@ -644,7 +646,7 @@ async fn a_plugin_importing_snmp_without_asking_is_refused() {
     let path = PluginFile::new("asks", "polling", artifacts::SNMP_DEVICE_HEALTH)
         .set("capabilities", "snmp", "yes")
         .write(&lab.dir, "asks");
-    let errors = PluginManifest::load(&path, &strict).expect_err("not allowed");
+    let errors = PluginManifest::load(&path, &strict.plugin_policy()).expect_err("not allowed");
     assert!(
         errors.to_string().contains("not allowed by the site"),
         "{errors}"

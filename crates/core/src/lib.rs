@@ -27,7 +27,7 @@ pub mod secret;
 pub mod status;
 pub mod units;
 
-pub use located::LocatedError;
+pub use located::{At, LocatedError};
 
 /// An error from a backend behind one of the traits vigil's crates declare
 /// for what they need (rate state, enrichments, latest values), with its

@@ -34,6 +34,54 @@ impl LocatedError {
     }
 }
 
+/// How config readers locate an error: a byte range of the file being
+/// read and a message, to a [`LocatedError`] naming its line.
+pub type At<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> LocatedError;
+
+/// Checks `backend` is one of `known` (the first is the default).
+pub fn backend_name(
+    section: &str,
+    backend: &Option<toml::Spanned<String>>,
+    known: &[&'static str],
+    at: At<'_>,
+) -> Result<&'static str, LocatedError> {
+    let Some(backend) = backend else {
+        return Ok(known[0]);
+    };
+    known
+        .iter()
+        .find(|k| **k == backend.get_ref().as_str())
+        .copied()
+        .ok_or_else(|| {
+            at(
+                backend.span(),
+                format!(
+                    "{section}.backend {:?} is not one of {}",
+                    backend.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+/// A required text key of a networked backend.
+pub fn required(
+    section: &str,
+    key: &str,
+    value: &Option<toml::Spanned<String>>,
+    backend: &Option<toml::Spanned<String>>,
+    at: At<'_>,
+) -> Result<String, LocatedError> {
+    match value {
+        Some(v) if !v.get_ref().trim().is_empty() => Ok(v.get_ref().trim().to_owned()),
+        Some(v) => Err(at(v.span(), format!("{section}.{key} is empty"))),
+        None => Err(at(
+            backend.as_ref().map_or(0..0, toml::Spanned::span),
+            format!("{section}.{key} is required for this backend"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

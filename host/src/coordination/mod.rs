@@ -235,3 +235,85 @@ mod tests {
         assert_eq!(rendezvous_owner(&[], &jobs[0]), None);
     }
 }
+
+// --- `[coordination]` in the site config -----------------------------------
+
+/// How agents share the work.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coordination {
+    /// This process is the only agent.
+    Local,
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinationSection {
+    pub(crate) backend: Option<toml::Spanned<String>>,
+    pub(crate) url: Option<toml::Spanned<String>>,
+    pub(crate) lease_ttl: Option<toml::Spanned<String>>,
+    pub(crate) renew_every: Option<toml::Spanned<String>>,
+    pub(crate) heartbeat: Option<toml::Spanned<String>>,
+    pub(crate) member_timeout: Option<toml::Spanned<String>>,
+    pub(crate) join_grace: Option<toml::Spanned<String>>,
+}
+
+impl CoordinationSection {
+    /// Checks the section for the agents of site `site`.
+    pub fn resolve(
+        &self,
+        site: &str,
+        at: vigil_core::At<'_>,
+    ) -> Result<Coordination, vigil_core::LocatedError> {
+        coordination(self, site, at)
+    }
+}
+
+fn coordination(
+    section: &CoordinationSection,
+    site: &str,
+    at: vigil_core::At<'_>,
+) -> Result<Coordination, vigil_core::LocatedError> {
+    if vigil_core::located::backend_name("coordination", &section.backend, &["local", "redis"], at)?
+        != "redis"
+    {
+        return Ok(Coordination::Local);
+    }
+    let url =
+        vigil_core::located::required("coordination", "url", &section.url, &section.backend, at)?;
+    let mut settings = RedisSettings::new(&url, site);
+    for (key, value, slot) in [
+        ("lease_ttl", &section.lease_ttl, &mut settings.lease_ttl),
+        (
+            "renew_every",
+            &section.renew_every,
+            &mut settings.renew_every,
+        ),
+        ("heartbeat", &section.heartbeat, &mut settings.heartbeat),
+        (
+            "member_timeout",
+            &section.member_timeout,
+            &mut settings.member_timeout,
+        ),
+        ("join_grace", &section.join_grace, &mut settings.join_grace),
+    ] {
+        if let Some(value) = value {
+            *slot = crate::units::parse_duration(value.get_ref())
+                .map_err(|e| at(value.span(), format!("coordination.{key}: {e}")))?;
+        }
+    }
+    let span = section.backend.as_ref().map_or(0..0, toml::Spanned::span);
+    if settings.renew_every >= settings.lease_ttl {
+        return Err(at(
+            span,
+            "coordination.renew_every must be shorter than coordination.lease_ttl".to_owned(),
+        ));
+    }
+    if settings.member_timeout <= settings.heartbeat {
+        return Err(at(
+            span,
+            "coordination.member_timeout must be longer than coordination.heartbeat".to_owned(),
+        ));
+    }
+    Ok(Coordination::Redis(settings))
+}

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::PluginPolicy;
 use super::ini::{IniDocument, IniEntry, IniSection, LocatedError};
 use crate::capabilities::config::{ConfigValue, PluginSections, SectionEntry};
 use crate::capabilities::snmp::RequestOptions;
 use crate::capabilities::snmp::settings::apply_plugin_option;
+use crate::capabilities::{CAPABILITIES, capability_names};
 use crate::filter::ResourceFilter;
 use crate::sandbox::limits::{LIMITS, LimitSpec, Limits};
-use crate::site::{CAPABILITIES, SiteConfig, capability_names};
 use crate::units::parse_duration;
 
 /// The file name ending of plugin ini files.
@@ -290,11 +291,11 @@ const MAX_NAME_LEN: usize = 128;
 const MIN_EXECUTE_FREQUENCY: Duration = Duration::from_secs(1);
 
 impl PluginManifest {
-    /// Reads and validates `path` against `site`. The file is read through
+    /// Reads and validates `path` against the site's `policy`. The file is read through
     /// one opened handle, bounded by [`MAX_MANIFEST_BYTES`].
     ///
     /// [`MAX_MANIFEST_BYTES`]: crate::sandbox::cache::MAX_MANIFEST_BYTES
-    pub fn load(path: &Path, site: &SiteConfig) -> Result<PluginManifest, ManifestErrors> {
+    pub fn load(path: &Path, policy: &PluginPolicy) -> Result<PluginManifest, ManifestErrors> {
         let whole_file =
             |message: String| ManifestErrors(vec![LocatedError::new(path, 0, message)]);
         let bytes = crate::sandbox::cache::read_regular_file(
@@ -309,13 +310,13 @@ impl PluginManifest {
                 e.utf8_error().valid_up_to()
             ))
         })?;
-        PluginManifest::parse(path, &text, site)
+        PluginManifest::parse(path, &text, policy)
     }
 
     pub fn parse(
         path: &Path,
         text: &str,
-        site: &SiteConfig,
+        policy: &PluginPolicy,
     ) -> Result<PluginManifest, ManifestErrors> {
         let doc = IniDocument::parse(path, text).map_err(|e| ManifestErrors(vec![e]))?;
         let mut errors = Vec::new();
@@ -473,9 +474,9 @@ impl PluginManifest {
             }
         }
 
-        let limits = check.limits(site);
-        let grants = check.grants(site);
-        let snmp = check.snmp_options(site, &grants, kind);
+        let limits = check.limits(policy);
+        let grants = check.grants(policy);
+        let snmp = check.snmp_options(policy, &grants, kind);
         let sections = Arc::new(plugin_sections(&doc));
 
         match (name, kind, module, schedule) {
@@ -498,7 +499,7 @@ impl PluginManifest {
                     grants,
                     snmp,
                     sections,
-                    loading: site.loading,
+                    loading: policy.loading,
                 })
             }
             _ => Err(ManifestErrors(errors)),
@@ -581,8 +582,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn limits(&mut self, site: &SiteConfig) -> Limits {
-        let mut limits = site.default_limits;
+    fn limits(&mut self, policy: &PluginPolicy) -> Limits {
+        let mut limits = policy.default_limits;
         let Some(section) = self.doc.section("sandbox") else {
             return limits;
         };
@@ -601,7 +602,7 @@ impl<'a> Checker<'a> {
             };
             match spec.parse(&entry.value) {
                 Ok(value) => {
-                    let cap = spec.get(&site.limit_caps).unwrap_or(spec.cap);
+                    let cap = spec.get(&policy.limit_caps).unwrap_or(spec.cap);
                     if value > cap {
                         self.at(
                             entry,
@@ -622,7 +623,7 @@ impl<'a> Checker<'a> {
         limits
     }
 
-    fn grants(&mut self, site: &SiteConfig) -> Grants {
+    fn grants(&mut self, policy: &PluginPolicy) -> Grants {
         let mut grants = Grants::default();
         let Some(section) = self.doc.section("capabilities") else {
             return grants;
@@ -648,7 +649,7 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            if !site.allows(name) {
+            if !policy.allows(name) {
                 self.at(entry, format!("[capabilities] {name} is not allowed by the site config (capabilities.allowed)"));
                 continue;
             }
@@ -662,7 +663,7 @@ impl<'a> Checker<'a> {
                 }
                 continue;
             }
-            match self.file_grant(&entry.value, site) {
+            match self.file_grant(&entry.value, policy) {
                 Ok(dir) => grants.files = Some(dir),
                 Err(message) => self.at(entry, format!("[capabilities] files: {message}")),
             }
@@ -675,7 +676,7 @@ impl<'a> Checker<'a> {
     /// polling plugins can have it.
     fn snmp_options(
         &mut self,
-        site: &SiteConfig,
+        policy: &PluginPolicy,
         grants: &Grants,
         kind: Option<PluginKind>,
     ) -> Option<RequestOptions> {
@@ -698,7 +699,7 @@ impl<'a> Checker<'a> {
             );
             return None;
         }
-        let mut options = site.snmp.defaults;
+        let mut options = policy.snmp_defaults;
         for entry in section.into_iter().flat_map(|s| &s.entries) {
             if let Err(message) = apply_plugin_option(&mut options, &entry.key, &entry.value) {
                 self.at(entry, format!("[snmp] {message}"));
@@ -707,7 +708,7 @@ impl<'a> Checker<'a> {
         Some(options)
     }
 
-    fn file_grant(&self, written: &str, site: &SiteConfig) -> Result<PathBuf, String> {
+    fn file_grant(&self, written: &str, policy: &PluginPolicy) -> Result<PathBuf, String> {
         let base = self.doc.path.parent().unwrap_or(Path::new("."));
         let dir = base.join(written.trim());
         // Canonical paths defeat `..` and symlinks pointing out of a root.
@@ -717,7 +718,7 @@ impl<'a> Checker<'a> {
         if !canonical.is_dir() {
             return Err(format!("{} is not a directory", dir.display()));
         }
-        if !site
+        if !policy
             .file_roots
             .iter()
             .any(|root| canonical.starts_with(root))
@@ -765,7 +766,7 @@ mod tests {
         PluginManifest::parse(
             &dir.path().join("p.vigil-plugin"),
             text,
-            &SiteConfig::embedded(),
+            &crate::site::SiteConfig::embedded().plugin_policy(),
         )
     }
 

@@ -50,10 +50,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
+use super::PluginPolicy;
 use super::manifest::{PLUGIN_FILE_EXTENSION, PluginManifest};
 use crate::sandbox::cache::{FileStamp, MAX_MANIFEST_BYTES, OpenedFile};
 use crate::sandbox::{PreparedPlugin, Sandbox, sha256_hex};
-use crate::site::SiteConfig;
 
 /// The cache is pruned after a scan that changed the loaded set, and at
 /// least this often.
@@ -142,7 +142,7 @@ struct State {
 
 struct Shared {
     sandbox: Arc<Sandbox>,
-    site: Arc<SiteConfig>,
+    policy: PluginPolicy,
     directories: Vec<PathBuf>,
     state: Mutex<State>,
     /// Signalled when a job is queued or finished, or the registry closes.
@@ -194,14 +194,14 @@ struct Snapshot {
 impl PluginRegistry {
     pub fn new(
         sandbox: Arc<Sandbox>,
-        site: Arc<SiteConfig>,
+        policy: PluginPolicy,
         directories: Vec<PathBuf>,
     ) -> PluginRegistry {
         let (events, _) = broadcast::channel(256);
         PluginRegistry {
             shared: Arc::new(Shared {
                 sandbox,
-                site,
+                policy,
                 directories,
                 state: Mutex::new(State::default()),
                 changed: Condvar::new(),
@@ -431,7 +431,7 @@ impl PluginRegistry {
             self.shared
                 .sandbox
                 .artifact_cache()
-                .prune(&in_use, self.shared.site.cache_max_size);
+                .prune(&in_use, self.shared.policy.cache_max_size);
         }
         (events, generation)
     }
@@ -487,7 +487,7 @@ impl PluginRegistry {
                 );
             }
         };
-        let manifest = match PluginManifest::parse(path, &text, &self.shared.site) {
+        let manifest = match PluginManifest::parse(path, &text, &self.shared.policy) {
             Ok(manifest) => manifest,
             Err(e) => {
                 claims.remove(path);

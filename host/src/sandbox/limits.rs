@@ -11,6 +11,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+use vigil_core::{At, LocatedError};
+
 use crate::units::{format_size, parse_duration, parse_size};
 
 /// The limits one plugin runs under.
@@ -267,6 +273,136 @@ impl fmt::Display for Limits {
         }
         Ok(())
     }
+}
+
+// --- `[sandbox]` in the site config ---------------------------------------
+
+/// Upper bound on `max_concurrent_runs`: each slot reserves address space
+/// for a pooled instance.
+pub const MAX_CONCURRENT_RUNS: u32 = 4096;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    pub(crate) max_concurrent_runs: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(crate) defaults: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(crate) caps: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+impl SandboxSection {
+    /// Applies the section over `max_concurrent_runs`, `defaults` and
+    /// `caps` (vigil's built-in values): caps may only lower vigil's
+    /// ceilings, and no default may sit above its cap.
+    pub fn resolve(
+        &self,
+        mut max_concurrent_runs: u32,
+        mut defaults: Limits,
+        mut caps: Limits,
+        at: At<'_>,
+    ) -> Result<(u32, Limits, Limits), LocatedError> {
+        if let Some(runs) = &self.max_concurrent_runs {
+            let value = *runs.get_ref();
+            if value == 0 || value > MAX_CONCURRENT_RUNS {
+                return Err(at(
+                    runs.span(),
+                    format!(
+                        "sandbox.max_concurrent_runs must be 1 to {MAX_CONCURRENT_RUNS}, found {value}"
+                    ),
+                ));
+            }
+            max_concurrent_runs = value;
+        }
+
+        // Caps first: they only ever lower the built-in ceilings.
+        for (key, value) in &self.caps {
+            let (spec, parsed) = parse_limit("sandbox.caps", key, value, at)?;
+            if parsed > spec.cap {
+                return Err(at(
+                    value.span(),
+                    format!(
+                        "sandbox.caps.{} = {} is above vigil's ceiling of {}",
+                        spec.key,
+                        spec.format(parsed),
+                        spec.format(spec.cap)
+                    ),
+                ));
+            }
+            spec.set(&mut caps, parsed);
+        }
+        for (key, value) in &self.defaults {
+            let (spec, parsed) = parse_limit("sandbox.defaults", key, value, at)?;
+            spec.set(&mut defaults, parsed);
+        }
+        // A default above a lowered cap would make every plugin fail to load.
+        for spec in LIMITS {
+            let Some(cap) = spec.get(&caps) else {
+                continue;
+            };
+            let default = spec.get(&defaults).unwrap_or(0);
+            if default > cap {
+                let written = self.defaults.iter().find(|(k, _)| k.get_ref() == spec.key);
+                let span = written
+                    .map(|(_, v)| v.span())
+                    .or_else(|| {
+                        self.caps
+                            .iter()
+                            .find(|(k, _)| k.get_ref() == spec.key)
+                            .map(|(_, v)| v.span())
+                    })
+                    .unwrap_or(0..0);
+                return Err(at(
+                    span,
+                    format!(
+                        "sandbox.defaults.{key} = {} is above sandbox.caps.{key} = {}",
+                        spec.format(default),
+                        spec.format(cap),
+                        key = spec.key
+                    ),
+                ));
+            }
+        }
+
+        Ok((max_concurrent_runs, defaults, caps))
+    }
+}
+
+fn parse_limit(
+    table: &str,
+    key: &Spanned<String>,
+    value: &Spanned<toml::Value>,
+    at: At<'_>,
+) -> Result<(&'static LimitSpec, u64), LocatedError> {
+    let spec = LimitSpec::find(key.get_ref()).ok_or_else(|| {
+        let known: Vec<&str> = LIMITS.iter().map(|s| s.key).collect();
+        at(
+            key.span(),
+            format!(
+                "{table}: unknown limit {:?} (known: {})",
+                key.get_ref(),
+                known.join(", ")
+            ),
+        )
+    })?;
+    let text = match value.get_ref() {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        other => {
+            return Err(at(
+                value.span(),
+                format!(
+                    "{table}.{}: expected a string or integer, found {}",
+                    spec.key,
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    let parsed = spec
+        .parse(&text)
+        .map_err(|e| at(value.span(), format!("{table}.{}: {e}", spec.key)))?;
+    Ok((spec, parsed))
 }
 
 #[cfg(test)]

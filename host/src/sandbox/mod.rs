@@ -37,7 +37,6 @@ use crate::capabilities::snmp::{SnmpRun, SnmpService, SnmpSettings};
 use crate::capabilities::{clock, config, enrichment as enrichment_cache, kv, log, snmp};
 use crate::model::{EndpointEvent, Resource};
 use crate::plugin::{PluginKind, PluginManifest};
-use crate::site::SiteConfig;
 pub use cache::{ArtifactCache, CacheOutcome, sha256_hex};
 pub use engine::{AllocatorChoice, AllocatorKind, EngineSettings};
 pub use outcome::{RejectReason, RunOutcome, RunOutput, RunReport, SentOutput, TrapReason};
@@ -253,21 +252,6 @@ pub struct SandboxSettings {
     pub engine: EngineSettings,
     /// Credentials and defaults for plugins granted `snmp`.
     pub snmp: SnmpSettings,
-}
-
-impl SandboxSettings {
-    pub fn from_site(site: &SiteConfig) -> SandboxSettings {
-        SandboxSettings {
-            cache_dir: site.cache_dir.clone(),
-            engine: EngineSettings {
-                max_concurrent_runs: site.max_concurrent_runs,
-                max_memory: site.limit_caps.memory,
-                max_table_elements: site.limit_caps.table_elements,
-                allocator: AllocatorChoice::Auto,
-            },
-            snmp: site.snmp.clone(),
-        }
-    }
 }
 
 pub struct Sandbox {

@@ -580,3 +580,38 @@ mod tests {
         );
     }
 }
+
+// --- `[scheduler]` in the site config --------------------------------------
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    pub(crate) max_runs_per_plugin: Option<toml::Spanned<u32>>,
+}
+
+impl SchedulerSection {
+    /// `max_runs_per_plugin` (default: half the run slots), at most
+    /// `max_concurrent_runs`.
+    pub fn resolve(
+        &self,
+        max_concurrent_runs: u32,
+        at: vigil_core::At<'_>,
+    ) -> Result<u32, vigil_core::LocatedError> {
+        let mut max_runs_per_plugin = (max_concurrent_runs / 2).max(1);
+        if let Some(limit) = &self.max_runs_per_plugin {
+            let value = *limit.get_ref();
+            if value == 0 || value > max_concurrent_runs {
+                return Err(at(
+                    limit.span(),
+                    format!(
+                        "scheduler.max_runs_per_plugin must be 1 to sandbox.max_concurrent_runs ({}), found {value}",
+                        max_concurrent_runs
+                    ),
+                ));
+            }
+            max_runs_per_plugin = value;
+        }
+
+        Ok(max_runs_per_plugin)
+    }
+}

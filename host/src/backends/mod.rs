@@ -2,22 +2,26 @@
 //! `[storage]`, `[cache]`, `[coordination]` and `[bus]` into the objects the
 //! agent and the CLI use. The embedded ones need nothing installed.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::coordination::Coordination;
 #[cfg(feature = "redis")]
 use crate::coordination::redis::{RedisCoordinator, connect};
 #[cfg(feature = "redis")]
 use crate::coordination::shared::{RedisEnrichments, RedisRates, RedisResources};
 use crate::coordination::{Coordinator, SingleNode};
 use crate::pipeline::enrichment_cache::EnrichmentCache;
-use crate::site::{CacheBackend, Coordination, SiteConfig, StorageBackend};
+use crate::site::SiteConfig;
 use crate::store::Storage;
 use crate::store::sqlite::SqliteStorage;
 #[cfg(feature = "redis")]
 use crate::transform::DEFAULT_SERIES_CAPACITY;
 use crate::transform::RateTransformer;
+pub use config::{BusBackend, CacheBackend, StorageBackend};
 
 /// The error for a site that asks for a backend this build left out
 /// (`cargo build --no-default-features`): says which feature to build with.
