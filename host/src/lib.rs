@@ -8,8 +8,8 @@
 //!   the host runs (directory watching).
 //! * [`sandbox`] compiles, caches and runs components under limits, and
 //!   turns every run into a typed [`sandbox::RunOutcome`].
-//! * [`capabilities`] holds each host import plugins may use (log, config,
-//!   key/value, clock): its WIT binding, its per-run state and its limits.
+//! * [`capabilities`] composes the host imports plugins may use; each is a
+//!   unit in its own crate (`vigil-capabilities`, `vigil-cap-snmp`).
 //! * [`site`] is the operator's configuration: defaults and caps for every
 //!   limit, and which capabilities plugins may be granted.
 //! * [`sinks`] is the pipeline's last stage: JSON lines, the latest-value
@@ -29,7 +29,6 @@ pub mod plugin;
 pub mod sandbox;
 pub mod scheduler;
 pub mod site;
-pub mod transform;
 
 mod bindings;
 
@@ -39,3 +38,4 @@ pub use vigil_dashboards as dashboards;
 pub use vigil_filter as filter;
 pub use vigil_sinks as sinks;
 pub use vigil_store as store;
+pub use vigil_transform as transform;

@@ -93,7 +93,7 @@ pub fn cache_backend(
     match backend_name("cache", &section.backend, &["embedded", "redis"], at)? {
         // One Redis usually serves both; the cache may name its own.
         "redis" => Ok(CacheBackend::Redis {
-            url: match (&section.url, &coordination.url) {
+            url: match (&section.url, coordination.url()) {
                 (Some(url), _) | (None, Some(url)) => url.get_ref().clone(),
                 (None, None) => required("cache", "url", &None, &section.backend, at)?,
             },

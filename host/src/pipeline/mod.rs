@@ -11,7 +11,7 @@
 //! the run history.
 
 pub use vigil_core::panoptes as encode;
-pub mod enrichment_cache;
+pub use vigil_enrichment as enrichment_cache;
 pub mod stats;
 pub mod status;
 

@@ -164,17 +164,11 @@ impl fmt::Display for Schedule {
     }
 }
 
-/// A `[transforms]` entry: `name = rate:<group type>:<metric>,<metric>...`
-/// turns those counters of those groups into per-second rates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateTransform {
-    pub name: String,
-    pub group_type: String,
-    pub metrics: Vec<String>,
-}
+pub use vigil_transform::RateTransform;
 
-impl RateTransform {
-    fn parse(name: &str, text: &str) -> Result<RateTransform, String> {
+/// Reads a `[transforms]` entry: `name = rate:<group type>:<metric>,...`.
+fn parse_rate_transform(name: &str, text: &str) -> Result<RateTransform, String> {
+    {
         let mut parts = text.trim().splitn(3, ':');
         let (Some(kind), Some(group_type), Some(metrics)) =
             (parts.next(), parts.next(), parts.next())
@@ -468,7 +462,7 @@ impl PluginManifest {
             .into_iter()
             .flat_map(|s| &s.entries)
         {
-            match RateTransform::parse(&entry.key, &entry.value) {
+            match parse_rate_transform(&entry.key, &entry.value) {
                 Ok(t) => transforms.push(t),
                 Err(e) => check.at(entry, format!("[transforms] {}: {e}", entry.key)),
             }

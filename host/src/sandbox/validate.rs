@@ -55,11 +55,8 @@ pub const MAX_LABEL_BYTES: usize = 8 << 10;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 /// Bytes of metadata keys and values on one resource.
 pub const MAX_METADATA_BYTES: usize = 16 << 10;
-/// Sets (keys) in one enrichment group: an interface enrichment has one set
-/// per interface.
-pub const MAX_SETS: usize = 100_000;
-/// Values in one enrichment set.
-pub const MAX_SET_VALUES: usize = 256;
+/// Bounds on enrichment groups, shared with the enrichment cache.
+pub use vigil_enrichment::{MAX_SET_VALUES, MAX_SETS};
 /// Group types, enrichment namespaces and metric-name prefixes vigil keeps
 /// for its own series (`vigil_plugin_runs_total`...).
 pub const RESERVED_PREFIX: &str = "vigil";

@@ -31,22 +31,7 @@ use crate::plugin::{LoadedPlugin, PluginKind, PluginRegistry};
 use crate::store::{Storage, logged};
 pub use claims::{Claim, LocalClaims, WorkClaims};
 
-/// One unit of scheduled work: a plugin, and the resource it runs for
-/// (none for discovery).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobKey {
-    pub plugin: Arc<str>,
-    pub resource: Option<Arc<str>>,
-}
-
-impl JobKey {
-    pub fn new(plugin: &str, resource: Option<&str>) -> JobKey {
-        JobKey {
-            plugin: plugin.into(),
-            resource: resource.map(Into::into),
-        }
-    }
-}
+pub use crate::coordination::JobKey;
 
 /// A run the scheduler hands to its [`JobRunner`].
 pub struct Job {

@@ -25,9 +25,8 @@ use anyhow::Context;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use super::RedisSettings;
-use super::{BoxFuture, Coordinator, Lease, LeaseOutcome, rendezvous_owner};
-use crate::scheduler::JobKey;
+pub use vigil_coordination::RedisSettings;
+use vigil_coordination::{BoxFuture, Coordinator, JobKey, Lease, LeaseOutcome, rendezvous_owner};
 
 /// Lease counts, for status and benchmarks.
 #[derive(Debug, Default)]

@@ -45,6 +45,12 @@
 //! Expired entries are dropped in expiry order (an ordered index, so a
 //! sweep costs O(expired * log n), not a scan of the whole cache).
 
+/// Sets (keys) in one enrichment group: an interface enrichment has one set
+/// per interface.
+pub const MAX_SETS: usize = 100_000;
+/// Values in one enrichment set.
+pub const MAX_SET_VALUES: usize = 256;
+
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -52,8 +58,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::model::EnrichmentGroup;
-use crate::plugin::ini::LocatedError;
+use vigil_core::LocatedError;
+use vigil_core::model::EnrichmentGroup;
 
 /// Refusals named one by one in a [`PutSummary`]; the rest are counted.
 pub const REFUSALS_NAMED: usize = 8;
@@ -85,14 +91,8 @@ impl Default for EnrichmentLimits {
 /// `(key, ceiling)` of each count limit, in the order of the module doc.
 const CEILINGS: [(&str, u64); 5] = [
     ("max_namespaces_per_resource", 1_024),
-    (
-        "max_sets_per_group",
-        crate::sandbox::validate::MAX_SETS as u64,
-    ),
-    (
-        "max_values_per_set",
-        crate::sandbox::validate::MAX_SET_VALUES as u64,
-    ),
+    ("max_sets_per_group", MAX_SETS as u64),
+    ("max_values_per_set", MAX_SET_VALUES as u64),
     ("max_entries", 10_000_000),
     ("max_bytes", 64 << 30),
 ];
@@ -117,7 +117,7 @@ impl EnrichmentSection {
     ) -> Result<EnrichmentLimits, LocatedError> {
         let mut limits = EnrichmentLimits::default();
         if let Some(written) = &self.max_ttl {
-            let ttl = crate::units::parse_duration(written.get_ref())
+            let ttl = vigil_core::units::parse_duration(written.get_ref())
                 .map_err(|e| at(written.span(), format!("enrichment.max_ttl: {e}")))?;
             if ttl < Duration::from_secs(1) || ttl > MAX_TTL_CEILING {
                 return Err(at(
@@ -135,7 +135,7 @@ impl EnrichmentSection {
             None => None,
             Some(written) => Some(toml::Spanned::new(
                 written.span(),
-                crate::units::parse_size(written.get_ref())
+                vigil_core::units::parse_size(written.get_ref())
                     .map_err(|e| at(written.span(), format!("enrichment.max_bytes: {e}")))?,
             )),
         };
@@ -514,7 +514,7 @@ pub struct EnrichmentVerdicts {
 /// Where enrichments live when agents share a site (the same rules as the
 /// local cache, applied atomically by the backend). Declared here, by the
 /// cache; the Redis backend implements it
-/// ([`crate::coordination::shared::RedisEnrichments`]).
+/// (`vigil_redis::shared::RedisEnrichments`).
 pub trait EnrichmentStore: Send + Sync + 'static {
     /// Caches `groups` (already admitted: sizes checked, TTLs clamped)
     /// that `plugin` returned for `resource_id`.
@@ -692,7 +692,7 @@ pub struct CacheUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EnrichmentSet;
+    use vigil_core::model::EnrichmentSet;
 
     fn group(namespace: &str, ttl: u64) -> EnrichmentGroup {
         EnrichmentGroup {

@@ -1,7 +1,7 @@
 //! State that agents sharing a site keep in Redis, so any agent can run any
 //! job and an agent restart loses nothing: the resource registry (with
 //! TTLs), the enrichment cache and the counter state of rate transforms.
-//! (The over-polling guard lives with the leases, in [`super::redis`].)
+//! (The over-polling guard lives with the leases, in [`crate::coordinator`].)
 //!
 //! Every value is JSON under the site's hash tag. When Redis is
 //! unreachable, callers fall back to their local copy and say so in the
@@ -15,19 +15,19 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Datetime, EnrichmentGroup, EnrichmentSet, MetricsGroup, Resource};
-use crate::pipeline::enrichment_cache::{
+use futures_util::future::BoxFuture;
+use vigil_core::kv::{KvBackend, KvError, KvFailure};
+use vigil_core::model::{Datetime, EnrichmentGroup, EnrichmentSet, MetricsGroup, Resource};
+use vigil_enrichment::{
     Admitted, BackendError, EnrichmentLimits, EnrichmentRefusal, EnrichmentStore,
     EnrichmentVerdicts,
 };
-use crate::store::{
+use vigil_store::{
     HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
     StoredResource, UpsertSummary, prepare_batch,
 };
-use crate::transform::RateState;
-use crate::transform::rate::CounterSample;
-use futures_util::future::BoxFuture;
-use vigil_core::kv::{KvBackend, KvError, KvFailure};
+use vigil_transform::RateState;
+use vigil_transform::rate::CounterSample;
 
 fn io_error(e: redis::RedisError) -> StoreError {
     StoreError::Io(std::io::Error::other(format!("redis: {e}")))

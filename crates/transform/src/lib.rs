@@ -13,10 +13,19 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 
-use crate::model::{Metric, MetricType, MetricValue, MetricsGroup};
-use crate::plugin::manifest::RateTransform;
 pub use rate::CounterSample;
 use rate::{CounterWidth, RateOutcome, RateTracker};
+use vigil_core::model::{Metric, MetricType, MetricValue, MetricsGroup};
+
+/// A `[transforms]` entry of a plugin's ini: `name = rate:<group
+/// type>:<metric>,<metric>...` turns those counters of those groups into
+/// per-second rates (the plugin loader parses and checks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateTransform {
+    pub name: String,
+    pub group_type: String,
+    pub metrics: Vec<String>,
+}
 
 /// Series whose last sample is kept, at most (about 100 bytes each).
 pub const DEFAULT_SERIES_CAPACITY: usize = 2_000_000;
@@ -36,7 +45,7 @@ pub use vigil_core::BackendError;
 
 /// Where counter samples live when agents share a site, so any agent can
 /// continue any series. Declared here, by the transform that uses it; the
-/// Redis backend implements it ([`crate::coordination::shared::RedisRates`]).
+/// Redis backend implements it (`vigil_redis::shared::RedisRates`).
 pub trait RateState: Send + Sync + 'static {
     /// The last sample of each series (`None` for an unknown one), in order.
     fn load<'a>(
@@ -290,7 +299,7 @@ fn series_prefix(plugin: &str, group: &MetricsGroup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Datetime, Dimension, Metric, Resource};
+    use vigil_core::model::{Datetime, Dimension, Metric, Resource};
 
     fn group(bits_in: u64, errors: u64, at: u64) -> MetricsGroup {
         let metric = |name: &str, value: u64| Metric {
