@@ -50,7 +50,7 @@
 //!
 //! As the line-protocol spec says: the measurement escapes `,` and space;
 //! tag keys, tag values and field keys escape `,`, `=` and space. Checked
-//! against InfluxDB 1.6's parser (see `tests/tests/influxdb_sink.rs`), which
+//! against InfluxDB 1.6's parser (see `tests/tests/suite/influxdb_sink.rs`), which
 //! keeps any other backslash as it is, so backslashes and quotes in tag
 //! values round-trip exactly (`C:\Users`, `a\,b`, `say "hi"`). What the
 //! protocol cannot carry is replaced visibly:

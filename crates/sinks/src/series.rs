@@ -11,7 +11,7 @@
 //! metric row refers to it by a small integer: the same poll grows the
 //! file by 82 KB, 0.36 bytes per plugin byte (Panoptes JSON spells every
 //! key out per metric; the table does not), and polling it again does not
-//! grow it (`tests/tests/hostile_sinks.rs` bounds both).
+//! grow it (`tests/tests/suite/hostile_sinks.rs` bounds both).
 //!
 //! The id is SHA-256, truncated to 128 bits, of a length-prefixed encoding
 //! of the parts, so it is stable across versions and processes (the stores

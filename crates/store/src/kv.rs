@@ -15,7 +15,7 @@
 //! refused the upgrade at once with `database is locked` (a stale
 //! snapshot cannot be upgraded, and the busy timeout does not apply), and
 //! that error reached the plugin as "quota exceeded". In
-//! `tests/tests/hostile_ownership.rs` 64 concurrent heartbeat runs against
+//! `tests/tests/suite/hostile_ownership.rs` 64 concurrent heartbeat runs against
 //! a writer committing 1,000-row transactions in a loop saw such false
 //! quota errors before; none now.
 //!

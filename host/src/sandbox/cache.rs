@@ -25,7 +25,7 @@
 //!
 //! Measured with the release build on this project's 2-core machine, one
 //! compile thread, other builds running (`cargo test --release -p
-//! vigil-tests --test hostile_loading measure_compile_cost -- --ignored
+//! vigil-tests --test suite hostile_loading::measure_compile_cost -- --ignored
 //! --nocapture`):
 //!
 //! | component | compile |

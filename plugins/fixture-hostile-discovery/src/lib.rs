@@ -1,5 +1,5 @@
 //! TEST FIXTURE: a deliberately malicious discovery plugin, for the
-//! ownership suite (`tests/tests/hostile_ownership.rs`).
+//! ownership suite (`tests/tests/suite/hostile_ownership.rs`).
 //!
 //! `[fixture] behaviour` selects the attack:
 //!

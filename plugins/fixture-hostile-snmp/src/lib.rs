@@ -1,5 +1,5 @@
 //! TEST FIXTURE: a deliberately malicious polling plugin granted SNMP, for
-//! the hostile SNMP suite (`tests/tests/hostile_snmp.rs`). Kept apart from
+//! the hostile SNMP suite (`tests/tests/suite/hostile_snmp.rs`). Kept apart from
 //! `fixture-hostile` so that fixture imports no capability and loads with
 //! no grant.
 //!

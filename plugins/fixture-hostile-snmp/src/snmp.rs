@@ -1,4 +1,4 @@
-//! SNMP attacks, for the hostile SNMP suite (`tests/tests/hostile_snmp.rs`).
+//! SNMP attacks, for the hostile SNMP suite (`tests/tests/suite/hostile_snmp.rs`).
 //!
 //! Each reports what the host answered in a `probe` group (dimension per
 //! call: `ok ...` or the error as `SnmpError::describe` words it), so the

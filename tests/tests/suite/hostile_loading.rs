@@ -18,7 +18,7 @@
 //!
 //! `measure_compile_cost` (ignored) prints compile times per shape and size
 //! of code, the figures behind the `[plugins]` defaults:
-//! `cargo test -p vigil-tests --test hostile_loading measure_compile_cost -- --ignored --nocapture`
+//! `cargo test -p vigil-tests --test suite hostile_loading::measure_compile_cost -- --ignored --nocapture`
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
