@@ -401,7 +401,7 @@ struct CredentialEntry {
 pub fn resolve(
     section: SnmpSection,
     site_file: &Path,
-    at: &dyn Fn(Range<usize>, String) -> LocatedError,
+    at: vigil_core::At<'_>,
 ) -> Result<SnmpSettings, LocatedError> {
     let mut settings = SnmpSettings::default();
     if let Some(timeout) = &section.timeout {
@@ -511,7 +511,7 @@ pub fn resolve(
 fn networks(
     list: &[Spanned<String>],
     key: &str,
-    at: &dyn Fn(Range<usize>, String) -> LocatedError,
+    at: vigil_core::At<'_>,
 ) -> Result<Vec<Cidr>, LocatedError> {
     list.iter()
         .map(|text| Cidr::parse(text.get_ref()).map_err(|e| at(text.span(), format!("{key}: {e}"))))
@@ -523,7 +523,7 @@ fn credential_rule(
     name: &str,
     origin: String,
     base: &Path,
-    at: &dyn Fn(Range<usize>, String) -> LocatedError,
+    at: vigil_core::At<'_>,
 ) -> Result<CredentialRule, LocatedError> {
     let discovery_plugins = match &entry.discovery_plugins {
         None => Vec::new(),

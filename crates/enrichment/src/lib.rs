@@ -52,7 +52,6 @@ pub const MAX_SETS: usize = 100_000;
 pub const MAX_SET_VALUES: usize = 256;
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -111,10 +110,7 @@ pub struct EnrichmentSection {
 }
 
 impl EnrichmentSection {
-    pub fn resolve(
-        &self,
-        at: &dyn Fn(Range<usize>, String) -> LocatedError,
-    ) -> Result<EnrichmentLimits, LocatedError> {
+    pub fn resolve(&self, at: vigil_core::At<'_>) -> Result<EnrichmentLimits, LocatedError> {
         let mut limits = EnrichmentLimits::default();
         if let Some(written) = &self.max_ttl {
             let ttl = vigil_core::units::parse_duration(written.get_ref())
@@ -882,7 +878,9 @@ mod tests {
 
     #[test]
     fn site_section_bounds() {
-        let at = |_: Range<usize>, m: String| LocatedError::new(std::path::Path::new("s"), 1, m);
+        let at = |_: std::ops::Range<usize>, m: String| {
+            LocatedError::new(std::path::Path::new("s"), 1, m)
+        };
         let parsed: EnrichmentSection =
             toml::from_str("max_ttl = \"2h\"\nmax_entries = 5\nmax_bytes = \"1MiB\"\n")
                 .expect("toml");

@@ -65,7 +65,7 @@ pub trait SelfMetrics: Send + Sync + 'static {
 }
 
 /// Reports a config error at a span of the site file.
-pub type At<'a> = &'a dyn Fn(std::ops::Range<usize>, String) -> LocatedError;
+pub use vigil_core::At;
 
 /// The site config's `[outputs]`: which sinks run.
 #[derive(Debug, Clone, Default)]

@@ -140,7 +140,7 @@ impl ResourcesSection {
     pub fn resolve(
         &self,
         site: &str,
-        at: &dyn Fn(std::ops::Range<usize>, String) -> vigil_core::LocatedError,
+        at: vigil_core::At<'_>,
     ) -> Result<ResourceSettings, vigil_core::LocatedError> {
         let mut settings = ResourceSettings::new(site);
         if let Some(written) = &self.max_ttl {
