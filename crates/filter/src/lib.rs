@@ -9,6 +9,13 @@
 //! engine. Beyond Panoptes, conditions can be grouped with parentheses and
 //! errors point at the offending line and column.
 //!
+//! Case, as in Panoptes: keywords (`AND`, `or`, `Not`, `eq`, `NE`...),
+//! field names (`RESOURCE_SITE`) and the `resource_metadata.` prefix ignore
+//! ASCII case, and a metadata key is lower-cased (`RESOURCE_METADATA.MAKE`
+//! reads the resource's `make` key; a resource's keys are matched exactly,
+//! so a key a plugin wrote as `Make` is not reachable from a filter, as in
+//! Panoptes). Values are always case-sensitive; `LIKE` ignores ASCII case.
+//!
 //! ```text
 //! resource_class = "network" AND resource_type IN ("juniper", "cisco")
 //!     AND NOT (resource_metadata.os_version LIKE "12.%" OR resource_site eq "lab")
@@ -72,9 +79,12 @@ impl Field {
         }
     }
 
-    /// The field a filter names `name` (exact, case-sensitive), if any.
+    /// The field a filter names `name`, if any. Field names ignore ASCII
+    /// case, as in Panoptes (`RESOURCE_SITE` is `resource_site`).
     pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.name() == name)
+        Field::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 }
 

@@ -517,7 +517,10 @@ fn operand(token: &Token) -> Result<Operand, FilterError> {
     if let Some(field) = Field::from_name(name) {
         return Ok(Operand::Field(field));
     }
-    if let Some(key) = name.strip_prefix(METADATA_PREFIX) {
+    let prefixed = name
+        .get(..METADATA_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(METADATA_PREFIX));
+    if let Some(key) = prefixed.then(|| &name[METADATA_PREFIX.len()..]) {
         let key_pos = Pos {
             line: token.pos.line,
             column: token.pos.column + METADATA_PREFIX.len(),
@@ -542,37 +545,20 @@ fn operand(token: &Token) -> Result<Operand, FilterError> {
                 ),
             ));
         }
-        return Ok(Operand::Metadata(key.to_owned()));
+        // Panoptes lower-cases the key (pyparsing's `downcaseTokens`).
+        return Ok(Operand::Metadata(key.to_ascii_lowercase()));
     }
-    if name == "resource_metadata" {
+    if name.eq_ignore_ascii_case("resource_metadata") {
         return Err(error(
             token.pos,
             "`resource_metadata` needs a key, as in `resource_metadata.os_version`",
         ));
     }
-    // A common slip is capitalising; suggest the spelling that would work.
-    let suggestion = match Field::ALL
-        .iter()
-        .find(|f| f.name().eq_ignore_ascii_case(name))
-    {
-        Some(field) => Some(field.name().to_owned()),
-        None => name
-            .get(..METADATA_PREFIX.len())
-            .filter(|prefix| prefix.eq_ignore_ascii_case(METADATA_PREFIX))
-            .map(|_| format!("{METADATA_PREFIX}{}", &name[METADATA_PREFIX.len()..])),
-    };
-    let hint = match suggestion {
-        Some(s) => format!(
-            "; field names are lower-case: did you mean `{}`?",
-            shorten(&s)
-        ),
-        None => String::new(),
-    };
     let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
     Err(error(
         token.pos,
         format!(
-            "unknown field `{}` (known: {}, resource_metadata.<key>){hint}",
+            "unknown field `{}` (known: {}, resource_metadata.<key>)",
             shorten(name),
             known.join(", ")
         ),

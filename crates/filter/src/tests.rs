@@ -260,6 +260,28 @@ fn keywords_are_caseless() {
 }
 
 #[test]
+fn field_names_and_the_metadata_prefix_are_caseless_values_are_not() {
+    let r = resource(
+        &[(Field::Site, "lab"), (Field::Type, "juniper")],
+        &[("make", "Arista")],
+    );
+    // Panoptes accepts these as written; so does vigil.
+    assert!(matches(r#"RESOURCE_SITE = "lab""#, &r));
+    assert!(matches(r#"Resource_Type nOt In ("linux")"#, &r));
+    assert!(matches(r#"RESOURCE_METADATA.MAKE = "Arista""#, &r));
+    assert!(matches(r#"Resource_Metadata.Make eq "Arista""#, &r));
+    // They parse to the same filter as the lower-case spelling.
+    assert_eq!(
+        filter(r#"RESOURCE_SITE = "lab" AND RESOURCE_METADATA.MAKE ne "x""#),
+        filter(r#"resource_site = "lab" AND resource_metadata.make != "x""#)
+    );
+    // Values keep their case: `=` and `IN` are exact, `LIKE` folds ASCII.
+    assert!(!matches(r#"RESOURCE_SITE = "LAB""#, &r));
+    assert!(!matches(r#"resource_metadata.make IN ("arista")"#, &r));
+    assert!(matches(r#"resource_metadata.make LIKE "arista""#, &r));
+}
+
+#[test]
 fn string_escapes() {
     let r = resource(&[(Field::Id, "say \"hi\"\\\n\tq")], &[]);
     assert!(matches(r#"resource_id = "say \"hi\"\\\n\tq""#, &r));
@@ -309,8 +331,14 @@ fn missing_metadata_is_null() {
     let r = resource(&[], &[("role", "")]);
     assert!(matches(r#"resource_metadata.role = """#, &r));
     assert!(matches(r#"resource_metadata.role != "core""#, &r));
-    // Keys are case-sensitive.
-    assert!(!matches(r#"resource_metadata.Role = """#, &r));
+    // Keys in a filter are lower-cased, as in Panoptes: `Role` reads `role`.
+    assert!(matches(r#"resource_metadata.Role = """#, &r));
+    assert!(matches(r#"RESOURCE_METADATA.ROLE = """#, &r));
+    // A resource's own keys are matched exactly: a key written `Role` by a
+    // plugin is not what a filter's `role` (or `Role`) reads.
+    let mixed = resource(&[], &[("Role", "core")]);
+    assert!(!matches(r#"resource_metadata.Role = "core""#, &mixed));
+    assert!(!matches(r#"resource_metadata.role = "core""#, &mixed));
 }
 
 #[test]
@@ -387,16 +415,16 @@ fn errors_say_what_and_where() {
     let unknown = "unknown field `resource_colour` (known: resource_site, resource_class, resource_subclass, resource_type, resource_id, resource_endpoint, resource_metadata.<key>)";
     assert_error(r#"resource_colour = "red""#, 1, 1, unknown);
     assert_error(
-        r#"Resource_Site = "x""#,
+        r#"RESOURCE_METADATA = "x""#,
         1,
         1,
-        "did you mean `resource_site`?",
+        "`resource_metadata` needs a key",
     );
     assert_error(
-        r#"RESOURCE_METADATA.Os = "x""#,
+        r#"Resource_Metadata. = "x""#,
         1,
-        1,
-        "did you mean `resource_metadata.Os`?",
+        19,
+        "expected a metadata key after `resource_metadata.`",
     );
     assert_error(
         r#"resource_site = x"#,
@@ -669,9 +697,11 @@ fn any_resource() -> impl Strategy<Value = Resource> {
         })
 }
 
-/// Writes `expr` as filter text in a style chosen by `seed`: keyword case,
-/// `eq`/`ne` for `=`/`!=`, spacing (including newlines) and redundant
-/// parentheses all vary, and none of them changes what is parsed.
+/// Writes `expr` as filter text in a style chosen by `seed`: the case of
+/// keywords, field names, the `resource_metadata.` prefix and metadata keys
+/// (Panoptes ignores it; keys are lower-cased), `eq`/`ne` for `=`/`!=`,
+/// spacing (including newlines) and redundant parentheses all vary, and
+/// none of them changes what is parsed.
 struct Writer {
     seed: u64,
     out: String,
@@ -756,7 +786,7 @@ impl Writer {
                 negated,
                 value,
             } => {
-                self.out.push_str(&operand.to_string());
+                self.keyword(&operand.to_string());
                 self.space(true);
                 match (negated, self.pick(2)) {
                     (false, 0) => self.out.push('='),
@@ -772,7 +802,7 @@ impl Writer {
                 negated,
                 pattern,
             } => {
-                self.out.push_str(&operand.to_string());
+                self.keyword(&operand.to_string());
                 self.space(false);
                 if *negated {
                     self.keyword("not");
@@ -787,7 +817,7 @@ impl Writer {
                 negated,
                 items,
             } => {
-                self.out.push_str(&operand.to_string());
+                self.keyword(&operand.to_string());
                 self.space(false);
                 if *negated {
                     self.keyword("not");
