@@ -147,15 +147,55 @@ enum PluginsCommand {
     },
 }
 
+/// Exit status for a configuration error (sysexits' `EX_CONFIG`): the
+/// shipped unit says `RestartPreventExitStatus=78`, so systemd does not
+/// restart a broken config in a loop.
+const EX_CONFIG: u8 = 78;
+/// Exit status of `vigil status` when vigil is not running (LSB's "program
+/// is not running"), so the command serves as a health check.
+const NOT_RUNNING: u8 = 3;
+
+/// A configuration problem that is not located in a file (those are
+/// [`vigil_host::plugin::ini::LocatedError`]s): exits [`EX_CONFIG`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if !matches!(cli.command, Command::Run { .. } | Command::Consume { .. }) {
+        die_quietly_on_a_closed_pipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("vigil: {error:#}");
-            ExitCode::FAILURE
+            let config = error.chain().any(|e| {
+                e.downcast_ref::<vigil_host::plugin::ini::LocatedError>()
+                    .is_some()
+                    || e.downcast_ref::<ConfigError>().is_some()
+            });
+            if config {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
+    }
+}
+
+/// Read commands end like other Unix tools when their reader goes away
+/// (`vigil metrics | head`): killed by SIGPIPE, silently, instead of Rust's
+/// default (SIGPIPE ignored, so `println!` panics on the closed pipe). Not
+/// for `vigil run`, which must survive a peer closing a socket.
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists;
+    // setting a signal's disposition to the default is async-signal-safe
+    // and touches no Rust state.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -179,7 +219,10 @@ fn serve(
     identity: Identity,
 ) -> anyhow::Result<ExitCode> {
     if !has_site {
-        anyhow::bail!("vigil needs a site config to run: --site FILE (or VIGIL_SITE)");
+        return Err(ConfigError(
+            "vigil needs a site config to run: --site FILE (or VIGIL_SITE)".to_owned(),
+        )
+        .into());
     }
     runtime.block_on(agent::run_as(
         site,
@@ -315,18 +358,36 @@ fn ago(at: f64) -> String {
     format!("{:.0}s ago", (now - at).max(0.0))
 }
 
+/// `vigil status`: exits [`NOT_RUNNING`] when vigil has never run here or
+/// its status is stale, so it doubles as a health check.
 async fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
+    if site.storage_backend == vigil_host::site::StorageBackend::Embedded
+        && !site.database.is_file()
+    {
+        eprintln!(
+            "vigil: not running: no vigil database at {} (has `vigil run` run with this site config?)",
+            site.database.display()
+        );
+        return Ok(ExitCode::from(NOT_RUNNING));
+    }
     let store = open_store(site).await?;
     let Some(status) = store.status().await? else {
-        anyhow::bail!("vigil has not written a status yet");
+        eprintln!("vigil: not running: vigil has not written a status yet");
+        return Ok(ExitCode::from(NOT_RUNNING));
+    };
+    // The running host refreshes its status every 2 s.
+    let age = vigil_host::pipeline::epoch_seconds(SystemTime::now()) - status.updated_at;
+    let running = age < 10.0;
+    let code = if running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_RUNNING)
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
-    // The running host refreshes its status every 2 s.
-    let age = vigil_host::pipeline::epoch_seconds(SystemTime::now()) - status.updated_at;
-    let state = if age < 10.0 {
+    let state = if running {
         "running"
     } else {
         "NOT RUNNING (or hung): status is stale"
@@ -433,7 +494,7 @@ async fn status(site: &SiteConfig, json: bool) -> anyhow::Result<ExitCode> {
             println!("    {line}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 async fn resources(site: &SiteConfig, filter: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -559,7 +620,8 @@ fn check(sandbox: &Sandbox, site: &SiteConfig, paths: &[PathBuf]) -> ExitCode {
         }
     }
     if failed {
-        ExitCode::FAILURE
+        // A plugin file that does not load is a configuration error.
+        ExitCode::from(EX_CONFIG)
     } else {
         ExitCode::SUCCESS
     }

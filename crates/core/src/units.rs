@@ -38,8 +38,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `<number><unit>` with units `ms`, `s`, `m`, `h` (e.g. `1m30s`, `250ms`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let bad =
-        || format!("{text:?} is not a duration (expected e.g. 10s, 250ms, 1m30s, or seconds)");
+    let bad = || {
+        format!("{text:?} is not a duration (expected e.g. 10s, 250ms, 1m30s, 7d, 2w, or seconds)")
+    };
     if text.is_empty() {
         return Err(bad());
     }
@@ -63,6 +64,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.checked_mul(60).ok_or_else(bad)?),
             "h" => Duration::from_secs(value.checked_mul(3600).ok_or_else(bad)?),
+            // As Prometheus writes them (`[resources] max_ttl = "7d"`).
+            "d" => Duration::from_secs(value.checked_mul(86_400).ok_or_else(bad)?),
+            "w" => Duration::from_secs(value.checked_mul(604_800).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
         total = total.checked_add(part).ok_or_else(bad)?;
@@ -105,6 +109,10 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(parse_duration("1w2d3h"), Ok(Duration::from_secs(788_400)));
+        assert!(parse_duration("99999999999999999w").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("10 fortnights").is_err());

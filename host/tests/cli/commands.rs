@@ -62,7 +62,8 @@ fn check_describes_a_good_plugin_and_locates_errors_in_a_bad_one() {
         ],
     );
     let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    // A plugin file that does not load is a configuration error: EX_CONFIG.
+    assert_eq!(output.status.code(), Some(78), "{text}");
     assert!(
         text.contains(&format!("{}: FAILED", bad.display())),
         "{text}"
@@ -329,5 +330,129 @@ fn dashboards_generate_matches_the_committed_examples_and_locates_errors() {
         String::from_utf8_lossy(&output.stderr).contains("Prometheus"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A site config `dir/site.toml` whose database lives in `dir`.
+fn site_in(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("site.toml");
+    std::fs::write(
+        &path,
+        format!("[site]\nname = \"lab\"\n[storage]\npath = \"vigil.db\"\n{extra}"),
+    )
+    .expect("site.toml");
+    path
+}
+
+#[test]
+fn a_broken_site_config_exits_78_naming_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site_in(dir.path(), "[sandbox]\nmax_concurrent_runs = 0\n");
+    let site = site.to_str().expect("utf-8 path");
+    for args in [
+        &["--site", site, "status"][..],
+        &["--site", site, "run"][..],
+        &["--site", site, "plugins", "list"][..],
+    ] {
+        let output = vigil(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{site}:6: sandbox.max_concurrent_runs")),
+            "{args:?}: {stderr}"
+        );
+    }
+    // `run` without any site config is one too.
+    let output = vigil(dir.path(), &["run"]);
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn status_exits_3_unless_vigil_is_running() {
+    use vigil_host::store::{HostStatus, Storage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site_in(dir.path(), "");
+    let site = site.to_str().expect("utf-8 path");
+    // Never ran here: no database.
+    let output = vigil(dir.path(), &["--site", site, "status"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("not running"), "{stderr}");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let store = vigil_host::store::sqlite::SqliteStorage::open(&dir.path().join("vigil.db"))
+        .expect("database");
+    let write = |updated_at: f64| {
+        let status = HostStatus {
+            site: "lab".into(),
+            pid: 1,
+            started_at: now - 600.0,
+            updated_at,
+            ..HostStatus::default()
+        };
+        vigil_tests::block_on(store.put_status(&status)).expect("status");
+    };
+    // A database but no status yet.
+    let output = vigil(dir.path(), &["--site", site, "status"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    // Written a minute ago: stale, so not running (also with --json).
+    write(now - 60.0);
+    for args in [
+        &["--site", site, "status"][..],
+        &["--site", site, "status", "--json"][..],
+    ] {
+        let output = vigil(dir.path(), args);
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
+    assert!(stdout(&vigil(dir.path(), &["--site", site, "status"])).contains("NOT RUNNING"));
+    // Fresh: running.
+    write(now);
+    let output = vigil(dir.path(), &["--site", site, "status"]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains(": running;"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_read_command_whose_reader_went_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins dir");
+    // A pipe whose reading end is already closed: the first line vigil
+    // prints meets EPIPE, as in `vigil plugins list | head -0`.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = Command::new(vigil_bin())
+        .args([
+            "plugins",
+            "list",
+            "--dir",
+            plugins.to_str().expect("utf-8 path"),
+        ])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env_remove("VIGIL_SITE")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running vigil");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}",
+        output.status
     );
 }
