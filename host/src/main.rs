@@ -202,8 +202,12 @@ fn die_quietly_on_a_closed_pipe() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,vigil=info,vigil_host=info"));
+    // Colours only for a person at a terminal: a journal, a file or a pipe
+    // gets plain text (escape codes there are noise an operator must strip).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -757,7 +761,8 @@ fn list(
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        // A plugin file that does not load is a configuration error.
+        ExitCode::from(EX_CONFIG)
     })
 }
 

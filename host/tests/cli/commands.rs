@@ -98,9 +98,13 @@ fn list_shows_loaded_and_broken_plugins() {
     let text = stdout(&output);
     assert_eq!(
         output.status.code(),
-        Some(1),
-        "broken plugins make list fail: {text}"
+        Some(78),
+        "broken plugins make list fail as a configuration error: {text}"
     );
+    // The log goes to a pipe here: plain text, no colour escapes.
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("plugin loaded"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("heartbeat") && l.contains("polling") && l.contains("30s")),
