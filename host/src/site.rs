@@ -60,6 +60,8 @@ pub struct SiteConfig {
     /// Runs one plugin may have going at once, so one slow plugin never
     /// holds the whole pool.
     pub max_runs_per_plugin: u32,
+    /// The zone cron schedules are evaluated in (`[scheduler] timezone`).
+    pub timezone: chrono_tz::Tz,
     /// SNMP defaults, budgets and credentials (`[snmp]`).
     pub snmp: SnmpSettings,
     /// Where resources, run history and latest values live.
@@ -134,6 +136,7 @@ impl SiteConfig {
             outputs: crate::sinks::OutputSettings::default(),
             bus_capacity: 10_000,
             max_runs_per_plugin: 16,
+            timezone: chrono_tz::Tz::UTC,
             snmp: SnmpSettings::default(),
             storage_backend: StorageBackend::Embedded,
             cache_backend: CacheBackend::Embedded,
@@ -214,6 +217,7 @@ impl SiteConfig {
             site.bus_capacity = capacity;
         }
         site.max_runs_per_plugin = file.scheduler.resolve(site.max_concurrent_runs, &at)?;
+        site.timezone = file.scheduler.timezone(&at)?;
 
         site.snmp = crate::capabilities::snmp::settings::resolve(file.snmp, path, &at)?;
 
@@ -232,6 +236,7 @@ impl SiteConfig {
             allowed_capabilities: self.allowed_capabilities.clone(),
             file_roots: self.file_roots.clone(),
             snmp_defaults: self.snmp.defaults,
+            timezone: self.timezone,
         }
     }
 
@@ -299,6 +304,22 @@ mod tests {
         assert_eq!(site.default_limits.deadline, Duration::from_secs(5));
         assert_eq!(site.limit_caps.memory, 128 << 20);
         assert_eq!(site.max_concurrent_runs, 8);
+    }
+
+    #[test]
+    fn cron_schedules_follow_the_sites_time_zone() {
+        let site = parse("[site]\nname = \"lab\"\n").expect("valid");
+        assert_eq!(site.plugin_policy().timezone, chrono_tz::Tz::UTC);
+        let site = parse("[site]\nname = \"lab\"\n[scheduler]\ntimezone = \"Europe/Berlin\"\n")
+            .expect("valid");
+        assert_eq!(site.plugin_policy().timezone, chrono_tz::Tz::Europe__Berlin);
+        let err = parse("[site]\nname = \"lab\"\n[scheduler]\ntimezone = \"Mars/Olympus\"\n")
+            .expect_err("unknown zone");
+        assert_eq!(err.line, 4);
+        assert!(
+            err.message.contains("unknown time zone \"Mars/Olympus\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -85,12 +85,21 @@ pub struct Documentation {
 }
 
 /// When a plugin runs: every `execute_frequency`, or on a cron schedule.
+///
+/// Cron expressions have crontab's meaning (as in Vixie cron and every
+/// Linux crontab): five fields `minute hour day-of-month month
+/// day-of-week`, optionally a leading seconds field (and a trailing year);
+/// day-of-week 0 and 7 are Sunday, `1-5` is Monday to Friday; when both
+/// day fields are restricted, either matching fires. They are evaluated in
+/// the site's time zone (`[scheduler] timezone`, default UTC), so `0 9 * *
+/// 1-5` fires at 09:00 local time on weekdays across DST changes.
 #[derive(Debug, Clone)]
 pub enum Schedule {
     Every(Duration),
     Cron {
         expression: String,
-        schedule: Box<cron::Schedule>,
+        schedule: Box<croner::Cron>,
+        timezone: chrono_tz::Tz,
         interval: Duration,
     },
 }
@@ -105,9 +114,14 @@ impl Schedule {
         }
     }
 
-    /// Parses `execute_frequency`: a duration (`60`, `90s`, `5m`) or a cron
-    /// expression (5 fields as in crontab, or 6-7 with seconds and years).
+    /// Parses `execute_frequency` with cron expressions in UTC.
     pub fn parse(text: &str) -> Result<Schedule, String> {
+        Schedule::parse_in(text, chrono_tz::Tz::UTC)
+    }
+
+    /// Parses `execute_frequency`: a duration (`60`, `90s`, `5m`) or a cron
+    /// expression evaluated in `timezone`.
+    pub fn parse_in(text: &str, timezone: chrono_tz::Tz) -> Result<Schedule, String> {
         let text = text.trim();
         if !text.contains(' ') {
             return match parse_duration(text) {
@@ -116,31 +130,20 @@ impl Schedule {
                 Err(e) => Err(e),
             };
         }
-        // Five fields (minute precision) as in crontab, or the cron crate's
-        // six or seven (with seconds, and years).
-        let fields = text.split_whitespace().count();
-        let expression = if fields == 5 {
-            format!("0 {text}")
-        } else {
-            text.to_owned()
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Optional)
+            .build();
+        let schedule = parser
+            .parse(text)
+            .map_err(|e| format!("{text:?} is neither a duration nor a cron expression ({e})"))?;
+        let now = chrono::Utc::now().with_timezone(&timezone);
+        let next = |after: &chrono::DateTime<chrono_tz::Tz>| {
+            schedule.find_next_occurrence(after, false).ok()
         };
-        let schedule: cron::Schedule = expression.parse().map_err(|e: cron::error::Error| {
-            // The cron crate's message spans lines (text, caret, reason):
-            // keep the reason so every config error stays one line.
-            let message = e.to_string();
-            let reason = message
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid")
-                .trim()
-                .to_owned();
-            format!("{text:?} is neither a duration nor a cron expression ({reason})")
-        })?;
-        let mut upcoming = schedule.upcoming(chrono::Utc);
-        let interval = match (upcoming.next(), upcoming.next()) {
-            (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::ZERO),
-            _ => return Err(format!("cron expression {text:?} never fires again")),
+        let interval = match next(&now).and_then(|a| Some((a, next(&a)?))) {
+            Some((a, b)) => (b - a).to_std().unwrap_or(Duration::ZERO),
+            None => return Err(format!("cron expression {text:?} never fires again")),
         };
         if interval < MIN_EXECUTE_FREQUENCY {
             return Err(format!(
@@ -150,6 +153,7 @@ impl Schedule {
         Ok(Schedule::Cron {
             expression: text.to_owned(),
             schedule: Box::new(schedule),
+            timezone,
             interval,
         })
     }
@@ -159,7 +163,11 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Schedule::Every(d) => write!(f, "every {d:?}"),
-            Schedule::Cron { expression, .. } => write!(f, "cron {expression:?}"),
+            Schedule::Cron {
+                expression,
+                timezone,
+                ..
+            } => write!(f, "cron {expression:?} ({timezone})"),
         }
     }
 }
@@ -371,13 +379,15 @@ impl PluginManifest {
         let main = check.section("main");
         let schedule = check
             .required(main, "main", "execute_frequency")
-            .and_then(|entry| match Schedule::parse(&entry.value) {
-                Ok(schedule) => Some(schedule),
-                Err(e) => {
-                    check.at(entry, format!("[main] execute_frequency: {e}"));
-                    None
-                }
-            });
+            .and_then(
+                |entry| match Schedule::parse_in(&entry.value, policy.timezone) {
+                    Ok(schedule) => Some(schedule),
+                    Err(e) => {
+                        check.at(entry, format!("[main] execute_frequency: {e}"));
+                        None
+                    }
+                },
+            );
         let resource_filter = main
             .and_then(|s| s.get("resource_filter"))
             .and_then(|entry| {

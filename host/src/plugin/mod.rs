@@ -37,6 +37,8 @@ pub struct PluginPolicy {
     pub file_roots: Vec<PathBuf>,
     /// SNMP request options a plugin's `[snmp]` section starts from.
     pub snmp_defaults: RequestOptions,
+    /// The zone cron schedules are evaluated in (`[scheduler] timezone`).
+    pub timezone: chrono_tz::Tz,
 }
 
 impl PluginPolicy {

@@ -149,10 +149,15 @@ pub fn next_due(schedule: &Schedule, key: &JobKey, after_ms: u64) -> u64 {
             let slots = base.div_ceil(interval);
             slots * interval + offset
         }
-        Schedule::Cron { schedule, .. } => {
-            let after = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms as i64 - 1);
-            after
-                .and_then(|after| schedule.after(&after).next())
+        Schedule::Cron {
+            schedule, timezone, ..
+        } => {
+            // Fires fall on whole seconds: the first at or after `after_ms`
+            // is the first strictly after the last whole second before it.
+            let before = (after_ms.saturating_sub(1) / 1000) as i64;
+            chrono::DateTime::<chrono::Utc>::from_timestamp(before, 0)
+                .map(|t| t.with_timezone(timezone))
+                .and_then(|t| schedule.find_next_occurrence(&t, false).ok())
                 .map(|next| next.timestamp_millis().max(0) as u64)
                 // A schedule that never fires again: park it far away.
                 .unwrap_or(u64::MAX / 2)
@@ -541,6 +546,53 @@ mod tests {
         assert!(Schedule::parse("*/2 * * * * *").is_ok());
     }
 
+    /// The fires of `schedule` from `after_ms`, as UTC `(weekday, hh:mm)`.
+    fn fires(schedule: &Schedule, mut after_ms: u64, n: usize) -> Vec<(String, String)> {
+        let key = JobKey::new("p", None);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let due = next_due(schedule, &key, after_ms);
+            let t =
+                chrono::DateTime::<chrono::Utc>::from_timestamp_millis(due as i64).expect("a time");
+            out.push((t.format("%a").to_string(), t.format("%H:%M").to_string()));
+            after_ms = due + 1;
+        }
+        out
+    }
+
+    #[test]
+    fn cron_weekdays_are_crontabs() {
+        // Sunday 2026-01-04 12:00 UTC.
+        let sunday_noon = 1_767_528_000_000;
+        let weekdays = Schedule::parse("0 9 * * 1-5").expect("weekdays");
+        let days: Vec<String> = fires(&weekdays, sunday_noon, 6)
+            .into_iter()
+            .map(|(day, time)| {
+                assert_eq!(time, "09:00");
+                day
+            })
+            .collect();
+        assert_eq!(days, ["Mon", "Tue", "Wed", "Thu", "Fri", "Mon"]);
+        // 0 and 7 are both Sunday, as in crontab(5).
+        for sunday in ["0 9 * * 0", "0 9 * * 7", "0 9 * * SUN"] {
+            let schedule = Schedule::parse(sunday).expect(sunday);
+            assert_eq!(fires(&schedule, sunday_noon, 1)[0].0, "Sun", "{sunday}");
+        }
+        // Both day fields restricted: either one fires (Vixie cron).
+        let either = Schedule::parse("0 0 1 * MON").expect("dom or dow");
+        assert_eq!(fires(&either, sunday_noon, 1)[0].0, "Mon");
+    }
+
+    #[test]
+    fn cron_runs_in_the_sites_time_zone_across_dst() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().expect("zone");
+        let schedule = Schedule::parse_in("0 9 * * *", berlin).expect("daily");
+        // 2026-01-04 (CET, UTC+1) and 2026-07-05 (CEST, UTC+2), 00:00 UTC.
+        assert_eq!(fires(&schedule, 1_767_484_800_000, 1)[0].1, "08:00");
+        assert_eq!(fires(&schedule, 1_783_209_600_000, 1)[0].1, "07:00");
+        assert!(schedule.to_string().contains("Europe/Berlin"), "{schedule}");
+    }
+
     #[test]
     fn due_times_are_aligned_spread_and_stable() {
         let schedule = Schedule::Every(Duration::from_secs(60));
@@ -572,9 +624,29 @@ mod tests {
 #[serde(deny_unknown_fields)]
 pub struct SchedulerSection {
     pub(crate) max_runs_per_plugin: Option<toml::Spanned<u32>>,
+    pub(crate) timezone: Option<toml::Spanned<String>>,
 }
 
 impl SchedulerSection {
+    /// `timezone`: an IANA zone name (`Europe/Berlin`), default `UTC`.
+    pub fn timezone(
+        &self,
+        at: vigil_core::At<'_>,
+    ) -> Result<chrono_tz::Tz, vigil_core::LocatedError> {
+        match &self.timezone {
+            None => Ok(chrono_tz::Tz::UTC),
+            Some(written) => written.get_ref().trim().parse().map_err(|_| {
+                at(
+                    written.span(),
+                    format!(
+                        "scheduler.timezone: unknown time zone {:?} (an IANA name such as \"UTC\" or \"Europe/Berlin\")",
+                        written.get_ref()
+                    ),
+                )
+            }),
+        }
+    }
+
     /// `max_runs_per_plugin` (default: half the run slots), at most
     /// `max_concurrent_runs`.
     pub fn resolve(
