@@ -388,31 +388,87 @@ pub async fn run_as(
     let scheduling = tokio::spawn(scheduler.clone().run(stop_rx));
 
     shutdown.await;
-    tracing::info!("shutting down: finishing runs in flight");
+    // Say what the stop waits for, now and every few seconds, so an
+    // operator knows why vigil has not exited yet.
+    let waiting = ShutdownProgress::start();
+    waiting.stage(&format!(
+        "runs in flight (each within its deadline; at most {:?})",
+        site.limit_caps.deadline + SHUTDOWN_GRACE
+    ));
     let _ = stop_tx.send(true);
     scheduling.await.context("scheduler task")?;
     let _ = status.await;
+    waiting.stage("the final status write");
     write_status(
         &site, &registry, &scheduler, &stats, &health, &store, started_at,
     )
     .await;
+    waiting.stage("leaving the site's membership");
     coordinator.leave().await;
     // The scheduler held the executor, and with it the bus and run senders.
     drop(scheduler);
+    waiting.stage("the sinks to deliver what they buffered");
     sinks.await.context("sink task")??;
     if let Some(consumer) = consumer {
+        waiting.stage("the bus consumer");
         // Let the consumer pick up what was just published before stopping.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = consumer_stop_tx.send(true);
         consumer.await.context("consumer task")??;
     }
+    waiting.stage("the run history to be written");
     recorder.await.context("run recorder task")?;
     let _ = metrics_stop_tx.send(true);
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
+    drop(waiting);
     tracing::info!("vigil stopped");
     Ok(())
+}
+
+/// What an orderly stop is waiting for: logged at each stage and every
+/// [`SHUTDOWN_REMINDER`] while one lasts.
+struct ShutdownProgress {
+    stage: Arc<std::sync::Mutex<String>>,
+    reminder: tokio::task::JoinHandle<()>,
+}
+
+/// How often a long stop says again what it waits for.
+const SHUTDOWN_REMINDER: Duration = Duration::from_secs(5);
+
+impl ShutdownProgress {
+    fn start() -> ShutdownProgress {
+        let stage = Arc::new(std::sync::Mutex::new(String::new()));
+        let started = std::time::Instant::now();
+        let reminder = {
+            let stage = stage.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SHUTDOWN_REMINDER);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let waiting_for = stage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    tracing::warn!(
+                        elapsed_seconds = started.elapsed().as_secs(),
+                        "still shutting down, waiting for {waiting_for}; a second Ctrl-C or SIGTERM exits at once"
+                    );
+                }
+            })
+        };
+        ShutdownProgress { stage, reminder }
+    }
+
+    fn stage(&self, waiting_for: &str) {
+        tracing::info!("shutting down: waiting for {waiting_for}");
+        *self.stage.lock().unwrap_or_else(|p| p.into_inner()) = waiting_for.to_owned();
+    }
+}
+
+impl Drop for ShutdownProgress {
+    fn drop(&mut self) {
+        self.reminder.abort();
+    }
 }
 
 async fn write_status(

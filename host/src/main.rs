@@ -228,11 +228,24 @@ fn serve(
         )
         .into());
     }
+    // The first signal starts an orderly stop (runs in flight finish
+    // within their deadlines, buffers flush); a second one ends vigil at
+    // once, for an operator who will not wait.
+    let shutdown = async {
+        shutdown_signal().await;
+        tokio::spawn(async {
+            let signal = shutdown_signal().await;
+            eprintln!(
+                "vigil: second signal: exiting at once; runs in flight and buffered output are abandoned"
+            );
+            std::process::exit(128 + signal);
+        });
+    };
     runtime.block_on(agent::run_as(
         site,
         AgentSettings::default(),
         identity,
-        shutdown_signal(),
+        shutdown,
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -321,26 +334,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Waits for SIGINT (Ctrl-C) or SIGTERM; returns the signal's number.
+async fn shutdown_signal() -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
     let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => libc::SIGINT,
+                _ = terminate.recv() => libc::SIGTERM,
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+        Err(_) => {
+            let _ = interrupt.await;
+            libc::SIGINT
+        }
     }
 }
 

@@ -107,6 +107,28 @@ impl Site {
             .expect("start vigil run")
     }
 
+    /// Starts `vigil run` with its log (plain text: stderr is a file) in
+    /// `vigil.log`.
+    fn start_logged(&self) -> Child {
+        let log = std::fs::File::create(self.path("vigil.log")).expect("log file");
+        Command::new(vigil_bin())
+            .args([
+                "--site",
+                self.path("site.toml").to_str().expect("utf-8"),
+                "run",
+            ])
+            .env("XDG_CACHE_HOME", self.path("xdg"))
+            .env("VIGIL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start vigil run")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("vigil.log")).unwrap_or_default()
+    }
+
     fn vigil(&self, args: &[&str]) -> Output {
         Command::new(vigil_bin())
             .args(["--site", self.path("site.toml").to_str().expect("utf-8")])
@@ -779,4 +801,68 @@ fn prometheus_scrapes_the_running_host_and_status_reads_the_same_numbers() {
         "{text}"
     );
     stop(vigil);
+}
+
+/// SIGTERM starts an orderly stop that waits for runs in flight and says
+/// so; a second SIGTERM ends vigil at once (exit 128 + 15).
+#[test]
+fn a_second_signal_ends_a_waiting_stop_at_once() {
+    let site = Site::new(2);
+    site.inventory(&[("sw1", "network")], 600);
+    site.discovery("1h");
+    // Each run spins until its 120 s deadline: a stop must wait for it.
+    PluginFile::new("spinner", "polling", artifacts::FIXTURE_HOSTILE)
+        .frequency("1")
+        .set("main", "resource_filter", "resource_class = \"network\"")
+        .set("fixture", "behaviour", "infinite-loop")
+        .set("sandbox", "deadline", "120s")
+        .write(&site.plugins(), "spinner");
+    let mut vigil = site.start_logged();
+    wait_until("a spinner run to start", Duration::from_secs(60), || {
+        site.log().contains("resources discovered")
+    });
+    // The spinner's first run starts within its 1 s schedule.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = vigil.id().to_string();
+    let term = || {
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    term();
+    wait_until(
+        "the stop to say what it waits for",
+        Duration::from_secs(10),
+        || {
+            site.log()
+                .contains("shutting down: waiting for runs in flight")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        vigil.try_wait().expect("wait").is_none(),
+        "vigil stopped without waiting for the run in flight:\n{}",
+        site.log()
+    );
+    let asked = Instant::now();
+    term();
+    let exit = loop {
+        if let Some(exit) = vigil.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "vigil did not exit within 10 s of a second SIGTERM:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(128 + 15), "{}", site.log());
+    assert!(
+        site.log().contains("second signal: exiting at once"),
+        "{}",
+        site.log()
+    );
 }
