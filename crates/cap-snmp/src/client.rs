@@ -800,7 +800,6 @@ impl Device {
         self.check_size(request)?;
         let cutoff = deadline.checked_sub(DEADLINE_RESERVE).unwrap_or(deadline);
         let tries = options.retries + 1;
-        let mut refused = false;
         for attempt in 1..=tries {
             let late = |label: &str, what: &str| {
                 SnmpError::Timeout(format!(
@@ -847,14 +846,17 @@ impl Device {
                     return Err(error);
                 }
                 Ok(Ok(Err(AttemptError::Refused))) => {
-                    // UDP has no connection: an ICMP "port unreachable" is
-                    // advisory, and net-snmp and snmp_exporter ignore it.
-                    // Wait out the attempt like any other lost reply (with
-                    // the device free for others meanwhile).
-                    refused = true;
+                    // The device's host answered ICMP port unreachable:
+                    // nothing listens on its SNMP port. Retrying within the
+                    // run cannot change that, and waiting out every attempt
+                    // (as net-snmp does) only hides a down agent behind a
+                    // timeout: report it at once, as unreachable (the next
+                    // scheduled run tries again).
                     self.session = None;
-                    attempts.timeouts += 1;
-                    tokio::time::sleep(budget.saturating_sub(started.elapsed())).await;
+                    return Err(SnmpError::Timeout(format!(
+                        "{}: unreachable: the host answered ICMP port unreachable (no SNMP agent listening); not retried",
+                        self.label
+                    )));
                 }
                 Ok(Ok(Err(AttemptError::Retry))) => {
                     self.session = None;
@@ -879,14 +881,8 @@ impl Device {
             }
         }
         Err(SnmpError::Timeout(format!(
-            "{}: no reply after {tries} attempts of {:?}{}",
-            self.label,
-            options.timeout,
-            if refused {
-                " (ICMP port unreachable)"
-            } else {
-                ""
-            }
+            "{}: no reply after {tries} attempts of {:?}",
+            self.label, options.timeout
         )))
     }
 

@@ -302,18 +302,15 @@ async fn wrong_credentials_give_the_right_failure() {
 
 #[tokio::test]
 async fn a_dead_device_stalls_only_its_own_run() {
-    let mut dead = Snmpd::start(SnmpdConfig {
-        communities: vec!["public".to_owned()],
-        ..SnmpdConfig::default()
-    })
-    .expect("snmpd");
+    // A device that never answers: its port is open (no ICMP refusal) and
+    // nothing replies, as with a wedged agent or a filtered path.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     let alive = Snmpd::start(SnmpdConfig {
         communities: vec!["public".to_owned()],
         ..SnmpdConfig::default()
     })
     .expect("snmpd");
-    let dead_endpoint = dead.endpoint();
-    dead.stop();
+    let dead_endpoint = silent.local_addr().expect("address").to_string();
 
     let service = service(&v2c("public"));
     let slow = RequestOptions {
@@ -344,6 +341,44 @@ async fn a_dead_device_stalls_only_its_own_run() {
     );
     assert_eq!(summary.timeouts, 2);
     assert_eq!(summary.last_error, Some(error));
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_host_refusing_the_port_is_unreachable_at_once() {
+    // An agent that is down: its port is closed, so the host answers each
+    // datagram with ICMP port unreachable.
+    let mut down = Snmpd::start(SnmpdConfig {
+        communities: vec!["public".to_owned()],
+        ..SnmpdConfig::default()
+    })
+    .expect("snmpd");
+    let endpoint = down.endpoint();
+    down.stop();
+    let service = service(&v2c("public"));
+    let patient = RequestOptions {
+        timeout: Duration::from_secs(5),
+        retries: 3,
+        max_repetitions: 25,
+    };
+    let mut run = run(&service, "down", &endpoint, patient);
+    let started = Instant::now();
+    let error = run
+        .get(vec![SYS_UPTIME.to_owned()], soon())
+        .await
+        .expect_err("nothing listens");
+    // Not 4 attempts of 5 s: one refusal settles it.
+    assert!(
+        started.elapsed() < patient.timeout,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&error, SnmpError::Timeout(m) if m.contains("unreachable") && m.contains("ICMP port unreachable") && m.contains(&endpoint)),
+        "{error:?}"
+    );
+    assert_eq!(run.summary.attempts, 1, "{:?}", run.summary);
+    assert_eq!(run.summary.timeouts, 0, "{:?}", run.summary);
 }
 
 #[tokio::test]
