@@ -286,6 +286,7 @@ pub async fn run_as(
         resources_changed: resources_changed.clone(),
         expired: expired_tx,
         resources: site.resources.clone(),
+        failures: Arc::default(),
     });
     let scheduler = Scheduler::new(
         registry.clone(),

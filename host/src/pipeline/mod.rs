@@ -12,6 +12,7 @@
 
 pub use vigil_core::panoptes as encode;
 pub use vigil_enrichment as enrichment_cache;
+pub mod failures;
 pub mod stats;
 pub mod status;
 
@@ -59,6 +60,9 @@ pub struct Executor {
     pub expired: mpsc::UnboundedSender<Vec<String>>,
     /// The site's rules for discovered resources (site, TTL ceiling).
     pub resources: crate::store::ResourceSettings,
+    /// Which jobs are failing: failures are logged when they start,
+    /// change and end, not at every run.
+    pub failures: Arc<failures::FailureLog>,
 }
 
 impl Executor {
@@ -173,15 +177,38 @@ impl Executor {
                 if let Some(snmp) = &report.snmp {
                     detail = format!("{detail} ({})", snmp.describe(&detail));
                 }
-                tracing::warn!(
-                    plugin = %manifest.name,
-                    resource = job.resource.as_ref().map_or("", |r| r.id.as_str()),
-                    outcome = label,
-                    "run failed: {detail}"
-                );
+                let resource = job.resource.as_ref().map_or("", |r| r.id.as_str());
+                match self.failures.observe(&manifest.name, resource, label, now) {
+                    failures::Transition::StillFailing { runs } => tracing::debug!(
+                        plugin = %manifest.name,
+                        resource,
+                        outcome = label,
+                        failed_runs = runs,
+                        "run failed again: {detail}"
+                    ),
+                    _ => tracing::warn!(
+                        plugin = %manifest.name,
+                        resource,
+                        outcome = label,
+                        "run failed: {detail} (logged again when it recovers or fails differently)"
+                    ),
+                }
                 if let Some(status) = status {
                     self.publish(&manifest.name, vec![status]).await;
                 }
+            }
+        }
+        if label == "ok" {
+            let resource = job.resource.as_ref().map_or("", |r| r.id.as_str());
+            if let failures::Transition::Recovered { runs, seconds } =
+                self.failures.observe(&manifest.name, resource, label, now)
+            {
+                tracing::info!(
+                    plugin = %manifest.name,
+                    resource,
+                    failed_runs = runs,
+                    "run succeeded again after {runs} failed runs over {seconds:.0} s"
+                );
             }
         }
         if label == "ok"
@@ -282,6 +309,7 @@ impl JobRunner for Executor {
     }
 
     fn resources_expired(&self, ids: &[String]) {
+        self.failures.forget_resources(ids);
         let forgotten: usize = ids
             .iter()
             .map(|id| self.transformer.forget_resource(id))
@@ -358,6 +386,7 @@ mod tests {
             resources_changed: Arc::new(Notify::new()),
             expired: mpsc::unbounded_channel().0,
             resources: crate::store::ResourceSettings::new("local"),
+            failures: Arc::default(),
         };
         let transforms = vec![RateTransform {
             name: "r".into(),

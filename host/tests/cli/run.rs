@@ -866,3 +866,41 @@ fn a_second_signal_ends_a_waiting_stop_at_once() {
         site.log()
     );
 }
+
+/// A job that fails every run is logged when it starts failing, not at
+/// every run (1,000 dead devices must not write a million lines a day);
+/// every run is still in the run history.
+#[test]
+fn a_failing_job_is_logged_once_not_at_every_run() {
+    let site = Site::new(2);
+    site.inventory(&[("sw1", "network")], 600);
+    site.discovery("1h");
+    PluginFile::new("broken", "polling", artifacts::FIXTURE_HOSTILE)
+        .frequency("1")
+        .set("main", "resource_filter", "resource_class = \"network\"")
+        .set("fixture", "behaviour", "panic")
+        .write(&site.plugins(), "broken");
+    let vigil = site.start_logged();
+    wait_until("five failed runs", Duration::from_secs(90), || {
+        runs_of(&site.runs(), "broken", Some("sw1")).len() >= 5
+    });
+    stop(vigil);
+    let runs = site.runs();
+    let failed = runs_of(&runs, "broken", Some("sw1"));
+    assert!(failed.len() >= 5);
+    assert!(
+        failed.iter().all(|r| r["outcome"] == "trap.panic"),
+        "{failed:?}"
+    );
+    let log = site.log();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("run failed") && l.contains("broken"))
+        .count();
+    assert_eq!(
+        logged,
+        1,
+        "{} failed runs, logged {logged} times:\n{log}",
+        failed.len()
+    );
+}
