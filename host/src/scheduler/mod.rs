@@ -137,6 +137,38 @@ fn stable_hash(parts: &[&str]) -> u64 {
     hash
 }
 
+/// How soon after it appears a resource gets its first enrichment, at most.
+/// An enrichment interval is often minutes to hours (Panoptes' examples use
+/// 5 minutes to a day); a new device's first polls would carry no
+/// enrichment (`<not set>` dimensions) for all that time. New enrichment
+/// jobs are spread over this window instead of waiting for their slot.
+pub const FIRST_ENRICHMENT_WITHIN: Duration = Duration::from_secs(30);
+
+/// When a job that just entered the plan first runs: an enrichment soon
+/// (spread by its key over [`FIRST_ENRICHMENT_WITHIN`], or its interval if
+/// shorter), anything else at its first slot.
+pub fn first_due(kind: PluginKind, schedule: &Schedule, key: &JobKey, now_ms: u64) -> u64 {
+    let slot = next_due(schedule, key, now_ms);
+    if kind != PluginKind::Enrichment {
+        return slot;
+    }
+    let window = schedule.interval().min(FIRST_ENRICHMENT_WITHIN).as_millis() as u64;
+    let spread =
+        stable_hash(&["first", &key.plugin, key.resource.as_deref().unwrap_or("")]) % window.max(1);
+    slot.min(now_ms + spread)
+}
+
+/// The due time after a run due at `due_ms`: the next slot, and for a fixed
+/// interval at least one interval later (an early first enrichment must
+/// not be followed by its regular slot seconds later).
+pub fn following_due(schedule: &Schedule, key: &JobKey, due_ms: u64) -> u64 {
+    let after = match schedule {
+        Schedule::Every(interval) => due_ms + (interval.as_millis() as u64).max(1),
+        Schedule::Cron { .. } => due_ms + 1,
+    };
+    next_due(schedule, key, after).max(due_ms + 1)
+}
+
 /// The first due time at or after `after_ms` for `key` on `schedule`.
 pub fn next_due(schedule: &Schedule, key: &JobKey, after_ms: u64) -> u64 {
     match schedule {
@@ -358,7 +390,7 @@ impl Scheduler {
                         let due = if immediately {
                             now
                         } else {
-                            next_due(&manifest.schedule, &key, now)
+                            first_due(manifest.kind, &manifest.schedule, &key, now)
                         };
                         *generation += 1;
                         heap.push(Reverse((due, *generation, key.clone())));
@@ -440,7 +472,7 @@ impl Scheduler {
             let schedule = &planned.plugin.manifest().schedule;
             let interval = schedule.interval().as_secs_f64();
             // Next window first, so a skipped run never stalls the job.
-            let next = next_due(schedule, &key, due + 1).max(due + 1);
+            let next = following_due(schedule, &key, due);
             *generation += 1;
             planned.next_due = next;
             planned.generation = *generation;
@@ -558,6 +590,35 @@ mod tests {
             after_ms = due + 1;
         }
         out
+    }
+
+    #[test]
+    fn new_resources_are_enriched_soon_then_on_schedule() {
+        let every = Schedule::Every(Duration::from_secs(300));
+        let now = 1_000_000_123;
+        let mut firsts = Vec::new();
+        for i in 0..200 {
+            let key = JobKey::new("interface_enrichment", Some(&format!("sw{i}")));
+            let first = first_due(PluginKind::Enrichment, &every, &key, now);
+            assert!((now..now + 30_000).contains(&first), "{first}");
+            firsts.push(first);
+            // Then its regular slots, the first at least an interval later.
+            let second = following_due(&every, &key, first);
+            let slot = next_due(&every, &key, now);
+            assert!(second >= first + 300_000, "{second} after {first}");
+            assert_eq!((second - slot) % 300_000, 0, "back on its slot");
+            assert_eq!(following_due(&every, &key, second), second + 300_000);
+            // Polling keeps its slot.
+            assert_eq!(first_due(PluginKind::Polling, &every, &key, now), slot);
+        }
+        // Spread over the window, not all at once.
+        firsts.sort_unstable();
+        firsts.dedup();
+        assert!(firsts.len() > 150, "{} distinct first times", firsts.len());
+        // An interval shorter than the window keeps the first run within it.
+        let fast = Schedule::Every(Duration::from_secs(10));
+        let key = JobKey::new("e", Some("r"));
+        assert!(first_due(PluginKind::Enrichment, &fast, &key, now) < now + 10_000);
     }
 
     #[test]
