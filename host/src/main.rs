@@ -133,16 +133,20 @@ enum PluginsCommand {
         dirs: Vec<PathBuf>,
     },
     /// Run a plugin once, in the sandbox, and print the outcome.
+    ///
+    /// An enrichment or polling plugin runs for a resource: `--resource-id`
+    /// names one of the site's discovered resources (`vigil resources`),
+    /// or, with `--endpoint`, one made up by hand.
     Run {
         path: PathBuf,
-        /// Resource id to poll or enrich.
-        #[arg(long, default_value = "example-device")]
-        resource_id: String,
-        /// Resource endpoint.
-        #[arg(long, default_value = "127.0.0.1")]
-        endpoint: String,
-        /// Resource class.
-        #[arg(long, default_value = "network")]
+        /// The resource to poll or enrich.
+        #[arg(long)]
+        resource_id: Option<String>,
+        /// Poll a resource that is not in the store, at this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The class of a resource given with `--endpoint`.
+        #[arg(long, default_value = "network", requires = "endpoint")]
         class: String,
     },
 }
@@ -323,9 +327,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             return Ok(ExitCode::FAILURE);
                         }
                     };
-                    let mut resource = Resource::named(&resource_id, &endpoint);
-                    resource.class = class;
-                    resource.site = site.name.clone();
+                    let resource = match prepared.manifest.kind {
+                        PluginKind::Discovery | PluginKind::Analysis => Resource::named("", ""),
+                        PluginKind::Enrichment | PluginKind::Polling => runtime
+                            .block_on(resource_to_run(&site, resource_id, endpoint, class))?,
+                    };
                     runtime.block_on(run_once(&sandbox, &prepared, resource))
                 }
             }
@@ -772,6 +778,43 @@ fn list(
         // A plugin file that does not load is a configuration error.
         ExitCode::from(EX_CONFIG)
     })
+}
+
+/// The resource `plugins run` runs an enrichment or polling plugin for:
+/// made up with `--endpoint`, else the site's discovered resource
+/// `--resource-id` (never a silent default).
+async fn resource_to_run(
+    site: &SiteConfig,
+    id: Option<String>,
+    endpoint: Option<String>,
+    class: String,
+) -> anyhow::Result<Resource> {
+    let Some(id) = id else {
+        anyhow::bail!(
+            "this plugin runs for a resource: give --resource-id ID (one of `vigil resources`), or --resource-id ID --endpoint ADDRESS for one not discovered"
+        );
+    };
+    if let Some(endpoint) = endpoint {
+        let mut resource = Resource::named(&id, &endpoint);
+        resource.class = class;
+        resource.site = site.name.clone();
+        return Ok(resource);
+    }
+    let now = vigil_host::pipeline::epoch_seconds(SystemTime::now());
+    let store = open_store(site).await.with_context(|| {
+        format!("looking up resource {id:?} (give --endpoint to run for one by hand)")
+    })?;
+    store
+        .live_resources(now)
+        .await?
+        .into_iter()
+        .find(|stored| stored.resource.id == id)
+        .map(|stored| stored.resource)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "resource {id:?} is not among this site's live resources (`vigil resources` lists them); give --endpoint ADDRESS to run for it by hand"
+            )
+        })
 }
 
 async fn run_once(

@@ -130,6 +130,8 @@ fn run_executes_a_plugin_once() {
             path.to_str().expect("path"),
             "--resource-id",
             "sw1",
+            "--endpoint",
+            "127.0.0.1",
         ],
     );
     let text = stdout(&output);
@@ -151,7 +153,7 @@ fn falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
     // 16 GiB of address space: enough for one on-demand instance, far too
     // little for a pool of 32 instances with 4 GiB reservations each.
     let script = format!(
-        "ulimit -v 16777216 && exec {} plugins run {}",
+        "ulimit -v 16777216 && exec {} plugins run {} --resource-id sw1 --endpoint 127.0.0.1",
         vigil_bin().display(),
         path.display()
     );
@@ -459,4 +461,63 @@ fn a_read_command_whose_reader_went_away_ends_quietly() {
         "{:?}",
         output.status
     );
+}
+
+/// `plugins run` runs a poller for a real resource of the site, or for one
+/// given by hand with `--endpoint`; never for a silent 127.0.0.1.
+#[test]
+fn run_needs_the_resource_it_runs_for() {
+    use vigil_host::store::{ResourceSettings, Storage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site_in(dir.path(), "");
+    let site = site.to_str().expect("utf-8 path");
+    let plugin =
+        PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT).write(dir.path(), "hb");
+    let plugin = plugin.to_str().expect("utf-8 path");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--site", site, "plugins", "run", plugin];
+        args.extend_from_slice(extra);
+        vigil(dir.path(), &args)
+    };
+    // No resource at all: refused, saying how to name one.
+    let output = run(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("give --resource-id"), "{stderr}");
+    // A resource the site has not discovered, without --endpoint.
+    let store = vigil_host::store::sqlite::SqliteStorage::open(&dir.path().join("vigil.db"))
+        .expect("database");
+    let output = run(&["--resource-id", "srv9"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("\"srv9\" is not among this site's live resources"),
+        "{stderr}"
+    );
+    // A discovered one: its own record (class, endpoint) is what runs.
+    let mut srv9 = vigil_host::model::Resource::named("srv9", "127.0.0.9");
+    srv9.class = "system".into();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let policy = ResourceSettings::new("lab").policy(std::time::Duration::from_secs(600), 10, &[]);
+    vigil_tests::block_on(store.upsert_resources("inventory", &[srv9], &policy, now))
+        .expect("stored");
+    let output = run(&["--resource-id", "srv9"]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("resource_class=\"system\""), "{text}");
+    // By hand: --endpoint makes one up.
+    let output = run(&[
+        "--resource-id",
+        "lab-1",
+        "--endpoint",
+        "127.0.0.7",
+        "--class",
+        "lb",
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("resource_class=\"lb\""), "{text}");
 }
