@@ -9,19 +9,24 @@
 //! between are logged at debug level only. Every run is still recorded in
 //! the run history and counted in the health metrics.
 //!
-//! Memory is bounded: at most [`MAX_TRACKED`] failing jobs are remembered
-//! (one small entry each, ~100 bytes: ~10 MB at the bound); past it, new
+//! Memory is bounded: at most [`MAX_TRACKED`] failing jobs are remembered.
+//! An entry holds the scheduler's [`JobKey`] (two `Arc<str>` shared with
+//! the plan, so a plugin's long resource ids are not copied) and the
+//! outcome label: under 100 bytes, ~10 MB at the bound. Past it, new
 //! failures are logged every time, as before, so nothing is hidden.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use crate::scheduler::JobKey;
 
 /// Failing jobs remembered at once.
 pub const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug)]
 struct Failing {
-    outcome: String,
+    /// A run outcome label (`trap.panic`...): one of a fixed set.
+    outcome: &'static str,
     since: f64,
     runs: u64,
 }
@@ -42,17 +47,16 @@ pub enum Transition {
 /// Which jobs are failing, and since when.
 #[derive(Debug, Default)]
 pub struct FailureLog {
-    failing: Mutex<HashMap<(String, String), Failing>>,
+    failing: Mutex<HashMap<JobKey, Failing>>,
 }
 
 impl FailureLog {
-    /// Records a run of `plugin` for `resource` (empty for discovery) at
-    /// `now` that ended as `outcome` (`ok` or a failure label).
-    pub fn observe(&self, plugin: &str, resource: &str, outcome: &str, now: f64) -> Transition {
+    /// Records a run of job `key` at `now` that ended as `outcome` (`ok`
+    /// or a failure label).
+    pub fn observe(&self, key: &JobKey, outcome: &'static str, now: f64) -> Transition {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (plugin.to_owned(), resource.to_owned());
         if outcome == "ok" {
-            return match failing.remove(&key) {
+            return match failing.remove(key) {
                 Some(was) => Transition::Recovered {
                     runs: was.runs,
                     seconds: (now - was.since).max(0.0),
@@ -60,14 +64,14 @@ impl FailureLog {
                 None => Transition::Fine,
             };
         }
-        match failing.get_mut(&key) {
+        match failing.get_mut(key) {
             Some(was) if was.outcome == outcome => {
                 was.runs += 1;
                 Transition::StillFailing { runs: was.runs }
             }
             Some(was) => {
                 *was = Failing {
-                    outcome: outcome.to_owned(),
+                    outcome,
                     since: now,
                     runs: 1,
                 };
@@ -76,9 +80,9 @@ impl FailureLog {
             None => {
                 if failing.len() < MAX_TRACKED {
                     failing.insert(
-                        key,
+                        key.clone(),
                         Failing {
-                            outcome: outcome.to_owned(),
+                            outcome,
                             since: now,
                             runs: 1,
                         },
@@ -94,7 +98,7 @@ impl FailureLog {
     pub fn forget_resources(&self, ids: &[String]) {
         let gone: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        failing.retain(|(_, resource), _| !gone.contains(resource.as_str()));
+        failing.retain(|key, _| !key.resource.as_deref().is_some_and(|r| gone.contains(r)));
     }
 
     /// Jobs failing now.
@@ -107,38 +111,45 @@ impl FailureLog {
 mod tests {
     use super::*;
 
+    fn job(plugin: &str, resource: &str) -> JobKey {
+        JobKey::new(plugin, Some(resource))
+    }
+
     #[test]
     fn a_down_device_is_logged_when_it_fails_changes_and_recovers() {
         let log = FailureLog::default();
-        assert_eq!(log.observe("if", "sw1", "ok", 0.0), Transition::Fine);
+        assert_eq!(log.observe(&job("if", "sw1"), "ok", 0.0), Transition::Fine);
         assert_eq!(
-            log.observe("if", "sw1", "plugin_error", 60.0),
+            log.observe(&job("if", "sw1"), "plugin_error", 60.0),
             Transition::Failing
         );
         for run in 2..=1440 {
             assert_eq!(
-                log.observe("if", "sw1", "plugin_error", 60.0 * run as f64),
+                log.observe(&job("if", "sw1"), "plugin_error", 60.0 * run as f64),
                 Transition::StillFailing { runs: run }
             );
         }
         // Another job on the same device is its own story.
         assert_eq!(
-            log.observe("cpu", "sw1", "plugin_error", 61.0),
+            log.observe(&job("cpu", "sw1"), "plugin_error", 61.0),
             Transition::Failing
         );
         // A different failure is news.
         assert_eq!(
-            log.observe("if", "sw1", "trap.deadline", 90_000.0),
+            log.observe(&job("if", "sw1"), "trap.deadline", 90_000.0),
             Transition::Failing
         );
         assert_eq!(
-            log.observe("if", "sw1", "ok", 90_060.0),
+            log.observe(&job("if", "sw1"), "ok", 90_060.0),
             Transition::Recovered {
                 runs: 1,
                 seconds: 60.0
             }
         );
-        assert_eq!(log.observe("if", "sw1", "ok", 90_120.0), Transition::Fine);
+        assert_eq!(
+            log.observe(&job("if", "sw1"), "ok", 90_120.0),
+            Transition::Fine
+        );
         assert_eq!(log.failing(), 1);
         log.forget_resources(&["sw1".to_owned()]);
         assert_eq!(log.failing(), 0);
@@ -148,12 +159,12 @@ mod tests {
     fn past_the_bound_every_failure_is_logged() {
         let log = FailureLog::default();
         for i in 0..MAX_TRACKED {
-            log.observe("p", &format!("r{i}"), "timeout", 0.0);
+            log.observe(&job("p", &format!("r{i}")), "timeout", 0.0);
         }
         assert_eq!(log.failing(), MAX_TRACKED);
         for _ in 0..3 {
             assert_eq!(
-                log.observe("p", "one-more", "timeout", 1.0),
+                log.observe(&job("p", "one-more"), "timeout", 1.0),
                 Transition::Failing
             );
         }

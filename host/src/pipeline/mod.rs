@@ -178,7 +178,7 @@ impl Executor {
                     detail = format!("{detail} ({})", snmp.describe(&detail));
                 }
                 let resource = job.resource.as_ref().map_or("", |r| r.id.as_str());
-                match self.failures.observe(&manifest.name, resource, label, now) {
+                match self.failures.observe(&job.key, label, now) {
                     failures::Transition::StillFailing { runs } => tracing::debug!(
                         plugin = %manifest.name,
                         resource,
@@ -201,7 +201,7 @@ impl Executor {
         if label == "ok" {
             let resource = job.resource.as_ref().map_or("", |r| r.id.as_str());
             if let failures::Transition::Recovered { runs, seconds } =
-                self.failures.observe(&manifest.name, resource, label, now)
+                self.failures.observe(&job.key, label, now)
             {
                 tracing::info!(
                     plugin = %manifest.name,

@@ -93,24 +93,17 @@ impl Site {
     }
 
     fn start(&self) -> Child {
-        Command::new(vigil_bin())
-            .args([
-                "--site",
-                self.path("site.toml").to_str().expect("utf-8"),
-                "run",
-            ])
-            .env("XDG_CACHE_HOME", self.path("xdg"))
-            .env("VIGIL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vigil run")
+        self.start_with_log(Stdio::null())
     }
 
     /// Starts `vigil run` with its log (plain text: stderr is a file) in
     /// `vigil.log`.
     fn start_logged(&self) -> Child {
         let log = std::fs::File::create(self.path("vigil.log")).expect("log file");
+        self.start_with_log(log.into())
+    }
+
+    fn start_with_log(&self, stderr: Stdio) -> Child {
         Command::new(vigil_bin())
             .args([
                 "--site",
@@ -120,7 +113,7 @@ impl Site {
             .env("XDG_CACHE_HOME", self.path("xdg"))
             .env("VIGIL_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(stderr)
             .spawn()
             .expect("start vigil run")
     }

@@ -362,21 +362,16 @@ async fn a_host_refusing_the_port_is_unreachable_at_once() {
         max_repetitions: 25,
     };
     let mut run = run(&service, "down", &endpoint, patient);
-    let started = Instant::now();
     let error = run
         .get(vec![SYS_UPTIME.to_owned()], soon())
         .await
         .expect_err("nothing listens");
-    // Not 4 attempts of 5 s: one refusal settles it.
-    assert!(
-        started.elapsed() < patient.timeout,
-        "{:?}",
-        started.elapsed()
-    );
     assert!(
         matches!(&error, SnmpError::Timeout(m) if m.contains("unreachable") && m.contains("ICMP port unreachable") && m.contains(&endpoint)),
         "{error:?}"
     );
+    // Not 4 attempts of 5 s: one refusal settles it, and it is not waited
+    // out like a lost reply (that would count a timeout).
     assert_eq!(run.summary.attempts, 1, "{:?}", run.summary);
     assert_eq!(run.summary.timeouts, 0, "{:?}", run.summary);
 }
