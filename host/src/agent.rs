@@ -67,6 +67,17 @@ pub enum Role {
     All,
 }
 
+impl Role {
+    /// As `--role` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Consumer => "consumer",
+            Role::All => "all",
+        }
+    }
+}
+
 /// Who this process is.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -213,6 +224,8 @@ pub async fn run_as(
     identity: Identity,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // From here on SIGHUP reloads the site config instead of ending vigil.
+    let hangups = crate::reload::hangups();
     let store = crate::backends::open_storage(&site, false).await?;
     let started_at = epoch_seconds(SystemTime::now());
     let outputs = Outputs::new(&site, &store);
@@ -227,6 +240,7 @@ pub async fn run_as(
     if identity.role == Role::Consumer {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut consumer = tokio::spawn(consume_bus(site.clone(), outputs, stop_rx));
+        let _hangups = crate::reload::spawn_unsupported(hangups);
         tracing::info!(site = %site.name, "vigil consumer running");
         let result = tokio::select! {
             _ = shutdown => {
@@ -250,6 +264,20 @@ pub async fn run_as(
     // moves to another agent when the site shares state in Redis.
     let kv = crate::backends::open_kv(&site)?;
     let sandbox = Arc::new(Sandbox::with_kv(&SandboxSettings::from_site(&site), kv)?);
+    {
+        let budgets = sandbox.log_budgets().clone();
+        health.set_log_drops(move || {
+            budgets
+                .dropped()
+                .into_iter()
+                .map(|(plugin, reason, lines)| crate::health::LogDrops {
+                    plugin,
+                    reason: reason.to_owned(),
+                    lines,
+                })
+                .collect()
+        });
+    }
     let registry = Arc::new(PluginRegistry::new(
         sandbox.clone(),
         site.plugin_policy(),
@@ -260,7 +288,16 @@ pub async fn run_as(
         // Cached plugins load now; the rest compile in the background.
         tokio::task::spawn_blocking(move || registry.start_rescan()).await?;
     }
-    let _watcher = watcher::watch(registry.clone(), settings.watch)?;
+    let watcher = watcher::watch(registry.clone(), settings.watch)?;
+    // SIGHUP: new plugin directories and rules apply at once (the watcher
+    // moves with them); the rest is reported as needing a restart.
+    let reloads = crate::reload::spawn(
+        site.clone(),
+        registry.clone(),
+        settings.watch,
+        watcher,
+        hangups,
+    );
 
     let (bus_tx, bus_rx) = mpsc::channel(site.bus_capacity);
     // Weak: the health probe must not keep the bus open at shutdown.
@@ -369,6 +406,7 @@ pub async fn run_as(
             enrichments.clone(),
             health.clone(),
         );
+        let identity = identity.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(STATUS_EVERY);
@@ -379,7 +417,7 @@ pub async fn run_as(
                 }
                 enrichments.sweep(epoch_seconds(SystemTime::now()));
                 write_status(
-                    &site, &registry, &scheduler, &stats, &health, &store, started_at,
+                    &site, &identity, &registry, &scheduler, &stats, &health, &store, started_at,
                 )
                 .await;
             }
@@ -389,6 +427,7 @@ pub async fn run_as(
     let scheduling = tokio::spawn(scheduler.clone().run(stop_rx));
 
     shutdown.await;
+    reloads.abort();
     // Say what the stop waits for, now and every few seconds, so an
     // operator knows why vigil has not exited yet.
     let waiting = ShutdownProgress::start();
@@ -401,7 +440,7 @@ pub async fn run_as(
     let _ = status.await;
     waiting.stage("the final status write");
     write_status(
-        &site, &registry, &scheduler, &stats, &health, &store, started_at,
+        &site, &identity, &registry, &scheduler, &stats, &health, &store, started_at,
     )
     .await;
     waiting.stage("leaving the site's membership");
@@ -472,8 +511,10 @@ impl Drop for ShutdownProgress {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_status(
     site: &SiteConfig,
+    identity: &Identity,
     registry: &PluginRegistry,
     scheduler: &Scheduler,
     stats: &RunStats,
@@ -502,7 +543,11 @@ async fn write_status(
             status
         })
         .collect();
+    // Each agent writes its own status, keyed by its id; `updated_at` is
+    // its heartbeat (`vigil status` marks it stale when it stops).
     let status = HostStatus {
+        agent_id: identity.agent_id.clone(),
+        role: identity.role.name().to_owned(),
         site: site.name.clone(),
         pid: std::process::id(),
         started_at,

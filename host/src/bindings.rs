@@ -21,6 +21,7 @@ macro_rules! kind_world {
                     "vigil:plugin/clock": vigil_wit::vigil::plugin::clock,
                     "vigil:plugin/enrichment-cache": vigil_wit::vigil::plugin::enrichment_cache,
                     "vigil:plugin/snmp": vigil_wit::vigil::plugin::snmp,
+                    "vigil:plugin/status": vigil_wit::vigil::plugin::status,
                 },
             });
         }

@@ -3,8 +3,15 @@
 //! sink's buffer and drops, each plugin's series and refused series in the
 //! sinks that budget them, and resources by discovery plugin.
 //!
-//! Every family here is named `vigil_*`; the sinks refuse collected
-//! families of that prefix, so what `/metrics` says about vigil is vigil's.
+//! Every family here is named `vigil_*`, except the `process_*` families
+//! every Prometheus client library exports for its process (resident and
+//! virtual memory, CPU seconds, open and maximum file descriptors, start
+//! time; read from `/proc/self` on Linux, absent elsewhere, see
+//! [`process`]), so the usual process dashboards and alerts work on vigil
+//! unchanged. The sinks refuse collected families named `vigil_*`, so what
+//! `/metrics` says about vigil is vigil's; a plugin's `process_*` family
+//! would need a group type `process`, and sits on `/metrics` only, never
+//! on `/health/metrics`, which serves this module's families alone.
 //!
 //! [`Health::snapshot`] gathers them into one [`HealthSnapshot`]; the
 //! `/metrics` endpoint renders that snapshot and `vigil status` prints the
@@ -29,6 +36,7 @@ pub struct Health {
     sinks: SinkProbes,
     queues: Mutex<Vec<(String, Gauge)>>,
     inventory: Mutex<Inventory>,
+    log_drops: Mutex<Option<LogDropSource>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,7 +58,24 @@ pub struct HealthSnapshot {
     /// budgets: Prometheus, Pushgateway).
     #[serde(default)]
     pub sink_plugins: Vec<PluginSeries>,
+    /// Plugin log lines dropped, by plugin and reason (`run_limit`,
+    /// `rate_limit`; see `vigil_capabilities::log`).
+    #[serde(default)]
+    pub log_dropped: Vec<LogDrops>,
+    /// This process, as `process_*` (Linux; `None` elsewhere).
+    #[serde(default)]
+    pub process: Option<process::ProcessStats>,
 }
+
+/// Log lines of one plugin dropped for one reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogDrops {
+    pub plugin: String,
+    pub reason: String,
+    pub lines: u64,
+}
+
+type LogDropSource = Arc<dyn Fn() -> Vec<LogDrops> + Send + Sync>;
 
 impl Health {
     pub fn new(started_at: f64, runs: Arc<RunStats>, sinks: SinkProbes) -> Health {
@@ -60,7 +85,13 @@ impl Health {
             sinks,
             queues: Mutex::new(Vec::new()),
             inventory: Mutex::new(Inventory::default()),
+            log_drops: Mutex::new(None),
         }
+    }
+
+    /// Reports `drops()` as `vigil_plugin_log_lines_dropped_total`.
+    pub fn set_log_drops(&self, drops: impl Fn() -> Vec<LogDrops> + Send + Sync + 'static) {
+        *self.log_drops.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(drops));
     }
 
     /// Reports `depth()` as `vigil_queue_depth{queue="<name>"}`.
@@ -95,6 +126,14 @@ impl Health {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            log_dropped: self
+                .log_drops
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|drops| drops())
+                .unwrap_or_default(),
+            process: process::ProcessStats::read(),
         }
     }
 
@@ -178,6 +217,18 @@ impl HealthSnapshot {
                     h.count,
                 );
             }
+        }
+        doc.family(
+            "vigil_plugin_log_lines_dropped",
+            Kind::Counter,
+            "Plugin log lines dropped, by plugin and reason: run_limit (sandbox max_log_lines per run) or rate_limit (the plugin's budget across runs).",
+        );
+        for d in &self.log_dropped {
+            doc.sample(
+                "vigil_plugin_log_lines_dropped_total",
+                &render_labels(&[("plugin", &d.plugin), ("reason", &d.reason)]),
+                SampleValue::Unsigned(d.lines),
+            );
         }
         counter_per_plugin(
             doc,
@@ -335,6 +386,9 @@ impl HealthSnapshot {
             "",
             SampleValue::Unsigned(self.inventory.plugins_broken),
         );
+        if let Some(process) = &self.process {
+            process.render(doc);
+        }
     }
 }
 
@@ -382,6 +436,258 @@ fn counter_per_plugin(
     }
 }
 
+/// vigil's process as the standard `process_*` families, the names every
+/// Prometheus client library uses (client_golang's and the Python
+/// client's process collectors), read from `/proc/self` on Linux.
+///
+/// Each number is read on its own and left out when its file is missing
+/// or does not parse (no unwrap on anything read): a page with five of
+/// the six families beats none. Reading costs four small files and one
+/// directory listing per scrape (an open fd per entry is not needed:
+/// `/proc/self/fd` is listed, not opened entry by entry).
+///
+/// CPU time and start time are in clock ticks; like client_golang's
+/// `procfs`, vigil takes `USER_HZ` as 100, the value Linux exports to
+/// user space on every architecture it supports (the kernel's own `HZ`
+/// may differ; `USER_HZ` does not), which spares an `unsafe` `sysconf`.
+pub mod process {
+    use serde::{Deserialize, Serialize};
+
+    use crate::sinks::exposition::{Exposition, Kind, SampleValue};
+
+    /// Clock ticks per second in `/proc` (see the module doc).
+    pub const USER_HZ: f64 = 100.0;
+
+    /// What `/proc/self` says; each `None` when unreadable.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    pub struct ProcessStats {
+        pub cpu_seconds: Option<f64>,
+        pub resident_memory_bytes: Option<u64>,
+        pub virtual_memory_bytes: Option<u64>,
+        pub open_fds: Option<u64>,
+        pub max_fds: Option<u64>,
+        pub start_time_seconds: Option<f64>,
+    }
+
+    impl ProcessStats {
+        /// This process now; `None` off Linux.
+        #[cfg(target_os = "linux")]
+        pub fn read() -> Option<ProcessStats> {
+            let text = |path: &str| std::fs::read_to_string(path).ok();
+            let stat = text("/proc/self/stat");
+            let stat = stat.as_deref().and_then(parse_stat);
+            let status = text("/proc/self/status").unwrap_or_default();
+            let boot = text("/proc/stat").as_deref().and_then(parse_boot_time);
+            Some(ProcessStats {
+                cpu_seconds: stat.map(|s| (s.utime + s.stime) as f64 / USER_HZ),
+                resident_memory_bytes: status_kib(&status, "VmRSS:").map(|k| k * 1024),
+                virtual_memory_bytes: status_kib(&status, "VmSize:").map(|k| k * 1024),
+                open_fds: std::fs::read_dir("/proc/self/fd")
+                    .ok()
+                    .map(|dir| dir.count() as u64),
+                max_fds: text("/proc/self/limits")
+                    .as_deref()
+                    .and_then(parse_max_open_files),
+                start_time_seconds: match (stat, boot) {
+                    (Some(s), Some(boot)) => Some(boot as f64 + s.starttime as f64 / USER_HZ),
+                    _ => None,
+                },
+            })
+        }
+
+        /// This process now; `None` off Linux.
+        #[cfg(not(target_os = "linux"))]
+        pub fn read() -> Option<ProcessStats> {
+            None
+        }
+
+        /// Writes the families it has.
+        pub fn render(&self, doc: &mut Exposition) {
+            if let Some(seconds) = self.cpu_seconds {
+                doc.family(
+                    "process_cpu_seconds",
+                    Kind::Counter,
+                    "Total user and system CPU time spent in seconds.",
+                );
+                doc.sample("process_cpu_seconds_total", "", SampleValue::Float(seconds));
+            }
+            let gauges = [
+                (
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes.",
+                    self.resident_memory_bytes,
+                ),
+                (
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes.",
+                    self.virtual_memory_bytes,
+                ),
+                (
+                    "process_open_fds",
+                    "Number of open file descriptors.",
+                    self.open_fds,
+                ),
+                (
+                    "process_max_fds",
+                    "Maximum number of open file descriptors.",
+                    self.max_fds,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                if let Some(value) = value {
+                    doc.family(name, Kind::Gauge, help);
+                    doc.sample(name, "", SampleValue::Unsigned(value));
+                }
+            }
+            if let Some(start) = self.start_time_seconds {
+                doc.family(
+                    "process_start_time_seconds",
+                    Kind::Gauge,
+                    "Start time of the process since unix epoch in seconds.",
+                );
+                doc.sample("process_start_time_seconds", "", SampleValue::Float(start));
+            }
+        }
+    }
+
+    /// The fields of `/proc/self/stat` vigil uses, in clock ticks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Stat {
+        pub utime: u64,
+        pub stime: u64,
+        pub starttime: u64,
+    }
+
+    /// `/proc/<pid>/stat`: the command name is in parentheses and may hold
+    /// spaces and parentheses itself, so fields are counted from the last
+    /// `)`; after it come field 3 (state) onwards, so utime (field 14) is
+    /// the 12th, stime the 13th and starttime (field 22) the 20th.
+    pub fn parse_stat(text: &str) -> Option<Stat> {
+        let (_, rest) = text.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        Some(Stat {
+            utime: field(14)?,
+            stime: field(15)?,
+            starttime: field(22)?,
+        })
+    }
+
+    /// A `Key:   1234 kB` line of `/proc/self/status`, in KiB.
+    pub fn status_kib(text: &str, key: &str) -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        let mut words = line[key.len()..].split_whitespace();
+        let value = words.next()?.parse().ok()?;
+        match words.next() {
+            Some("kB") | None => Some(value),
+            Some(_) => None,
+        }
+    }
+
+    /// `btime` of `/proc/stat`: boot time, seconds since the epoch.
+    pub fn parse_boot_time(text: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The soft limit of `Max open files` in `/proc/self/limits`; `None`
+    /// when unlimited.
+    pub fn parse_max_open_files(text: &str) -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        line["Max open files".len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn stat_fields_count_from_the_last_parenthesis() {
+            // A command name with spaces and parentheses in it.
+            let text = "4242 (vig (il) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                        250 75 0 0 20 0 9 0 123456 104857600 2048 18446744073709551615\n";
+            assert_eq!(
+                parse_stat(text),
+                Some(Stat {
+                    utime: 250,
+                    stime: 75,
+                    starttime: 123456
+                })
+            );
+            assert_eq!(parse_stat("4242 (x) S 1 2"), None);
+            assert_eq!(parse_stat("garbage"), None);
+        }
+
+        #[test]
+        fn status_limits_and_boot_time() {
+            let status = "Name:\tvigil\nVmSize:\t  204800 kB\nVmRSS:\t   10240 kB\n";
+            assert_eq!(status_kib(status, "VmRSS:"), Some(10_240));
+            assert_eq!(status_kib(status, "VmSize:"), Some(204_800));
+            assert_eq!(status_kib(status, "VmSwap:"), None);
+            assert_eq!(status_kib("VmRSS:\tlots kB\n", "VmRSS:"), None);
+            let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                          Max open files            1024                 524288               files     \n";
+            assert_eq!(parse_max_open_files(limits), Some(1024));
+            assert_eq!(
+                parse_max_open_files(
+                    "Max open files            unlimited            unlimited            files\n"
+                ),
+                None
+            );
+            assert_eq!(
+                parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"),
+                Some(1_700_000_000)
+            );
+        }
+
+        /// On Linux every family is there, with plausible values for this
+        /// very test process.
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn this_process_reports_every_family() {
+            let stats = ProcessStats::read().expect("linux");
+            let rss = stats.resident_memory_bytes.expect("rss");
+            let vsz = stats.virtual_memory_bytes.expect("vsz");
+            assert!(rss > 0 && vsz >= rss, "{stats:?}");
+            let open = stats.open_fds.expect("open fds");
+            assert!(open >= 3, "{stats:?}");
+            if let Some(max) = stats.max_fds {
+                assert!(max >= open, "{stats:?}");
+            }
+            assert!(stats.cpu_seconds.expect("cpu") >= 0.0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64();
+            let start = stats.start_time_seconds.expect("start");
+            // Started within the last day and not in the future (ticks
+            // round to 10 ms).
+            assert!(
+                start <= now + 1.0 && start > now - 86_400.0,
+                "{start} {now}"
+            );
+            let mut doc = Exposition::new(crate::sinks::exposition::Format::Text);
+            stats.render(&mut doc);
+            let page = doc.finish();
+            for name in [
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
+                "process_virtual_memory_bytes ",
+                "process_open_fds ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(page.contains(name), "{name}: {page}");
+            }
+            assert!(page.contains("# TYPE process_cpu_seconds_total counter\n"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -415,6 +721,45 @@ mod tests {
                 type_: MetricType::Gauge,
                 creation_timestamp: at,
             }],
+        }
+    }
+
+    /// Log drops and the process families are on the health page, which
+    /// is all `/health/metrics` serves.
+    #[test]
+    fn health_carries_log_drops_and_the_process() {
+        let health = Health::new(0.0, Arc::new(RunStats::default()), SinkProbes::default());
+        health.set_log_drops(|| {
+            vec![LogDrops {
+                plugin: "chatty".into(),
+                reason: "rate_limit".into(),
+                lines: 170,
+            }]
+        });
+        let mut doc = Exposition::new(exposition::Format::Text);
+        health.render(&mut doc);
+        let page = doc.finish();
+        assert!(
+            page.contains("# TYPE vigil_plugin_log_lines_dropped_total counter\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "vigil_plugin_log_lines_dropped_total{plugin=\"chatty\",reason=\"rate_limit\"} 170\n"
+            ),
+            "{page}"
+        );
+        if cfg!(target_os = "linux") {
+            for family in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_virtual_memory_bytes",
+                "process_open_fds",
+                "process_max_fds",
+                "process_start_time_seconds",
+            ] {
+                assert!(page.contains(&format!("\n{family} ")), "{family}: {page}");
+            }
         }
     }
 

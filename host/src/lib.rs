@@ -16,19 +16,27 @@
 //!   store, Prometheus `/metrics`, InfluxDB and the Pushgateway.
 //! * [`health`] is vigil's own health metrics (`/metrics`, `vigil status`).
 //! * [`model`] re-exports the data types plugins exchange with the host.
+//! * [`views`] is the JSON shapes of the read commands (`--json`) and of
+//!   the HTTP API to come.
+//! * [`reload`] is SIGHUP in `vigil run`: the site config read again.
+//! * [`check`] is `vigil check`: a site config and everything it references,
+//!   validated offline.
 
 pub mod agent;
 pub mod backends;
 pub mod bus;
 pub mod capabilities;
+pub mod check;
 pub mod coordination;
 pub mod health;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
 pub mod sandbox;
 pub mod scheduler;
 pub mod site;
+pub mod views;
 
 mod bindings;
 

@@ -5,7 +5,20 @@
 //! Unknown keys are errors, and every error names the file, the line and the
 //! key. Without a site file vigil uses [`SiteConfig::embedded`]: built-in
 //! limits and no capability granted to anyone.
+//!
+//! **Which file.** `--site FILE`, else `VIGIL_SITE`, else
+//! `/etc/vigil/site.toml` when it exists ([`site_path`]).
+//!
+//! **Where data goes by default.** Paths written in the file are relative
+//! to the file, but the file usually sits in a read-only `/etc/vigil`, so
+//! what the file does not set goes where a service may write
+//! ([`DefaultDirs`]): the database under systemd's `StateDirectory=`
+//! (`$STATE_DIRECTORY`), else `vigil-data/` in the working directory; the
+//! precompiled cache under `CacheDirectory=` (`$CACHE_DIRECTORY`), else
+//! `$XDG_CACHE_HOME/vigil` or `~/.cache/vigil`, else `.vigil-cache` in the
+//! working directory.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -47,6 +60,9 @@ pub struct SiteConfig {
     pub default_limits: Limits,
     /// Limits no plugin may exceed.
     pub limit_caps: Limits,
+    /// Each plugin's log budget across runs (`[sandbox] plugin_log_burst`,
+    /// `plugin_log_lines_per_minute`).
+    pub plugin_log: crate::capabilities::log::LogBudgetSettings,
     /// Capabilities plugins may be granted.
     pub allowed_capabilities: Vec<String>,
     /// Directories a `files` grant may point into (canonical paths).
@@ -116,23 +132,97 @@ struct SiteSection {
     name: Spanned<String>,
 }
 
+/// The site file read when neither `--site` nor `VIGIL_SITE` names one
+/// (if it exists).
+pub const DEFAULT_SITE_PATH: &str = "/etc/vigil/site.toml";
+
+/// Replaces [`DEFAULT_SITE_PATH`], for packaging that installs elsewhere
+/// and for tests (which must not depend on `/etc`).
+pub const DEFAULT_SITE_ENV: &str = "VIGIL_DEFAULT_SITE";
+
+/// The site file to read: `given` (`--site`, or `VIGIL_SITE` through the
+/// CLI), else the default path ([`DEFAULT_SITE_PATH`], or
+/// `$VIGIL_DEFAULT_SITE`) when a file is there; `None` means no site config.
+pub fn site_path(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(given) = given {
+        return Some(given.to_owned());
+    }
+    let default = std::env::var_os(DEFAULT_SITE_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_SITE_PATH), PathBuf::from);
+    default.is_file().then_some(default)
+}
+
+/// Where the database and the precompiled cache go when the site file does
+/// not say (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultDirs {
+    /// The embedded database lives here (`vigil.db`).
+    pub data: PathBuf,
+    /// The precompiled-component cache.
+    pub cache: PathBuf,
+}
+
+impl DefaultDirs {
+    /// From this process's environment and working directory.
+    pub fn from_env() -> DefaultDirs {
+        DefaultDirs::from_vars(|name| std::env::var_os(name), std::env::current_dir().ok())
+    }
+
+    /// From `var` (an environment lookup) and the working directory `cwd`
+    /// (relative paths stay relative without one).
+    pub fn from_vars(var: impl Fn(&str) -> Option<OsString>, cwd: Option<PathBuf>) -> DefaultDirs {
+        let here = |relative: &str| match &cwd {
+            Some(cwd) => cwd.join(relative),
+            None => PathBuf::from(relative),
+        };
+        // systemd sets these to absolute paths, colon-separated when the
+        // unit lists several directories; vigil uses the first.
+        let systemd = |name: &str| {
+            var(name).and_then(|value| {
+                let value = value.to_string_lossy().into_owned();
+                value
+                    .split(':')
+                    .next()
+                    .filter(|first| !first.is_empty())
+                    .map(PathBuf::from)
+            })
+        };
+        let nonempty = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        DefaultDirs {
+            data: systemd("STATE_DIRECTORY").unwrap_or_else(|| here("vigil-data")),
+            cache: systemd("CACHE_DIRECTORY")
+                .or_else(|| nonempty("XDG_CACHE_HOME").map(|dir| dir.join("vigil")))
+                .or_else(|| nonempty("HOME").map(|home| home.join(".cache").join("vigil")))
+                .unwrap_or_else(|| here(".vigil-cache")),
+        }
+    }
+}
+
 impl SiteConfig {
     /// The configuration used when no site file is given: built-in limits,
-    /// nothing granted, the cache under the user's cache directory.
+    /// nothing granted, data and cache in the default places
+    /// ([`DefaultDirs::from_env`]).
     pub fn embedded() -> SiteConfig {
+        SiteConfig::embedded_in(&DefaultDirs::from_env())
+    }
+
+    /// [`SiteConfig::embedded`] with data and cache in `dirs`.
+    pub fn embedded_in(dirs: &DefaultDirs) -> SiteConfig {
         SiteConfig {
             path: None,
             name: "local".to_owned(),
             plugin_directories: Vec::new(),
-            cache_dir: default_cache_dir(),
+            cache_dir: dirs.cache.clone(),
             loading: crate::sandbox::cache::LoadLimits::default(),
             cache_max_size: crate::sandbox::cache::CACHE_MAX_SIZE_DEFAULT,
             max_concurrent_runs: 32,
             default_limits: Limits::builtin_defaults(),
             limit_caps: Limits::builtin_caps(),
+            plugin_log: crate::capabilities::log::LogBudgetSettings::default(),
             allowed_capabilities: Vec::new(),
             file_roots: Vec::new(),
-            database: PathBuf::from("vigil-data").join("vigil.db"),
+            database: dirs.data.join("vigil.db"),
             outputs: crate::sinks::OutputSettings::default(),
             bus_capacity: 10_000,
             max_runs_per_plugin: 16,
@@ -153,7 +243,19 @@ impl SiteConfig {
         SiteConfig::parse(path, &text)
     }
 
+    /// Parses `text` (the file `path`), with data and cache defaults from
+    /// the environment.
     pub fn parse(path: &Path, text: &str) -> Result<SiteConfig, LocatedError> {
+        SiteConfig::parse_in(path, text, &DefaultDirs::from_env())
+    }
+
+    /// Parses `text` (the file `path`); what it does not place goes into
+    /// `dirs`.
+    pub fn parse_in(
+        path: &Path,
+        text: &str,
+        dirs: &DefaultDirs,
+    ) -> Result<SiteConfig, LocatedError> {
         let at = |span: std::ops::Range<usize>, message: String| {
             LocatedError::new(path, line_of(text, span.start), message)
         };
@@ -169,7 +271,7 @@ impl SiteConfig {
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect()
         };
-        let mut site = SiteConfig::embedded();
+        let mut site = SiteConfig::embedded_in(dirs);
         site.path = Some(path.to_owned());
 
         let name = file.site.name.get_ref().trim();
@@ -202,16 +304,16 @@ impl SiteConfig {
             &at,
         )?;
 
+        site.plugin_log = file.sandbox.log_budget(&at)?;
         site.storage_backend = storage_backend(&file.storage, &at)?;
         site.cache_backend = cache_backend(&file.cache, &file.coordination, &at)?;
         site.bus_backend = bus_backend(&file.bus, &at)?;
         site.coordination = file.coordination.resolve(&site.name, &at)?;
         site.resources = file.resources.resolve(&site.name, &at)?;
         site.enrichment = file.enrichment.resolve(&at)?;
-        site.database = match file.storage.path {
-            Some(path) => join(&path),
-            None => join(Path::new("vigil-data/vigil.db")),
-        };
+        if let Some(path) = &file.storage.path {
+            site.database = join(path);
+        }
         site.outputs = file.outputs.resolve(&join(Path::new(".")), &at)?;
         if let Some(capacity) = file.bus.capacity(&at)? {
             site.bus_capacity = capacity;
@@ -251,16 +353,6 @@ fn line_of(text: &str, offset: usize) -> usize {
         .unwrap_or(0)
 }
 
-fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("vigil");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache").join("vigil");
-    }
-    PathBuf::from(".vigil-cache")
-}
-
 impl crate::sandbox::SandboxSettings {
     /// The sandbox's slice of the site config (assembled here, at the top,
     /// so the sandbox does not depend on the whole site config).
@@ -274,6 +366,7 @@ impl crate::sandbox::SandboxSettings {
                 allocator: crate::sandbox::AllocatorChoice::Auto,
             },
             snmp: site.snmp.clone(),
+            log_budget: site.plugin_log,
         }
     }
 }
@@ -283,8 +376,68 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn dirs() -> DefaultDirs {
+        DefaultDirs {
+            data: PathBuf::from("/var/lib/vigil"),
+            cache: PathBuf::from("/var/cache/vigil"),
+        }
+    }
+
     fn parse(text: &str) -> Result<SiteConfig, LocatedError> {
-        SiteConfig::parse(Path::new("/etc/vigil/site.toml"), text)
+        SiteConfig::parse_in(Path::new("/etc/vigil/site.toml"), text, &dirs())
+    }
+
+    fn vars<'a>(set: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            set.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn data_and_cache_default_to_systemds_directories_not_the_sites() {
+        let cwd = Some(PathBuf::from("/home/op/work"));
+        let systemd = DefaultDirs::from_vars(
+            vars(&[
+                ("STATE_DIRECTORY", "/var/lib/vigil:/var/lib/other"),
+                ("CACHE_DIRECTORY", "/var/cache/vigil"),
+                ("XDG_CACHE_HOME", "/home/op/.xdg"),
+                ("HOME", "/home/op"),
+            ]),
+            cwd.clone(),
+        );
+        assert_eq!(
+            systemd.data,
+            PathBuf::from("/var/lib/vigil"),
+            "the first of several"
+        );
+        assert_eq!(systemd.cache, PathBuf::from("/var/cache/vigil"));
+
+        let shell = DefaultDirs::from_vars(
+            vars(&[
+                ("XDG_CACHE_HOME", "/home/op/.xdg"),
+                ("HOME", "/home/op"),
+                ("STATE_DIRECTORY", ""),
+            ]),
+            cwd.clone(),
+        );
+        assert_eq!(shell.data, PathBuf::from("/home/op/work/vigil-data"));
+        assert_eq!(shell.cache, PathBuf::from("/home/op/.xdg/vigil"));
+        let bare = DefaultDirs::from_vars(vars(&[]), cwd);
+        assert_eq!(bare.cache, PathBuf::from("/home/op/work/.vigil-cache"));
+
+        // A site file in /etc/vigil that sets neither puts nothing there.
+        let site = parse("[site]\nname = \"lab\"\n").expect("valid");
+        assert_eq!(site.database, PathBuf::from("/var/lib/vigil/vigil.db"));
+        assert_eq!(site.cache_dir, PathBuf::from("/var/cache/vigil"));
+        // What the file sets stays relative to the file.
+        let site = parse(
+            "[site]\nname = \"lab\"\n[storage]\npath = \"db/v.db\"\n[plugins]\ncache_dir = \"c\"\n",
+        )
+        .expect("valid");
+        assert_eq!(site.database, PathBuf::from("/etc/vigil/db/v.db"));
+        assert_eq!(site.cache_dir, PathBuf::from("/etc/vigil/c"));
     }
 
     #[test]
@@ -355,8 +508,13 @@ mod tests {
 
     #[test]
     fn the_multi_agent_example_chooses_the_networked_backends() {
-        let site = parse(include_str!("../../plugin-configs/multi-agent-site.toml"))
-            .expect("the example parses");
+        // Where it is: its file_roots must exist.
+        let site = SiteConfig::parse_in(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-configs/multi-agent-site.toml"),
+            include_str!("../../plugin-configs/multi-agent-site.toml"),
+            &dirs(),
+        )
+        .expect("the example parses");
         assert_eq!(
             site.storage_backend,
             StorageBackend::MongoDb {

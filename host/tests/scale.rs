@@ -139,6 +139,7 @@ impl Cluster {
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
+            .map(epoch_times)
             .collect()
     }
 
@@ -185,6 +186,19 @@ fn assert_alive(child: &mut Child, what: &str, log: &Path) {
             std::fs::read_to_string(log).unwrap_or_default()
         );
     }
+}
+
+/// A run of `vigil runs --json` with its RFC 3339 times as epoch seconds,
+/// which the checks compare.
+fn epoch_times(mut run: Value) -> Value {
+    for field in ["scheduled_at", "started_at", "finished_at"] {
+        let at = run[field]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis() as f64 / 1000.0);
+        run[field] = serde_json::json!(at);
+    }
+    run
 }
 
 /// `(resource, scheduled_at, agent)` of every polling run, by resource.

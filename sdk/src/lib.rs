@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Everything a plugin can reach goes through the modules here: [`log`],
-//! [`config`], [`kv`], [`clock`], [`enrichment`] and [`snmp`]. The host decides what each call may do
+//! [`config`], [`kv`], [`clock`], [`enrichment`], [`snmp`] and [`status`]. The host decides what each call may do
 //! and how often.
 
 // Lets the generated bindings name this crate by an absolute path, which is
@@ -39,6 +39,7 @@ pub mod enrichment;
 pub mod kv;
 pub mod log;
 pub mod snmp;
+pub mod status;
 
 pub use builders::MetricsGroupBuilder;
 
@@ -71,6 +72,7 @@ pub mod __private {
                         "vigil:plugin/clock@0.1.0": ::vigil_sdk::__private::vigil::plugin::clock,
                         "vigil:plugin/enrichment-cache@0.1.0": ::vigil_sdk::__private::vigil::plugin::enrichment_cache,
                         "vigil:plugin/snmp@0.1.0": ::vigil_sdk::__private::vigil::plugin::snmp,
+                        "vigil:plugin/status@0.1.0": ::vigil_sdk::__private::vigil::plugin::status,
                     },
                     pub_export_macro: true,
                     export_macro_name: $export_macro,
@@ -149,7 +151,7 @@ pub mod prelude {
         Analysis, AnalysisResult, Datetime, Dimension, Discovery, EndpointEvent, Enrichment,
         EnrichmentGroup, EnrichmentSet, ErrorKind, Finding, FindingKind, Metric, MetricType,
         MetricValue, MetricsGroup, MetricsGroupBuilder, PluginError, Polling, Resource,
-        SCHEMA_VERSION, Severity, clock, config, enrichment, kv, log, snmp,
+        SCHEMA_VERSION, Severity, clock, config, enrichment, kv, log, snmp, status,
     };
 }
 

@@ -114,7 +114,7 @@ fn group(i: u64) -> MetricsGroup {
         metrics: vec![
             metric("bits_in", i * 1000),
             metric("bits_out", i * 900),
-            metric("error_packets_in", i % 7),
+            metric("errors_in", i % 7),
         ],
     }
 }

@@ -513,6 +513,81 @@ async fn hostile_plugins_end_in_their_outcome_while_a_good_plugin_keeps_its_sche
     }
 }
 
+/// Plugin log lines are limited per plugin across runs, not only per run:
+/// a plugin that floods the log run after run gets its burst into the
+/// host's log and then nothing until its bucket refills (one line a minute
+/// here); a neighbour's lines all get through; the drops are counted
+/// against the flooder only.
+#[test]
+fn a_plugin_flooding_the_log_across_runs_is_limited_and_its_neighbour_is_not() {
+    use vigil_host::capabilities::log::{LogBudgetSettings, RATE_LIMIT};
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let site = SiteConfig {
+        cache_dir: workdir.path().join("cache"),
+        plugin_log: LogBudgetSettings::checked(40, 1).expect("budget"),
+        ..SiteConfig::embedded()
+    };
+    let sandbox = Sandbox::new(&SandboxSettings::from_site(&site)).expect("sandbox");
+    let flood = prepare(
+        &sandbox,
+        &site,
+        workdir.path(),
+        PluginFile::new("flood", "polling", artifacts::FIXTURE_HOSTILE)
+            .set("fixture", "behaviour", "log-flood")
+            .set("sandbox", "max_log_lines", "100")
+            .set("sandbox", "max_host_calls", "1000"),
+        "flood",
+    );
+    let heartbeat = prepare(
+        &sandbox,
+        &site,
+        workdir.path(),
+        PluginFile::new("heartbeat", "polling", artifacts::HEARTBEAT),
+        "heartbeat",
+    );
+    // Budgets are taken only for lines the log filter would write.
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(std::io::sink)
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let resource = Resource::named("sw1", "127.0.0.1");
+    let (flood_kept, neighbour) = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let mut kept = Vec::new();
+            for _ in 0..5 {
+                let report = poll(&sandbox, &flood, &resource).await;
+                assert!(
+                    matches!(trap(&report), TrapReason::HostCallQuota { .. }),
+                    "{:?}",
+                    report.outcome
+                );
+                kept.push(report.log.len());
+            }
+            let mut neighbour = Vec::new();
+            for _ in 0..20 {
+                let report = poll(&sandbox, &heartbeat, &resource).await;
+                neighbour.push((report.log.len(), report.log_dropped));
+            }
+            (kept, neighbour)
+        })
+    });
+    // The burst in the first run (under its own limit of 100), then at
+    // most the refill of one line a minute over the whole test.
+    assert_eq!(flood_kept[0], 40, "{flood_kept:?}");
+    assert!(flood_kept[1..].iter().sum::<usize>() <= 1, "{flood_kept:?}");
+    assert!(neighbour.iter().all(|&n| n == (1, 0)), "{neighbour:?}");
+    let dropped = sandbox.log_budgets().dropped();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    let (plugin, reason, lines) = &dropped[0];
+    assert_eq!((plugin.as_str(), *reason), ("flood", RATE_LIMIT));
+    // Five runs of ~1,000 calls, all but ~40 of them dropped lines.
+    assert!(*lines > 4_500, "{lines}");
+}
+
 /// Runs futures concurrently on the runtime and collects their results in order.
 async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where

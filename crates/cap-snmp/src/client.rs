@@ -5,8 +5,9 @@
 //! `snmp2` sends and parses; it has no timeout, retry or walk of its own.
 //! Every attempt here runs under `min(timeout, time left in the run)`; a
 //! timed-out session is dropped so a late reply lands on a dead socket
-//! instead of confusing the next request; a walk must move strictly forward
-//! in OID order and stops at the run's varbind budget.
+//! instead of confusing the next request; a walk must keep bringing new
+//! objects (out-of-order rows are tolerated, see `SnmpRun::walk`) and stops
+//! at the run's varbind budget.
 //!
 //! **Nothing a plugin sends can panic the library.** `snmp2` encodes every
 //! message into a fixed 65,507-byte buffer (the largest UDP payload over

@@ -99,6 +99,26 @@ pub struct SnmpSummary {
     pub last_error: Option<SnmpError>,
     /// A call was still waiting on the device when the run ended.
     pub in_flight: bool,
+    /// Walks the agent answered out of order, one line each (at most
+    /// [`MAX_WALK_NOTES`]), e.g. `1.3.6.1.2.1.2.2: 1 OID out of order
+    /// (1.3.6.1.2.1.2.2.1.7.600 came after 1.3.6.1.2.1.2.2.1.7.600), 1
+    /// repeated`.
+    pub walk_notes: Vec<String>,
+    /// Walks ended by an agent that kept repeating itself: they may lack
+    /// objects, so the run counts as a partial failure.
+    pub walks_cut_short: u64,
+}
+
+/// Walk notes kept per run.
+pub const MAX_WALK_NOTES: usize = 8;
+
+/// How an agent strayed from OID order during one walk.
+#[derive(Debug, Default)]
+struct WalkNotes {
+    out_of_order: u64,
+    repeated: u64,
+    first: Option<String>,
+    cut_short: bool,
 }
 
 impl SnmpSummary {
@@ -121,7 +141,36 @@ impl SnmpSummary {
                 text.push_str(&format!("; last error: {described}"));
             }
         }
+        for note in &self.walk_notes {
+            text.push_str(&format!("; walk of {note}"));
+        }
         text
+    }
+
+    fn note_walk(&mut self, subtree: &str, notes: &WalkNotes) {
+        if notes.cut_short {
+            self.walks_cut_short += 1;
+        }
+        if self.walk_notes.len() >= MAX_WALK_NOTES {
+            return;
+        }
+        let mut parts = Vec::new();
+        if notes.out_of_order > 0 {
+            parts.push(format!(
+                "{} OID{} out of order ({}; skipped or sorted)",
+                notes.out_of_order,
+                if notes.out_of_order == 1 { "" } else { "s" },
+                notes.first.as_deref().unwrap_or("")
+            ));
+        }
+        if notes.repeated > 0 {
+            parts.push(format!("{} repeated", notes.repeated));
+        }
+        if notes.cut_short {
+            parts.push("ended early: the agent kept repeating itself".to_owned());
+        }
+        self.walk_notes
+            .push(format!("{subtree}: {}", parts.join(", ")));
     }
 }
 
@@ -450,7 +499,8 @@ impl SnmpRun {
         Ok(varbinds)
     }
 
-    /// Every object under `subtree`, in strictly increasing OID order.
+    /// Every object under `subtree`, each once, in increasing OID order,
+    /// from an agent that may not keep to that order (see [`WalkNotes`]).
     pub async fn walk(
         &mut self,
         subtree: String,
@@ -460,6 +510,33 @@ impl SnmpRun {
         self.record(result)
     }
 
+    /// The walk, tolerant of the disorder real agents show.
+    ///
+    /// Real device walks hold rows out of place: a recording of a Juniper
+    /// MX here repeats one ifTable row, others have a row of one table
+    /// among another's, and an agent serving such a walk answers GETNEXT
+    /// in that order. Stopping at the first OID that does not increase
+    /// (as this walk did, and as `snmpwalk` does without `-Cc`) loses the
+    /// rest of the table silently: every 64-bit counter of a device, for
+    /// one misplaced row. So, like net-snmp's `-Cc`:
+    ///
+    /// * every varbind inside the subtree is kept once (the first value
+    ///   wins) and the result is sorted, whatever order it came in;
+    /// * an OID *before* the subtree is a misplaced row, skipped; an OID
+    ///   after it (or endOfMibView) is the end, as for any walk;
+    /// * the next request continues from the last OID the agent returned,
+    ///   so an agent serving its rows in stored order is followed through
+    ///   them;
+    /// * a reply that brings nothing new is a stall: the walk jumps once
+    ///   to the highest OID seen, and a second stall in a row ends it. That
+    ///   bounds a looping agent: each request either adds an object (at
+    ///   most `max_varbinds_per_run` of them per run, the budget every
+    ///   returned varbind is charged to, repeats included) or is one of at
+    ///   most two stalls.
+    ///
+    /// What was out of order is noted in the run's summary; a walk ended
+    /// by a stall may have missed objects, so it also counts as cut short
+    /// (the polling status then says `PARTIAL_METRIC_FAILURE`).
     async fn walk_inner(
         &mut self,
         subtree: &str,
@@ -470,7 +547,10 @@ impl SnmpRun {
         let v1 = self.version() == Some(snmp2::Version::V1);
         let mut repetitions = self.options.max_repetitions;
         let mut cursor = root.clone();
-        let mut varbinds = Vec::new();
+        let mut highest = root.clone();
+        let mut found: std::collections::BTreeMap<Arcs, Value> = std::collections::BTreeMap::new();
+        let mut notes = WalkNotes::default();
+        let mut stalls = 0u32;
         loop {
             if self.budget == 0 {
                 self.check_budget(1)?;
@@ -503,30 +583,63 @@ impl SnmpRun {
                 )));
             }
             let mut finished = false;
+            let mut progressed = false;
+            let mut previous = cursor.clone();
             for (oid, value) in response.varbinds {
-                if matches!(value, Value::EndOfMibView) || !oid.starts_with(&root) {
+                if matches!(value, Value::EndOfMibView) || (oid > root && !oid.starts_with(&root)) {
                     finished = true;
                     break;
                 }
-                if oid <= cursor {
-                    return Err(self.malformed(&format!(
-                        "OIDs not increasing while walking {}: {} came after {} (the agent loops)",
-                        client::format_oid(&root),
-                        client::format_oid(&oid),
-                        client::format_oid(&cursor)
-                    )));
+                if oid <= previous {
+                    notes.out_of_order += 1;
+                    notes.first.get_or_insert_with(|| {
+                        format!(
+                            "{} came after {}",
+                            client::format_oid(&oid),
+                            client::format_oid(&previous)
+                        )
+                    });
                 }
-                varbinds.push(Varbind {
-                    oid: client::format_oid(&oid),
-                    value,
-                });
-                cursor = oid;
+                previous = oid.clone();
+                if !oid.starts_with(&root) {
+                    // Before the subtree: a misplaced row of another table.
+                    continue;
+                }
+                if oid > highest {
+                    highest = oid.clone();
+                }
+                if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(oid) {
+                    slot.insert(value);
+                    progressed = true;
+                } else {
+                    notes.repeated += 1;
+                }
             }
             if finished {
                 break;
             }
+            if progressed {
+                stalls = 0;
+                cursor = previous;
+            } else {
+                stalls += 1;
+                if stalls > 1 || highest <= cursor {
+                    notes.cut_short = true;
+                    break;
+                }
+                cursor = highest.clone();
+            }
         }
-        Ok(varbinds)
+        if notes.out_of_order > 0 || notes.repeated > 0 || notes.cut_short {
+            self.summary.note_walk(&client::format_oid(&root), &notes);
+        }
+        Ok(found
+            .into_iter()
+            .map(|(oid, value)| Varbind {
+                oid: client::format_oid(&oid),
+                value,
+            })
+            .collect())
     }
 
     fn check_status(&self, response: &Response) -> Result<(), SnmpError> {

@@ -1,5 +1,6 @@
 //! The small host imports every plugin may use, one module per
-//! capability: `clock`, `config`, `enrichment-cache`, `kv` and `log`.
+//! capability: `clock`, `config`, `enrichment-cache`, `kv`, `log` and
+//! `status`.
 //! (SNMP, which reaches the network, is its own crate: `vigil-cap-snmp`.)
 //!
 //! Each capability is one unit, after Spin's factors and wasmtime's
@@ -20,3 +21,4 @@ pub mod config;
 pub mod enrichment;
 pub mod kv;
 pub mod log;
+pub mod status;

@@ -16,11 +16,13 @@
 //! * [`units`] parses sizes and durations as operators write them.
 //! * [`status`] is Panoptes' polling status codes.
 //! * [`secret`] holds credentials so they are never printed.
+//! * [`metric_names`] names metrics in Prometheus (sinks and dashboards).
 //! * [`located`] is the `path:line: message` error of every config reader.
 
 pub mod batch;
 pub mod kv;
 pub mod located;
+pub mod metric_names;
 pub mod model;
 pub mod panoptes;
 pub mod secret;

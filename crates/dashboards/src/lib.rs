@@ -48,10 +48,10 @@ mod names {
     pub const INTERFACE_NAME: &str = "interface_name";
     pub const BITS_IN: &str = "bits_in";
     pub const BITS_OUT: &str = "bits_out";
-    pub const ERRORS_IN: &str = "error_packets_in";
-    pub const ERRORS_OUT: &str = "error_packets_out";
-    pub const DISCARDS_IN: &str = "discarded_packets_in";
-    pub const DISCARDS_OUT: &str = "discarded_packets_out";
+    pub const ERRORS_IN: &str = "errors_in";
+    pub const ERRORS_OUT: &str = "errors_out";
+    pub const DISCARDS_IN: &str = "discards_in";
+    pub const DISCARDS_OUT: &str = "discards_out";
     pub const OPER_STATE: &str = "oper_state";
     pub const ADMIN_STATE: &str = "admin_state";
     pub const PLUGIN: &str = "plugin";
@@ -810,7 +810,7 @@ nodes:
                 match ds {
                     Datasource::Prometheus => {
                         assert_eq!(
-                            promql_matchers(text, "status_polling_status"),
+                            promql_matchers(text, "polling_status"),
                             vec![(
                                 "resource_id".to_owned(),
                                 "=".to_owned(),

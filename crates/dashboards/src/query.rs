@@ -5,29 +5,20 @@
 //! break the query nor widen what it selects.
 //!
 //! Series naming follows the sinks: Prometheus series are
-//! `<group_type>_<metric>` (plus `_total` for counters) with the group's
+//! `<group_type>_<metric>` without doubled words (plus `_total` for
+//! counters; see [`prometheus_series`]) with the group's
 //! dimensions and `resource_*` fields as labels; InfluxDB measurements are
 //! the group type, with the same names as tags and the metrics as fields.
 
 use std::fmt::Write as _;
 
-/// The Prometheus series name of a metric, as the Prometheus sinks write it:
-/// `<group_type>_<metric>`, sanitised to `[a-zA-Z0-9_:]`, with `_total` for
-/// counters.
+/// The Prometheus series name of a metric, as the Prometheus sinks write it
+/// (one function for both, [`vigil_core::metric_names::derive`]: no doubled
+/// words, no gauge ending in `_total`), with `_total` for counters. The
+/// dashboards assume no `namespace`, and the name a pair gets when it
+/// loses a collision (see that module) is not what they query.
 pub fn prometheus_series(group_type: &str, metric: &str, counter: bool) -> String {
-    let mut name: String = format!("{group_type}_{metric}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        name.insert(0, '_');
-    }
+    let mut name = vigil_core::metric_names::derive(group_type, metric, counter, None).name;
     if counter {
         name.push_str("_total");
     }
@@ -537,6 +528,19 @@ pub(crate) mod tests {
             "interface_bits_in"
         );
         assert_eq!(prometheus_series("9x", "a-b.c", false), "_9x_a_b_c");
+        // The pipeline's polling status and the device-health groups.
+        assert_eq!(
+            prometheus_series("status", "polling_status", false),
+            "polling_status"
+        );
+        assert_eq!(
+            prometheus_series("cpu", "cpu_utilization", false),
+            "cpu_utilization"
+        );
+        assert_eq!(
+            prometheus_series("memory", "memory_total", false),
+            "total_memory"
+        );
     }
 
     #[test]

@@ -500,6 +500,18 @@ impl Local {
 
 pub use vigil_core::BackendError;
 
+/// One cached group as `vigil enrichment` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedEnrichment {
+    pub resource_id: String,
+    pub namespace: String,
+    /// The enrichment plugin that owns the namespace.
+    pub plugin: String,
+    /// Seconds since the epoch.
+    pub expires_at: f64,
+    pub group: EnrichmentGroup,
+}
+
 /// What a shared store decided for each group of a write: `None` stored,
 /// else why not; and how many entries were evicted to make room.
 pub struct EnrichmentVerdicts {
@@ -669,6 +681,39 @@ impl EnrichmentCache {
             namespaces: local.owners.len(),
             evicted: self.evicted.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// The live groups held locally, of `resource_id` and `namespace` when
+    /// given, by resource id then namespace.
+    pub fn entries(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> Vec<CachedEnrichment> {
+        let local = self.lock();
+        let mut entries: Vec<CachedEnrichment> = local
+            .entries
+            .iter()
+            .filter(|((resource, ns), entry)| {
+                entry.expires > now
+                    && resource_id.is_none_or(|r| r == resource)
+                    && namespace.is_none_or(|n| n == ns)
+            })
+            .map(|((resource, ns), entry)| CachedEnrichment {
+                resource_id: resource.clone(),
+                namespace: ns.clone(),
+                plugin: local
+                    .owners
+                    .get(ns)
+                    .map(|(owner, _)| owner.clone())
+                    .unwrap_or_default(),
+                expires_at: entry.expires,
+                group: entry.group.clone(),
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.resource_id, &a.namespace).cmp(&(&b.resource_id, &b.namespace)));
+        entries
     }
 
     /// The plugin that owns `namespace` locally, if any.

@@ -46,9 +46,12 @@
 //!   `resource_id`; `group_type`; `latest_values`: `series`. (The
 //!   `latest` collection of earlier versions, one document per metric with
 //!   the whole dimension set in its `_id`, is no longer read.)
-//! - `status`: `{_id: "host", site, pid: i64, updated_at: f64, body: <the
-//!   HostStatus as JSON>}`, replaced whole. `body` is what [`Storage::status`]
-//!   reads (its `outcomes` map has keys with dots, and its counters are u64).
+//! - `status`: one document per agent, `{_id: "agent:<agent id>", agent_id,
+//!   site, pid: i64, updated_at: f64, body: <the HostStatus as JSON>}`,
+//!   replaced whole; documents not updated for a day are deleted at the
+//!   next write. `body` is what [`Storage::statuses`] reads (its `outcomes`
+//!   map has keys with dots, and its counters are u64). (The single
+//!   `{_id: "host"}` document of earlier versions is no longer read.)
 //!
 //! Created now (with their indexes) for the endpoint-analysis and topology
 //! work; no [`Storage`] method uses them yet:
@@ -102,8 +105,8 @@ use mongodb::{Client, Collection, Database};
 
 use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
 use vigil_store::{
-    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
-    StoredResource, UpsertSummary, prepare_batch,
+    HostStatus, Refusal, ResourcePolicy, RunQuery, RunRecord, STATUS_RETENTION, SeriesQuery,
+    SeriesValue, Storage, StoreError, StoreResult, StoredResource, UpsertSummary, prepare_batch,
 };
 
 /// Run history kept, across all plugins; older runs are pruned.
@@ -843,17 +846,26 @@ impl Storage for MongoStorage {
         }
     }
 
-    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+    async fn query_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
         // A limit of 0 means "no limit" to MongoDB, "no rows" to SQLite.
-        if limit == 0 {
+        if query.limit == 0 {
             return Ok(Vec::new());
         }
         {
-            let filter = match plugin {
-                Some(plugin) => doc! { "plugin": plugin },
-                None => Document::new(),
-            };
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut filter = Document::new();
+            if let Some(plugin) = &query.plugin {
+                filter.insert("plugin", plugin);
+            }
+            if let Some(resource_id) = &query.resource_id {
+                filter.insert("resource_id", resource_id);
+            }
+            if let Some(outcome) = &query.outcome {
+                filter.insert("outcome", outcome);
+            }
+            if let Some(since) = query.since {
+                filter.insert("started_at", doc! { "$gte": since });
+            }
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
             let documents = self
                 .find_all(RUNS, filter, Some(doc! { "seq": -1 }), Some(limit))
                 .await?;
@@ -920,12 +932,22 @@ impl Storage for MongoStorage {
         }
     }
 
-    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+    async fn query_latest(&self, query: &SeriesQuery) -> StoreResult<Vec<SeriesValue>> {
         {
-            let filter = match group_type {
-                Some(group_type) => doc! { "group_type": group_type },
-                None => Document::new(),
-            };
+            let mut filter = Document::new();
+            if let Some(group_type) = &query.group_type {
+                filter.insert("group_type", group_type);
+            }
+            if let Some(resource_id) = &query.resource_id {
+                filter.insert("resource_id", resource_id);
+            }
+            let mut values_filter = Document::new();
+            if let Some(metric) = &query.metric {
+                values_filter.insert("metric", metric);
+            }
+            if let Some(since) = query.since {
+                values_filter.insert("at", doc! { "$gte": since });
+            }
             let documents = self.find_all(LATEST_SERIES, filter, None, None).await?;
             let mut all_series = std::collections::HashMap::with_capacity(documents.len());
             for d in &documents {
@@ -936,14 +958,9 @@ impl Storage for MongoStorage {
             let ids: Vec<&String> = all_series.keys().collect();
             let mut series = Vec::new();
             for chunk in ids.chunks(BATCH_IDS) {
-                let values = self
-                    .find_all(
-                        LATEST_VALUES,
-                        doc! { "series": { "$in": chunk } },
-                        None,
-                        None,
-                    )
-                    .await?;
+                let mut filter = values_filter.clone();
+                filter.insert("series", doc! { "$in": chunk });
+                let values = self.find_all(LATEST_VALUES, filter, None, None).await?;
                 for d in &values {
                     let owner =
                         text(d, "series").map_err(|e| self.malformed(LATEST_VALUES, d, &e))?;
@@ -965,17 +982,23 @@ impl Storage for MongoStorage {
                     &b.metric,
                 ))
             });
-            Ok(series.into_iter().map(|(_, value)| value).collect())
+            Ok(series
+                .into_iter()
+                .map(|(_, value)| value)
+                .take(query.limit.unwrap_or(usize::MAX))
+                .collect())
         }
     }
 
     async fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
         {
             let body = serde_json::to_string(status)?;
+            let id = format!("agent:{}", status.agent_id);
             let update = doc! {
-                "q": { "_id": "host" },
+                "q": { "_id": &id },
                 "u": {
-                    "_id": "host",
+                    "_id": &id,
+                    "agent_id": &status.agent_id,
                     "site": &status.site,
                     "pid": i64::from(status.pid),
                     "updated_at": status.updated_at,
@@ -984,25 +1007,27 @@ impl Storage for MongoStorage {
                 "upsert": true,
             };
             self.upsert_all(STATUS, vec![update]).await?;
+            self.collection(STATUS)
+                .delete_many(doc! { "updated_at": { "$lt": status.updated_at - STATUS_RETENTION } })
+                .await
+                .map_err(|e| self.error(format!("pruning {STATUS}: {e}")))?;
             Ok(())
         }
     }
 
-    async fn status(&self) -> StoreResult<Option<HostStatus>> {
-        {
-            let document = self
-                .collection(STATUS)
-                .find_one(doc! { "_id": "host" })
-                .await
-                .map_err(|e| self.error(format!("reading {STATUS}: {e}")))?;
-            match document {
-                None => Ok(None),
-                Some(d) => {
-                    let body = text(&d, "body").map_err(|e| self.malformed(STATUS, &d, &e))?;
-                    Ok(Some(serde_json::from_str(&body)?))
-                }
+    async fn statuses(&self) -> StoreResult<Vec<HostStatus>> {
+        let documents = self.find_all(STATUS, Document::new(), None, None).await?;
+        let mut statuses = Vec::new();
+        for d in &documents {
+            // The one-per-site document of earlier versions.
+            if d.get_str("_id").is_ok_and(|id| id == "host") {
+                continue;
             }
+            let body = text(d, "body").map_err(|e| self.malformed(STATUS, d, &e))?;
+            statuses.push(serde_json::from_str::<HostStatus>(&body)?);
         }
+        statuses.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        Ok(statuses)
     }
 }
 

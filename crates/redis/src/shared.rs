@@ -7,7 +7,7 @@
 //! unreachable, callers fall back to their local copy and say so in the
 //! log; nothing blocks longer than the connection's 2 s response timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,12 +19,12 @@ use futures_util::future::BoxFuture;
 use vigil_core::kv::{KvBackend, KvError, KvFailure};
 use vigil_core::model::{Datetime, EnrichmentGroup, EnrichmentSet, MetricsGroup, Resource};
 use vigil_enrichment::{
-    Admitted, BackendError, EnrichmentLimits, EnrichmentRefusal, EnrichmentStore,
+    Admitted, BackendError, CachedEnrichment, EnrichmentLimits, EnrichmentRefusal, EnrichmentStore,
     EnrichmentVerdicts,
 };
 use vigil_store::{
-    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
-    StoredResource, UpsertSummary, prepare_batch,
+    HostStatus, Refusal, ResourcePolicy, RunQuery, RunRecord, SeriesQuery, SeriesValue, Storage,
+    StoreError, StoreResult, StoredResource, UpsertSummary, prepare_batch,
 };
 use vigil_transform::RateState;
 use vigil_transform::rate::CounterSample;
@@ -423,20 +423,20 @@ impl Storage for RedisResources {
     async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()> {
         self.inner.record_runs(runs).await
     }
-    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
-        self.inner.recent_runs(plugin, limit).await
+    async fn query_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
+        self.inner.query_runs(query).await
     }
     async fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()> {
         self.inner.store_latest(groups).await
     }
-    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
-        self.inner.latest(group_type).await
+    async fn query_latest(&self, query: &SeriesQuery) -> StoreResult<Vec<SeriesValue>> {
+        self.inner.query_latest(query).await
     }
     async fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
         self.inner.put_status(status).await
     }
-    async fn status(&self) -> StoreResult<Option<HostStatus>> {
-        self.inner.status().await
+    async fn statuses(&self) -> StoreResult<Vec<HostStatus>> {
+        self.inner.statuses().await
     }
 }
 
@@ -657,6 +657,60 @@ impl RedisEnrichments {
                     .collect(),
             })
             .collect())
+    }
+
+    /// The live groups of the site's cache, of `resource_id` and
+    /// `namespace` when given, by resource id then namespace (for `vigil
+    /// enrichment`). Reads the expiry index, then the groups in batches;
+    /// a group that expires between the two is left out.
+    pub async fn list(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> redis::RedisResult<Vec<CachedEnrichment>> {
+        let mut connection = self.connection.clone();
+        let members: Vec<(String, f64)> = connection
+            .zrangebyscore_withscores(format!("{}:index", self.prefix), format!("({now}"), "+inf")
+            .await?;
+        let mut wanted: Vec<(String, String, f64)> = members
+            .into_iter()
+            .filter_map(|(member, expires)| {
+                let (ns, resource) = member.split_once('|')?;
+                (resource_id.is_none_or(|r| r == resource) && namespace.is_none_or(|n| n == ns))
+                    .then(|| (resource.to_owned(), ns.to_owned(), expires))
+            })
+            .collect();
+        wanted.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let owners: HashMap<String, String> =
+            connection.hgetall(format!("{}:owner", self.prefix)).await?;
+        let mut listed = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|(r, ns, _)| self.key(r, ns)).collect();
+            let values: Vec<Option<String>> = connection.mget(keys).await?;
+            for ((resource, ns, expires), value) in chunk.iter().zip(values) {
+                let Some(record) = value.and_then(|v| serde_json::from_str::<GroupRecord>(&v).ok())
+                else {
+                    continue;
+                };
+                listed.push(CachedEnrichment {
+                    resource_id: resource.clone(),
+                    plugin: owners.get(ns).cloned().unwrap_or_default(),
+                    namespace: ns.clone(),
+                    expires_at: *expires,
+                    group: EnrichmentGroup {
+                        namespace: record.namespace,
+                        ttl_seconds: record.ttl_seconds,
+                        sets: record
+                            .sets
+                            .into_iter()
+                            .map(|(key, values)| EnrichmentSet { key, values })
+                            .collect(),
+                    },
+                });
+            }
+        }
+        Ok(listed)
     }
 
     /// The plugin that owns `namespace` in Redis, if any (for tests and

@@ -6,7 +6,10 @@
 //!   (`application/openmetrics-text; version=1.0.0`). They differ in the
 //!   counter family name (OpenMetrics drops `_total` from `# TYPE` and
 //!   `# HELP`, the sample keeps it) and OpenMetrics' closing `# EOF`.
-//! * Names follow Prometheus' rules: metric names `[a-zA-Z_:][a-zA-Z0-9_:]*`,
+//! * Names follow Prometheus' rules and conventions: metric names
+//!   `[a-zA-Z_:][a-zA-Z0-9_:]*`, derived from group type and metric without
+//!   doubled words and without gauges ending in `_total`
+//!   ([`vigil_core::metric_names`]),
 //!   label names `[a-zA-Z_][a-zA-Z0-9_]*` and never `__`-prefixed (reserved).
 //!   Anything else becomes `_`. Label values escape `\`, `"` and newline;
 //!   HELP text escapes `\` and newline.
@@ -72,34 +75,11 @@ impl From<MetricType> for Kind {
     }
 }
 
-/// `<group>_<metric>` as a metric family name; a counter's `_total` is
-/// not part of it (the writer adds it to samples).
-pub fn family_name(group_type: &str, metric: &str) -> String {
-    let mut name = String::with_capacity(group_type.len() + metric.len() + 1);
-    name.push_str(group_type);
-    name.push('_');
-    name.push_str(metric);
-    sanitize_metric_name(&name)
-}
-
-/// Replaces what Prometheus does not allow in a metric name with `_`.
-pub fn sanitize_metric_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 1);
-    for (i, c) in name.chars().enumerate() {
-        let allowed =
-            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit());
-        if i == 0 && c.is_ascii_digit() {
-            out.push('_');
-            out.push(c);
-        } else {
-            out.push(if allowed { c } else { '_' });
-        }
-    }
-    if out.is_empty() {
-        out.push('_');
-    }
-    out
-}
+/// A collected family's name from its group type and metric: see
+/// [`vigil_core::metric_names`] for the rule (no doubled words, no gauge
+/// ending in `_total`, an optional namespace) and how collisions are
+/// settled ([`crate::prometheus::Families`] applies it).
+pub use vigil_core::metric_names::{Derived, derive as derive_family_name, sanitize_metric_name};
 
 /// Replaces what Prometheus does not allow in a label name with `_`;
 /// `__`-prefixed names (reserved for Prometheus) get a `label` prefix.
@@ -450,8 +430,10 @@ mod tests {
 
     #[test]
     fn names_follow_the_prometheus_rules() {
-        assert_eq!(family_name("interface", "bits_in"), "interface_bits_in");
-        assert_eq!(family_name("cpu-load", "5min.avg"), "cpu_load_5min_avg");
+        let name = |g, m| derive_family_name(g, m, false, None).name;
+        assert_eq!(name("interface", "bits_in"), "interface_bits_in");
+        assert_eq!(name("cpu-load", "5min.avg"), "cpu_load_5min_avg");
+        assert_eq!(name("cpu", "cpu_utilization"), "cpu_utilization");
         assert_eq!(sanitize_metric_name("9lives"), "_9lives");
         assert_eq!(sanitize_metric_name("a:b"), "a:b");
         assert_eq!(sanitize_label_name("interface name"), "interface_name");

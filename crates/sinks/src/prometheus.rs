@@ -3,7 +3,10 @@
 //! (any [`SelfMetrics`], vigil's health in the agent), in the text format or OpenMetrics as the scraper
 //! asks. [`Families`] is also the Pushgateway sink's store.
 //!
-//! A series is `<group>_<metric>` (counters `..._total`) labelled with the
+//! A series is `<group>_<metric>` (counters `..._total`), without doubled
+//! words, no gauge ending in `_total`, under an optional namespace
+//! ([`vigil_core::metric_names`]; two pairs that would share a name are
+//! settled by [`Families`], the same in any arrival order), labelled with the
 //! group's dimensions and the resource's fields
 //! ([`super::exposition::group_labels`]). Its sample is the latest value.
 //! A series not updated for `stale_after` is dropped, as are the series of
@@ -53,10 +56,17 @@
 //! * Every family claims every name it puts on the page: its own, and its
 //!   samples' (a counter `x` writes `x_total`, and OpenMetrics reserves
 //!   `x_created`). A later family that would reuse any of them is refused
-//!   (`type_conflict`): a gauge `x_total` next to a counter `x` would make
-//!   a text-format parser see two `# TYPE x_total` lines and an OpenMetrics
-//!   parser a sample outside its family, and either rejects the whole
-//!   page. A name that arrives with a second type keeps the first.
+//!   (`type_conflict`): a gauge `x_created` next to a counter `x` would
+//!   make an OpenMetrics parser see a sample outside its family, and it
+//!   rejects the whole page (a gauge can no longer be called `x_total`,
+//!   the other clash of this kind). A name that arrives with a second type
+//!   keeps the first.
+//!
+//! # Two paths, gzip
+//!
+//! [`serve`] answers `/metrics` (vigil's health, then every collected
+//! series) and `/health/metrics` (vigil's health alone), each gzipped
+//! when the scraper asks ([`accepts_gzip`], [`gzip`]).
 //!
 //! Refusals are counted per group (`vigil_sink_dropped_groups_total`, the
 //! group's first reason) and per plugin and series
@@ -73,7 +83,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::buffer::{PluginSeries, SharedGroup, SinkCounters, SinkSnapshot, reason};
-use super::exposition::{Exposition, Format, Kind, SampleValue, family_name, group_labels};
+use super::exposition::{
+    Derived, Exposition, Format, Kind, SampleValue, derive_family_name, group_labels,
+};
 use super::series::{IdMap, IdSet, SeriesId, label_set_id};
 use super::{At, LocatedError, STALE_AFTER_RANGE, SelfMetrics, duration_in_range, in_range};
 use vigil_core::batch::{PluginName, UNKNOWN_PLUGIN};
@@ -100,6 +112,10 @@ pub struct PrometheusSettings {
     pub stale_after: Duration,
     pub max_series: usize,
     pub max_series_per_plugin: usize,
+    /// Prefix of every collected family (`<namespace>_<name>`); none by
+    /// default. vigil's own `vigil_*` and `process_*` families keep their
+    /// names.
+    pub namespace: Option<String>,
 }
 
 impl Default for PrometheusSettings {
@@ -109,6 +125,7 @@ impl Default for PrometheusSettings {
             stale_after: Duration::from_secs(300),
             max_series: 1_000_000,
             max_series_per_plugin: DEFAULT_SERIES_PER_PLUGIN,
+            namespace: None,
         }
     }
 }
@@ -129,6 +146,22 @@ pub struct PrometheusSection {
     stale_after: Option<Spanned<String>>,
     max_series: Option<Spanned<u64>>,
     max_series_per_plugin: Option<Spanned<u64>>,
+    namespace: Option<Spanned<String>>,
+}
+
+/// `namespace` of `[outputs.prometheus]` or `[[outputs.pushgateway]]`,
+/// checked as a metric-name prefix.
+pub fn namespace(
+    what: &str,
+    value: Option<&Spanned<String>>,
+    at: At<'_>,
+) -> Result<Option<String>, LocatedError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    vigil_core::metric_names::check_namespace(value.get_ref())
+        .map_err(|e| at(value.span(), format!("{what}.namespace: {e}")))?;
+    Ok(Some(value.get_ref().clone()))
 }
 
 impl PrometheusSection {
@@ -161,6 +194,7 @@ impl PrometheusSection {
         )?;
         settings.max_series = max_series;
         settings.max_series_per_plugin = per_plugin;
+        settings.namespace = namespace("outputs.prometheus", self.namespace.as_ref(), at)?;
         Ok(settings)
     }
 }
@@ -221,6 +255,11 @@ struct Family {
     help: String,
     /// The name its samples carry (a counter's ends in `_total`).
     sample_name: String,
+    /// The (group type, metric) that created it, and the names derived
+    /// from them, to settle a later pair that derives the same name.
+    group_type: String,
+    metric: String,
+    derived: Derived,
 }
 
 /// Every name a family of `kind` called `name` writes on a page, in
@@ -280,6 +319,8 @@ pub struct Families {
     page_names: HashMap<String, u32>,
     /// Names refused besides the `vigil_` prefix (the Pushgateway's own).
     reserved: &'static [&'static str],
+    /// Prefix of every family name (`outputs.prometheus.namespace`).
+    namespace: Option<String>,
     sets: IdMap<LabelSet>,
     /// Label sets by resource id.
     resources: HashMap<Arc<str>, IdSet>,
@@ -304,6 +345,13 @@ impl Families {
             reserved,
             ..Families::default()
         }
+    }
+
+    /// Prefixes every family name with `<namespace>_` (checked by
+    /// [`vigil_core::metric_names::check_namespace`] when configured).
+    pub fn namespaced(mut self, namespace: Option<String>) -> Families {
+        self.namespace = namespace;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -364,16 +412,13 @@ impl Families {
         let index = match known {
             Some(index) => index,
             None => {
-                let mut name = family_name(group_type, &metric.name);
-                if metric.type_ == MetricType::Counter
-                    && let Some(stripped) = name.strip_suffix("_total")
-                {
-                    name = stripped.to_owned();
-                }
-                let index = match self.by_name.get(&name) {
-                    Some(index) => *index,
-                    None => self.new_family(name, kind, group_type, &metric.name)?,
-                };
+                let derived = derive_family_name(
+                    group_type,
+                    &metric.name,
+                    metric.type_ == MetricType::Counter,
+                    self.namespace.as_deref(),
+                );
+                let index = self.place(derived, kind, group_type, &metric.name)?;
                 self.by_metric
                     .entry(group_type.to_owned())
                     .or_default()
@@ -387,12 +432,84 @@ impl Families {
         Ok(index)
     }
 
+    /// The family a (group type, metric) pair new to this registry goes
+    /// to. When another pair already holds its name, the pair with the
+    /// smaller [`Derived::precedence`] keeps the name and the other is
+    /// written under its plain `<group>_<metric>` name, whatever order
+    /// they came in (see [`vigil_core::metric_names`]); two plain names
+    /// that coincide share one family, as they always did.
+    fn place(
+        &mut self,
+        derived: Derived,
+        kind: Kind,
+        group_type: &str,
+        metric: &str,
+    ) -> Result<u32, DropReason> {
+        let Some(holder) = self.by_name.get(&derived.name).copied() else {
+            let name = derived.name.clone();
+            return self.new_family(name, kind, group_type, metric, derived);
+        };
+        let held = &self.families[holder as usize];
+        if !derived.shortened() && !held.derived.shortened() {
+            return Ok(holder);
+        }
+        let ours = derived.precedence(group_type, metric);
+        let theirs = held.derived.precedence(&held.group_type, &held.metric);
+        if ours < theirs && self.rename_to_plain(holder) {
+            let name = derived.name.clone();
+            return self.new_family(name, kind, group_type, metric, derived);
+        }
+        if !derived.shortened() {
+            // Ours is plain and the holder could not move: a name clash.
+            return Err(reason::TYPE_CONFLICT);
+        }
+        match self.by_name.get(&derived.plain).copied() {
+            Some(index) => Ok(index),
+            None => {
+                let name = derived.plain.clone();
+                self.new_family(name, kind, group_type, metric, derived)
+            }
+        }
+    }
+
+    /// Moves family `index` to its plain name; false (nothing changed)
+    /// when that name is reserved or another family writes it.
+    fn rename_to_plain(&mut self, index: u32) -> bool {
+        let family = &self.families[index as usize];
+        let plain = family.derived.plain.clone();
+        let kind = family.kind;
+        let names = page_names(&plain, kind);
+        if plain.starts_with(RESERVED_PREFIX)
+            || names
+                .iter()
+                .any(|n| self.reserved.contains(&n.as_str()) || self.page_names.contains_key(n))
+        {
+            return false;
+        }
+        let old = std::mem::replace(&mut self.families[index as usize].name, plain.clone());
+        for n in page_names(&old, kind) {
+            self.page_names.remove(&n);
+        }
+        for n in names {
+            self.page_names.insert(n, index);
+        }
+        self.by_name.remove(&old);
+        self.by_name.insert(plain.clone(), index);
+        self.families[index as usize].sample_name = match kind {
+            Kind::Counter => format!("{plain}_total"),
+            _ => plain,
+        };
+        self.ranks.clear();
+        true
+    }
+
     fn new_family(
         &mut self,
         name: String,
         kind: Kind,
         group_type: &str,
         metric: &str,
+        derived: Derived,
     ) -> Result<u32, DropReason> {
         if name.starts_with(RESERVED_PREFIX) {
             return Err(reason::RESERVED_NAME);
@@ -417,6 +534,9 @@ impl Families {
             kind,
             help: format!("vigil: metric {metric} of metrics group {group_type}"),
             sample_name,
+            group_type: group_type.to_owned(),
+            metric: metric.to_owned(),
+            derived,
         });
         self.by_name.insert(name, index);
         self.ranks.clear();
@@ -844,8 +964,8 @@ impl UsageView {
 impl SeriesRegistry {
     pub fn new(settings: PrometheusSettings) -> SeriesRegistry {
         SeriesRegistry {
+            families: Mutex::new(Families::default().namespaced(settings.namespace.clone())),
             settings,
-            families: Mutex::new(Families::default()),
             counters: SinkCounters::default(),
             series: AtomicUsize::new(0),
             plugins: UsageView::default(),
@@ -951,6 +1071,12 @@ pub fn plugin_series(name: &str, kind: &str, usage: &Usage) -> Vec<PluginSeries>
         .collect()
 }
 
+/// Where vigil's own health is served alone: `vigil_*` and `process_*`
+/// families, no collected series.
+pub const HEALTH_PATH: &str = "/health/metrics";
+/// Where the collected series are served (with vigil's health before them).
+pub const METRICS_PATH: &str = "/metrics";
+
 /// The `/metrics` document: vigil's health, then the collected series.
 pub fn render_metrics(
     format: Format,
@@ -965,8 +1091,57 @@ pub fn render_metrics(
     doc.finish()
 }
 
-/// Serves `/metrics` on `listen` until `stop` turns true. Binding errors
-/// are returned at once (a taken port is a configuration error).
+/// Whether an `Accept-Encoding` header accepts gzip: `gzip` (or `x-gzip`,
+/// or `*`) listed without `q=0`. An explicit `gzip;q=0` wins over `*`.
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let Some(header) = accept_encoding else {
+        return false;
+    };
+    let mut star = false;
+    for item in header.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        match coding.as_str() {
+            "gzip" | "x-gzip" => return !refused,
+            "*" => star = !refused,
+            _ => {}
+        }
+    }
+    star
+}
+
+/// gzip at level 1. Exposition text repeats every label set on each of
+/// its samples, so even the fastest level shrinks it several times
+/// (the test `gzip_shrinks_a_page_of_repeated_labels` holds a page of
+/// interface series to under a fifth); the higher levels cost several
+/// times the CPU for a few percent more, on every scrape of a page that
+/// can reach tens of MB.
+pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+/// Serves [`METRICS_PATH`] (vigil's health, then the collected series) and
+/// [`HEALTH_PATH`] (vigil's health alone) on `listen` until `stop` turns
+/// true, gzip-compressed for scrapers that ask for it. Binding errors are
+/// returned at once (a taken port is a configuration error).
+///
+/// `/metrics` keeps the health families so that a Panoptes operator's one
+/// scrape job sees devices and vigil together, as before; they are a few
+/// hundred series next to the devices' up to millions. A scrape job for
+/// vigil itself uses `/health/metrics`, which never renders a device
+/// series however many the registry holds.
 pub async fn serve(
     listen: SocketAddr,
     health: Arc<dyn SelfMetrics>,
@@ -979,36 +1154,68 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("outputs.prometheus.listen {listen}: {e}"))?;
-    let metrics = move |headers: HeaderMap| {
+    let page = move |with_series: bool| {
         let health = health.clone();
         let registry = registry.clone();
-        async move {
-            let format =
-                Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-            // Rendering a large registry is CPU work; keep it off the
-            // runtime's reactor threads.
-            let body = tokio::task::spawn_blocking(move || {
-                render_metrics(format, health.as_ref(), registry.as_deref())
-            })
-            .await;
-            match body {
-                Ok(body) => (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, format.content_type())],
-                    body,
-                )
-                    .into_response(),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        move |headers: HeaderMap| {
+            let health = health.clone();
+            let registry = if with_series { registry.clone() } else { None };
+            async move {
+                let format =
+                    Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+                let compress = accepts_gzip(
+                    headers
+                        .get(header::ACCEPT_ENCODING)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                // Rendering (and compressing) a large registry is CPU
+                // work; keep it off the runtime's reactor threads.
+                let body = tokio::task::spawn_blocking(move || {
+                    let text = render_metrics(format, health.as_ref(), registry.as_deref());
+                    if compress {
+                        gzip(text.as_bytes())
+                    } else {
+                        Ok(text.into_bytes())
+                    }
+                })
+                .await;
+                match body {
+                    Ok(Ok(body)) => {
+                        let mut response = (
+                            StatusCode::OK,
+                            [
+                                (header::CONTENT_TYPE, format.content_type()),
+                                (header::VARY, "Accept-Encoding"),
+                            ],
+                            body,
+                        )
+                            .into_response();
+                        if compress {
+                            response.headers_mut().insert(
+                                header::CONTENT_ENCODING,
+                                header::HeaderValue::from_static("gzip"),
+                            );
+                        }
+                        response
+                    }
+                    Ok(Err(e)) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
             }
         }
     };
     let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics))
+        .route(METRICS_PATH, axum::routing::get(page(true)))
+        .route(HEALTH_PATH, axum::routing::get(page(false)))
         .route(
             "/",
-            axum::routing::get(|| async { "vigil: metrics at /metrics\n" }),
+            axum::routing::get(|| async {
+                "vigil: collected series and vigil's health at /metrics, vigil's health alone at /health/metrics\n"
+            }),
         );
-    tracing::info!(%listen, "serving /metrics");
+    tracing::info!(%listen, "serving {METRICS_PATH} and {HEALTH_PATH}");
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             while !*stop.borrow_and_update() {
@@ -1330,14 +1537,15 @@ mod tests {
         let cases: Vec<Case<'_>> = vec![
             // counter g_x: writes g_x_total (and reserves g_x_created).
             ("g", vec![counter]),
-            // gauge g_x_total: the counter's sample name.
+            // gauge x_total: would be the counter's sample name g_x_total,
+            // but no gauge ends in `_total`: it is g_total_x.
             ("g", vec![gauge("x_total")]),
             // gauge g_x_created: OpenMetrics' counter suffix.
             ("g", vec![gauge("x_created")]),
             // gauge g_x: the counter's family name.
             ("g", vec![gauge("x")]),
-            // gauge h_y_total first, then counter h_y (stripped of
-            // `_total`... and without): both would write h_y_total.
+            // gauge y_total first (h_total_y), then counter h_y (h_y_total):
+            // they no longer clash.
             ("h", vec![gauge("y_total")]),
             (
                 "h",
@@ -1348,12 +1556,14 @@ mod tests {
             registry.accept(&[typed_group(group_type, "sw1", "e0", metrics)]);
         }
         let snapshot = registry.snapshot("prometheus");
-        assert_eq!(snapshot.dropped.get(reason::TYPE_CONFLICT), Some(&4));
+        assert_eq!(snapshot.dropped.get(reason::TYPE_CONFLICT), Some(&2));
         for format in [Format::Text, Format::OpenMetrics] {
             let page = render(&registry, format);
             strict_parse(&page, format).unwrap_or_else(|e| panic!("{e}\n{page}"));
             assert!(page.contains("g_x_total{"), "{page}");
+            assert!(page.contains("\ng_total_x{"), "{page}");
             assert!(page.contains("h_y_total{"), "{page}");
+            assert!(page.contains("\nh_total_y{"), "{page}");
         }
     }
 
@@ -1425,6 +1635,207 @@ mod tests {
             Format::OpenMetrics => Err("no # EOF".into()),
             Format::Text => Ok(samples),
         }
+    }
+
+    /// The names the bundled plugins' groups get: no doubled words, no
+    /// gauge ending in `_total`; the page parses in both formats.
+    #[test]
+    fn names_are_not_doubled_and_gauges_do_not_end_in_total() {
+        let registry = SeriesRegistry::new(PrometheusSettings::default());
+        let signed = |name| (name, MetricType::Gauge, MetricValue::Signed(5));
+        registry.accept(&[
+            typed_group("cpu", "sw1", "e0", &[signed("cpu_utilization")]),
+            typed_group(
+                "memory",
+                "sw1",
+                "e0",
+                &[signed("memory_total"), signed("memory_used")],
+            ),
+            typed_group("status", "sw1", "e0", &[signed("polling_status")]),
+            typed_group(
+                "interface",
+                "sw1",
+                "e0",
+                &[(
+                    "total_packets_in",
+                    MetricType::Counter,
+                    MetricValue::Unsigned(9),
+                )],
+            ),
+        ]);
+        let page = render(&registry, Format::Text);
+        for family in [
+            "# TYPE cpu_utilization gauge\n",
+            "# TYPE total_memory gauge\n",
+            "# TYPE memory_used gauge\n",
+            "# TYPE polling_status gauge\n",
+            "# TYPE interface_total_packets_in_total counter\n",
+        ] {
+            assert!(page.contains(family), "{family}: {page}");
+        }
+        for doubled in ["cpu_cpu", "memory_memory", "status_polling", "memory_total"] {
+            assert!(
+                !page
+                    .lines()
+                    .any(|l| l.starts_with(doubled) || l.starts_with(&format!("# TYPE {doubled}"))),
+                "{doubled}: {page}"
+            );
+        }
+        for format in [Format::Text, Format::OpenMetrics] {
+            let page = render(&registry, format);
+            strict_parse(&page, format).unwrap_or_else(|e| panic!("{e}\n{page}"));
+        }
+    }
+
+    /// Two pairs that derive one name: the pair whose name was not
+    /// shortened keeps it, the other falls back to `<group>_<metric>`,
+    /// in whichever order they arrive; of two shortened pairs the smaller
+    /// (group, metric) keeps it.
+    #[test]
+    fn colliding_names_are_settled_the_same_in_any_order() {
+        let plain = ("utilization", MetricType::Gauge, MetricValue::Float(1.0));
+        let doubled = (
+            "cpu_utilization",
+            MetricType::Gauge,
+            MetricValue::Float(2.0),
+        );
+        for order in [[plain, doubled], [doubled, plain]] {
+            let registry = SeriesRegistry::new(PrometheusSettings::default());
+            for metric in order {
+                registry.accept(&[typed_group("cpu", "sw1", "e0", &[metric])]);
+            }
+            let page = render(&registry, Format::Text);
+            assert!(
+                page.contains("\ncpu_utilization{interface_name=\"e0\"") && page.contains("} 1\n"),
+                "{page}"
+            );
+            assert!(
+                page.contains("\ncpu_cpu_utilization{interface_name=\"e0\"")
+                    && page.contains("} 2\n"),
+                "{page}"
+            );
+            // Updates keep going to the same families.
+            registry.accept(&[typed_group(
+                "cpu",
+                "sw1",
+                "e0",
+                &[(
+                    "cpu_utilization",
+                    MetricType::Gauge,
+                    MetricValue::Float(3.0),
+                )],
+            )]);
+            let page = render(&registry, Format::Text);
+            assert!(page.contains("cpu_cpu_utilization{"), "{page}");
+            assert!(page.contains("} 3\n") && !page.contains("} 2\n"), "{page}");
+            assert_eq!(registry.series(), 2);
+            strict_parse(&page, Format::Text).unwrap_or_else(|e| panic!("{e}\n{page}"));
+        }
+        // Two shortened pairs: `status`+`polling_status` and
+        // `polling_status`+`status` both derive `polling_status`; the
+        // smaller (group, metric), `polling_status`/`status`, keeps it.
+        let a = ("polling_status", "status");
+        let b = ("status", "polling_status");
+        for order in [[a, b], [b, a]] {
+            let registry = SeriesRegistry::new(PrometheusSettings::default());
+            for (group, metric) in order {
+                registry.accept(&[typed_group(group, "sw1", "e0", &[gauge(metric)])]);
+            }
+            let page = render(&registry, Format::Text);
+            assert!(
+                page.contains(
+                    "# HELP polling_status vigil: metric status of metrics group polling_status\n"
+                ),
+                "{page}"
+            );
+            assert!(
+                page.contains("# TYPE status_polling_status gauge\n"),
+                "{page}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_namespace_prefixes_every_collected_family() {
+        let parse = |text: &str| {
+            let section: PrometheusSection = toml::from_str(text).expect("toml");
+            section.resolve(&|_, message| {
+                LocatedError::new(std::path::Path::new("site.toml"), 1, message)
+            })
+        };
+        assert_eq!(parse("").expect("default").namespace, None);
+        let settings = parse("namespace = \"panoptes\"").expect("namespace");
+        assert_eq!(settings.namespace.as_deref(), Some("panoptes"));
+        for bad in ["vigil", "9x", "a-b", "x_", ""] {
+            let err = parse(&format!("namespace = {bad:?}")).expect_err(bad);
+            assert!(
+                err.message.contains("outputs.prometheus.namespace"),
+                "{err}"
+            );
+        }
+        let registry = SeriesRegistry::new(settings);
+        registry.accept(&[
+            group("sw1", "e0", &[gauge("bits_in")]),
+            typed_group("cpu", "sw1", "e0", &[gauge("cpu_utilization")]),
+            // With a namespace a group called `vigil` is no longer vigil's.
+            typed_group("vigil", "sw1", "e0", &[gauge("x")]),
+        ]);
+        let page = render(&registry, Format::Text);
+        assert!(page.contains("\npanoptes_interface_bits_in{"), "{page}");
+        assert!(page.contains("\npanoptes_cpu_utilization{"), "{page}");
+        assert!(page.contains("\npanoptes_vigil_x{"), "{page}");
+        assert!(!page.contains("\ninterface_bits_in"), "{page}");
+    }
+
+    #[test]
+    fn gzip_is_negotiated_on_accept_encoding() {
+        assert!(!accepts_gzip(None));
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("deflate, gzip;q=1.0, *;q=0.5")));
+        assert!(accepts_gzip(Some("identity, *")));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("*, gzip;q=0")));
+        assert!(!accepts_gzip(Some("br")));
+    }
+
+    /// A page of interface series shrinks to under a fifth at level 1,
+    /// and decompresses to the same bytes.
+    #[test]
+    fn gzip_shrinks_a_page_of_repeated_labels() {
+        use std::io::Read as _;
+        let registry = SeriesRegistry::new(PrometheusSettings::default());
+        let groups: Vec<SharedGroup> = (0..500)
+            .map(|i| {
+                group(
+                    &format!("sw{}", i % 7),
+                    &format!("ge-0/0/{i}"),
+                    &[
+                        (
+                            "bits_in",
+                            MetricType::Gauge,
+                            MetricValue::Float(i as f64 * 1.5),
+                        ),
+                        ("bits_out", MetricType::Gauge, MetricValue::Float(i as f64)),
+                        ("errors_in", MetricType::Counter, MetricValue::Unsigned(i)),
+                    ],
+                )
+            })
+            .collect();
+        registry.accept(&groups);
+        let page = render(&registry, Format::Text);
+        let packed = gzip(page.as_bytes()).expect("gzip");
+        assert!(
+            packed.len() * 5 < page.len(),
+            "{} of {}",
+            packed.len(),
+            page.len()
+        );
+        let mut unpacked = String::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_string(&mut unpacked)
+            .expect("gunzip");
+        assert_eq!(unpacked, page);
     }
 
     /// A group of many metrics keeps its label text once: the registry

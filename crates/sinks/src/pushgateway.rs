@@ -70,6 +70,8 @@ pub struct PushgatewaySettings {
     pub max_series: usize,
     /// Series one plugin may hold (at most `max_series`).
     pub max_series_per_plugin: usize,
+    /// Prefix of every pushed family (as `outputs.prometheus.namespace`).
+    pub namespace: Option<String>,
     pub delivery: DeliverySettings,
 }
 
@@ -84,6 +86,7 @@ pub struct PushgatewaySection {
     stale_after: Option<Spanned<String>>,
     max_series: Option<Spanned<u64>>,
     max_series_per_plugin: Option<Spanned<u64>>,
+    namespace: Option<Spanned<String>>,
     buffer: Option<Spanned<u32>>,
     batch_size: Option<Spanned<u32>>,
     flush_interval: Option<Spanned<String>>,
@@ -151,6 +154,7 @@ impl PushgatewaySection {
             self.max_series_per_plugin.as_ref(),
             at,
         )?;
+        let namespace = super::prometheus::namespace(what, self.namespace.as_ref(), at)?;
         let delivery = DeliverySection {
             buffer: self.buffer,
             batch_size: self.batch_size,
@@ -170,6 +174,7 @@ impl PushgatewaySection {
             stale_after,
             max_series,
             max_series_per_plugin,
+            namespace,
             delivery,
         })
     }
@@ -328,7 +333,8 @@ impl PushgatewayWriter {
             settings: settings.clone(),
             client,
             state: Arc::new(Mutex::new(PushState {
-                families: Families::with_reserved(PUSHGATEWAY_NAMES),
+                families: Families::with_reserved(PUSHGATEWAY_NAMES)
+                    .namespaced(settings.namespace.clone()),
                 dirty: BTreeSet::new(),
                 deletes: BTreeSet::new(),
                 last_sweep: Instant::now(),
@@ -589,6 +595,7 @@ mod tests {
             stale_after: Duration::from_secs(600),
             max_series,
             max_series_per_plugin: per_plugin,
+            namespace: None,
             delivery: DeliverySettings {
                 buffer: 10,
                 delivery: super::super::delivery::Delivery::default(),

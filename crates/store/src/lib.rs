@@ -1,6 +1,7 @@
 //! Where vigil keeps what it knows: discovered resources (with their TTLs),
-//! plugin run history, the latest value of every series, and the host's
-//! status for the CLI.
+//! plugin run history, the latest value of every series, and each agent's
+//! status for the CLI (keyed by agent id; its write time is the agent's
+//! heartbeat).
 //!
 //! [`Storage`] is the seam for other backends; [`sqlite::SqliteStorage`] is
 //! the embedded default. SQLite in WAL mode lets `vigil status`,
@@ -344,9 +345,48 @@ pub struct SeriesValue {
     pub at: f64,
 }
 
-/// What `vigil status` shows, written by the running host.
+/// Which runs [`Storage::query_runs`] returns: newest first, those that
+/// match every field set, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunQuery {
+    pub plugin: Option<String>,
+    pub resource_id: Option<String>,
+    /// The exact outcome label (`ok`, `trap.deadline`...).
+    pub outcome: Option<String>,
+    /// Runs started at or after this time (seconds since the epoch).
+    pub since: Option<f64>,
+    pub limit: usize,
+}
+
+/// Which latest values [`Storage::query_latest`] returns: those that match
+/// every field set, in the order of [`Storage::latest`], at most `limit`
+/// (`None`: all).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesQuery {
+    pub group_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub metric: Option<String>,
+    /// Values measured at or after this time (seconds since the epoch).
+    pub since: Option<f64>,
+    pub limit: Option<usize>,
+}
+
+/// How long the status of an agent that stopped writing it is kept: past
+/// this, the next status write of any agent of the site deletes it (so
+/// agents named `HOSTNAME-PID` do not pile up over restarts).
+pub const STATUS_RETENTION: f64 = 86_400.0;
+
+/// What `vigil status` shows, written by each running agent every few
+/// seconds under its agent id (its heartbeat is `updated_at`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostStatus {
+    /// The agent that wrote it, unique in the site; a status of an
+    /// earlier version without one reads as `""`.
+    #[serde(default)]
+    pub agent_id: String,
+    /// `agent`, `consumer` or `all`.
+    #[serde(default)]
+    pub role: String,
     pub site: String,
     pub pid: u32,
     pub started_at: f64,
@@ -468,13 +508,42 @@ pub trait Storage: Send + Sync + 'static {
     /// returns their ids.
     async fn expire_resources(&self, now: f64) -> StoreResult<Vec<String>>;
     async fn record_runs(&self, runs: &[RunRecord]) -> StoreResult<()>;
+    /// The runs `query` selects, newest first (as recorded).
+    async fn query_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>>;
     /// Newest first.
-    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>>;
+    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        self.query_runs(&RunQuery {
+            plugin: plugin.map(str::to_owned),
+            limit,
+            ..RunQuery::default()
+        })
+        .await
+    }
     /// Takes the groups shared with the other sinks (no copy).
     async fn store_latest(&self, groups: &[std::sync::Arc<MetricsGroup>]) -> StoreResult<()>;
-    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>>;
+    /// The latest values `query` selects, ordered by resource id, group
+    /// type, dimensions (as JSON text) and metric.
+    async fn query_latest(&self, query: &SeriesQuery) -> StoreResult<Vec<SeriesValue>>;
+    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+        self.query_latest(&SeriesQuery {
+            group_type: group_type.map(str::to_owned),
+            ..SeriesQuery::default()
+        })
+        .await
+    }
+    /// Writes (replaces) the status of agent `status.agent_id`, and deletes
+    /// those of agents silent for [`STATUS_RETENTION`].
     async fn put_status(&self, status: &HostStatus) -> StoreResult<()>;
-    async fn status(&self) -> StoreResult<Option<HostStatus>>;
+    /// The status of every agent of the site, by agent id.
+    async fn statuses(&self) -> StoreResult<Vec<HostStatus>>;
+    /// The most recently written status, if any.
+    async fn status(&self) -> StoreResult<Option<HostStatus>> {
+        Ok(self
+            .statuses()
+            .await?
+            .into_iter()
+            .max_by(|a, b| a.updated_at.total_cmp(&b.updated_at)))
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    HostStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage, StoreError, StoreResult,
-    StoredResource, UpsertSummary, prepare_batch,
+    HostStatus, Refusal, ResourcePolicy, RunQuery, RunRecord, STATUS_RETENTION, SeriesQuery,
+    SeriesValue, Storage, StoreError, StoreResult, StoredResource, UpsertSummary, prepare_batch,
 };
 use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
 
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_plugin ON runs(plugin, id);
+CREATE INDEX IF NOT EXISTS runs_resource ON runs(resource_id, id);
 DROP TABLE IF EXISTS latest;
 CREATE TABLE IF NOT EXISTS latest_series (
     key BLOB NOT NULL UNIQUE,
@@ -47,7 +48,10 @@ CREATE TABLE IF NOT EXISTS latest_values (
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS latest_series_gone AFTER DELETE ON latest_series
 BEGIN DELETE FROM latest_values WHERE series = OLD.rowid; END;
-CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+DROP TABLE IF EXISTS status;
+CREATE TABLE IF NOT EXISTS agent_status (
+    agent_id TEXT PRIMARY KEY, updated_at REAL NOT NULL, body TEXT NOT NULL
+);
 ";
 
 /// Opens (creating if needed) the database at `path` for writing, in WAL
@@ -143,26 +147,24 @@ impl Storage for SqliteStorage {
         let runs = runs.to_vec();
         self.blocking(move |db| db.record_runs(&runs)).await
     }
-    async fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
-        let plugin = plugin.map(str::to_owned);
-        self.blocking(move |db| db.recent_runs(plugin.as_deref(), limit))
-            .await
+    async fn query_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
+        let query = query.clone();
+        self.blocking(move |db| db.query_runs(&query)).await
     }
     async fn store_latest(&self, groups: &[Arc<MetricsGroup>]) -> StoreResult<()> {
         let groups = groups.to_vec();
         self.blocking(move |db| db.store_latest(&groups)).await
     }
-    async fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
-        let group_type = group_type.map(str::to_owned);
-        self.blocking(move |db| db.latest(group_type.as_deref()))
-            .await
+    async fn query_latest(&self, query: &SeriesQuery) -> StoreResult<Vec<SeriesValue>> {
+        let query = query.clone();
+        self.blocking(move |db| db.query_latest(&query)).await
     }
     async fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
         let status = status.clone();
         self.blocking(move |db| db.put_status(&status)).await
     }
-    async fn status(&self) -> StoreResult<Option<HostStatus>> {
-        self.blocking(|db| db.status()).await
+    async fn statuses(&self) -> StoreResult<Vec<HostStatus>> {
+        self.blocking(|db| db.statuses()).await
     }
 }
 
@@ -373,13 +375,17 @@ impl Database {
         Ok(())
     }
 
-    fn recent_runs(&self, plugin: Option<&str>, limit: usize) -> StoreResult<Vec<RunRecord>> {
+    fn query_runs(&self, q: &RunQuery) -> StoreResult<Vec<RunRecord>> {
         let connection = self.lock();
         let mut query = connection.prepare_cached(
             "SELECT plugin, resource_id, scheduled_at, started_at, finished_at, outcome, detail FROM runs
-             WHERE ?1 IS NULL OR plugin = ?1 ORDER BY id DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR resource_id = ?2)
+               AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR started_at >= ?4)
+             ORDER BY id DESC LIMIT ?5",
         )?;
-        let rows = query.query_map(params![plugin, limit as i64], |row| {
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let params = params![q.plugin, q.resource_id, q.outcome, q.since, limit];
+        let rows = query.query_map(params, |row| {
             Ok(RunRecord {
                 plugin: row.get(0)?,
                 resource_id: row.get(1)?,
@@ -465,16 +471,28 @@ impl Database {
         Ok(())
     }
 
-    fn latest(&self, group_type: Option<&str>) -> StoreResult<Vec<SeriesValue>> {
+    fn query_latest(&self, q: &SeriesQuery) -> StoreResult<Vec<SeriesValue>> {
         let connection = self.lock();
         let mut query = connection.prepare_cached(
             "SELECT s.rowid, s.resource_id, s.group_type, s.dimensions,
                     v.metric, v.value, v.metric_type, v.at
              FROM latest_series s JOIN latest_values v ON v.series = s.rowid
-             WHERE ?1 IS NULL OR s.group_type = ?1
-             ORDER BY s.resource_id, s.group_type, s.dimensions, v.metric",
+             WHERE (?1 IS NULL OR s.group_type = ?1) AND (?2 IS NULL OR s.resource_id = ?2)
+               AND (?3 IS NULL OR v.metric = ?3) AND (?4 IS NULL OR v.at >= ?4)
+             ORDER BY s.resource_id, s.group_type, s.dimensions, v.metric
+             LIMIT ?5",
         )?;
-        let mut rows = query.query(params![group_type])?;
+        // SQLite: a negative LIMIT is no limit.
+        let limit = q
+            .limit
+            .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut rows = query.query(params![
+            q.group_type,
+            q.resource_id,
+            q.metric,
+            q.since,
+            limit
+        ])?;
         let mut series = Vec::new();
         // The dimensions of the series at hand, parsed once per series.
         let mut current: Option<(i64, Vec<(String, String)>)> = None;
@@ -504,22 +522,43 @@ impl Database {
 
     fn put_status(&self, status: &HostStatus) -> StoreResult<()> {
         let body = serde_json::to_string(status)?;
-        self.lock().execute(
-            "INSERT INTO status (id, body) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET body = ?1",
-            params![body],
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT INTO agent_status (agent_id, updated_at, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(agent_id) DO UPDATE SET updated_at = ?2, body = ?3",
+            params![status.agent_id, status.updated_at, body],
         )?;
+        tx.execute(
+            "DELETE FROM agent_status WHERE updated_at < ?1",
+            params![status.updated_at - STATUS_RETENTION],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
-    fn status(&self) -> StoreResult<Option<HostStatus>> {
+    fn statuses(&self) -> StoreResult<Vec<HostStatus>> {
         let connection = self.lock();
-        let body: Option<String> = connection
-            .query_row("SELECT body FROM status WHERE id = 1", [], |row| row.get(0))
+        // A database written by an earlier version has no such table (the
+        // CLI opens it read-only, so the schema is not applied): no agent.
+        let exists: Option<i64> = connection
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_status'",
+                [],
+                |row| row.get(0),
+            )
             .optional()?;
-        Ok(match body {
-            Some(body) => Some(serde_json::from_str(&body)?),
-            None => None,
-        })
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut query =
+            connection.prepare_cached("SELECT body FROM agent_status ORDER BY agent_id")?;
+        let bodies = query.query_map([], |row| row.get::<_, String>(0))?;
+        let mut statuses = Vec::new();
+        for body in bodies {
+            statuses.push(serde_json::from_str(&body?)?);
+        }
+        Ok(statuses)
     }
 }
 
@@ -677,5 +716,19 @@ mod tests {
         store.put_status(&status).await.expect("put");
         let reader = SqliteStorage::open_read_only(&dir.path().join("vigil.db")).expect("reader");
         assert_eq!(reader.status().await.expect("status"), Some(status));
+    }
+
+    #[tokio::test]
+    async fn a_database_of_an_earlier_version_has_no_agent_yet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vigil.db");
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);",
+            )
+            .expect("old schema");
+        let reader = SqliteStorage::open_read_only(&path).expect("reader");
+        assert!(reader.statuses().await.expect("statuses").is_empty());
     }
 }

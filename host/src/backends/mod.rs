@@ -126,6 +126,37 @@ pub async fn shared_state(
     })
 }
 
+/// The live groups of the site's enrichment cache (of one resource and
+/// one namespace when given), for `vigil enrichment`. Only a Redis cache
+/// can be read from another process: the embedded one lives in the memory
+/// of `vigil run`, which is said in the error.
+pub async fn cached_enrichments(
+    site: &SiteConfig,
+    resource_id: Option<&str>,
+    namespace: Option<&str>,
+    now: f64,
+) -> anyhow::Result<Vec<vigil_enrichment::CachedEnrichment>> {
+    match &site.cache_backend {
+        CacheBackend::Embedded => anyhow::bail!(
+            "the enrichment cache of this site is embedded ([cache] backend = \"embedded\"): it lives in the memory of `vigil run` and no other process can read it; with [cache] backend = \"redis\" `vigil enrichment` shows it"
+        ),
+        #[cfg(feature = "redis")]
+        CacheBackend::Redis { url } => {
+            let enrichments = RedisEnrichments::new(connect(url).await?, &site.name);
+            enrichments
+                .list(resource_id, namespace, now)
+                .await
+                // The URL may hold a password: not in the message.
+                .context("reading the enrichment cache in Redis ([cache] url)")
+        }
+        #[cfg(not(feature = "redis"))]
+        CacheBackend::Redis { .. } => {
+            let _ = (resource_id, namespace, now);
+            Err(not_built("redis", "cache.backend = \"redis\""))
+        }
+    }
+}
+
 /// How this agent shares work: alone, or with the others through Redis.
 pub async fn coordinator(
     site: &SiteConfig,

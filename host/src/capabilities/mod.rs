@@ -12,7 +12,7 @@
 //! quota first ([`vigil_wit::HostCalls`]).
 
 pub use vigil_cap_snmp as snmp;
-pub use vigil_capabilities::{clock, config, enrichment, kv, log};
+pub use vigil_capabilities::{clock, config, enrichment, kv, log, status};
 
 /// Capabilities a plugin can ask for, and whether this host provides them.
 pub const CAPABILITIES: &[(&str, bool, &str)] = &[

@@ -114,14 +114,15 @@ impl Executor {
         }
         // Every polling run says why its device has data or not.
         let status = match (&job.resource, manifest.kind) {
-            (Some(resource), PluginKind::Polling) => Some(status::status_group(
-                status::classify(&report.outcome, report.snmp.as_ref()),
+            (Some(resource), PluginKind::Polling) => status::status_groups(
+                status::classify(&report.outcome, report.snmp.as_ref(), &report.missing),
                 &manifest.name,
+                &manifest.status,
                 resource,
                 manifest.schedule.interval().as_secs().max(1) as u32,
                 crate::model::Datetime::from_system(job.due),
-            )),
-            _ => None,
+            ),
+            _ => Vec::new(),
         };
 
         match report.outcome {
@@ -165,7 +166,18 @@ impl Executor {
                     .apply_async(&manifest.name, &manifest.transforms, &mut groups)
                     .await;
                 detail = format!("{} metrics groups", groups.len());
-                groups.extend(status.clone());
+                if report.missing.any() {
+                    // What the plugin expected and did not get: named in
+                    // the run record, so no data vanishes silently.
+                    detail = format!("{detail}; missing: {}", report.missing.summary());
+                    tracing::debug!(
+                        plugin = %manifest.name,
+                        resource = job.resource.as_ref().map_or("", |r| r.id.as_str()),
+                        "expected metrics missing: {}",
+                        report.missing.summary()
+                    );
+                }
+                groups.extend(status.iter().cloned());
                 self.publish(&manifest.name, groups).await;
             }
             RunOutcome::Ok(RunOutput::Analysis(_)) => {}
@@ -193,8 +205,8 @@ impl Executor {
                         "run failed: {detail} (logged again when it recovers or fails differently)"
                     ),
                 }
-                if let Some(status) = status {
-                    self.publish(&manifest.name, vec![status]).await;
+                if !status.is_empty() {
+                    self.publish(&manifest.name, status).await;
                 }
             }
         }

@@ -7,6 +7,12 @@
 //! `;` (no inline comments, so a `;` inside a filter is kept); indented lines
 //! continue the previous value; duplicate sections or keys are errors.
 //! Section names are compared without regard to case.
+//!
+//! Because there are no inline comments, `Name = x ; comment` makes
+//! `x ; comment` the name. A value with ` ;` or ` #` outside double quotes
+//! is kept as written but earns a located warning
+//! ([`IniDocument::warnings`]), which `vigil plugins check`, `vigil check`
+//! and the loader (at load) report.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +21,9 @@ use std::path::{Path, PathBuf};
 pub struct IniDocument {
     pub path: PathBuf,
     pub sections: Vec<IniSection>,
+    /// Lines that parse but probably do not mean what they say (a value
+    /// that looks like it carries an inline comment).
+    pub warnings: Vec<LocatedError>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +46,7 @@ impl IniDocument {
     /// Parses `text`, attributing errors to `path`.
     pub fn parse(path: &Path, text: &str) -> Result<IniDocument, LocatedError> {
         let mut sections: Vec<IniSection> = Vec::new();
+        let mut warnings = Vec::new();
         // Indentation of the key line whose value may still continue.
         let mut open_value: Option<usize> = None;
 
@@ -63,6 +73,15 @@ impl IniDocument {
                     entry.value.push('\n');
                 }
                 entry.value.push_str(trimmed);
+                if let Some(marker) = inline_comment(trimmed) {
+                    warnings.push(inline_comment_warning(
+                        path,
+                        line_no,
+                        &section.name,
+                        &entry.key,
+                        marker,
+                    ));
+                }
                 continue;
             }
             open_value = None;
@@ -71,8 +90,13 @@ impl IniDocument {
                 let name = header
                     .strip_suffix(']')
                     .ok_or_else(|| {
+                        let hint = if header.contains(']') {
+                            " (comments go on a line of their own, starting with # or ;)"
+                        } else {
+                            ""
+                        };
                         error(format!(
-                            "section header {trimmed:?} is missing its closing ']'"
+                            "section header {trimmed:?} is missing its closing ']'{hint}"
                         ))
                     })?
                     .trim();
@@ -111,6 +135,15 @@ impl IniDocument {
                     section.name, previous.line
                 )));
             }
+            if let Some(marker) = inline_comment(&value) {
+                warnings.push(inline_comment_warning(
+                    path,
+                    line_no,
+                    &section.name,
+                    &key,
+                    marker,
+                ));
+            }
             section.entries.push(IniEntry {
                 key,
                 value,
@@ -121,6 +154,7 @@ impl IniDocument {
         Ok(IniDocument {
             path: path.to_owned(),
             sections,
+            warnings,
         })
     }
 
@@ -134,6 +168,51 @@ impl IniDocument {
     pub fn error(&self, line: usize, message: impl Into<String>) -> LocatedError {
         LocatedError::new(&self.path, line, message)
     }
+}
+
+/// The marker (` ;` or ` #`) that starts what looks like an inline comment
+/// in `value`: whitespace then `;` or `#`, outside double quotes (a
+/// filter's `"a ;b"` is data).
+fn inline_comment(value: &str) -> Option<&'static str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut after_space = false;
+    for c in value.chars() {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            after_space = false;
+            continue;
+        }
+        match c {
+            ';' if after_space => return Some(" ;"),
+            '#' if after_space => return Some(" #"),
+            '"' => quoted = true,
+            _ => {}
+        }
+        after_space = c.is_whitespace();
+    }
+    None
+}
+
+fn inline_comment_warning(
+    path: &Path,
+    line: usize,
+    section: &str,
+    key: &str,
+    marker: &str,
+) -> LocatedError {
+    LocatedError::new(
+        path,
+        line,
+        format!(
+            "[{section}] {key}: the value contains {marker:?}; plugin files have no inline comments, so the text after it is part of the value (put a comment on a line of its own)"
+        ),
+    )
 }
 
 impl IniSection {
@@ -181,6 +260,50 @@ mod tests {
             .and_then(|s| s.get("execute_frequency"))
             .expect("key");
         assert_eq!(entry.value, "5 ; not a comment");
+    }
+
+    #[test]
+    fn a_value_that_looks_commented_is_kept_and_warned_about() {
+        let doc = parse(
+            "[Core]\nName = interface_polling        ; unique per site\nKind = polling\n\
+             [main]\nresource_filter = resource_class = \"net ;work\" AND\n    resource_type = \"x\" # juniper\n\
+             label = a;b#c\n",
+        )
+        .expect("valid");
+        let name = doc
+            .section("core")
+            .and_then(|s| s.get("name"))
+            .expect("name");
+        assert_eq!(name.value, "interface_polling        ; unique per site");
+        let warnings: Vec<String> = doc.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with("p.vigil-plugin:2: [Core] name: the value contains \" ;\""),
+            "{warnings:#?}"
+        );
+        // The continuation line, not the key's line; `;` inside quotes and
+        // without a space before it are data.
+        assert!(
+            warnings[1]
+                .starts_with("p.vigil-plugin:6: [main] resource_filter: the value contains \" #\""),
+            "{warnings:#?}"
+        );
+        assert!(
+            parse("[a]\nk = \"x ;y\"\nj = a;b\n")
+                .expect("valid")
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_commented_section_header_says_where_comments_go() {
+        let err = parse("[sandbox]      ; optional\n").expect_err("header");
+        assert_eq!(err.line, 1);
+        assert!(
+            err.message.contains("comments go on a line of their own"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::capabilities::{CAPABILITIES, capability_names};
 use crate::filter::ResourceFilter;
 use crate::sandbox::limits::{LIMITS, LimitSpec, Limits};
 use crate::units::parse_duration;
+use vigil_core::status::STATUS_METRIC;
 
 /// The file name ending of plugin ini files.
 pub const PLUGIN_FILE_EXTENSION: &str = "vigil-plugin";
@@ -265,8 +266,15 @@ pub struct PluginManifest {
     pub snmp: Option<RequestOptions>,
     /// The sections the plugin can read through the `config` import.
     pub sections: Arc<PluginSections>,
+    /// Polling plugins: the form of the status group every run yields
+    /// (`[status]`).
+    pub status: StatusForm,
     /// The site's bounds on reading and compiling the component.
     pub loading: crate::sandbox::cache::LoadLimits,
+    /// Lines that load but probably do not mean what they say (see
+    /// [`IniDocument::warnings`]); reported by `vigil plugins check`,
+    /// `vigil check` and at load.
+    pub warnings: Vec<LocatedError>,
 }
 
 /// Everything wrong with one plugin file, one located line per problem.
@@ -286,7 +294,14 @@ impl fmt::Display for ManifestErrors {
 }
 
 /// Sections vigil interprets itself; plugins never see them.
-const HOST_SECTIONS: [&str; 5] = ["core", "documentation", "sandbox", "capabilities", "snmp"];
+const HOST_SECTIONS: [&str; 6] = [
+    "core",
+    "documentation",
+    "sandbox",
+    "capabilities",
+    "snmp",
+    "status",
+];
 const MAX_NAME_LEN: usize = 128;
 /// Shortest schedule accepted: faster polling belongs to streaming telemetry.
 // (also the floor for cron schedules)
@@ -482,6 +497,7 @@ impl PluginManifest {
         let grants = check.grants(policy);
         let snmp = check.snmp_options(policy, &grants, kind);
         let sections = Arc::new(plugin_sections(&doc));
+        let status = check.status_form(kind);
 
         match (name, kind, module, schedule) {
             (Some(name), Some(kind), Some(module), Some(schedule)) if errors.is_empty() => {
@@ -503,10 +519,38 @@ impl PluginManifest {
                     grants,
                     snmp,
                     sections,
+                    status,
                     loading: policy.loading,
+                    warnings: doc.warnings.clone(),
                 })
             }
             _ => Err(ManifestErrors(errors)),
+        }
+    }
+}
+
+/// The status group(s) a polling plugin's runs yield (`[status]`):
+///
+/// * vigil's generic group, `status` with the gauge `polling_status` and a
+///   `plugin` dimension, one series per plugin and device (`generic`,
+///   default yes; vigil's own dashboards read it);
+/// * Panoptes' form, `status` with the gauge named by `metric` (e.g.
+///   `interface_polling_status`) and no dimension: what Panoptes'
+///   dashboards and alerts query. Off unless `metric` is set; the bundled
+///   Panoptes-equivalent plugins set it.
+///
+/// Both carry the same Panoptes status code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusForm {
+    pub generic: bool,
+    pub metric: Option<String>,
+}
+
+impl Default for StatusForm {
+    fn default() -> Self {
+        StatusForm {
+            generic: true,
+            metric: None,
         }
     }
 }
@@ -561,6 +605,52 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+    }
+
+    /// `[status] metric = NAME` and `generic = yes|no`.
+    fn status_form(&mut self, kind: Option<PluginKind>) -> StatusForm {
+        let mut form = StatusForm::default();
+        let Some(section) = self.doc.section("status") else {
+            return form;
+        };
+        if kind.is_some_and(|k| k != PluginKind::Polling) {
+            self.errors.push(self.doc.error(
+                section.line,
+                "[status] applies to polling plugins only".to_owned(),
+            ));
+            return form;
+        }
+        self.only_keys(Some(section), "status", &["metric", "generic"]);
+        if let Some(entry) = section.get("metric") {
+            let name = entry.value.trim();
+            if crate::sandbox::validate::valid_name(name) && name != STATUS_METRIC {
+                form.metric = Some(name.to_owned());
+            } else {
+                self.at(
+                    entry,
+                    format!("[status] metric: {name:?} is not a metric name other than `{STATUS_METRIC}` (lower-case letters, digits and `_`, e.g. `interface_polling_status`)"),
+                );
+            }
+        }
+        if let Some(entry) = section.get("generic") {
+            match parse_bool(&entry.value) {
+                Some(generic) => form.generic = generic,
+                None => self.at(
+                    entry,
+                    format!("[status] generic: {:?} is not yes or no", entry.value),
+                ),
+            }
+        }
+        if !form.generic && form.metric.is_none() {
+            self.errors.push(
+                self.doc.error(
+                    section.line,
+                    "[status] generic = no needs a `metric`: every polling run yields a status"
+                        .to_owned(),
+                ),
+            );
+        }
+        form
     }
 
     fn module_path(&mut self, entry: &IniEntry) -> Option<PathBuf> {
@@ -736,6 +826,16 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// `yes`/`no`, `true`/`false`, `on`/`off` (any case) or `1`/`0`.
+fn parse_bool(written: &str) -> Option<bool> {
+    match ConfigValue::infer(written).1 {
+        ConfigValue::Boolean(b) => Some(b),
+        ConfigValue::Integer(1) => Some(true),
+        ConfigValue::Integer(0) => Some(false),
+        _ => None,
+    }
+}
+
 fn plugin_sections(doc: &IniDocument) -> PluginSections {
     let sections = doc
         .sections
@@ -777,6 +877,23 @@ mod tests {
     const DISCOVERY: &str = "[Core]\nName = inventory\nKind = discovery\nModule = inventory.wasm\n[main]\nexecute_frequency = 60\n";
 
     #[test]
+    fn an_inline_comment_is_part_of_the_value_and_warned_about() {
+        let manifest =
+            parse(&DISCOVERY.replace("Name = inventory", "Name = inventory    ; unique per site"))
+                .expect("loads: the text after ';' is part of the name");
+        assert_eq!(manifest.name, "inventory    ; unique per site");
+        let warnings: Vec<String> = manifest.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].ends_with(
+                "p.vigil-plugin:2: [Core] name: the value contains \" ;\"; plugin files have no inline comments, so the text after it is part of the value (put a comment on a line of its own)"
+            ),
+            "{warnings:?}"
+        );
+        assert!(parse(DISCOVERY).expect("valid").warnings.is_empty());
+    }
+
+    #[test]
     fn sites_are_the_operators_list() {
         let manifest = parse(&format!("{DISCOVERY}sites = lab1, lab2, lab1\n")).expect("valid");
         assert_eq!(manifest.sites, ["lab1", "lab2"]);
@@ -795,5 +912,52 @@ mod tests {
             error.contains("sites applies to discovery plugins only"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_status_section_picks_the_status_forms() {
+        let polling = DISCOVERY.replace("Kind = discovery", "Kind = polling");
+        let form = |extra: &str| parse(&format!("{polling}{extra}")).map(|m| m.status);
+
+        assert_eq!(form("").expect("loads"), StatusForm::default());
+        assert_eq!(
+            form("[status]\nmetric = interface_polling_status\n").expect("loads"),
+            StatusForm {
+                generic: true,
+                metric: Some("interface_polling_status".to_owned()),
+            }
+        );
+        assert_eq!(
+            form("[status]\nmetric = status\ngeneric = no\n").expect("loads"),
+            StatusForm {
+                generic: false,
+                metric: Some("status".to_owned()),
+            }
+        );
+        let refused = |extra: &str, why: &str| {
+            let error = form(extra).expect_err(extra).to_string();
+            assert!(error.contains(why), "{extra}: {error}");
+        };
+        refused(
+            "[status]\nmetric = Interface Status\n",
+            "is not a metric name",
+        );
+        refused(
+            "[status]\nmetric = polling_status\n",
+            "is not a metric name",
+        );
+        refused("[status]\ngeneric = no\n", "needs a `metric`");
+        refused("[status]\ngeneric = maybe\n", "is not yes or no");
+        refused("[status]\nmetrics = x\n", "metrics");
+        let error = parse(&format!("{DISCOVERY}[status]\nmetric = x\n"))
+            .expect_err("not for discovery")
+            .to_string();
+        assert!(
+            error.contains("[status] applies to polling plugins only"),
+            "{error}"
+        );
+        // The section is the host's, not the plugin's own configuration.
+        let manifest = parse(&format!("{polling}[status]\nmetric = x_status\n")).expect("loads");
+        assert!(manifest.sections.section("status").is_empty());
     }
 }

@@ -3,10 +3,14 @@
 
 pub mod ini;
 pub mod manifest;
+/// `vigil plugins test`: a run against a device recording, offline.
+pub mod offline;
 pub mod registry;
+/// `vigil plugins new`: a plugin crate that builds and loads as it is.
+pub mod template;
 pub mod watcher;
 
-pub use manifest::{ManifestErrors, PLUGIN_FILE_EXTENSION, PluginKind, PluginManifest};
+pub use manifest::{ManifestErrors, PLUGIN_FILE_EXTENSION, PluginKind, PluginManifest, StatusForm};
 
 pub use registry::{LoadedPlugin, PluginRegistry, RegistryEvent};
 

@@ -142,12 +142,23 @@ struct State {
 
 struct Shared {
     sandbox: Arc<Sandbox>,
-    policy: PluginPolicy,
-    directories: Vec<PathBuf>,
+    /// The site's rules and directories; replaced by
+    /// [`PluginRegistry::reconfigure`] when the site config is reloaded.
+    config: Mutex<Config>,
     state: Mutex<State>,
     /// Signalled when a job is queued or finished, or the registry closes.
     changed: Condvar,
     events: broadcast::Sender<RegistryEvent>,
+}
+
+/// The site's part in loading: what the policy allows and where to look.
+#[derive(Clone)]
+struct Config {
+    policy: Arc<PluginPolicy>,
+    directories: Vec<PathBuf>,
+    /// Bumped when the policy changes: part of every file's fingerprint,
+    /// so each plugin is checked again under the new rules.
+    epoch: u64,
 }
 
 /// What a scan remembers between scans (held under the scan lock).
@@ -201,8 +212,11 @@ impl PluginRegistry {
         PluginRegistry {
             shared: Arc::new(Shared {
                 sandbox,
-                policy,
-                directories,
+                config: Mutex::new(Config {
+                    policy: Arc::new(policy),
+                    directories,
+                    epoch: 0,
+                }),
                 state: Mutex::new(State::default()),
                 changed: Condvar::new(),
                 events,
@@ -211,8 +225,25 @@ impl PluginRegistry {
         }
     }
 
-    pub fn directories(&self) -> &[PathBuf] {
-        &self.shared.directories
+    pub fn directories(&self) -> Vec<PathBuf> {
+        self.shared.config().directories
+    }
+
+    /// Takes the site's new rules and plugin directories (a reloaded site
+    /// config). The next scan loads what the new directories hold, unloads
+    /// what only the old ones held and, when the policy changed, checks
+    /// every plugin again under it (a plugin it now refuses is unloaded
+    /// and reported). Returns whether anything changed.
+    pub fn reconfigure(&self, policy: PluginPolicy, directories: Vec<PathBuf>) -> bool {
+        let mut config = self.shared.config.lock().unwrap_or_else(|p| p.into_inner());
+        let policy_changed = *config.policy != policy;
+        let changed = policy_changed || config.directories != directories;
+        if policy_changed {
+            config.policy = Arc::new(policy);
+            config.epoch += 1;
+        }
+        config.directories = directories;
+        changed
     }
 
     pub fn sandbox(&self) -> &Arc<Sandbox> {
@@ -289,7 +320,8 @@ impl PluginRegistry {
     /// the decisions, queue compiles, announce the changes, prune the cache.
     fn scan(&self, report: Option<Report>) -> (Vec<RegistryEvent>, u64) {
         let mut memo = self.scan.lock().unwrap_or_else(|p| p.into_inner());
-        let files = self.plugin_files();
+        let config = self.shared.config();
+        let files = plugin_files(&config.directories);
         let present: HashSet<&PathBuf> = files.iter().collect();
         // The registry as it is now, and the names each file holds (a
         // changed plugin still compiling holds its old name and its new
@@ -334,7 +366,14 @@ impl PluginRegistry {
         let mut seen_modules = HashSet::new();
         let mut decisions = Vec::with_capacity(files.len());
         for path in &files {
-            let decision = self.examine(path, &snapshot, &mut claims, &mut memo, &mut seen_modules);
+            let decision = self.examine(
+                path,
+                &config,
+                &snapshot,
+                &mut claims,
+                &mut memo,
+                &mut seen_modules,
+            );
             decisions.push((path.clone(), decision));
         }
         memo.hashes
@@ -431,7 +470,7 @@ impl PluginRegistry {
             self.shared
                 .sandbox
                 .artifact_cache()
-                .prune(&in_use, self.shared.policy.cache_max_size);
+                .prune(&in_use, config.policy.cache_max_size);
         }
         (events, generation)
     }
@@ -454,6 +493,7 @@ impl PluginRegistry {
     fn examine(
         &self,
         path: &Path,
+        config: &Config,
         snapshot: &Snapshot,
         claims: &mut BTreeMap<PathBuf, Vec<String>>,
         memo: &mut ScanMemo,
@@ -487,7 +527,7 @@ impl PluginRegistry {
                 );
             }
         };
-        let manifest = match PluginManifest::parse(path, &text, &self.shared.policy) {
+        let manifest = match PluginManifest::parse(path, &text, &config.policy) {
             Ok(manifest) => manifest,
             Err(e) => {
                 claims.remove(path);
@@ -525,7 +565,7 @@ impl PluginRegistry {
                 }
             },
         };
-        let fingerprint = format!("{ini_hash}:{wasm_sha256}");
+        let fingerprint = format!("{ini_hash}:{wasm_sha256}:{}", config.epoch);
 
         if snapshot.pending.get(path) == Some(&fingerprint) {
             return Decision::Unchanged;
@@ -556,6 +596,10 @@ impl PluginRegistry {
             );
             claims.remove(path);
             return failed(&fingerprint, error, false);
+        }
+        // Once per version of the file: an unchanged file never gets here.
+        for warning in &manifest.warnings {
+            tracing::warn!(file = %warning.path.display(), line = warning.line, "plugin file: {}", warning.message);
         }
 
         let manifest = Arc::new(manifest);
@@ -600,37 +644,44 @@ impl PluginRegistry {
             }
         }
     }
+}
 
-    /// Every plugin file in the directories, sorted for a stable load order.
-    fn plugin_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        for dir in &self.shared.directories {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    tracing::warn!(directory = %dir.display(), error = %e, "cannot read plugin directory");
-                    continue;
-                }
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path
-                    .extension()
-                    .is_some_and(|ext| ext == PLUGIN_FILE_EXTENSION)
-                    && path.is_file()
-                {
-                    files.push(path);
-                }
+/// Every plugin file in `directories`, sorted for a stable load order.
+fn plugin_files(directories: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in directories {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(directory = %dir.display(), error = %e, "cannot read plugin directory");
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|ext| ext == PLUGIN_FILE_EXTENSION)
+                && path.is_file()
+            {
+                files.push(path);
             }
         }
-        files.sort();
-        files
     }
+    files.sort();
+    files
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Takes the next queued job and compiles it. With `wait`, blocks until

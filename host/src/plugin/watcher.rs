@@ -66,7 +66,9 @@ fn relevant(event: &notify::Event) -> bool {
     !matches!(event.kind, EventKind::Access(_))
 }
 
-/// Starts watching the registry's directories. Call from a tokio runtime.
+/// Starts watching the registry's directories (as they are now: after
+/// [`PluginRegistry::reconfigure`] changes them, start a new watcher).
+/// Call from a tokio runtime.
 pub fn watch(
     registry: Arc<PluginRegistry>,
     settings: WatchSettings,
@@ -83,7 +85,7 @@ pub fn watch(
     .context("creating the plugin directory watcher")?;
     for dir in registry.directories() {
         watcher
-            .watch(dir, RecursiveMode::NonRecursive)
+            .watch(&dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching plugin directory {}", dir.display()))?;
     }
 

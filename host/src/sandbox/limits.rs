@@ -289,9 +289,38 @@ pub struct SandboxSection {
     pub(crate) defaults: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
     pub(crate) caps: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Each plugin's log budget across runs (see
+    /// `vigil_capabilities::log`): lines at once, and lines a minute.
+    pub(crate) plugin_log_burst: Option<Spanned<u32>>,
+    pub(crate) plugin_log_lines_per_minute: Option<Spanned<u32>>,
 }
 
 impl SandboxSection {
+    /// `plugin_log_burst` and `plugin_log_lines_per_minute`, defaulted and
+    /// checked against their ceilings.
+    pub fn log_budget(
+        &self,
+        at: At<'_>,
+    ) -> Result<crate::capabilities::log::LogBudgetSettings, LocatedError> {
+        use crate::capabilities::log::LogBudgetSettings;
+        let defaults = LogBudgetSettings::default();
+        let burst = self.plugin_log_burst.as_ref();
+        let rate = self.plugin_log_lines_per_minute.as_ref();
+        LogBudgetSettings::checked(
+            burst.map_or(defaults.burst, |b| *b.get_ref()),
+            rate.map_or(defaults.lines_per_minute, |r| *r.get_ref()),
+        )
+        .map_err(|e| {
+            let span = match (burst, rate) {
+                (Some(b), _) if e.0.contains("burst") => b.span(),
+                (_, Some(r)) => r.span(),
+                (Some(b), None) => b.span(),
+                (None, None) => 0..0,
+            };
+            at(span, e.0)
+        })
+    }
+
     /// Applies the section over `max_concurrent_runs`, `defaults` and
     /// `caps` (vigil's built-in values): caps may only lower vigil's
     /// ceilings, and no default may sit above its cap.
@@ -408,6 +437,36 @@ fn parse_limit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plugin_log_budget_has_defaults_and_ceilings() {
+        use crate::capabilities::log::LogBudgetSettings;
+        let parse = |text: &str| {
+            let section: SandboxSection = toml::from_str(text).expect("toml");
+            section.log_budget(&|_, message| {
+                LocatedError::new(std::path::Path::new("site.toml"), 1, message)
+            })
+        };
+        assert_eq!(parse("").expect("defaults"), LogBudgetSettings::default());
+        assert_eq!(
+            parse("plugin_log_burst = 50\nplugin_log_lines_per_minute = 600").expect("set"),
+            LogBudgetSettings {
+                burst: 50,
+                lines_per_minute: 600
+            }
+        );
+        let err = parse("plugin_log_burst = 0").expect_err("zero");
+        assert!(
+            err.message.contains("plugin_log_burst must be 1 to 100000"),
+            "{err}"
+        );
+        let err = parse("plugin_log_lines_per_minute = 1000000").expect_err("over");
+        assert!(
+            err.message
+                .contains("plugin_log_lines_per_minute must be 1 to 60000"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_are_within_caps_and_none_is_unlimited() {

@@ -34,7 +34,7 @@ use crate::bindings::{analysis, discovery, enrichment, polling};
 use crate::capabilities::kv::{KvBackend, MemoryKv};
 use crate::capabilities::log::RunLog;
 use crate::capabilities::snmp::{SnmpRun, SnmpService, SnmpSettings};
-use crate::capabilities::{clock, config, enrichment as enrichment_cache, kv, log, snmp};
+use crate::capabilities::{clock, config, enrichment as enrichment_cache, kv, log, snmp, status};
 use crate::model::{EndpointEvent, Resource};
 use crate::plugin::{PluginKind, PluginManifest};
 pub use cache::{ArtifactCache, CacheOutcome, sha256_hex};
@@ -117,11 +117,15 @@ pub struct HostState {
     pub(crate) context: RunContext,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) log: RunLog,
+    /// The plugin's log budget across runs (shared by all its runs).
+    pub(crate) log_budget: Arc<log::PluginLogBudget>,
     /// The run's host-call quota, charged by every capability.
     pub(crate) calls: HostCalls,
     types: vigil_wit::Types,
     /// SNMP for this run, when granted and the run has a resource.
     pub(crate) snmp: Option<SnmpRun>,
+    /// What the plugin reported it could not collect.
+    pub(crate) missing: status::Missing,
     limiter: Limiter,
     deadline_hit: bool,
     /// When the current call must end; checked on every epoch tick.
@@ -150,6 +154,7 @@ fn add_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         calls: &mut s.calls,
         log: &mut s.log,
         max_lines: s.plugin.limits.max_log_lines,
+        budget: Some(&s.log_budget),
         plugin: &s.plugin.name,
         resource: s.context.resource_id.as_deref().unwrap_or(""),
     })?;
@@ -167,6 +172,10 @@ fn add_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         calls: &mut s.calls,
         interval: s.plugin.schedule.interval(),
         scheduled: s.context.scheduled,
+    })?;
+    status::add_to_linker(linker, |s| status::Status {
+        calls: &mut s.calls,
+        missing: &mut s.missing,
     })?;
     enrichment_cache::add_to_linker(linker, |s| enrichment_cache::EnrichmentCache {
         calls: &mut s.calls,
@@ -252,6 +261,8 @@ pub struct SandboxSettings {
     pub engine: EngineSettings,
     /// Credentials and defaults for plugins granted `snmp`.
     pub snmp: SnmpSettings,
+    /// Each plugin's log budget across runs.
+    pub log_budget: log::LogBudgetSettings,
 }
 
 pub struct Sandbox {
@@ -261,6 +272,8 @@ pub struct Sandbox {
     allocator: AllocatorKind,
     kv: Arc<dyn KvBackend>,
     snmp: Arc<SnmpService>,
+    /// Every plugin's log budget, kept across runs.
+    log_budgets: Arc<log::LogBudgets>,
     _ticker: engine::EpochTicker,
 }
 
@@ -284,12 +297,18 @@ impl Sandbox {
             allocator,
             kv,
             snmp: Arc::new(SnmpService::new(settings.snmp.clone())),
+            log_budgets: Arc::new(log::LogBudgets::new(settings.log_budget)),
             _ticker: ticker,
         })
     }
 
     pub fn snmp(&self) -> &Arc<SnmpService> {
         &self.snmp
+    }
+
+    /// Every plugin's log budget and what it dropped (health metrics).
+    pub fn log_budgets(&self) -> &Arc<log::LogBudgets> {
+        &self.log_budgets
     }
 
     pub fn engine(&self) -> &Engine {
@@ -414,6 +433,7 @@ impl Sandbox {
             log_dropped: 0,
             stderr: String::new(),
             snmp: None,
+            missing: status::Missing::default(),
         };
         if input.kind() != manifest.kind {
             report.outcome = RunOutcome::HostFailure(format!(
@@ -459,6 +479,7 @@ impl Sandbox {
         report.log_dropped = state.log.dropped;
         report.stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
         report.snmp = state.snmp.take().map(|run| run.summary);
+        report.missing = std::mem::take(&mut state.missing);
         report.outcome = match result {
             Err(_elapsed) => RunOutcome::Trap(TrapReason::Deadline {
                 limit: limits.deadline,
@@ -498,9 +519,11 @@ impl Sandbox {
             context,
             kv: self.kv.clone(),
             log: RunLog::default(),
+            log_budget: self.log_budgets.for_plugin(&manifest.name),
             calls: HostCalls::new(limits.max_host_calls),
             types: vigil_wit::Types,
             snmp: None,
+            missing: status::Missing::default(),
             limiter: Limiter {
                 memory_limit: limits.memory,
                 table_limit: limits.table_elements,

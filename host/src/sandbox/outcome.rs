@@ -206,4 +206,6 @@ pub struct RunReport {
     pub stderr: String,
     /// What SNMP did, when the plugin was granted it.
     pub snmp: Option<crate::capabilities::snmp::SnmpSummary>,
+    /// What the plugin reported it could not collect (`status` import).
+    pub missing: crate::capabilities::status::Missing,
 }

@@ -139,14 +139,18 @@ impl Site {
         let mut runs: Vec<Value> = String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
+            .map(epoch_times)
             .collect();
         runs.reverse();
         runs
     }
 
+    /// The status of the site's one agent.
     fn status(&self) -> Value {
         let output = self.vigil(&["status", "--json"]);
-        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+        serde_json::from_slice::<Value>(&output.stdout)
+            .map(|status| status["agents"][0].clone())
+            .unwrap_or(Value::Null)
     }
 
     fn json_lines(&self) -> Vec<Value> {
@@ -156,6 +160,24 @@ impl Site {
             .map(|line| serde_json::from_str(line).expect("every line is complete JSON"))
             .collect()
     }
+}
+
+/// An RFC 3339 time of the JSON output as seconds since the epoch (0 when
+/// absent or malformed).
+fn epoch(time: &Value) -> f64 {
+    time.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// A run of `vigil runs --json` with its times as epoch seconds, which the
+/// checks compare.
+fn epoch_times(mut run: Value) -> Value {
+    for field in ["scheduled_at", "started_at", "finished_at"] {
+        let at = epoch(&run[field]);
+        run[field] = serde_json::json!(at);
+    }
+    run
 }
 
 fn runs_of<'a>(runs: &'a [Value], plugin: &str, resource: Option<&str>) -> Vec<&'a Value> {
@@ -301,7 +323,7 @@ fn discovery_filter_schedule_poll_transform_sink() {
         || {
             site.status()["broken"].as_array().is_some_and(|broken| {
                 broken.iter().any(|entry| {
-                    entry[1].as_str().is_some_and(|e| {
+                    entry["error"].as_str().is_some_and(|e| {
                         e.contains("broken.vigil-plugin:4: expected `key = value`")
                     })
                 })
@@ -418,14 +440,21 @@ fn discovery_filter_schedule_poll_transform_sink() {
         "heartbeat",
         "--filter",
         r#"resource_id = "sw2""#,
+        "--json",
     ]);
     let text = String::from_utf8_lossy(&metrics.stdout);
+    let values: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("sw2 heartbeat") && l.contains("up = 1")),
+        values.iter().any(|v| v["resource_id"] == "sw2"
+            && v["group_type"] == "heartbeat"
+            && v["metric"] == "up"
+            && v["value"] == 1),
         "{text}"
     );
-    assert!(!text.contains("sw1 "), "{text}");
+    assert!(values.iter().all(|v| v["resource_id"] == "sw2"), "{text}");
 }
 
 #[test]
@@ -520,19 +549,15 @@ fn runs_counter(site: &Site) -> Option<u64> {
         "metrics",
         "--group",
         "heartbeat",
-        "--filter",
-        r#"resource_id = "sw1""#,
+        "--resource",
+        "sw1",
+        "--metric",
+        "runs",
+        "--json",
     ]);
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .find_map(|line| {
-            line.split(" runs = ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
+        .find_map(|line| serde_json::from_str::<Value>(line).ok()?["value"].as_u64())
 }
 
 #[test]
@@ -644,6 +669,95 @@ fn snmp_polling_status_says_why_a_device_has_no_data() {
     assert!(alive_data >= 2, "the answering device produced data");
 }
 
+/// The interface poller through `vigil run`, against snmpsim serving a
+/// real recording with one ifHCInOctets row stored past the end of
+/// ifXTable (where no walk finds it): the run record names the missing
+/// object, and both status forms (Panoptes' `interface_polling_status`
+/// without dimensions, vigil's `polling_status{plugin}`) say 4, partial.
+#[test]
+fn a_missing_counter_is_named_in_the_run_record_and_both_status_forms() {
+    use vigil_tests::snmp_servers::{Snmpsim, fixtures_dir};
+    let original =
+        std::fs::read_to_string(fixtures_dir().join("generic-switch.snmprec")).expect("recording");
+    let moved = "1.3.6.1.2.1.31.1.1.1.6.3|";
+    let mut lines: Vec<&str> = original.lines().filter(|l| !l.starts_with(moved)).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.starts_with("1.3.6.1.2.1.31.1.1.1."))
+        .expect("ifXTable");
+    lines.insert(end + 1, "1.3.6.1.2.1.31.1.2.1.3.0.3|2|1");
+    lines.insert(end + 2, "1.3.6.1.2.1.31.1.1.1.6.3|70|5");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recording = dir.path().join("pastend.snmprec");
+    std::fs::write(&recording, lines.join("\n") + "\n").expect("write");
+    let sim = Snmpsim::start(&[("pastend".to_owned(), recording)]).expect("snmpsim");
+
+    let site = Site::with_config(
+        4,
+        "[snmp]\ntimeout = \"2s\"\nretries = 1\n\
+         [[snmp.credentials]]\ndiscovery_plugins = [\"inventory\"]\nversion = \"2c\"\ncommunity = \"pastend\"\n",
+    );
+    site.inventory_at(&[("sw", "network", sim.endpoint())], 600);
+    site.discovery("1h");
+    PluginFile::new("ifpoll", "polling", artifacts::SNMP_INTERFACE_POLLING)
+        .frequency("2s")
+        .set("capabilities", "snmp", "yes")
+        .set("status", "metric", "interface_polling_status")
+        .set("sandbox", "deadline", "10s")
+        .write(&site.plugins(), "ifpoll");
+    let vigil = site.start();
+    wait_until("a poll of the device", Duration::from_secs(40), || {
+        !runs_of(&site.runs(), "ifpoll", Some("sw")).is_empty()
+    });
+    stop(vigil);
+
+    let all_runs = site.runs();
+    let runs = runs_of(&all_runs, "ifpoll", Some("sw"));
+    assert!(
+        runs.iter().all(|r| r["outcome"] == "ok"
+            && r["detail"].as_str().is_some_and(|d| {
+                d.contains("12 metrics groups") && d.contains("missing: ifHCInOctets of ifIndex 3")
+            })),
+        "{runs:?}"
+    );
+    let status: Vec<(String, Value, i64)> = site
+        .json_lines()
+        .iter()
+        .filter(|g| g["metrics_group_type"] == "status" && g["resource"]["resource_id"] == "sw")
+        .filter_map(|g| {
+            Some((
+                g["metrics"][0]["metric_name"].as_str()?.to_owned(),
+                g["dimensions"].clone(),
+                g["metrics"][0]["metric_value"].as_i64()?,
+            ))
+        })
+        .collect();
+    let panoptes: Vec<_> = status
+        .iter()
+        .filter(|(name, _, _)| name == "interface_polling_status")
+        .collect();
+    let generic: Vec<_> = status
+        .iter()
+        .filter(|(name, _, _)| name == "polling_status")
+        .collect();
+    assert!(
+        !panoptes.is_empty() && panoptes.len() == generic.len(),
+        "{status:?}"
+    );
+    assert!(
+        panoptes
+            .iter()
+            .all(|(_, dims, code)| *code == 4 && dims.as_array().is_none_or(Vec::is_empty)),
+        "{status:?}"
+    );
+    assert!(
+        generic
+            .iter()
+            .all(|(_, dims, code)| *code == 4 && dims.to_string().contains("ifpoll")),
+        "{status:?}"
+    );
+}
+
 /// A number from a text-format `/metrics` document: the sample whose line
 /// starts with `series` (name and labels exactly as vigil writes them).
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -728,9 +842,9 @@ fn prometheus_scrapes_the_running_host_and_status_reads_the_same_numbers() {
     // `vigil status` reads the numbers /metrics shows. Counters that are
     // frozen are equal; moving ones are bracketed by two scrapes.
     let before = get_metrics(port);
-    let first_update = site.status()["updated_at"].as_f64().unwrap_or(0.0);
+    let first_update = epoch(&site.status()["heartbeat_at"]);
     wait_until("a fresh status", Duration::from_secs(10), || {
-        site.status()["updated_at"].as_f64().unwrap_or(0.0) > first_update
+        epoch(&site.status()["heartbeat_at"]) > first_update
     });
     let status = site.status();
     let after = get_metrics(port);

@@ -6,9 +6,9 @@
 //! | group type | dimensions | metrics (all gauges) | source |
 //! |------------|------------|----------------------|--------|
 //! | `system` | — | `uptime_seconds` (float) | sysUpTime.0 / 100 |
-//! | `cpu` | `cpu_name`, `cpu_no`, `cpu_type` (= `control`) | `cpu_utilization` (percent) | hrProcessorLoad, one group per processor; `cpu_no` is the hrDeviceIndex, `cpu_name` its hrDeviceDescr |
+//! | `cpu` | `cpu_name`, `cpu_no`, `cpu_type` (= `ctrl`, as Panoptes) | `cpu_utilization` (percent) | hrProcessorLoad, one group per processor; `cpu_no` is the hrDeviceIndex, `cpu_name` its hrDeviceDescr |
 //! | `memory` | `memory_type` (`ram`, `virtual_memory`, `other`), `memory_name` | `memory_total`, `memory_used` (bytes) | hrStorageTable rows of type hrStorageRam, hrStorageVirtualMemory, hrStorageOther |
-//! | `storage` | `storage_type` (`fixed_disk`, `removable_disk`, `floppy_disk`, `compact_disc`, `ram_disk`, `flash_memory`, `network_disk`), `storage_name` | `storage_total`, `storage_used` (bytes) | hrStorageTable rows of the disk types |
+//! | `storage` | `storage_type` (`fixed_disk`, `removable_disk`, `floppy_disk`, `compact_disc`, `ram_disk`, `flash_memory`, `network_disk`), `storage_entity` (Panoptes' name) | `storage_total`, `storage_used` (bytes) | hrStorageTable rows of the disk types |
 //!
 //! Bytes are hrStorageSize / hrStorageUsed × hrStorageAllocationUnits.
 //! hrStorageTable rows of any other type are skipped.
@@ -90,7 +90,7 @@ impl Polling for DeviceHealth {
                     new_group("cpu")
                         .dimension("cpu_name", dimension_value(name.as_deref()))
                         .dimension("cpu_no", index)
-                        .dimension("cpu_type", "control")
+                        .dimension("cpu_type", "ctrl")
                         .gauge("cpu_utilization", MetricValue::Signed(load))
                         .build(),
                 );
@@ -127,7 +127,7 @@ impl Polling for DeviceHealth {
                     storage_rows += 1;
                     new_group("storage")
                         .dimension("storage_type", storage_type)
-                        .dimension("storage_name", name)
+                        .dimension("storage_entity", name)
                         .gauge("storage_total", total)
                         .gauge("storage_used", used)
                 }

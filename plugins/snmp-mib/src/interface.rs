@@ -12,9 +12,9 @@
 //! | `description` | ifDescr |
 //! | `media_type` | ifType as its IANAifType name (unknown numbers in decimal) |
 //! | `port_speed`, `configured_speed` | bits/s, see [`configured_speed`] |
-//! | `physical_address` | ifPhysAddress as `aa:bb:cc:dd:ee:ff` |
+//! | `physical_address` | ifPhysAddress as `AA:BB:CC:DD:EE:FF` (Panoptes' `transform_octet_to_mac`) |
 //! | `admin_status`, `oper_status` | `up`, `down`, `testing`, `unknown`, `dormant`, `notPresent`, `lowerLayerDown` (other values as the number) |
-//! | `parent_interface_name`, `parent_interface_media_type`, `parent_interface_port_speed`, `parent_interface_configured_speed` | the same values of the parent interface (from ifStackTable) |
+//! | `parent_interface_name`, `parent_interface_media_type`, `parent_interface_port_speed`, `parent_interface_configured_speed` | the same values of the parent interface (see [`parents`] and [`parent_by_name`]) |
 //!
 //! Missing text is `<not set>` and a missing number `-1` (Panoptes'
 //! conventions); empty strings and values of the wrong type count as
@@ -89,14 +89,35 @@ pub fn configured_speed(if_speed: Option<u64>, if_high_speed: Option<u64>) -> i6
     }
 }
 
-/// Octets as lowercase colon-separated hex (`aa:bb:cc:dd:ee:ff`); `None`
-/// when empty.
+/// Octets as upper-case colon-separated hex (`00:1B:2C:AB:CD:EF`), as
+/// Panoptes writes physical addresses; `None` when empty.
 pub fn mac_address(octets: &[u8]) -> Option<String> {
     if octets.is_empty() {
         return None;
     }
-    let hex: Vec<String> = octets.iter().map(|b| format!("{b:02x}")).collect();
+    let hex: Vec<String> = octets.iter().map(|b| format!("{b:02X}")).collect();
     Some(hex.join(":"))
+}
+
+/// The parent an interface's name implies, for devices without an
+/// ifStackTable, after Panoptes' vendor enrichment plugins: the part before
+/// the first `.` (a sub-interface: Cisco `Gi0/1.100`, Juniper
+/// `ge-0/0/0.0`), else before the first `:` (a Juniper channel
+/// `xe-0/0/0:1`), else before the first `/` (an Arista lane
+/// `Ethernet1/2`).
+///
+/// Unlike Panoptes, the candidate only counts when the device has an
+/// interface of that name (`index_of`), so the parent always has a media
+/// type and speeds to copy, and a Cisco `GigabitEthernet0/1` does not get a
+/// made-up parent `GigabitEthernet0`. Never the interface itself.
+pub fn parent_by_name(name: &str, index_of: impl Fn(&str) -> Option<u32>) -> Option<u32> {
+    ['.', ':', '/'].iter().find_map(|separator| {
+        let (parent, _) = name.split_once(*separator)?;
+        if parent.is_empty() || parent == name {
+            return None;
+        }
+        index_of(parent)
+    })
 }
 
 /// Each interface's parent from ifStackTable: the lower layer of every
@@ -180,7 +201,25 @@ pub fn enrichment_sets(
         .into_iter()
         .map(|index| (index, read_interface(if_table, if_x_table, index)))
         .collect();
-    let parents = parents(if_stack_table);
+    // ifStackTable first; a device without one gets parents from names.
+    let mut parents = parents(if_stack_table);
+    if parents.is_empty() {
+        let by_name: BTreeMap<&str, u32> = interfaces
+            .iter()
+            .filter(|(_, i)| i.name != MISSING_STRING)
+            .map(|(index, i)| (i.name.as_str(), *index))
+            .collect();
+        for (index, interface) in &interfaces {
+            if interface.name == MISSING_STRING {
+                continue;
+            }
+            if let Some(parent) =
+                parent_by_name(&interface.name, |n| by_name.get(n).copied()).filter(|p| p != index)
+            {
+                parents.insert(*index, parent);
+            }
+        }
+    }
     interfaces
         .iter()
         .map(|(index, interface)| {
@@ -302,7 +341,7 @@ mod tests {
         assert_eq!(value(&sets, "1", MEDIA_TYPE), "ethernetCsmacd");
         assert_eq!(value(&sets, "1", PORT_SPEED), "10000000000");
         assert_eq!(value(&sets, "1", CONFIGURED_SPEED), "10000000000");
-        assert_eq!(value(&sets, "1", PHYSICAL_ADDRESS), "00:1b:2c:ab:cd:ef");
+        assert_eq!(value(&sets, "1", PHYSICAL_ADDRESS), "00:1B:2C:AB:CD:EF");
         assert_eq!(value(&sets, "1", ADMIN_STATUS), "up");
         assert_eq!(value(&sets, "1", OPER_STATUS), "lowerLayerDown");
         assert_eq!(value(&sets, "1", PARENT_INTERFACE_NAME), MISSING_STRING);

@@ -259,8 +259,9 @@ pub fn walk_columns(entry: &str, subtree: &str) -> Result<Table, SnmpError> {
 
 /// The shared policy for optional data: `result` is returned as is when it
 /// succeeded; a timeout or authentication failure fails the run; any other
-/// SNMP error is logged (warn, naming `what`) and the data counts as
-/// missing (`T::default()`, e.g. an empty [`Table`]).
+/// SNMP error is logged (warn, naming `what`), reported to the host as
+/// missing (the run's status becomes `PARTIAL_METRIC_FAILURE`) and the data
+/// counts as missing (`T::default()`, e.g. an empty [`Table`]).
 pub fn optional<T: Default>(what: &str, result: Result<T, SnmpError>) -> Result<T, PluginError> {
     match result {
         Ok(value) => Ok(value),
@@ -271,6 +272,7 @@ pub fn optional<T: Default>(what: &str, result: Result<T, SnmpError>) -> Result<
                 "optional SNMP data unavailable; treating it as missing",
                 &[("object", what), ("error", &error.describe())],
             );
+            vigil_sdk::status::missing_metrics(&[what]);
             Ok(T::default())
         }
     }

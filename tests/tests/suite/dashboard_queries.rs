@@ -176,6 +176,7 @@ fn prometheus_dashboards_select_what_vigil_exposes() {
                 stale_after: Duration::from_secs(600),
                 max_series: 1000,
                 max_series_per_plugin: 1000,
+                namespace: None,
                 delivery: DeliverySettings {
                     buffer: 1,
                     delivery: Delivery {

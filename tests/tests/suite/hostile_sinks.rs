@@ -383,6 +383,7 @@ fn unsafe_resource_ids_push_to_their_own_pushgateway_group_only() {
         stale_after: Duration::from_secs(600),
         max_series: 1000,
         max_series_per_plugin: 1000,
+        namespace: None,
         delivery: DeliverySettings {
             buffer: 1000,
             delivery: Delivery {
@@ -553,6 +554,7 @@ fn a_sink_that_never_answers_cannot_hold_shutdown() {
             stale_after: Duration::from_secs(600),
             max_series: 100_000,
             max_series_per_plugin: 100_000,
+            namespace: None,
             delivery,
         }],
         ..OutputSettings::default()

@@ -25,5 +25,6 @@ mod loading;
 mod prometheus_sinks;
 mod redis_coordination;
 mod snmp_capability;
+mod snmp_mib;
 mod snmp_plugins;
 mod storage_backends;

@@ -305,6 +305,95 @@ fn metrics_endpoint_negotiates_text_and_openmetrics() {
     let _ = rt.block_on(server);
 }
 
+/// Real requests: `/metrics` is gzip-compressed only for a scraper that
+/// sends `Accept-Encoding: gzip`, and says so; `/health/metrics` serves
+/// vigil's own families (`vigil_*`, `process_*`) and no collected series,
+/// while `/metrics` keeps both.
+#[test]
+fn metrics_endpoint_gzips_on_request_and_serves_health_alone() {
+    use std::io::Read as _;
+    let rt = runtime();
+    let _guard = rt.enter();
+    let port = free_tcp_port().expect("port");
+    let settings = PrometheusSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        ..PrometheusSettings::default()
+    };
+    let registry = Arc::new(SeriesRegistry::new(settings.clone()));
+    let groups: Vec<Arc<MetricsGroup>> = (0..200)
+        .map(|i| Arc::new(interface_group("sw1", &format!("e{i}"), i as f64, i)))
+        .collect();
+    registry.accept(&groups);
+    let health = Arc::new(Health::new(
+        0.0,
+        Arc::new(RunStats::default()),
+        SinkProbes::default(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = rt
+        .block_on(vigil_host::sinks::prometheus::serve(
+            settings.listen,
+            health,
+            Some(registry),
+            stop_rx,
+        ))
+        .expect("serve");
+    // reqwest is built without its gzip feature: bodies arrive as sent.
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let plain = client.get(&url).send().expect("GET /metrics");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.text().expect("body");
+    let packed = client
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .expect("GET /metrics gzip");
+    assert_eq!(packed.headers()["content-encoding"], "gzip");
+    assert_eq!(packed.headers()["vary"], "Accept-Encoding");
+    let packed = packed.bytes().expect("body");
+    assert!(
+        packed.len() * 5 < plain.len(),
+        "{} of {}",
+        packed.len(),
+        plain.len()
+    );
+    let mut unpacked = String::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_string(&mut unpacked)
+        .expect("a gzip body");
+    // Same page (the only sample that moves between scrapes is the CPU
+    // time and fds of this process; compare the collected series).
+    let series = |page: &str| -> Vec<String> {
+        page.lines()
+            .filter(|l| l.starts_with("interface_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(series(&unpacked), series(&plain));
+    assert_eq!(series(&plain).len(), 400);
+    assert!(plain.contains("\nvigil_plugins_loaded "), "{plain}");
+    assert!(
+        plain.contains("\nprocess_resident_memory_bytes "),
+        "{plain}"
+    );
+
+    let health_url = format!("http://127.0.0.1:{port}/health/metrics");
+    let own = client
+        .get(&health_url)
+        .send()
+        .expect("GET /health/metrics")
+        .text()
+        .expect("body");
+    assert!(own.contains("\nvigil_plugins_loaded "), "{own}");
+    assert!(own.contains("\nprocess_resident_memory_bytes "), "{own}");
+    assert!(own.contains("\nprocess_cpu_seconds_total "), "{own}");
+    assert!(!own.contains("interface_"), "{own}");
+    assert!(!own.contains("resource_id="), "{own}");
+    let _ = stop_tx.send(true);
+    let _ = rt.block_on(server);
+}
+
 fn instances(result: &[Value]) -> BTreeSet<String> {
     result
         .iter()
@@ -461,6 +550,7 @@ fn pushgateway_settings(
         stale_after,
         max_series: 1000,
         max_series_per_plugin: 1000,
+        namespace: None,
         delivery: DeliverySettings {
             buffer: 1000,
             delivery: Delivery {

@@ -570,11 +570,23 @@ async fn broken_agents_get_clear_errors() {
             ))
         }),
     );
-    let (result, _) = walk(&looping).await;
+    // It ends (the second reply with nothing new), keeps the one object,
+    // and the run is told the walk was cut short.
+    let (result, summary) = walk(&looping).await;
+    let oids = |result: &Result<Vec<Varbind>, SnmpError>| -> Vec<String> {
+        result
+            .as_ref()
+            .map(|v| v.iter().map(|vb| vb.oid.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(oids(&result), ["1.3.6.1.2.1.2.2.1.1.1"], "{result:?}");
+    assert_eq!(summary.walks_cut_short, 1);
     assert!(
-        matches!(&result, Err(SnmpError::MalformedResponse(m)) if m.contains("not increasing")),
-        "{result:?}"
+        summary.walk_notes[0].contains("ended early"),
+        "{:?}",
+        summary.walk_notes
     );
+    assert!(summary.attempts <= 3, "{summary:?}");
 
     // Out of order inside one reply.
     let shuffled = BrokenAgent::start(
@@ -589,10 +601,18 @@ async fn broken_agents_get_clear_errors() {
             ))
         }),
     );
-    let (result, _) = walk(&shuffled).await;
-    assert!(
-        matches!(&result, Err(SnmpError::MalformedResponse(_))),
+    // Both objects, once each, sorted; the disorder is noted.
+    let (result, summary) = walk(&shuffled).await;
+    assert_eq!(
+        oids(&result),
+        ["1.3.6.1.2.1.2.2.1.1.2", "1.3.6.1.2.1.2.2.1.1.5"],
         "{result:?}"
+    );
+    assert!(
+        summary.walk_notes[0]
+            .contains("out of order (1.3.6.1.2.1.2.2.1.1.2 came after 1.3.6.1.2.1.2.2.1.1.5"),
+        "{:?}",
+        summary.walk_notes
     );
 
     // A walk that never ends: ever-increasing OIDs, stopped by the budget.

@@ -238,22 +238,10 @@ impl Oracle {
         if let (Some(u), Some(m), Some(b)) = (unicast_out, multicast_out, broadcast_out) {
             put("total_packets_out", Some(u.wrapping_add(m).wrapping_add(b)));
         }
-        put(
-            "error_packets_in",
-            Oracle::number(&self.if_table, 14, index),
-        );
-        put(
-            "error_packets_out",
-            Oracle::number(&self.if_table, 20, index),
-        );
-        put(
-            "discarded_packets_in",
-            Oracle::number(&self.if_table, 13, index),
-        );
-        put(
-            "discarded_packets_out",
-            Oracle::number(&self.if_table, 19, index),
-        );
+        put("errors_in", Oracle::number(&self.if_table, 14, index));
+        put("errors_out", Oracle::number(&self.if_table, 20, index));
+        put("discards_in", Oracle::number(&self.if_table, 13, index));
+        put("discards_out", Oracle::number(&self.if_table, 19, index));
         expected
     }
 
@@ -268,6 +256,40 @@ impl Oracle {
                 None => high.map_or("-1".to_owned(), |h| (h * 1_000_000).to_string()),
             },
         }
+    }
+
+    /// The ifIndexes the plugin polls: those with a counter or a state
+    /// (see the plugin's doc), in order.
+    fn polled_indexes(&self) -> Vec<u64> {
+        let if_columns = [7, 8, 10, 11, 13, 14, 16, 17, 19, 20];
+        self.indexes()
+            .into_iter()
+            .filter(|&index| {
+                if_columns
+                    .iter()
+                    .any(|&c| Oracle::number(&self.if_table, c, index).is_some())
+                    || (2..=13).any(|c| Oracle::number(&self.if_x_table, c, index).is_some())
+            })
+            .collect()
+    }
+
+    /// ifPhysAddress as Panoptes writes it: upper-case, colon-separated.
+    fn physical_address(&self, index: u64) -> String {
+        self.if_table
+            .get(&6)
+            .and_then(|rows| rows.get(&index.to_string()))
+            .and_then(WalkedValue::octets)
+            .filter(|octets| !octets.is_empty())
+            .map_or_else(
+                || NOT_SET.to_owned(),
+                |octets| {
+                    octets
+                        .iter()
+                        .map(|b| format!("{b:02X}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                },
+            )
     }
 
     fn name(&self, index: u64) -> String {
@@ -290,7 +312,8 @@ fn counters(group: &MetricsGroup) -> BTreeMap<String, u64> {
         .metrics
         .iter()
         .filter(|m| m.type_ == MetricType::Counter)
-        .filter(|m| !m.name.starts_with("errors_"))
+        // The EtherLike-MIB counters; the oracle walks IF-MIB only.
+        .filter(|m| !["errors_crc", "errors_frame", "errors_giants"].contains(&m.name.as_str()))
         .filter_map(|m| match m.value {
             MetricValue::Unsigned(v) => Some((m.name.clone(), v)),
             _ => None,
@@ -406,7 +429,13 @@ async fn interface_plugins_match_snmpbulkwalk_on_real_device_recordings() {
                 oracle.speed(index),
                 "{community} {index} speed"
             );
+            assert_eq!(
+                value("physical_address"),
+                oracle.physical_address(index),
+                "{community} {index} MAC"
+            );
         }
+        let polled = oracle.polled_indexes();
 
         // With the enrichment preloaded, and without (the plugin then
         // builds it itself): same dimensions, counters equal to the oracle.
@@ -414,8 +443,8 @@ async fn interface_plugins_match_snmpbulkwalk_on_real_device_recordings() {
         let without = metrics(lab.poll(&poller, &resource, Vec::new()).await);
         assert_eq!(
             with.len(),
-            indexes.len(),
-            "{community}: one group per interface"
+            polled.len(),
+            "{community}: one group per interface with data"
         );
         let names = |groups: &[MetricsGroup]| -> Vec<String> {
             groups
@@ -430,7 +459,7 @@ async fn interface_plugins_match_snmpbulkwalk_on_real_device_recordings() {
         );
 
         // Groups come in ifIndex order.
-        for (group, &index) in with.iter().zip(&indexes) {
+        for (group, &index) in with.iter().zip(&polled) {
             assert_eq!(group.group_type, "interface");
             let name = dimension(group, "interface_name");
             assert_eq!(
@@ -458,6 +487,11 @@ async fn interface_plugins_match_snmpbulkwalk_on_real_device_recordings() {
             let mtu = Oracle::number(&oracle.if_table, 4, index).map_or(-1, |v| v as i64);
             assert_eq!(gauge(group, "mtu"), Some(mtu), "{community} {name}");
             assert_eq!(dimension(group, "port_speed"), oracle.speed(index));
+            assert_eq!(
+                gauge(group, "configured_speed").map(|s| s.to_string()),
+                Some(oracle.speed(index)),
+                "{community} {name}: configured_speed gauge"
+            );
         }
     }
 }
@@ -694,4 +728,154 @@ async fn wrong_types_from_a_device_are_missing_values_not_failures() {
     assert_eq!(gauge(group, "admin_state"), Some(1));
     assert_eq!(gauge(group, "oper_state"), Some(-1), "absent");
     assert_eq!(gauge(group, "oper_admin_state_mismatch"), Some(0));
+}
+
+/// The agents real walks come from serve rows out of place, and snmpsim
+/// serves a recording in its stored order, so each alteration below is a
+/// real agent misbehaving. Nothing may vanish silently: either the walk
+/// still finds the data, or the run's status and record say what is
+/// missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_survive_rows_out_of_place_and_say_what_is_missing() {
+    use vigil_host::pipeline::status::{PollingStatus, classify};
+
+    // ifHCInOctets of ifIndex 3, given a value the recording does not
+    // have anywhere else, so finding it proves the walk reached it.
+    const MOVED: &str = "1.3.6.1.2.1.31.1.1.1.6.3";
+    const MARK: u64 = 987_654_321;
+    let original =
+        std::fs::read_to_string(fixtures_dir().join("generic-switch.snmprec")).expect("recording");
+    let lines: Vec<String> = original
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{MOVED}|")))
+        .map(str::to_owned)
+        .collect();
+    let moved = format!("{MOVED}|70|{MARK}");
+    let first_if_x = lines
+        .iter()
+        .position(|l| l.starts_with("1.3.6.1.2.1.31.1.1.1."))
+        .expect("ifXTable rows");
+    let last_if_x = lines
+        .iter()
+        .rposition(|l| l.starts_with("1.3.6.1.2.1.31.1.1.1."))
+        .expect("ifXTable rows");
+    let with = |at: usize, extra: &[&str]| -> String {
+        let mut altered = lines.clone();
+        for (i, line) in extra.iter().enumerate() {
+            altered.insert(at + i, (*line).to_owned());
+        }
+        altered.join("\n") + "\n"
+    };
+    // A row of ifXTable stored before ifXTable starts (the misplaced row
+    // that used to end the ifXTable walk at once).
+    let before = with(first_if_x, &[&moved]);
+    // The same row in place, twice (as in the Juniper MX recording).
+    let position = lines
+        .iter()
+        .position(|l| l.starts_with("1.3.6.1.2.1.31.1.1.1.6.4|"))
+        .expect("ifHCInOctets.4");
+    let twice = with(position, &[&moved, &moved]);
+    // The row stored after a row of the next table: past the table's end,
+    // where no walk of ifXTable can see it.
+    let past_end = with(last_if_x + 1, &["1.3.6.1.2.1.31.1.2.1.3.0.3|2|1", &moved]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let devices: Vec<(String, PathBuf)> = [
+        ("intact", original.clone()),
+        ("before", before),
+        ("twice", twice),
+        ("pastend", past_end),
+    ]
+    .into_iter()
+    .map(|(name, text)| {
+        let path = dir.path().join(format!("{name}.snmprec"));
+        std::fs::write(&path, text).expect("write recording");
+        (name.to_owned(), path)
+    })
+    .collect();
+    let sim = Snmpsim::start(&devices).expect("snmpsim");
+    let lab = Lab::new(&["intact", "before", "twice", "pastend"]);
+    let poller = lab.plugin(
+        "snmp_interface_polling",
+        "polling",
+        artifacts::SNMP_INTERFACE_POLLING,
+        &[("status", "metric", "interface_polling_status")],
+    );
+    let poll = |device: &'static str| {
+        let resource = Resource::named(device, &sim.endpoint());
+        let lab = &lab;
+        let poller = &poller;
+        async move { lab.poll(poller, &resource, Vec::new()).await }
+    };
+    let bits_in = |groups: &[MetricsGroup], name: &str| -> Option<u64> {
+        groups
+            .iter()
+            .find(|g| dimension(g, "interface_name") == name)
+            .and_then(|g| counters(g).get("bits_in").copied())
+    };
+
+    let intact = poll("intact").await;
+    assert_eq!(
+        classify(&intact.outcome, intact.snmp.as_ref(), &intact.missing),
+        PollingStatus::Success
+    );
+    let intact_groups = metrics(intact);
+    assert_eq!(intact_groups.len(), 12);
+
+    for device in ["before", "twice"] {
+        let report = poll(device).await;
+        let status = classify(&report.outcome, report.snmp.as_ref(), &report.missing);
+        let notes = report
+            .snmp
+            .as_ref()
+            .map(|s| s.describe(""))
+            .unwrap_or_default();
+        assert_eq!(status, PollingStatus::Success, "{device}: {notes}");
+        assert!(!report.missing.any(), "{device}: {:?}", report.missing);
+        // snmpsim serves a repeated row once (its index keeps one offset
+        // per OID), so only the misplaced row shows as disorder; repeats
+        // are covered by the scripted agents of `snmp_capability`.
+        if device == "before" {
+            assert!(
+                notes.contains("walk of 1.3.6.1.2.1.31.1.1.1: 1 OID out of order"),
+                "{device}: the disorder is noted: {notes}"
+            );
+        }
+        let groups = metrics(report);
+        assert_eq!(groups.len(), intact_groups.len(), "{device}");
+        assert_eq!(
+            bits_in(&groups, "Ethernet 3"),
+            Some(MARK * 8),
+            "{device}: the misplaced row was found"
+        );
+        // Every other interface is as in the intact recording.
+        for group in &intact_groups {
+            let name = dimension(group, "interface_name");
+            if name != "Ethernet 3" {
+                let same = groups
+                    .iter()
+                    .find(|g| dimension(g, "interface_name") == name)
+                    .map(counters);
+                assert_eq!(same, Some(counters(group)), "{device} {name}");
+            }
+        }
+    }
+
+    let report = poll("pastend").await;
+    let status = classify(&report.outcome, report.snmp.as_ref(), &report.missing);
+    assert_eq!(status, PollingStatus::PartialMetricFailure);
+    assert_eq!(
+        report.missing.kept,
+        ["ifHCInOctets of ifIndex 3"],
+        "the run names what is missing"
+    );
+    let groups = metrics(report);
+    // The interface falls back to its 32-bit counter, as documented.
+    let if_in_octets: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("1.3.6.1.2.1.2.2.1.10.3|"))
+        .and_then(|rest| rest.split('|').nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("ifInOctets.3 in the recording");
+    assert_eq!(bits_in(&groups, "Ethernet 3"), Some(if_in_octets * 8));
 }

@@ -18,8 +18,8 @@ use vigil_host::model::{
 use vigil_host::store::ResourceSettings;
 use vigil_host::store::sqlite::SqliteStorage;
 use vigil_host::store::{
-    HostStatus, PluginStatus, Refusal, ResourcePolicy, RunRecord, SeriesValue, Storage,
-    StoredResource, UpsertSummary,
+    HostStatus, PluginStatus, Refusal, ResourcePolicy, RunQuery, RunRecord, STATUS_RETENTION,
+    SeriesQuery, SeriesValue, Storage, StoredResource, UpsertSummary,
 };
 use vigil_mongo::MongoStorage;
 use vigil_tests::mongo_servers::{NxMongo, free_tcp_port};
@@ -164,8 +164,11 @@ conformance! {
         resources_expire_by_ttl_with_their_series,
         live_resources_round_trip_sorted_by_id,
         run_history_newest_first_with_limit_and_filter,
+        runs_filtered_by_resource_outcome_and_time,
         latest_values_exact_one_per_series,
+        latest_filtered_by_resource_metric_time_and_limit,
         status_round_trips,
+        each_agent_has_its_own_status,
         callable_from_async_code,
         large_batches_count_exactly,
         a_live_resource_cannot_be_taken_over,
@@ -179,6 +182,11 @@ conformance! {
 
 registry_conformance! {
     checks: [
+        // Delegated to the inner store: that the wrapper passes every
+        // filter and every agent's status through.
+        runs_filtered_by_resource_outcome_and_time,
+        latest_filtered_by_resource_metric_time_and_limit,
+        each_agent_has_its_own_status,
         upsert_counts_added_and_refreshed_idempotently,
         live_resources_round_trip_sorted_by_id,
         large_batches_count_exactly,
@@ -509,6 +517,187 @@ async fn run_history_newest_first_with_limit_and_filter(store: &dyn Storage) -> 
     Ok(())
 }
 
+async fn runs_filtered_by_resource_outcome_and_time(store: &dyn Storage) -> Result<()> {
+    let failed = |plugin: &str, resource: &str, at: f64| RunRecord {
+        outcome: "trap.deadline".into(),
+        ..run(plugin, Some(resource), at)
+    };
+    store
+        .record_runs(&[
+            run("a", Some("r1"), 10.0),
+            failed("a", "r2", 20.0),
+            run("b", Some("r2"), 30.0),
+            failed("b", "r1", 40.0),
+            run("disco", None, 50.0),
+        ])
+        .await?;
+    let query = |q: RunQuery| async move {
+        let runs = store.query_runs(&RunQuery { limit: 100, ..q }).await?;
+        anyhow::Ok(runs.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    };
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        query(RunQuery::default()).await?,
+        [50.0, 40.0, 30.0, 20.0, 10.0]
+    );
+    assert_eq!(
+        query(RunQuery {
+            resource_id: text("r2"),
+            ..RunQuery::default()
+        })
+        .await?,
+        [30.0, 20.0]
+    );
+    assert_eq!(
+        query(RunQuery {
+            outcome: text("trap.deadline"),
+            ..RunQuery::default()
+        })
+        .await?,
+        [40.0, 20.0]
+    );
+    assert_eq!(
+        query(RunQuery {
+            since: Some(30.0),
+            ..RunQuery::default()
+        })
+        .await?,
+        [50.0, 40.0, 30.0]
+    );
+    // Every field at once.
+    assert_eq!(
+        query(RunQuery {
+            plugin: text("b"),
+            resource_id: text("r1"),
+            outcome: text("trap.deadline"),
+            since: Some(40.0),
+            ..RunQuery::default()
+        })
+        .await?,
+        [40.0]
+    );
+    assert!(
+        query(RunQuery {
+            plugin: text("a"),
+            outcome: text("ok"),
+            resource_id: text("r2"),
+            ..RunQuery::default()
+        })
+        .await?
+        .is_empty()
+    );
+    // The limit counts matching runs, newest first.
+    let limited = store
+        .query_runs(&RunQuery {
+            outcome: text("ok"),
+            limit: 2,
+            ..RunQuery::default()
+        })
+        .await?;
+    assert_eq!(
+        limited.iter().map(|r| r.started_at).collect::<Vec<_>>(),
+        [50.0, 30.0]
+    );
+    Ok(())
+}
+
+async fn latest_filtered_by_resource_metric_time_and_limit(store: &dyn Storage) -> Result<()> {
+    let interface = |resource: &str, name: &str, when: Datetime| {
+        group(
+            resource,
+            "interface",
+            &[("interface_name", name)],
+            &[
+                ("bits_in", MetricValue::Unsigned(1), MetricType::Counter),
+                ("bits_out", MetricValue::Unsigned(2), MetricType::Counter),
+            ],
+            when,
+        )
+    };
+    store
+        .store_latest(&[
+            interface("sw1", "ge-0/0/0", at(10, 0)).into(),
+            interface("sw1", "ge-0/0/1", at(20, 0)).into(),
+            interface("sw2", "ge-0/0/0", at(30, 0)).into(),
+            group(
+                "sw2",
+                "cpu",
+                &[],
+                &[("busy", MetricValue::Float(1.5), MetricType::Gauge)],
+                at(40, 0),
+            )
+            .into(),
+        ])
+        .await?;
+    let query = |q: SeriesQuery| async move {
+        let values = store.query_latest(&q).await?;
+        anyhow::Ok(
+            values
+                .iter()
+                .map(|v| format!("{} {} {}", v.resource_id, v.metric, v.at))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        query(SeriesQuery {
+            resource_id: text("sw2"),
+            ..SeriesQuery::default()
+        })
+        .await?,
+        ["sw2 busy 40", "sw2 bits_in 30", "sw2 bits_out 30"]
+    );
+    assert_eq!(
+        query(SeriesQuery {
+            metric: text("bits_out"),
+            ..SeriesQuery::default()
+        })
+        .await?,
+        ["sw1 bits_out 10", "sw1 bits_out 20", "sw2 bits_out 30"]
+    );
+    assert_eq!(
+        query(SeriesQuery {
+            since: Some(20.0),
+            group_type: text("interface"),
+            ..SeriesQuery::default()
+        })
+        .await?,
+        [
+            "sw1 bits_in 20",
+            "sw1 bits_out 20",
+            "sw2 bits_in 30",
+            "sw2 bits_out 30"
+        ]
+    );
+    // The limit keeps the first values in the usual order.
+    assert_eq!(
+        query(SeriesQuery {
+            limit: Some(3),
+            ..SeriesQuery::default()
+        })
+        .await?,
+        ["sw1 bits_in 10", "sw1 bits_out 10", "sw1 bits_in 20"]
+    );
+    assert!(
+        query(SeriesQuery {
+            resource_id: text("sw1"),
+            metric: text("busy"),
+            ..SeriesQuery::default()
+        })
+        .await?
+        .is_empty()
+    );
+    assert!(
+        query(SeriesQuery {
+            limit: Some(0),
+            ..SeriesQuery::default()
+        })
+        .await?
+        .is_empty()
+    );
+    Ok(())
+}
+
 async fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
     let interface = |bits_in: u64, when: Datetime| {
         group(
@@ -593,6 +782,8 @@ async fn latest_values_exact_one_per_series(store: &dyn Storage) -> Result<()> {
 
 fn host_status(site: &str, runs: u64) -> HostStatus {
     HostStatus {
+        agent_id: "agent-1".into(),
+        role: "all".into(),
         site: site.into(),
         pid: 4242,
         started_at: 1000.5,
@@ -643,6 +834,38 @@ async fn status_round_trips(store: &dyn Storage) -> Result<()> {
     };
     store.put_status(&second).await?;
     assert_eq!(store.status().await?, Some(second));
+    Ok(())
+}
+
+/// Agents write a status each, keyed by agent id; `status` is the newest;
+/// an agent silent for `STATUS_RETENTION` is forgotten at the next write.
+async fn each_agent_has_its_own_status(store: &dyn Storage) -> Result<()> {
+    assert!(store.statuses().await?.is_empty());
+    let agent = |id: &str, updated_at: f64| HostStatus {
+        agent_id: id.into(),
+        role: "agent".into(),
+        updated_at,
+        ..host_status("lab", 1)
+    };
+    store.put_status(&agent("b", 1000.0)).await?;
+    store.put_status(&agent("a", 1001.0)).await?;
+    store.put_status(&agent("b", 1002.0)).await?;
+    assert_eq!(
+        store.statuses().await?,
+        vec![agent("a", 1001.0), agent("b", 1002.0)]
+    );
+    assert_eq!(store.status().await?, Some(agent("b", 1002.0)));
+    // `a` has been silent for longer than the retention when `c` writes.
+    store
+        .put_status(&agent("c", 1001.5 + STATUS_RETENTION))
+        .await?;
+    let left: Vec<String> = store
+        .statuses()
+        .await?
+        .into_iter()
+        .map(|s| s.agent_id)
+        .collect();
+    assert_eq!(left, ["b", "c"]);
     Ok(())
 }
 
