@@ -811,7 +811,7 @@ fn prometheus_scrapes_the_running_host_and_status_reads_the_same_numbers() {
     // The polling status of each device (0 = ok).
     prometheus
         .wait_for(
-            "status_polling_status{plugin=\"beat\"} == 0",
+            "polling_status{plugin=\"beat\"} == 0",
             |r| r.len() == 2,
             Duration::from_secs(30),
         )

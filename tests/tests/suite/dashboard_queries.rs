@@ -84,22 +84,10 @@ fn flow_groups(flow: &Flow, round: u64) -> Vec<MetricsGroup> {
                 &[
                     ("bits_in", Gauge, MetricValue::Float(1e9)),
                     ("bits_out", Gauge, MetricValue::Float(2e9)),
-                    (
-                        "error_packets_in",
-                        Counter,
-                        MetricValue::Unsigned(round * 3),
-                    ),
-                    ("error_packets_out", Counter, MetricValue::Unsigned(round)),
-                    (
-                        "discarded_packets_in",
-                        Counter,
-                        MetricValue::Unsigned(round * 7),
-                    ),
-                    (
-                        "discarded_packets_out",
-                        Counter,
-                        MetricValue::Unsigned(round * 2),
-                    ),
+                    ("errors_in", Counter, MetricValue::Unsigned(round * 3)),
+                    ("errors_out", Counter, MetricValue::Unsigned(round)),
+                    ("discards_in", Counter, MetricValue::Unsigned(round * 7)),
+                    ("discards_out", Counter, MetricValue::Unsigned(round * 2)),
                     ("oper_state", Gauge, MetricValue::Signed(1)),
                     ("admin_state", Gauge, MetricValue::Signed(1)),
                 ],

@@ -259,13 +259,17 @@ fn collided_and_reserved_names_never_break_the_page() {
         Some(&1),
         "{evil:?}"
     );
+    // The gauge `x_total` is written `clash_total_x` (no gauge ends in
+    // `_total`), so only `x_created` and the gauge `x` clash with the
+    // counter `clash_x`.
     assert_eq!(
         evil.dropped.get(reason::TYPE_CONFLICT),
-        Some(&3),
+        Some(&2),
         "{evil:?}"
     );
-    // clash_x (a counter) and the 20,000-dimension group's one series.
-    assert_eq!(evil.series, 2, "{evil:?}");
+    // clash_x (a counter), clash_total_x and the 20,000-dimension group's
+    // one series.
+    assert_eq!(evil.series, 3, "{evil:?}");
 
     // The text format, read by Prometheus' own parser (promtool).
     let client = reqwest::blocking::Client::new();
@@ -284,6 +288,7 @@ fn collided_and_reserved_names_never_break_the_page() {
     );
     assert!(!text.contains("vigil_plugin_runs_total{plugin=\"good\",resource_id"));
     assert_eq!(text.matches("# TYPE clash_x_total ").count(), 1);
+    assert_eq!(text.matches("# TYPE clash_total_x gauge").count(), 1);
     assert!(text.contains("exported_d_19999=\"19999\""));
     // promtool itself catches what the registry refused (so the check
     // can fail).
@@ -864,7 +869,7 @@ fn a_plugin_flooding_series_fills_its_own_budget_in_the_running_host() {
     let beat_series = |page: &str| {
         page.lines()
             .filter(|l| {
-                (l.starts_with("heartbeat_") || l.starts_with("status_polling_status{"))
+                (l.starts_with("heartbeat_") || l.starts_with("polling_status{"))
                     && l.contains("resource_class=\"network\"")
             })
             .count()
