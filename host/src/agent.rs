@@ -309,7 +309,7 @@ pub async fn run_as(
     });
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
     let (expired_tx, expired_rx) = mpsc::unbounded_channel();
-    let (enrichments, transformer) = crate::backends::shared_state(&site).await?;
+    let (enrichments, transformer) = crate::backends::shared_state(&site, &store).await?;
     let coordinator = crate::backends::coordinator(&site, &identity.agent_id).await?;
     let resources_changed = Arc::new(tokio::sync::Notify::new());
     let executor = Arc::new(Executor {

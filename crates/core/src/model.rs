@@ -205,6 +205,20 @@ pub struct EnrichmentGroup {
     pub sets: Vec<EnrichmentSet>,
 }
 
+/// One group as an enrichment cache holds it: for `vigil enrichment`, and
+/// for the embedded cache's mirror in the store (which is how a process
+/// other than `vigil run` sees that cache).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedEnrichment {
+    pub resource_id: String,
+    pub namespace: String,
+    /// The enrichment plugin that owns the namespace.
+    pub plugin: String,
+    /// Seconds since the epoch.
+    pub expires_at: f64,
+    pub group: EnrichmentGroup,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddressFamily {
     Mac,

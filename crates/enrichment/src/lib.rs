@@ -383,6 +383,10 @@ struct Local {
     /// Resource -> namespaces cached for it.
     per_resource: HashMap<String, usize>,
     bytes: u64,
+    /// Evictions are recorded for the mirror (drained after each put, so
+    /// at most one put's worth is held).
+    track_evictions: bool,
+    evicted_keys: Vec<Key>,
 }
 
 /// Orders non-negative times by their bits (monotonic for f64 >= 0).
@@ -423,7 +427,12 @@ impl Local {
         let Some((_, resource, namespace)) = self.by_expiry.first().cloned() else {
             return false;
         };
-        self.remove(&(resource, namespace))
+        let key = (resource, namespace);
+        let removed = self.remove(&key);
+        if removed && self.track_evictions {
+            self.evicted_keys.push(key);
+        }
+        removed
     }
 
     fn purge(&mut self, now: f64) -> usize {
@@ -501,15 +510,23 @@ impl Local {
 pub use vigil_core::BackendError;
 
 /// One cached group as `vigil enrichment` lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CachedEnrichment {
-    pub resource_id: String,
-    pub namespace: String,
-    /// The enrichment plugin that owns the namespace.
-    pub plugin: String,
-    /// Seconds since the epoch.
-    pub expires_at: f64,
-    pub group: EnrichmentGroup,
+pub use vigil_core::model::CachedEnrichment;
+
+/// Where the embedded cache (held in the memory of `vigil run`) writes
+/// what it holds, so another process can read it: `vigil enrichment`
+/// reads the site's store. After every put, the mirror gets the live
+/// groups of the resource just enriched and the keys evicted to make room;
+/// rows past their expiry are for the mirror to drop. It costs one small
+/// write per enrichment run (a few groups of one resource), against the
+/// run's own SNMP walks. A failed write is logged and changes nothing in
+/// the cache itself.
+pub trait EnrichmentMirror: Send + Sync + 'static {
+    fn write<'a>(
+        &'a self,
+        held: &'a [CachedEnrichment],
+        removed: &'a [(String, String)],
+        now: f64,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
 }
 
 /// What a shared store decided for each group of a write: `None` stored,
@@ -546,6 +563,7 @@ pub struct EnrichmentCache {
     limits: EnrichmentLimits,
     local: Mutex<Local>,
     shared: Option<Box<dyn EnrichmentStore>>,
+    mirror: Option<Box<dyn EnrichmentMirror>>,
     /// Entries evicted to make room, since start.
     evicted: std::sync::atomic::AtomicU64,
 }
@@ -562,8 +580,16 @@ impl EnrichmentCache {
             limits,
             local: Mutex::default(),
             shared: None,
+            mirror: None,
             evicted: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The embedded cache, mirrored into `mirror` (see [`EnrichmentMirror`]).
+    pub fn mirrored(mut self, mirror: impl EnrichmentMirror) -> EnrichmentCache {
+        self.mirror = Some(Box::new(mirror));
+        self.lock().track_evictions = true;
+        self
     }
 
     /// Shared through Redis, with the default limits.
@@ -634,9 +660,50 @@ impl EnrichmentCache {
         if !decided_by_redis {
             summary.absorb(local);
         }
+        if let Some(mirror) = &self.mirror {
+            let removed = std::mem::take(&mut self.lock().evicted_keys);
+            let held = self.entries(Some(resource_id), None, now);
+            if let Err(e) = mirror.write(&held, &removed, now).await {
+                tracing::warn!(error = %e, resource = resource_id, "enrichment cache not mirrored to the store; `vigil enrichment` shows it late");
+            }
+        }
         self.evicted
             .fetch_add(summary.evicted as u64, std::sync::atomic::Ordering::Relaxed);
         summary
+    }
+
+    /// Takes back what a mirror held when the last `vigil run` stopped
+    /// (a warm start: polls right after a restart keep their dimensions
+    /// instead of waiting for the first enrichment runs). Each group goes
+    /// through the same size and TTL checks as a plugin's, keeps its
+    /// remaining lifetime, and counts against the same limits; expired
+    /// ones are skipped. Returns how many were taken back.
+    pub fn restore(&self, entries: Vec<CachedEnrichment>, now: f64) -> usize {
+        let mut restored = 0;
+        let mut local = self.lock();
+        for entry in entries {
+            let left = entry.expires_at - now;
+            if !left.is_finite() || left <= 0.0 || entry.plugin.is_empty() {
+                continue;
+            }
+            let mut summary = PutSummary::default();
+            let mut admitted = admit(vec![entry.group], &self.limits, None, &mut summary);
+            for a in &mut admitted {
+                a.ttl = a.ttl.min(left);
+            }
+            local.put(
+                &entry.plugin,
+                &entry.resource_id,
+                admitted,
+                now,
+                &self.limits,
+                &mut summary,
+            );
+            restored += summary.stored;
+        }
+        // What the limits evicted here leaves the mirror with the next
+        // put's write (the keys stay recorded until then).
+        restored
     }
 
     /// The fresh groups of `namespaces` for `resource_id`.
@@ -942,5 +1009,98 @@ mod tests {
             let parsed: EnrichmentSection = toml::from_str(bad).expect("toml");
             assert!(parsed.resolve(&at).is_err(), "{bad}");
         }
+    }
+
+    /// One mirror write: the groups held, the keys removed.
+    type Write = (Vec<CachedEnrichment>, Vec<Key>);
+
+    /// Records every mirror write.
+    #[derive(Clone, Default)]
+    struct Recorder(std::sync::Arc<Mutex<Vec<Write>>>);
+
+    impl EnrichmentMirror for Recorder {
+        fn write<'a>(
+            &'a self,
+            held: &'a [CachedEnrichment],
+            removed: &'a [(String, String)],
+            _now: f64,
+        ) -> BoxFuture<'a, Result<(), BackendError>> {
+            Box::pin(async move {
+                if let Ok(mut writes) = self.0.lock() {
+                    writes.push((held.to_vec(), removed.to_vec()));
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_mirror_gets_each_put_and_each_eviction_and_restores() {
+        let recorder = Recorder::default();
+        let limits = EnrichmentLimits {
+            max_entries: 2,
+            ..EnrichmentLimits::default()
+        };
+        let cache = EnrichmentCache::new(limits.clone()).mirrored(recorder.clone());
+        cache
+            .put("p", "sw1", vec![group("interface", 100)], 0.0, None)
+            .await;
+        cache
+            .put(
+                "p",
+                "sw2",
+                vec![group("interface", 50), group("device", 300)],
+                0.0,
+                None,
+            )
+            .await;
+        let writes = recorder.0.lock().map(|w| w.clone()).unwrap_or_default();
+        assert_eq!(writes.len(), 2);
+        let keys = |held: &[CachedEnrichment]| -> Vec<(String, String, f64)> {
+            held.iter()
+                .map(|e| (e.resource_id.clone(), e.namespace.clone(), e.expires_at))
+                .collect()
+        };
+        assert_eq!(
+            keys(&writes[0].0),
+            [("sw1".into(), "interface".into(), 100.0)]
+        );
+        assert!(writes[0].1.is_empty());
+        // Three entries over a limit of two: the one closest to expiry
+        // (sw2/interface at 50) goes, and the mirror is told.
+        assert_eq!(keys(&writes[1].0), [("sw2".into(), "device".into(), 300.0)]);
+        assert_eq!(writes[1].1, [("sw2".to_owned(), "interface".to_owned())]);
+
+        // A new cache takes back what is still live, with its remaining
+        // lifetime, under the same limits and ownership rules.
+        let mirrored: Vec<CachedEnrichment> = writes
+            .iter()
+            .flat_map(|(held, _)| held.clone())
+            .chain([CachedEnrichment {
+                resource_id: "sw9".into(),
+                namespace: "old".into(),
+                plugin: "p".into(),
+                expires_at: 10.0,
+                group: group("old", 100),
+            }])
+            .collect();
+        let restored = EnrichmentCache::new(limits);
+        assert_eq!(restored.restore(mirrored, 20.0), 2);
+        assert_eq!(
+            keys(&restored.entries(None, None, 20.0)),
+            [
+                ("sw1".into(), "interface".into(), 100.0),
+                ("sw2".into(), "device".into(), 300.0)
+            ]
+        );
+        assert_eq!(
+            restored.get("sw2", &ns(&["device"]), 20.0).await,
+            [group("device", 300)]
+        );
+        // The owner came back too: another plugin cannot take the namespace.
+        let summary = restored
+            .put("q", "sw3", vec![group("interface", 10)], 20.0, None)
+            .await;
+        assert_eq!(summary.stored, 0);
     }
 }

@@ -103,7 +103,9 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database};
 
-use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
+use vigil_core::model::{
+    CachedEnrichment, Datetime, EnrichmentGroup, MetricType, MetricsGroup, Resource,
+};
 use vigil_store::{
     HostStatus, Refusal, ResourcePolicy, RunQuery, RunRecord, STATUS_RETENTION, SeriesQuery,
     SeriesValue, Storage, StoreError, StoreResult, StoredResource, UpsertSummary, prepare_batch,
@@ -130,6 +132,7 @@ const COUNTERS: &str = "counters";
 const LATEST_SERIES: &str = "latest_series";
 const LATEST_VALUES: &str = "latest_values";
 const STATUS: &str = "status";
+const ENRICHMENT_MIRROR: &str = "enrichment_mirror";
 const ENDPOINTS: &str = "endpoints";
 const FINDINGS: &str = "findings";
 const TOPOLOGY_LINKS: &str = "topology_links";
@@ -143,6 +146,10 @@ const INDEXES: &[(&str, &[&[&str]])] = &[
     (RUNS, &[&["seq"], &["plugin", "seq"]]),
     (LATEST_SERIES, &[&["resource_id"], &["group_type"]]),
     (LATEST_VALUES, &[&["series"]]),
+    (
+        ENRICHMENT_MIRROR,
+        &[&["expires_at"], &["resource_id", "namespace"]],
+    ),
     (
         ENDPOINTS,
         &[
@@ -1028,6 +1035,92 @@ impl Storage for MongoStorage {
         }
         statuses.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         Ok(statuses)
+    }
+
+    async fn mirror_enrichments(
+        &self,
+        held: &[CachedEnrichment],
+        removed: &[(String, String)],
+        now: f64,
+    ) -> StoreResult<()> {
+        // `_id`: the resource id's length, then both parts: unambiguous
+        // whatever characters a plugin put in them.
+        let id =
+            |resource: &str, namespace: &str| format!("{}:{resource}{namespace}", resource.len());
+        let mut updates = Vec::with_capacity(held.len());
+        for entry in held {
+            let key = id(&entry.resource_id, &entry.namespace);
+            updates.push(doc! {
+                "q": { "_id": &key },
+                "u": {
+                    "_id": &key,
+                    "resource_id": &entry.resource_id,
+                    "namespace": &entry.namespace,
+                    "plugin": &entry.plugin,
+                    "expires_at": entry.expires_at,
+                    "ttl_seconds": i64::try_from(entry.group.ttl_seconds).unwrap_or(i64::MAX),
+                    "sets": vigil_store::sets_json(&entry.group)?,
+                },
+                "upsert": true,
+            });
+        }
+        if !updates.is_empty() {
+            self.upsert_all(ENRICHMENT_MIRROR, updates).await?;
+        }
+        let gone: Vec<String> = removed.iter().map(|(r, ns)| id(r, ns)).collect();
+        if !gone.is_empty() {
+            self.delete_in(ENRICHMENT_MIRROR, "_id", &gone, &Document::new())
+                .await?;
+        }
+        self.collection(ENRICHMENT_MIRROR)
+            .delete_many(doc! { "expires_at": { "$lte": now } })
+            .await
+            .map_err(|e| self.error(format!("pruning {ENRICHMENT_MIRROR}: {e}")))?;
+        Ok(())
+    }
+
+    async fn mirrored_enrichments(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> StoreResult<Vec<CachedEnrichment>> {
+        let mut filter = doc! { "expires_at": { "$gt": now } };
+        if let Some(resource_id) = resource_id {
+            filter.insert("resource_id", resource_id);
+        }
+        if let Some(namespace) = namespace {
+            filter.insert("namespace", namespace);
+        }
+        let documents = self
+            .find_all(
+                ENRICHMENT_MIRROR,
+                filter,
+                Some(doc! { "resource_id": 1, "namespace": 1 }),
+                None,
+            )
+            .await?;
+        let mut entries = Vec::with_capacity(documents.len());
+        for d in &documents {
+            let read = || -> Result<CachedEnrichment, String> {
+                let namespace = text(d, "namespace")?;
+                let sets =
+                    vigil_store::sets_from_json(&text(d, "sets")?).map_err(|e| e.to_string())?;
+                Ok(CachedEnrichment {
+                    resource_id: text(d, "resource_id")?,
+                    plugin: text(d, "plugin")?,
+                    expires_at: number(d, "expires_at")?,
+                    group: EnrichmentGroup {
+                        namespace: namespace.clone(),
+                        ttl_seconds: number(d, "ttl_seconds")?.max(0.0) as u64,
+                        sets,
+                    },
+                    namespace,
+                })
+            };
+            entries.push(read().map_err(|e| self.malformed(ENRICHMENT_MIRROR, d, &e))?);
+        }
+        Ok(entries)
     }
 }
 

@@ -438,6 +438,24 @@ impl Storage for RedisResources {
     async fn statuses(&self) -> StoreResult<Vec<HostStatus>> {
         self.inner.statuses().await
     }
+    async fn mirror_enrichments(
+        &self,
+        held: &[CachedEnrichment],
+        removed: &[(String, String)],
+        now: f64,
+    ) -> StoreResult<()> {
+        self.inner.mirror_enrichments(held, removed, now).await
+    }
+    async fn mirrored_enrichments(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> StoreResult<Vec<CachedEnrichment>> {
+        self.inner
+            .mirrored_enrichments(resource_id, namespace, now)
+            .await
+    }
 }
 
 /// The enrichment cache in Redis, under the same rules as the local one

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use vigil_core::model::{Datetime, MetricsGroup, Resource};
+use vigil_core::model::{CachedEnrichment, Datetime, MetricsGroup, Resource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -544,6 +544,56 @@ pub trait Storage: Send + Sync + 'static {
             .into_iter()
             .max_by(|a, b| a.updated_at.total_cmp(&b.updated_at)))
     }
+    /// The embedded enrichment cache's mirror (see
+    /// `vigil_enrichment::EnrichmentMirror`): upserts `held`, deletes
+    /// `removed` (resource id, namespace) and every row expired at `now`.
+    async fn mirror_enrichments(
+        &self,
+        held: &[CachedEnrichment],
+        removed: &[(String, String)],
+        now: f64,
+    ) -> StoreResult<()>;
+    /// The mirrored groups live at `now`, of `resource_id` and `namespace`
+    /// when given, by resource id then namespace.
+    async fn mirrored_enrichments(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> StoreResult<Vec<CachedEnrichment>>;
+}
+
+/// An enrichment group's sets as the stores keep them: JSON, `[{"key":
+/// ..., "values": [[name, value], ...]}]`.
+#[derive(Serialize, Deserialize)]
+pub struct StoredSet {
+    pub key: String,
+    pub values: Vec<(String, String)>,
+}
+
+/// `group`'s sets as [`StoredSet`] JSON.
+pub fn sets_json(group: &vigil_core::model::EnrichmentGroup) -> StoreResult<String> {
+    let sets: Vec<StoredSet> = group
+        .sets
+        .iter()
+        .map(|set| StoredSet {
+            key: set.key.clone(),
+            values: set.values.clone(),
+        })
+        .collect();
+    Ok(serde_json::to_string(&sets)?)
+}
+
+/// Sets back from [`sets_json`]'s JSON.
+pub fn sets_from_json(text: &str) -> StoreResult<Vec<vigil_core::model::EnrichmentSet>> {
+    let sets: Vec<StoredSet> = serde_json::from_str(text)?;
+    Ok(sets
+        .into_iter()
+        .map(|set| vigil_core::model::EnrichmentSet {
+            key: set.key,
+            values: set.values,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::{
     HostStatus, Refusal, ResourcePolicy, RunQuery, RunRecord, STATUS_RETENTION, SeriesQuery,
     SeriesValue, Storage, StoreError, StoreResult, StoredResource, UpsertSummary, prepare_batch,
 };
-use vigil_core::model::{Datetime, MetricType, MetricsGroup, Resource};
+use vigil_core::model::{CachedEnrichment, Datetime, MetricType, MetricsGroup, Resource};
 
 /// Run history kept, across all plugins; older runs are pruned.
 const RUN_HISTORY: i64 = 200_000;
@@ -52,6 +52,13 @@ DROP TABLE IF EXISTS status;
 CREATE TABLE IF NOT EXISTS agent_status (
     agent_id TEXT PRIMARY KEY, updated_at REAL NOT NULL, body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS enrichment_mirror (
+    resource_id TEXT NOT NULL, namespace TEXT NOT NULL,
+    plugin TEXT NOT NULL, expires_at REAL NOT NULL, ttl_seconds INTEGER NOT NULL,
+    sets TEXT NOT NULL,
+    PRIMARY KEY (resource_id, namespace)
+);
+CREATE INDEX IF NOT EXISTS enrichment_mirror_expiry ON enrichment_mirror(expires_at);
 ";
 
 /// Opens (creating if needed) the database at `path` for writing, in WAL
@@ -165,6 +172,29 @@ impl Storage for SqliteStorage {
     }
     async fn statuses(&self) -> StoreResult<Vec<HostStatus>> {
         self.blocking(|db| db.statuses()).await
+    }
+    async fn mirror_enrichments(
+        &self,
+        held: &[CachedEnrichment],
+        removed: &[(String, String)],
+        now: f64,
+    ) -> StoreResult<()> {
+        let (held, removed) = (held.to_vec(), removed.to_vec());
+        self.blocking(move |db| db.mirror_enrichments(&held, &removed, now))
+            .await
+    }
+    async fn mirrored_enrichments(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> StoreResult<Vec<CachedEnrichment>> {
+        let resource_id = resource_id.map(str::to_owned);
+        let namespace = namespace.map(str::to_owned);
+        self.blocking(move |db| {
+            db.mirrored_enrichments(resource_id.as_deref(), namespace.as_deref(), now)
+        })
+        .await
     }
 }
 
@@ -535,6 +565,97 @@ impl Database {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn mirror_enrichments(
+        &self,
+        held: &[CachedEnrichment],
+        removed: &[(String, String)],
+        now: f64,
+    ) -> StoreResult<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        for entry in held {
+            tx.execute(
+                "INSERT INTO enrichment_mirror (resource_id, namespace, plugin, expires_at, ttl_seconds, sets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(resource_id, namespace) DO UPDATE SET
+                   plugin = ?3, expires_at = ?4, ttl_seconds = ?5, sets = ?6",
+                params![
+                    entry.resource_id,
+                    entry.namespace,
+                    entry.plugin,
+                    entry.expires_at,
+                    i64::try_from(entry.group.ttl_seconds).unwrap_or(i64::MAX),
+                    super::sets_json(&entry.group)?,
+                ],
+            )?;
+        }
+        for (resource_id, namespace) in removed {
+            tx.execute(
+                "DELETE FROM enrichment_mirror WHERE resource_id = ?1 AND namespace = ?2",
+                params![resource_id, namespace],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM enrichment_mirror WHERE expires_at <= ?1",
+            params![now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn mirrored_enrichments(
+        &self,
+        resource_id: Option<&str>,
+        namespace: Option<&str>,
+        now: f64,
+    ) -> StoreResult<Vec<CachedEnrichment>> {
+        let connection = self.lock();
+        // A database of an earlier version (the CLI opens it read-only, so
+        // the schema is not applied) has no mirror: nothing cached.
+        let exists: Option<i64> = connection
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'enrichment_mirror'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut query = connection.prepare_cached(
+            "SELECT resource_id, namespace, plugin, expires_at, ttl_seconds, sets
+             FROM enrichment_mirror
+             WHERE expires_at > ?1 AND (?2 IS NULL OR resource_id = ?2) AND (?3 IS NULL OR namespace = ?3)
+             ORDER BY resource_id, namespace",
+        )?;
+        let rows = query.query_map(params![now, resource_id, namespace], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, f64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (resource_id, namespace, plugin, expires_at, ttl, sets) = row?;
+            entries.push(CachedEnrichment {
+                resource_id,
+                group: vigil_core::model::EnrichmentGroup {
+                    namespace: namespace.clone(),
+                    ttl_seconds: u64::try_from(ttl).unwrap_or(0),
+                    sets: super::sets_from_json(&sets)?,
+                },
+                namespace,
+                plugin,
+                expires_at,
+            });
+        }
+        Ok(entries)
     }
 
     fn statuses(&self) -> StoreResult<Vec<HostStatus>> {

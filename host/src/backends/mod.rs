@@ -95,16 +95,54 @@ pub fn open_kv(site: &SiteConfig) -> anyhow::Result<Arc<dyn crate::capabilities:
     })
 }
 
+/// The embedded enrichment cache's mirror: the site's store (see
+/// [`vigil_enrichment::EnrichmentMirror`]).
+struct StoreMirror(Arc<dyn Storage>);
+
+impl vigil_enrichment::EnrichmentMirror for StoreMirror {
+    fn write<'a>(
+        &'a self,
+        held: &'a [vigil_enrichment::CachedEnrichment],
+        removed: &'a [(String, String)],
+        now: f64,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), vigil_core::BackendError>> {
+        Box::pin(async move {
+            self.0
+                .mirror_enrichments(held, removed, now)
+                .await
+                .map_err(|e| Box::new(e) as vigil_core::BackendError)
+        })
+    }
+}
+
 /// The enrichment cache and the rate transformer, in Redis when the site's
-/// cache is Redis.
+/// cache is Redis. The embedded cache is mirrored into `store`, so `vigil
+/// enrichment` can read it, and starts with what the mirror held when the
+/// last `vigil run` stopped (a warm start).
 pub async fn shared_state(
     site: &SiteConfig,
+    store: &Arc<dyn Storage>,
 ) -> anyhow::Result<(Arc<EnrichmentCache>, Arc<RateTransformer>)> {
     Ok(match &site.cache_backend {
-        CacheBackend::Embedded => (
-            Arc::new(EnrichmentCache::new(site.enrichment.clone())),
-            Arc::new(RateTransformer::default()),
-        ),
+        CacheBackend::Embedded => {
+            let cache =
+                EnrichmentCache::new(site.enrichment.clone()).mirrored(StoreMirror(store.clone()));
+            let now = crate::pipeline::epoch_seconds(std::time::SystemTime::now());
+            match store.mirrored_enrichments(None, None, now).await {
+                Ok(entries) if !entries.is_empty() => {
+                    let restored = cache.restore(entries, now);
+                    tracing::info!(
+                        groups = restored,
+                        "enrichment cache restored from the store"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "enrichment cache not restored from the store; starting empty")
+                }
+            }
+            (Arc::new(cache), Arc::new(RateTransformer::default()))
+        }
         #[cfg(not(feature = "redis"))]
         CacheBackend::Redis { .. } => {
             return Err(not_built("redis", "cache.backend = \"redis\""));
@@ -127,9 +165,9 @@ pub async fn shared_state(
 }
 
 /// The live groups of the site's enrichment cache (of one resource and
-/// one namespace when given), for `vigil enrichment`. Only a Redis cache
-/// can be read from another process: the embedded one lives in the memory
-/// of `vigil run`, which is said in the error.
+/// one namespace when given), for `vigil enrichment`: from Redis, or for
+/// the embedded cache (which lives in the memory of `vigil run`) from its
+/// mirror in the site's store.
 pub async fn cached_enrichments(
     site: &SiteConfig,
     resource_id: Option<&str>,
@@ -137,9 +175,13 @@ pub async fn cached_enrichments(
     now: f64,
 ) -> anyhow::Result<Vec<vigil_enrichment::CachedEnrichment>> {
     match &site.cache_backend {
-        CacheBackend::Embedded => anyhow::bail!(
-            "the enrichment cache of this site is embedded ([cache] backend = \"embedded\"): it lives in the memory of `vigil run` and no other process can read it; with [cache] backend = \"redis\" `vigil enrichment` shows it"
-        ),
+        CacheBackend::Embedded => {
+            let store = open_storage(site, true).await?;
+            store
+                .mirrored_enrichments(resource_id, namespace, now)
+                .await
+                .context("reading the embedded enrichment cache's mirror in the store")
+        }
         #[cfg(feature = "redis")]
         CacheBackend::Redis { url } => {
             let enrichments = RedisEnrichments::new(connect(url).await?, &site.name);

@@ -632,16 +632,16 @@ fn plugins_list_check_and_run_print_json() {
 }
 
 #[test]
-fn enrichment_shows_the_redis_cache_and_says_why_not_the_embedded_one() {
+fn enrichment_shows_the_redis_cache() {
     use vigil_host::coordination::redis::connect;
     use vigil_host::coordination::shared::RedisEnrichments;
     use vigil_host::pipeline::enrichment_cache::EnrichmentCache;
 
-    // Embedded: the cache is in `vigil run`'s memory; said, not faked.
+    // Embedded, before any `vigil run`: no database yet, said.
     let site = Site::new("");
     let (code, _, err) = site.run(&["enrichment"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("lives in the memory of `vigil run`"), "{err}");
+    assert!(err.contains("database"), "{err}");
 
     let redis = vigil_tests::redis_servers::RedisServer::start().expect("redis-server");
     let site = Site::new(&format!(

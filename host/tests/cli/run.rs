@@ -590,6 +590,63 @@ fn plugin_state_survives_a_restart() {
     );
 }
 
+/// The embedded enrichment cache, seen from another process: `vigil
+/// enrichment` reads its mirror in the site's store while `vigil run`
+/// enriches, and after a restart the cache starts with what it held (a
+/// warm start, said in the log).
+#[test]
+fn the_embedded_enrichment_cache_is_visible_and_survives_a_restart() {
+    let site = Site::new(4);
+    site.inventory(&[("sw1", "network"), ("sw2", "network")], 600);
+    site.discovery("1h");
+    PluginFile::new("meta", "enrichment", artifacts::METADATA_ENRICHMENT)
+        .frequency("2s")
+        .write(&site.plugins(), "meta");
+    let cached = || -> Vec<Value> {
+        let output = site.vigil(&["enrichment", "--json"]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+
+    let vigil = site.start();
+    wait_until("both devices enriched", Duration::from_secs(40), || {
+        cached().len() == 2
+    });
+    stop(vigil);
+    let entries = cached();
+    let rendered = serde_json::to_string(&entries).expect("json");
+    for (id, rack) in [("sw1", "r0"), ("sw2", "r1")] {
+        assert!(
+            entries.iter().any(|e| e["resource_id"] == id
+                && e["namespace"] == "inventory"
+                && e["plugin"] == "meta"),
+            "{rendered}"
+        );
+        assert!(rendered.contains(rack), "{rendered}");
+    }
+    let one = site.vigil(&["enrichment", "--json", "--resource", "sw2"]);
+    assert_eq!(String::from_utf8_lossy(&one.stdout).lines().count(), 1);
+
+    let vigil = site.start_logged();
+    wait_until(
+        "the restored cache in the log",
+        Duration::from_secs(30),
+        || {
+            site.log()
+                .contains("enrichment cache restored from the store")
+        },
+    );
+    stop(vigil);
+    let log = site.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("enrichment cache restored"))
+        .unwrap_or_default();
+    assert!(line.contains("groups=2"), "{line}");
+}
+
 /// SNMP through `vigil run`: a device that answers, one whose community is
 /// wrong (silence) and one whose v3 password is wrong, all on one real
 /// snmpd. Each poll's status group says why, and the run history names the

@@ -169,6 +169,7 @@ conformance! {
         latest_filtered_by_resource_metric_time_and_limit,
         status_round_trips,
         each_agent_has_its_own_status,
+        the_enrichment_mirror_keeps_what_the_cache_holds,
         callable_from_async_code,
         large_batches_count_exactly,
         a_live_resource_cannot_be_taken_over,
@@ -187,6 +188,7 @@ registry_conformance! {
         runs_filtered_by_resource_outcome_and_time,
         latest_filtered_by_resource_metric_time_and_limit,
         each_agent_has_its_own_status,
+        the_enrichment_mirror_keeps_what_the_cache_holds,
         upsert_counts_added_and_refreshed_idempotently,
         live_resources_round_trip_sorted_by_id,
         large_batches_count_exactly,
@@ -834,6 +836,101 @@ async fn status_round_trips(store: &dyn Storage) -> Result<()> {
     };
     store.put_status(&second).await?;
     assert_eq!(store.status().await?, Some(second));
+    Ok(())
+}
+
+/// The embedded enrichment cache's mirror: upserts replace, removals and
+/// expiry delete, filters and order hold, and sets come back exactly
+/// (order, odd characters, empty values).
+async fn the_enrichment_mirror_keeps_what_the_cache_holds(store: &dyn Storage) -> Result<()> {
+    use vigil_host::model::{CachedEnrichment, EnrichmentGroup, EnrichmentSet};
+    let entry = |resource: &str, namespace: &str, expires_at: f64, value: &str| CachedEnrichment {
+        resource_id: resource.into(),
+        namespace: namespace.into(),
+        plugin: "snmp_interface_enrichment".into(),
+        expires_at,
+        group: EnrichmentGroup {
+            namespace: namespace.into(),
+            ttl_seconds: 900,
+            sets: vec![
+                EnrichmentSet {
+                    key: "12".into(),
+                    values: vec![
+                        ("interface_name".into(), value.into()),
+                        ("alias".into(), String::new()),
+                    ],
+                },
+                EnrichmentSet {
+                    key: "3".into(),
+                    values: vec![("description".into(), "uplink \"core\" ✓\0".into())],
+                },
+            ],
+        },
+    };
+    assert!(
+        store
+            .mirrored_enrichments(None, None, 0.0)
+            .await?
+            .is_empty()
+    );
+    store
+        .mirror_enrichments(
+            &[
+                entry("sw2", "interface", 2000.0, "ge-0/0/0"),
+                entry("sw1", "interface", 2000.0, "Ethernet1/1"),
+                entry("sw1", "device", 1500.0, "x"),
+            ],
+            &[],
+            1000.0,
+        )
+        .await?;
+    let all = store.mirrored_enrichments(None, None, 1000.0).await?;
+    let keys: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| (e.resource_id.as_str(), e.namespace.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("sw1", "device"),
+            ("sw1", "interface"),
+            ("sw2", "interface")
+        ]
+    );
+    assert_eq!(all[1], entry("sw1", "interface", 2000.0, "Ethernet1/1"));
+
+    // A later write replaces, removes and drops what expired.
+    store
+        .mirror_enrichments(
+            &[entry("sw1", "interface", 2600.0, "Ethernet1/2")],
+            &[("sw2".into(), "interface".into())],
+            1600.0,
+        )
+        .await?;
+    let all = store.mirrored_enrichments(None, None, 1600.0).await?;
+    assert_eq!(all, [entry("sw1", "interface", 2600.0, "Ethernet1/2")]);
+    store
+        .mirror_enrichments(&[entry("sw3", "device", 2600.0, "y")], &[], 1600.0)
+        .await?;
+    let only = |resource: Option<&'static str>, namespace: Option<&'static str>| async move {
+        store
+            .mirrored_enrichments(resource, namespace, 1600.0)
+            .await
+            .map(|v| v.into_iter().map(|e| e.resource_id).collect::<Vec<_>>())
+    };
+    assert_eq!(only(Some("sw3"), None).await?, ["sw3"]);
+    assert_eq!(only(None, Some("interface")).await?, ["sw1"]);
+    assert_eq!(
+        only(Some("sw3"), Some("interface")).await?,
+        Vec::<String>::new()
+    );
+    // Reading at a later time hides what expired before any write.
+    assert!(
+        store
+            .mirrored_enrichments(None, None, 2600.0)
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
 
