@@ -483,6 +483,20 @@ struct GroupRecord {
     sets: Vec<(String, Vec<(String, String)>)>,
 }
 
+impl From<GroupRecord> for EnrichmentGroup {
+    fn from(record: GroupRecord) -> EnrichmentGroup {
+        EnrichmentGroup {
+            namespace: record.namespace,
+            ttl_seconds: record.ttl_seconds,
+            sets: record
+                .sets
+                .into_iter()
+                .map(|(key, values)| EnrichmentSet { key, values })
+                .collect(),
+        }
+    }
+}
+
 /// KEYS: owner, count, index, size, bytes, r:RESOURCE. ARGV: plugin, now,
 /// max namespaces per resource, max entries, max bytes, key prefix,
 /// resource, then (namespace, ttl ms, expires at, bytes, JSON) per group.
@@ -665,15 +679,7 @@ impl RedisEnrichments {
             .into_iter()
             .flatten()
             .filter_map(|json| serde_json::from_str::<GroupRecord>(&json).ok())
-            .map(|record| EnrichmentGroup {
-                namespace: record.namespace,
-                ttl_seconds: record.ttl_seconds,
-                sets: record
-                    .sets
-                    .into_iter()
-                    .map(|(key, values)| EnrichmentSet { key, values })
-                    .collect(),
-            })
+            .map(EnrichmentGroup::from)
             .collect())
     }
 
@@ -716,15 +722,7 @@ impl RedisEnrichments {
                     plugin: owners.get(ns).cloned().unwrap_or_default(),
                     namespace: ns.clone(),
                     expires_at: *expires,
-                    group: EnrichmentGroup {
-                        namespace: record.namespace,
-                        ttl_seconds: record.ttl_seconds,
-                        sets: record
-                            .sets
-                            .into_iter()
-                            .map(|(key, values)| EnrichmentSet { key, values })
-                            .collect(),
-                    },
+                    group: EnrichmentGroup::from(record),
                 });
             }
         }

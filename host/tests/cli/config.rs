@@ -10,9 +10,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use crate::{signal, stop, wait_until};
 use vigil_tests::{PluginFile, artifacts};
 
 fn vigil_bin() -> PathBuf {
@@ -52,41 +53,6 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn stop(mut child: Child) {
-    signal(&child, "TERM");
-    let start = Instant::now();
-    loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            assert!(exit.success(), "vigil exited with {exit}");
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "vigil did not stop within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Every file below `dir`, relative to it.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{signal, stop, wait_until};
 use serde_json::Value;
 use vigil_tests::{PluginFile, artifacts};
 
@@ -184,37 +185,6 @@ fn runs_of<'a>(runs: &'a [Value], plugin: &str, resource: Option<&str>) -> Vec<&
     runs.iter()
         .filter(|r| r["plugin"] == plugin && resource.is_none_or(|id| r["resource_id"] == id))
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn stop(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            assert!(exit.success(), "vigil exited with {exit}");
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "vigil did not stop within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn heartbeat(name: &str, every: &str, filter: &str) -> PluginFile {
@@ -982,20 +952,21 @@ fn a_second_signal_ends_a_waiting_stop_at_once() {
         .set("sandbox", "deadline", "120s")
         .write(&site.plugins(), "spinner");
     let mut vigil = site.start_logged();
-    wait_until("a spinner run to start", Duration::from_secs(60), || {
-        site.log().contains("resources discovered")
-    });
-    // The spinner's first run starts within its 1 s schedule.
+    wait_until(
+        "the spinner compiled and its device discovered",
+        Duration::from_secs(60),
+        || {
+            let log = site.log();
+            log.contains("resources discovered")
+                && log
+                    .lines()
+                    .any(|l| l.contains("plugin loaded") && l.contains("spinner"))
+        },
+    );
+    // The spinner's first run starts within its 1 s schedule (compiling
+    // it, which takes seconds on a loaded machine, is behind us).
     std::thread::sleep(Duration::from_secs(3));
-    let pid = vigil.id().to_string();
-    let term = || {
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
-    term();
+    signal(&vigil, "TERM");
     wait_until(
         "the stop to say what it waits for",
         Duration::from_secs(10),
@@ -1011,7 +982,7 @@ fn a_second_signal_ends_a_waiting_stop_at_once() {
         site.log()
     );
     let asked = Instant::now();
-    term();
+    signal(&vigil, "TERM");
     let exit = loop {
         if let Some(exit) = vigil.try_wait().expect("wait") {
             break exit;

@@ -236,19 +236,23 @@ fn prometheus_scrapes_vigil_metrics_and_promql_returns_the_series() {
     .expect("close");
 }
 
-/// `vigil` serves both formats; the one a scraper gets follows its
-/// `Accept` header.
-#[test]
-fn metrics_endpoint_negotiates_text_and_openmetrics() {
-    let rt = runtime();
-    let _guard = rt.enter();
+/// vigil's `/metrics` server on a free loopback port, holding `groups`
+/// and an empty health: the port, the stop switch and the server task.
+fn serve_groups(
+    rt: &tokio::runtime::Runtime,
+    groups: &[Arc<MetricsGroup>],
+) -> (
+    u16,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let port = free_tcp_port().expect("port");
     let settings = PrometheusSettings {
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
         ..PrometheusSettings::default()
     };
     let registry = Arc::new(SeriesRegistry::new(settings.clone()));
-    registry.accept(&[Arc::new(interface_group("sw1", "e0", 1.0, 2))]);
+    registry.accept(groups);
     let health = Arc::new(Health::new(
         0.0,
         Arc::new(RunStats::default()),
@@ -263,6 +267,17 @@ fn metrics_endpoint_negotiates_text_and_openmetrics() {
             stop_rx,
         ))
         .expect("serve");
+    (port, stop_tx, server)
+}
+
+/// `vigil` serves both formats; the one a scraper gets follows its
+/// `Accept` header.
+#[test]
+fn metrics_endpoint_negotiates_text_and_openmetrics() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let (port, stop_tx, server) =
+        serve_groups(&rt, &[Arc::new(interface_group("sw1", "e0", 1.0, 2))]);
     let client = reqwest::blocking::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = client.get(&url).send().expect("GET /metrics");
@@ -314,30 +329,10 @@ fn metrics_endpoint_gzips_on_request_and_serves_health_alone() {
     use std::io::Read as _;
     let rt = runtime();
     let _guard = rt.enter();
-    let port = free_tcp_port().expect("port");
-    let settings = PrometheusSettings {
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        ..PrometheusSettings::default()
-    };
-    let registry = Arc::new(SeriesRegistry::new(settings.clone()));
     let groups: Vec<Arc<MetricsGroup>> = (0..200)
         .map(|i| Arc::new(interface_group("sw1", &format!("e{i}"), i as f64, i)))
         .collect();
-    registry.accept(&groups);
-    let health = Arc::new(Health::new(
-        0.0,
-        Arc::new(RunStats::default()),
-        SinkProbes::default(),
-    ));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = rt
-        .block_on(vigil_host::sinks::prometheus::serve(
-            settings.listen,
-            health,
-            Some(registry),
-            stop_rx,
-        ))
-        .expect("serve");
+    let (port, stop_tx, server) = serve_groups(&rt, &groups);
     // reqwest is built without its gzip feature: bodies arrive as sent.
     let client = reqwest::blocking::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
