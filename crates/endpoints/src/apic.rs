@@ -675,6 +675,31 @@ mod tests {
     }
 
     #[test]
+    fn websocket_notification_and_class_query_shapes() {
+        // A websocket notification carries subscription ids beside imdata;
+        // a class-query response carries totalCount.
+        let ws = json!({"subscriptionId": ["72057611234574337"], "imdata": [
+            {"epmIpEp": {"attributes": {"dn": "topology/pod-1/node-101/sys/ctx-[vxlan-7]/db-ep/ip-[10.9.0.1]",
+                                         "status": "deleted", "childAction": "", "modTs": "never", "rn": "", "ts": "x"}}}
+        ]});
+        let p = parser().parse_payload(&ws.to_string(), 42.0).unwrap();
+        assert_eq!(p.ts, 42.0);
+        match &p.objects[0] {
+            Ok(ApicObject::Endpoint(e)) => {
+                assert_eq!((e.status, e.vnid, e.ts), (Status::Deleted, 7, 42.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let q = json!({"totalCount": "1", "imdata": [
+            {"epmRsMacEpToIpEpAtt": {"attributes": {"dn": "topology/pod-1/node-101/sys/ctx-[vxlan-7]/bd-[vxlan-8]/vlan-[vlan-3]/db-ep/mac-00:00:00:00:00:01/rsmacEpToIpEpAtt-[sys/ctx-[vxlan-7]/bd-[vxlan-8]/vlan-[vlan-3]/db-ep/ip-[10.9.0.1]]"}}}
+        ]});
+        let p = parser().parse_payload(&q.to_string(), 1.0).unwrap();
+        assert!(
+            matches!(&p.objects[0], Ok(ApicObject::Endpoint(e)) if e.ip == "10.9.0.1" && e.bd == 8)
+        );
+    }
+
+    #[test]
     fn payload_defaults_and_errors() {
         let p = parser().parse_payload(r#"{"imdata":[]}"#, 7.0).unwrap();
         assert_eq!(p.ts, 7.0);

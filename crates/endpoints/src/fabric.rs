@@ -88,12 +88,12 @@ pub struct Fabric {
     /// The vnid of `inst-overlay-1` (S:262-266).
     pub overlay_vnid: u32,
     pub nodes: HashMap<u32, Node>,
-    /// By (node, tunnel ifId).
-    pub tunnels: HashMap<(u32, String), Tunnel>,
-    /// Port-channel policy names by (node, ifId).
-    pub pc_names: HashMap<(u32, String), String>,
-    /// vpc ids by (node, port-channel ifId).
-    pub pc_vpc_ids: HashMap<(u32, String), u32>,
+    /// By node, then tunnel ifId (nested so lookups by `&str` allocate nothing).
+    pub tunnels: HashMap<u32, HashMap<String, Tunnel>>,
+    /// Port-channel policy names by node, then ifId.
+    pub pc_names: HashMap<u32, HashMap<String, String>>,
+    /// vpc ids by node, then port-channel ifId.
+    pub pc_vpc_ids: HashMap<u32, HashMap<String, u32>>,
     /// By (vrf vnid, pcTag).
     pub epgs: HashMap<(u32, i64), Epg>,
     pub vnids: HashMap<u32, Vnid>,
@@ -139,15 +139,22 @@ impl Fabric {
     /// Add or replace a tunnel.
     pub fn add_tunnel(&mut self, tunnel: Tunnel) {
         self.tunnels
-            .insert((tunnel.node, tunnel.intf.clone()), tunnel);
+            .entry(tunnel.node)
+            .or_default()
+            .insert(tunnel.intf.clone(), tunnel);
     }
 
-    /// Name a port-channel and, when `vpc > 0`, map it to a vpc id.
+    /// Name a port-channel and map it to vpc id `vpc` (0: not a vpc).
     pub fn add_port_channel(&mut self, node: u32, intf: &str, name: &str, vpc: u32) {
         self.pc_names
-            .insert((node, intf.to_owned()), name.to_owned());
+            .entry(node)
+            .or_default()
+            .insert(intf.to_owned(), name.to_owned());
+        let vpcs = self.pc_vpc_ids.entry(node).or_default();
         if vpc > 0 {
-            self.pc_vpc_ids.insert((node, intf.to_owned()), vpc);
+            vpcs.insert(intf.to_owned(), vpc);
+        } else {
+            vpcs.remove(intf);
         }
     }
 
@@ -186,13 +193,14 @@ impl Fabric {
 
     /// The tunnel `intf` on `node`.
     pub fn tunnel(&self, node: u32, intf: &str) -> Option<&Tunnel> {
-        self.tunnels.get(&(node, intf.to_owned()))
+        self.tunnels.get(&node)?.get(intf)
     }
 
     /// The port-channel policy name, "" when unknown.
     pub fn pc_name(&self, node: u32, intf: &str) -> &str {
         self.pc_names
-            .get(&(node, intf.to_owned()))
+            .get(&node)
+            .and_then(|m| m.get(intf))
             .map(String::as_str)
             .unwrap_or("")
     }
@@ -200,7 +208,8 @@ impl Fabric {
     /// The vpc id of a port-channel, 0 when it is none.
     pub fn pc_vpc_id(&self, node: u32, intf: &str) -> u32 {
         self.pc_vpc_ids
-            .get(&(node, intf.to_owned()))
+            .get(&node)
+            .and_then(|m| m.get(intf))
             .copied()
             .unwrap_or(0)
     }
@@ -287,7 +296,22 @@ mod tests {
         assert_eq!(f.pc_name(101, "po1"), "pc-policy");
         assert_eq!(f.pc_vpc_id(101, "po1"), 0);
         assert_eq!(f.pc_name(101, "po2"), "");
+        f.add_port_channel(101, "po3", "vpc-pol", 9);
+        assert_eq!(f.pc_vpc_id(101, "po3"), 9);
+        f.add_port_channel(101, "po3", "vpc-pol", 0);
+        assert_eq!(
+            f.pc_vpc_id(101, "po3"),
+            0,
+            "a pc leaving its vpc is unmapped"
+        );
+        f.add_tunnel(Tunnel {
+            node: 101,
+            intf: "tunnel1".into(),
+            remote: 103,
+            ..Tunnel::default()
+        });
+        assert_eq!(f.tunnel(101, "tunnel1").map(|t| t.remote), Some(103));
+        assert!(f.tunnel(102, "tunnel1").is_none());
         assert_eq!(f.epg_name(1, 5), "");
-        assert!(f.tunnel(101, "tunnel1").is_none());
     }
 }

@@ -145,9 +145,7 @@ pub fn update_local(
             (None, None)
         }
     };
-    let Some(rec) = endpoint.as_mut() else {
-        return None;
-    };
+    let rec = endpoint.as_mut()?;
     let cap = settings.max_endpoint_events();
     let result = |change: LocalChange, analyze_move: bool| {
         Some(LocalResult {

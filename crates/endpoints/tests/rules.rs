@@ -2,6 +2,8 @@
 //! §3-§5, §10). Every event goes through the APIC parser and
 //! `process_event` on the in-memory store, as the subscriber will feed it.
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 use vigil_endpoints::apic::EpmParser;
 use vigil_endpoints::fabric::{Fabric, Tunnel, vpc_node_id};
@@ -974,7 +976,24 @@ async fn learn_type_moves_from_epg_without_a_local() {
         h.endpoint(VRF, "10.3.3.3").await.unwrap().learn_type,
         LearnType::Psvi
     );
-    // ... but not back to epg.
+    // ... and not from one non-epg type to another (only epg → non-epg).
+    h.send(
+        "epmIpEp",
+        ep(
+            ip_xr_dn(103, "10.3.3.3"),
+            "created",
+            "loopback",
+            "tunnel2",
+            PCTAG,
+        ),
+        11.5,
+    )
+    .await;
+    assert_eq!(
+        h.endpoint(VRF, "10.3.3.3").await.unwrap().learn_type,
+        LearnType::Psvi
+    );
+    // ... nor back to epg.
     h.send(
         "epmIpEp",
         ep(ip_xr_dn(103, "10.3.3.3"), "created", "", "tunnel2", PCTAG),
@@ -1050,4 +1069,15 @@ async fn json_field_names_are_epts() {
     ] {
         assert!(e.get(k).is_some(), "endpoint event lacks {k}");
     }
+}
+
+#[tokio::test]
+async fn equal_ts_locals_resolve_to_the_lowest_node() {
+    // W:883-894 (strict `<`): on a tie the first node considered stays; vigil
+    // considers nodes in ascending order (crate doc: ties).
+    let h = H::new();
+    mac_local(104, "eth1/4", 10.0, &h).await;
+    let out = mac_local(103, "eth1/3", 10.0, &h).await;
+    assert_eq!(out.local.unwrap().change, LocalChange::Pushed);
+    assert_eq!(h.endpoint(BD, MAC).await.unwrap().events[0].node, 103);
 }
