@@ -82,6 +82,12 @@ enum Command {
     /// The enrichment cache: what enrichment plugins cached per resource
     /// and namespace, for polling plugins.
     Enrichment(cli::enrichment::EnrichmentArgs),
+    /// The endpoint tracker: every MAC and IP address of a fabric, where it
+    /// is and where it has been (`replay` a recorded ACI fabric).
+    Endpoints {
+        #[command(subcommand)]
+        command: cli::endpoints::EndpointsCommand,
+    },
     /// Work with plugin files.
     Plugins {
         #[command(subcommand)]
@@ -307,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Metrics(args) => runtime.block_on(cli::read::metrics(&site, args)),
         Command::Runs(args) => runtime.block_on(cli::read::runs(&site, args)),
         Command::Enrichment(args) => runtime.block_on(cli::enrichment::show(&site, args)),
+        Command::Endpoints { command } => runtime.block_on(cli::endpoints::run(command)),
         Command::Dashboards { command } => {
             vigil_host::dashboards::run(command)?;
             Ok(ExitCode::SUCCESS)

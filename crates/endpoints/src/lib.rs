@@ -13,6 +13,8 @@
 //! |---|---|---|
 //! | [`model`] | events, per-node history, endpoint records, settings (caps) | §2, §3, §4, §5 |
 //! | [`apic`] | APIC epm objects and payloads → [`model::EpmEvent`] | §3 |
+//! | [`apic_fabric`] | APIC fabric objects (nodes, tunnels, vpcs, vnids, EPGs) → [`Fabric`] | §4, §5, §10 |
+//! | [`replay`] | replay a recorded fabric (APIC payloads as JSON lines) into history | issue #14 |
 //! | [`fabric`] | nodes, tunnels, vpc pairs, EPGs, vnids; vpc pseudo-nodes | §4, §5, §10 |
 //! | [`history`] | `update_endpoint_history` | §4 |
 //! | [`local`] | `update_local` (current location, transitory delete, learn type) | §5 |
@@ -58,11 +60,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod apic;
+pub mod apic_fabric;
 pub mod dispatch;
 pub mod fabric;
 pub mod history;
 pub mod local;
 pub mod model;
+pub mod replay;
 pub mod store;
 
 pub use apic::{ApicObject, EpmParser, ObjectError, Payload, PayloadError};

@@ -2,14 +2,18 @@
 //! written against ([`HistoryStore`]), an in-memory implementation
 //! ([`MemoryStore`]), and the worker step that ties §4 and §5 together
 //! ([`process_event`], EPT's `handle_endpoint_event` without rapid, W:487-561).
-//! Embedded (SQLite) and MongoDB stores implement the same trait later.
+//!
+//! The trait is object safe (`async_trait`), so a worker can hold an
+//! `Arc<dyn HistoryStore>` chosen at start: the embedded SQLite store
+//! (`vigil_store::endpoints::SqliteHistory`, the default) or MongoDB
+//! (`vigil_mongo::MongoStorage`). One conformance suite
+//! (`tests/tests/suite/endpoint_history.rs`) runs over all three.
 
 use crate::fabric::Fabric;
 use crate::history::{HistoryOutcome, update_endpoint_history};
 use crate::local::{LocalResult, update_local};
 use crate::model::{EndpointKey, EndpointRecord, EpmEvent, HistoryRecord, Settings};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::Mutex;
 
 /// A storage failure.
@@ -17,36 +21,61 @@ use std::sync::Mutex;
 pub enum StoreError {
     #[error("history store: {0}")]
     Backend(String),
+    /// The backend's own error (SQLite, MongoDB, the blocking pool...).
+    #[error("history store: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A stored record that cannot be read back as the model, or whose
+    /// body disagrees with the key it is stored under.
+    #[error("history store: malformed {what} record {key}: {problem}")]
+    Malformed {
+        what: &'static str,
+        key: String,
+        problem: String,
+    },
 }
 
 /// Per-node history records and fabric-wide endpoint records.
 ///
 /// Writes replace the whole record; a worker owns each endpoint key (see
 /// [`crate::dispatch`]), so there are no concurrent writers of one key.
+#[async_trait::async_trait]
 pub trait HistoryStore: Send + Sync {
     /// Every node's history record of the endpoint, by node id.
-    fn histories(
+    async fn histories(
         &self,
         key: &EndpointKey,
-    ) -> impl Future<Output = Result<BTreeMap<u32, HistoryRecord>, StoreError>> + Send;
+    ) -> Result<BTreeMap<u32, HistoryRecord>, StoreError>;
 
     /// Insert or replace one node's history record.
-    fn put_history(
-        &self,
-        record: HistoryRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    async fn put_history(&self, record: HistoryRecord) -> Result<(), StoreError>;
 
     /// The endpoint record.
-    fn endpoint(
-        &self,
-        key: &EndpointKey,
-    ) -> impl Future<Output = Result<Option<EndpointRecord>, StoreError>> + Send;
+    async fn endpoint(&self, key: &EndpointKey) -> Result<Option<EndpointRecord>, StoreError>;
 
     /// Insert or replace the endpoint record.
-    fn put_endpoint(
+    async fn put_endpoint(&self, record: EndpointRecord) -> Result<(), StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<T: HistoryStore + ?Sized> HistoryStore for std::sync::Arc<T> {
+    async fn histories(
         &self,
-        record: EndpointRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        key: &EndpointKey,
+    ) -> Result<BTreeMap<u32, HistoryRecord>, StoreError> {
+        (**self).histories(key).await
+    }
+
+    async fn put_history(&self, record: HistoryRecord) -> Result<(), StoreError> {
+        (**self).put_history(record).await
+    }
+
+    async fn endpoint(&self, key: &EndpointKey) -> Result<Option<EndpointRecord>, StoreError> {
+        (**self).endpoint(key).await
+    }
+
+    async fn put_endpoint(&self, record: EndpointRecord) -> Result<(), StoreError> {
+        (**self).put_endpoint(record).await
+    }
 }
 
 /// An in-memory [`HistoryStore`].
@@ -86,6 +115,7 @@ impl MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl HistoryStore for MemoryStore {
     async fn histories(
         &self,
@@ -144,7 +174,7 @@ impl EventOutcome {
 /// Handle one endpoint event: update the node's history (§4), then the
 /// endpoint (§5), writing back what changed. Like EPT, the endpoint step
 /// runs whatever the history step decided.
-pub async fn process_event<S: HistoryStore>(
+pub async fn process_event<S: HistoryStore + ?Sized>(
     settings: &Settings,
     fabric: &Fabric,
     store: &S,

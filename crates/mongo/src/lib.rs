@@ -73,6 +73,9 @@
 //!   and an expiry like resources'. Indexes: `local_resource`;
 //!   `remote_resource`; `expires_at`.
 //!
+//! Endpoint history (issue #14): `ept_history` and `ept_endpoint`, the
+//! `HistoryStore` of `vigil-endpoints`; see [`endpoints`].
+//!
 //! # Portability
 //!
 //! The documents use only strings, doubles, 64-bit integers, arrays and
@@ -94,6 +97,8 @@
 //! no OS thread (the driver's sync API, used before, ran each call on a
 //! thread of its own). The client and its connection pool belong to the
 //! runtime that opened the store.
+
+pub mod endpoints;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -163,6 +168,11 @@ const INDEXES: &[(&str, &[&[&str]])] = &[
         TOPOLOGY_LINKS,
         &[&["local_resource"], &["remote_resource"], &["expires_at"]],
     ),
+    (
+        endpoints::EPT_HISTORY,
+        &[&["endpoint"], &["fabric", "node"]],
+    ),
+    (endpoints::EPT_ENDPOINT, &[&["addr"]]),
 ];
 
 pub struct MongoStorage {

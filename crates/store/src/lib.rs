@@ -4,7 +4,8 @@
 //! heartbeat).
 //!
 //! [`Storage`] is the seam for other backends; [`sqlite::SqliteStorage`] is
-//! the embedded default. SQLite in WAL mode lets `vigil status`,
+//! the embedded default; [`endpoints::SqliteHistory`] keeps endpoint
+//! history (issue #14) in the same file. SQLite in WAL mode lets `vigil status`,
 //! `vigil resources` and `vigil metrics` read a running host's state from
 //! another process without any server.
 //!
@@ -42,6 +43,7 @@
 //! One id appears once per batch: later copies are refused as duplicates,
 //! so a batch of n resources does at most n lookups and n writes.
 
+pub mod endpoints;
 pub mod kv;
 pub mod sqlite;
 

@@ -7,6 +7,7 @@
 //! Kept out of `main.rs` so the entry point stays small: `main.rs` parses
 //! the command line and dispatches here.
 
+pub mod endpoints;
 pub mod enrichment;
 pub mod plugins;
 pub mod read;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod commands;
 mod config;
+mod endpoints;
 mod read;
 mod run;
 mod toolkit;

@@ -15,6 +15,7 @@
 mod accept_path;
 mod capacity;
 mod dashboard_queries;
+mod endpoint_history;
 mod hostile_loading;
 mod hostile_ownership;
 mod hostile_sinks;
