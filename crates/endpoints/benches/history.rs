@@ -1,0 +1,150 @@
+//! Events into history per second, EPT-shaped (issue #14's target: at
+//! least 200,000 events/s on this machine for the embedded path).
+//!
+//! The workload: `ENDPOINTS` MACs in one BD, each learned locally on one of
+//! 40 leaves and then moved to another leaf (two events each), as APIC
+//! websocket notifications (`epmMacEp`, `status` created, flags `local`).
+//! Three figures:
+//!
+//! 1. parsing: notification JSON → [`EpmEvent`] (EPT's DN grammar);
+//! 2. history: [`process_event`] on the in-memory store, one task
+//!    (per-node history §4 and the endpoint record §5 per event);
+//! 3. dispatched: the same through the [`Dispatcher`] with 2 workers (the
+//!    machine has 2 cores), ordered per endpoint.
+//!
+//! Run: `cargo bench -p vigil-endpoints --bench history` (prints figures;
+//! no timed assertions).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use vigil_endpoints::apic::{ApicObject, EpmParser};
+use vigil_endpoints::dispatch::{DispatchConfig, Dispatcher, Handler};
+use vigil_endpoints::fabric::Fabric;
+use vigil_endpoints::model::{EpmEvent, Settings};
+use vigil_endpoints::store::{MemoryStore, process_event};
+
+const ENDPOINTS: usize = 100_000;
+const LEAVES: usize = 40;
+
+fn notification(i: usize, leaf: usize, ts: f64) -> String {
+    let mac = format!(
+        "00:50:56:{:02X}:{:02X}:{:02X}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    );
+    format!(
+        r#"{{"ts":{ts},"subscriptionId":["72057611234066433"],"imdata":[{{"epmMacEp":{{"attributes":{{"dn":"topology/pod-1/node-{node}/sys/ctx-[vxlan-2719744]/bd-[vxlan-15826915]/vlan-[vlan-{vlan}]/db-ep/mac-{mac}","status":"created","flags":"local","ifId":"eth1/{port}","pcTag":"32771","addr":"{mac}"}}}}}}]}}"#,
+        node = 101 + leaf,
+        vlan = 100 + i % 50,
+        port = 1 + i % 48,
+    )
+}
+
+struct Worker {
+    settings: Arc<Settings>,
+    fabric: Arc<Fabric>,
+    store: Arc<MemoryStore>,
+    handled: u64,
+}
+
+impl Handler<EpmEvent> for Worker {
+    async fn handle(&mut self, event: EpmEvent) {
+        if process_event(&self.settings, &self.fabric, self.store.as_ref(), &event)
+            .await
+            .is_ok()
+        {
+            self.handled += 1;
+        }
+    }
+}
+
+fn main() {
+    let texts: Vec<String> = (0..ENDPOINTS)
+        .map(|i| notification(i, i % LEAVES, 1_765_000_000.0 + i as f64 * 1e-3))
+        .chain(
+            (0..ENDPOINTS)
+                .map(|i| notification(i, (i + 7) % LEAVES, 1_765_000_500.0 + i as f64 * 1e-3)),
+        )
+        .collect();
+    let parser = EpmParser::new("fab1", 0);
+
+    let started = Instant::now();
+    let mut events = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let Ok(payload) = parser.parse_payload(text, 0.0) else {
+            continue;
+        };
+        for object in payload.objects.into_iter().flatten() {
+            if let ApicObject::Endpoint(event) = object {
+                events.push(event);
+            }
+        }
+    }
+    let parse = started.elapsed();
+    assert_eq!(events.len(), texts.len(), "every notification parses");
+    println!(
+        "parsing: {} notifications in {:.2} s = {:.0} events/s",
+        texts.len(),
+        parse.as_secs_f64(),
+        texts.len() as f64 / parse.as_secs_f64()
+    );
+
+    let settings = Arc::new(Settings::default());
+    let fabric = Arc::new(Fabric::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+
+    let store = MemoryStore::new();
+    let started = Instant::now();
+    runtime.block_on(async {
+        for event in &events {
+            let _ = process_event(&settings, &fabric, &store, event).await;
+        }
+    });
+    let history = started.elapsed();
+    println!(
+        "history (one task, in-memory store): {} events in {:.2} s = {:.0} events/s",
+        events.len(),
+        history.as_secs_f64(),
+        events.len() as f64 / history.as_secs_f64()
+    );
+
+    let store = Arc::new(MemoryStore::new());
+    let started = Instant::now();
+    let handled: u64 = runtime.block_on(async {
+        let dispatcher = Dispatcher::start(
+            DispatchConfig {
+                workers: 2,
+                queue_capacity: 4096,
+            },
+            |_| Worker {
+                settings: settings.clone(),
+                fabric: fabric.clone(),
+                store: store.clone(),
+                handled: 0,
+            },
+        )
+        .expect("dispatcher");
+        for event in events {
+            let key = event.key();
+            if dispatcher.dispatch(&key, event).await.is_err() {
+                break;
+            }
+        }
+        dispatcher
+            .shutdown()
+            .await
+            .map(|workers| workers.iter().map(|w| w.handled).sum())
+            .unwrap_or(0)
+    });
+    let dispatched = started.elapsed();
+    println!(
+        "dispatched (2 workers, in-memory store): {handled} events in {:.2} s = {:.0} events/s",
+        dispatched.as_secs_f64(),
+        handled as f64 / dispatched.as_secs_f64()
+    );
+}
