@@ -252,6 +252,30 @@ fn hello(address: SocketAddr) -> Result<()> {
     }
 }
 
+/// The nx-27017 server every MongoDB test of one test binary shares
+/// (started on first use). A static is never dropped: the server's
+/// watchdog stops it when the process ends.
+pub fn shared_nx_mongo() -> Result<&'static NxMongo> {
+    static SERVER: std::sync::OnceLock<std::result::Result<NxMongo, String>> =
+        std::sync::OnceLock::new();
+    SERVER
+        .get_or_init(|| NxMongo::start().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("starting nx-27017: {e}"))
+}
+
+/// A database name of its own for test `name` on the shared server:
+/// `PREFIX_NAME_PID_N`, the name cut to 32 characters.
+pub fn unique_database(prefix: &str, name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let short: String = name.chars().take(32).collect();
+    format!(
+        "{prefix}_{short}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,7 @@
 //! and a delete of an unknown endpoint.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use futures_util::future::BoxFuture;
@@ -31,7 +30,7 @@ use vigil_endpoints::model::{
 use vigil_endpoints::store::{EventOutcome, HistoryStore, MemoryStore, process_event};
 use vigil_host::store::endpoints::SqliteHistory;
 use vigil_mongo::MongoStorage;
-use vigil_tests::mongo_servers::NxMongo;
+use vigil_tests::mongo_servers::{shared_nx_mongo, unique_database};
 
 // --- backends ----------------------------------------------------------------
 
@@ -61,26 +60,10 @@ fn sqlite_backend() -> Result<(tempfile::TempDir, Opener)> {
     Ok((dir, open))
 }
 
-/// The nx-27017 server this module's MongoDB tests share. A static is never
-/// dropped: the server's watchdog stops it when this process ends.
-fn nx_mongo() -> Result<&'static NxMongo> {
-    static SERVER: OnceLock<std::result::Result<NxMongo, String>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| NxMongo::start().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(|e| anyhow!("starting nx-27017: {e}"))
-}
-
 /// A database of its own for test `name` on the shared server.
 fn mongo_backend(name: &str) -> Result<Opener> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let url = nx_mongo()?.url();
-    let short: String = name.chars().take(32).collect();
-    let database = format!(
-        "ept_{short}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let url = shared_nx_mongo()?.url();
+    let database = unique_database("ept", name);
     Ok(Box::new(move || {
         let (url, database) = (url.clone(), database.clone());
         Box::pin(async move {

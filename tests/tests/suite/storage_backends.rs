@@ -4,8 +4,6 @@
 //! nx-27017 server shared by the whole test binary; see
 //! `vigil_tests::mongo_servers`). Both must give the same answers.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
@@ -22,7 +20,7 @@ use vigil_host::store::{
     SeriesQuery, SeriesValue, Storage, StoredResource, UpsertSummary,
 };
 use vigil_mongo::MongoStorage;
-use vigil_tests::mongo_servers::{NxMongo, free_tcp_port};
+use vigil_tests::mongo_servers::{free_tcp_port, shared_nx_mongo, unique_database};
 use vigil_tests::redis_servers::RedisServer;
 
 // --- backends ----------------------------------------------------------------
@@ -44,26 +42,10 @@ fn sqlite_backend() -> Result<(tempfile::TempDir, Opener)> {
     Ok((dir, open))
 }
 
-/// The nx-27017 server every MongoDB test of this binary shares. A static is
-/// never dropped: the server's watchdog stops it when this process ends.
-fn nx_mongo() -> Result<&'static NxMongo> {
-    static SERVER: OnceLock<std::result::Result<NxMongo, String>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| NxMongo::start().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(|e| anyhow!("starting nx-27017: {e}"))
-}
-
 /// A database of its own for test `name` on the shared server.
 fn mongo_backend(name: &str) -> Result<Opener> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let url = nx_mongo()?.url();
-    let short: String = name.chars().take(32).collect();
-    let database = format!(
-        "vigil_{short}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let url = shared_nx_mongo()?.url();
+    let database = unique_database("vigil", name);
     Ok(Box::new(move || {
         let (url, database) = (url.clone(), database.clone());
         Box::pin(async move {
