@@ -399,6 +399,25 @@ fn order(expires: f64) -> u64 {
 }
 
 impl Local {
+    /// The live entry of (`resource_id`, `namespace`) with its owner.
+    fn cached(&self, resource_id: &str, namespace: &str, now: f64) -> Option<CachedEnrichment> {
+        let entry = self
+            .entries
+            .get(&(resource_id.to_owned(), namespace.to_owned()))
+            .filter(|entry| entry.expires > now)?;
+        Some(CachedEnrichment {
+            resource_id: resource_id.to_owned(),
+            namespace: namespace.to_owned(),
+            plugin: self
+                .owners
+                .get(namespace)
+                .map(|(owner, _)| owner.clone())
+                .unwrap_or_default(),
+            expires_at: entry.expires,
+            group: entry.group.clone(),
+        })
+    }
+
     fn remove(&mut self, key: &Key) -> bool {
         let Some(entry) = self.entries.remove(key) else {
             return false;
@@ -654,6 +673,13 @@ impl EnrichmentCache {
                 }
             }
         }
+        // The namespaces this put may change: all the mirror needs to
+        // rewrite (looked up by key, not by scanning the whole cache).
+        let touched: Vec<String> = if self.mirror.is_some() {
+            admitted.iter().map(|a| a.group.namespace.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let mut local = PutSummary::default();
         self.lock()
             .put(plugin, resource_id, admitted, now, &self.limits, &mut local);
@@ -661,8 +687,14 @@ impl EnrichmentCache {
             summary.absorb(local);
         }
         if let Some(mirror) = &self.mirror {
-            let removed = std::mem::take(&mut self.lock().evicted_keys);
-            let held = self.entries(Some(resource_id), None, now);
+            let (held, removed) = {
+                let mut local = self.lock();
+                let held: Vec<CachedEnrichment> = touched
+                    .iter()
+                    .filter_map(|ns| local.cached(resource_id, ns, now))
+                    .collect();
+                (held, std::mem::take(&mut local.evicted_keys))
+            };
             if let Err(e) = mirror.write(&held, &removed, now).await {
                 tracing::warn!(error = %e, resource = resource_id, "enrichment cache not mirrored to the store; `vigil enrichment` shows it late");
             }
@@ -761,23 +793,11 @@ impl EnrichmentCache {
         let local = self.lock();
         let mut entries: Vec<CachedEnrichment> = local
             .entries
-            .iter()
-            .filter(|((resource, ns), entry)| {
-                entry.expires > now
-                    && resource_id.is_none_or(|r| r == resource)
-                    && namespace.is_none_or(|n| n == ns)
+            .keys()
+            .filter(|(resource, ns)| {
+                resource_id.is_none_or(|r| r == resource) && namespace.is_none_or(|n| n == ns)
             })
-            .map(|((resource, ns), entry)| CachedEnrichment {
-                resource_id: resource.clone(),
-                namespace: ns.clone(),
-                plugin: local
-                    .owners
-                    .get(ns)
-                    .map(|(owner, _)| owner.clone())
-                    .unwrap_or_default(),
-                expires_at: entry.expires,
-                group: entry.group.clone(),
-            })
+            .filter_map(|(resource, ns)| local.cached(resource, ns, now))
             .collect();
         entries.sort_by(|a, b| (&a.resource_id, &a.namespace).cmp(&(&b.resource_id, &b.namespace)));
         entries
