@@ -44,7 +44,7 @@
 //! oversized attribute) is an [`FabricObjectError`] naming the class, DN and
 //! attribute, and leaves what was known unchanged.
 
-use crate::apic::ApicObject;
+use crate::apic::{ApicObject, truncate};
 use crate::fabric::{Fabric, Tunnel, vpc_node_id};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -564,17 +564,6 @@ fn required_u32(attribute: &'static str, v: &str) -> Result<u32, FabricErrorKind
         return Err(FabricErrorKind::Missing { attribute });
     }
     parse_u32(attribute, v)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 #[cfg(test)]
