@@ -19,6 +19,7 @@
 //! | [`history`] | `update_endpoint_history` | §4 |
 //! | [`local`] | `update_local` (current location, transitory delete, learn type) | §5 |
 //! | [`store`] | `HistoryStore` seam, in-memory store, `process_event` | §4 + §5 |
+//! | [`ingest`] | the seam every source writes to ([`ingest::EventSink`]) | issue #14 |
 //! | [`dispatch`] | per-endpoint ordered dispatch to N workers, stable hash | issue #14 |
 //!
 //! A worker's step for one event is [`store::process_event`]: load every
@@ -64,6 +65,7 @@ pub mod apic_fabric;
 pub mod dispatch;
 pub mod fabric;
 pub mod history;
+pub mod ingest;
 pub mod local;
 pub mod model;
 pub mod replay;
@@ -73,6 +75,7 @@ pub use apic::{ApicObject, EpmParser, ObjectError, Payload, PayloadError};
 pub use dispatch::{DispatchConfig, DispatchError, Dispatcher, Handler, worker_for};
 pub use fabric::Fabric;
 pub use history::{HistoryOutcome, IgnoreReason, update_endpoint_history};
+pub use ingest::{EventSink, SinkClosed, Source, SubscriberState};
 pub use local::{LocalChange, LocalResult, TRANSITORY_DELETE, update_local};
 pub use model::{
     EndpointEvent, EndpointKey, EndpointRecord, EndpointType, EpmClass, EpmEvent, HistoryEvent,

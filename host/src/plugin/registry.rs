@@ -766,9 +766,13 @@ impl Shared {
                     }
                 }
             }
-            // Reported while the state lock is held: a `rescan` waiting for
-            // this compile reads its report once the pending entry is gone,
-            // and must find the outcome there.
+            // Logged and reported while the state lock is held: a `rescan`
+            // waiting for this compile returns once the pending entry is
+            // gone, and its caller (`vigil plugins list`) may exit at once;
+            // the outcome must already be in the report and in the log.
+            for event in &events {
+                log_event(event);
+            }
             if let Some(report) = job.report.as_ref() {
                 report
                     .lock()
@@ -778,7 +782,10 @@ impl Shared {
             events
         };
         self.changed.notify_all();
-        self.announce(&events);
+        for event in events {
+            // No subscribers is fine.
+            let _ = self.events.send(event);
+        }
         true
     }
 
