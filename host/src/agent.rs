@@ -62,9 +62,13 @@ pub enum Role {
     Agent,
     /// Consume the Kafka bus into this process's sinks.
     Consumer,
-    /// Both.
+    /// Both (and, with `[endpoints]`, an endpoint worker too).
     #[default]
     All,
+    /// Take `<site>-endpoint-events` into the endpoint history (a member
+    /// of the consumer group `<site>-endpoint-workers`); needs the Kafka
+    /// bus and `[endpoints] enabled`.
+    EndpointWorker,
 }
 
 impl Role {
@@ -74,6 +78,7 @@ impl Role {
             Role::Agent => "agent",
             Role::Consumer => "consumer",
             Role::All => "all",
+            Role::EndpointWorker => "endpoint-worker",
         }
     }
 }
@@ -255,7 +260,33 @@ pub async fn run_as(
         }
         return result.context("consumer task")?;
     }
-    if site.plugin_directories.is_empty() {
+    // The endpoint tracker, when the site enables it: every endpoint
+    // source of this process writes to its sink.
+    let endpoints = crate::endpoints::EndpointRuntime::start(&site, identity.role).await?;
+    if let Some(runtime) = &endpoints {
+        let tracker = Arc::downgrade(&runtime.tracker);
+        health.set_endpoints(move || {
+            tracker
+                .upgrade()
+                .map(|t| crate::endpoints::health(&t.stats()))
+                .unwrap_or_default()
+        });
+    }
+    if identity.role == Role::EndpointWorker {
+        let _hangups = crate::reload::spawn_unsupported(hangups);
+        tracing::info!(site = %site.name, agent = %identity.agent_id, "vigil endpoint worker running");
+        shutdown.await;
+        if let Some(runtime) = endpoints {
+            runtime.shutdown().await?;
+        }
+        let _ = metrics_stop_tx.send(true);
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
+        tracing::info!("vigil stopped");
+        return Ok(());
+    }
+    if site.plugin_directories.is_empty() && endpoints.is_none() {
         anyhow::bail!(
             "the site config lists no plugin directories (plugins.directories): nothing to run"
         );
@@ -324,6 +355,7 @@ pub async fn run_as(
         expired: expired_tx,
         resources: site.resources.clone(),
         failures: Arc::default(),
+        endpoints: None, // wired by the endpoint service
     });
     let scheduler = Scheduler::new(
         registry.clone(),
@@ -437,6 +469,10 @@ pub async fn run_as(
     ));
     let _ = stop_tx.send(true);
     scheduling.await.context("scheduler task")?;
+    if let Some(runtime) = endpoints {
+        waiting.stage("the endpoint workers to store what is queued");
+        runtime.shutdown().await?;
+    }
     let _ = status.await;
     waiting.stage("the final status write");
     write_status(

@@ -1,5 +1,5 @@
-//! The four plugin worlds (discovery, enrichment, polling, analysis) as the
-//! runner instantiates them.
+//! The five plugin worlds (discovery, enrichment, polling, analysis,
+//! endpoint-collection) as the runner instantiates them.
 //!
 //! Every import interface is generated once, in `vigil-wit`; each kind's
 //! world reuses those types through `with`, so one implementation per
@@ -22,6 +22,7 @@ macro_rules! kind_world {
                     "vigil:plugin/enrichment-cache": vigil_wit::vigil::plugin::enrichment_cache,
                     "vigil:plugin/snmp": vigil_wit::vigil::plugin::snmp,
                     "vigil:plugin/status": vigil_wit::vigil::plugin::status,
+                    "vigil:plugin/endpoint-observation": vigil_wit::vigil::plugin::endpoint_observation,
                 },
             });
         }
@@ -32,3 +33,4 @@ kind_world!(discovery, "discovery");
 kind_world!(enrichment, "enrichment");
 kind_world!(polling, "polling");
 kind_world!(analysis, "analysis");
+kind_world!(endpoints, "endpoint-collection");

@@ -37,6 +37,7 @@ pub struct Health {
     queues: Mutex<Vec<(String, Gauge)>>,
     inventory: Mutex<Inventory>,
     log_drops: Mutex<Option<LogDropSource>>,
+    endpoints: Mutex<Option<EndpointSource>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,7 +66,47 @@ pub struct HealthSnapshot {
     /// This process, as `process_*` (Linux; `None` elsewhere).
     #[serde(default)]
     pub process: Option<process::ProcessStats>,
+    /// The endpoint tracker, when it runs here.
+    #[serde(default)]
+    pub endpoints: Option<EndpointHealth>,
 }
+
+/// The endpoint tracker's numbers (issue #14; see
+/// `vigil_endpoints::tracker`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    /// Events received, by source (`apic`, `snmp`, `kafka`, `http`).
+    pub received: BTreeMap<String, u64>,
+    /// Inputs refused, by source and reason, with the latest sample.
+    pub rejected: Vec<EndpointRejections>,
+    /// Per worker, in worker order.
+    pub workers: Vec<EndpointWorker>,
+    /// Each APIC fabric's subscriber state (`building`, `in_sync`,
+    /// `reconnecting`, `stopped`).
+    pub subscribers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRejections {
+    pub source: String,
+    pub reason: String,
+    pub count: u64,
+    pub sample: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointWorker {
+    pub queue_depth: u64,
+    pub handled: u64,
+    pub store_errors: u64,
+    pub lag_seconds: f64,
+    pub max_lag_seconds: f64,
+}
+
+/// The subscriber states `vigil_endpoint_subscriber_state` has a series for.
+pub const SUBSCRIBER_STATES: [&str; 4] = ["building", "in_sync", "reconnecting", "stopped"];
+
+type EndpointSource = Arc<dyn Fn() -> EndpointHealth + Send + Sync>;
 
 /// Log lines of one plugin dropped for one reason.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -86,7 +127,13 @@ impl Health {
             queues: Mutex::new(Vec::new()),
             inventory: Mutex::new(Inventory::default()),
             log_drops: Mutex::new(None),
+            endpoints: Mutex::new(None),
         }
+    }
+
+    /// Reports the endpoint tracker's numbers (`vigil_endpoint_*`).
+    pub fn set_endpoints(&self, source: impl Fn() -> EndpointHealth + Send + Sync + 'static) {
+        *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(source));
     }
 
     /// Reports `drops()` as `vigil_plugin_log_lines_dropped_total`.
@@ -134,6 +181,12 @@ impl Health {
                 .map(|drops| drops())
                 .unwrap_or_default(),
             process: process::ProcessStats::read(),
+            endpoints: self
+                .endpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|source| source()),
         }
     }
 
@@ -386,8 +439,102 @@ impl HealthSnapshot {
             "",
             SampleValue::Unsigned(self.inventory.plugins_broken),
         );
+        if let Some(endpoints) = &self.endpoints {
+            endpoints.render(doc);
+        }
         if let Some(process) = &self.process {
             process.render(doc);
+        }
+    }
+}
+
+impl EndpointHealth {
+    /// The `vigil_endpoint_*` families.
+    pub fn render(&self, doc: &mut Exposition) {
+        doc.family(
+            "vigil_endpoint_events_received",
+            Kind::Counter,
+            "Endpoint events received, by source.",
+        );
+        for (source, n) in &self.received {
+            doc.sample(
+                "vigil_endpoint_events_received_total",
+                &render_labels(&[("source", source)]),
+                SampleValue::Unsigned(*n),
+            );
+        }
+        doc.family(
+            "vigil_endpoint_events_rejected",
+            Kind::Counter,
+            "Endpoint inputs refused, by source and reason.",
+        );
+        for r in &self.rejected {
+            doc.sample(
+                "vigil_endpoint_events_rejected_total",
+                &render_labels(&[("source", &r.source), ("reason", &r.reason)]),
+                SampleValue::Unsigned(r.count),
+            );
+        }
+        let per_worker: [(&str, Kind, &str, fn(&EndpointWorker) -> SampleValue); 5] = [
+            (
+                "vigil_endpoint_queue_depth",
+                Kind::Gauge,
+                "Endpoint events waiting in each worker's queue.",
+                |w| SampleValue::Unsigned(w.queue_depth),
+            ),
+            (
+                "vigil_endpoint_events_handled",
+                Kind::Counter,
+                "Endpoint events taken into history, by worker.",
+                |w| SampleValue::Unsigned(w.handled),
+            ),
+            (
+                "vigil_endpoint_store_errors",
+                Kind::Counter,
+                "Endpoint events whose history could not be written, by worker.",
+                |w| SampleValue::Unsigned(w.store_errors),
+            ),
+            (
+                "vigil_endpoint_lag_seconds",
+                Kind::Gauge,
+                "Seconds from receipt to history of each worker's newest event.",
+                |w| SampleValue::Float(w.lag_seconds),
+            ),
+            (
+                "vigil_endpoint_max_lag_seconds",
+                Kind::Gauge,
+                "The largest receipt-to-history lag of each worker since start.",
+                |w| SampleValue::Float(w.max_lag_seconds),
+            ),
+        ];
+        for (name, kind, help, pick) in per_worker {
+            doc.family(name, kind, help);
+            let sample = if kind == Kind::Counter {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            for (i, w) in self.workers.iter().enumerate() {
+                doc.sample(
+                    &sample,
+                    &render_labels(&[("worker", &i.to_string())]),
+                    pick(w),
+                );
+            }
+        }
+        doc.family(
+            "vigil_endpoint_subscriber_state",
+            Kind::Gauge,
+            "1 for each APIC fabric's current subscriber state, 0 for the others.",
+        );
+        for (fabric, state) in &self.subscribers {
+            for candidate in SUBSCRIBER_STATES {
+                doc.sample(
+                    "vigil_endpoint_subscriber_state",
+                    &render_labels(&[("fabric", fabric), ("state", candidate)]),
+                    SampleValue::Unsigned(u64::from(candidate == state)),
+                );
+            }
         }
     }
 }

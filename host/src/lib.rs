@@ -23,11 +23,13 @@
 //!   validated offline.
 
 pub mod agent;
+pub mod api;
 pub mod backends;
 pub mod bus;
 pub mod capabilities;
 pub mod check;
 pub mod coordination;
+pub mod endpoints;
 pub mod health;
 pub mod model;
 pub mod pipeline;

@@ -83,7 +83,8 @@ enum Command {
     /// and namespace, for polling plugins.
     Enrichment(cli::enrichment::EnrichmentArgs),
     /// The endpoint tracker: every MAC and IP address of a fabric, where it
-    /// is and where it has been (`replay` a recorded ACI fabric).
+    /// is and where it has been (`search` and `show` the site's history,
+    /// `replay` a recorded ACI fabric).
     Endpoints {
         #[command(subcommand)]
         command: cli::endpoints::EndpointsCommand,
@@ -313,7 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Metrics(args) => runtime.block_on(cli::read::metrics(&site, args)),
         Command::Runs(args) => runtime.block_on(cli::read::runs(&site, args)),
         Command::Enrichment(args) => runtime.block_on(cli::enrichment::show(&site, args)),
-        Command::Endpoints { command } => runtime.block_on(cli::endpoints::run(command)),
+        Command::Endpoints { command } => runtime.block_on(cli::endpoints::run(&site, command)),
         Command::Dashboards { command } => {
             vigil_host::dashboards::run(command)?;
             Ok(ExitCode::SUCCESS)
@@ -350,12 +351,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             return Ok(ExitCode::FAILURE);
                         }
                     };
-                    let resource = match prepared.manifest.kind {
-                        PluginKind::Discovery | PluginKind::Analysis => Resource::named("", ""),
-                        PluginKind::Enrichment | PluginKind::Polling => runtime.block_on(
-                            cli::plugins::resource_to_run(&site, resource_id, endpoint, class),
-                        )?,
-                    };
+                    let resource =
+                        match prepared.manifest.kind {
+                            PluginKind::Discovery | PluginKind::Analysis => Resource::named("", ""),
+                            PluginKind::Enrichment
+                            | PluginKind::Polling
+                            | PluginKind::Endpoints => runtime.block_on(
+                                cli::plugins::resource_to_run(&site, resource_id, endpoint, class),
+                            )?,
+                        };
                     runtime.block_on(cli::plugins::run_once(&sandbox, &prepared, resource, json))
                 }
             }
@@ -373,7 +377,7 @@ fn reads_site_data(command: &Command) -> bool {
             | Command::Metrics { .. }
             | Command::Runs { .. }
             | Command::Enrichment { .. }
-    )
+    ) || matches!(command, Command::Endpoints { command } if command.reads_site())
 }
 
 /// `vigil check`: every problem, located, then a summary line; exits

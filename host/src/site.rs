@@ -94,6 +94,11 @@ pub struct SiteConfig {
     pub resources: crate::store::ResourceSettings,
     /// Bounds on the enrichment cache (`[enrichment]`).
     pub enrichment: crate::pipeline::enrichment_cache::EnrichmentLimits,
+    /// The endpoint tracker (`[endpoints]`), off unless enabled.
+    pub endpoints: crate::endpoints::EndpointSettings,
+    /// The HTTP API (`[api]`, `/api/v1` beside `/metrics`); `None` unless
+    /// enabled.
+    pub api: Option<crate::api::ApiSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +129,10 @@ struct SiteFile {
     resources: crate::store::ResourcesSection,
     #[serde(default)]
     enrichment: crate::pipeline::enrichment_cache::EnrichmentSection,
+    #[serde(default)]
+    endpoints: crate::endpoints::EndpointsSection,
+    #[serde(default)]
+    api: crate::api::ApiSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +243,8 @@ impl SiteConfig {
             coordination: Coordination::Local,
             resources: crate::store::ResourceSettings::new("local"),
             enrichment: crate::pipeline::enrichment_cache::EnrichmentLimits::default(),
+            endpoints: crate::endpoints::EndpointSettings::default(),
+            api: None,
         }
     }
 
@@ -311,10 +322,14 @@ impl SiteConfig {
         site.coordination = file.coordination.resolve(&site.name, &at)?;
         site.resources = file.resources.resolve(&site.name, &at)?;
         site.enrichment = file.enrichment.resolve(&at)?;
+        site.endpoints = file.endpoints.resolve(&at)?;
         if let Some(path) = &file.storage.path {
             site.database = join(path);
         }
         site.outputs = file.outputs.resolve(&join(Path::new(".")), &at)?;
+        site.api = file
+            .api
+            .resolve(path, site.outputs.prometheus.is_some(), &at)?;
         if let Some(capacity) = file.bus.capacity(&at)? {
             site.bus_capacity = capacity;
         }

@@ -382,6 +382,9 @@ pub struct PluginRunView {
     pub resources: Vec<RunResourceView>,
     /// What an enrichment run returned.
     pub enrichments: Vec<EnrichmentGroupView>,
+    /// What an endpoints run returned (address-table snapshots).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_tables: Vec<vigil_endpoints::snapshot::TableSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -405,6 +408,205 @@ pub struct EnrichmentGroupView {
     pub namespace: String,
     pub ttl_seconds: u64,
     pub sets: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+// --- endpoints (issue #14) ---------------------------------------------------
+
+/// One event of an endpoint's fabric-wide record (EPT's `eptEndpointEvent`
+/// field names; `ts` as RFC 3339). `node` 0 is a delete; a vpc pseudo-node
+/// is `(n1 << 16) + n2`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointEventView {
+    pub node: u32,
+    pub pod: u32,
+    pub status: &'static str,
+    pub ts: String,
+    pub pctag: i64,
+    pub encap: String,
+    pub intf_id: String,
+    pub intf_name: String,
+    pub rw_mac: String,
+    pub rw_bd: u32,
+    pub epg_name: String,
+    pub vnid_name: String,
+}
+
+impl From<&vigil_endpoints::EndpointEvent> for EndpointEventView {
+    fn from(e: &vigil_endpoints::EndpointEvent) -> Self {
+        EndpointEventView {
+            node: e.node,
+            pod: e.pod,
+            status: e.status.as_str(),
+            ts: rfc3339(e.ts),
+            pctag: e.pctag,
+            encap: e.encap.clone(),
+            intf_id: e.intf_id.clone(),
+            intf_name: e.intf_name.clone(),
+            rw_mac: e.rw_mac.clone(),
+            rw_bd: e.rw_bd,
+            epg_name: e.epg_name.clone(),
+            vnid_name: e.vnid_name.clone(),
+        }
+    }
+}
+
+fn endpoint_type(t: vigil_endpoints::EndpointType) -> &'static str {
+    match t {
+        vigil_endpoints::EndpointType::Mac => "mac",
+        vigil_endpoints::EndpointType::Ipv4 => "ipv4",
+        vigil_endpoints::EndpointType::Ipv6 => "ipv6",
+    }
+}
+
+fn learn_type(t: vigil_endpoints::LearnType) -> &'static str {
+    match t {
+        vigil_endpoints::LearnType::Epg => "epg",
+        vigil_endpoints::LearnType::External => "external",
+        vigil_endpoints::LearnType::Overlay => "overlay",
+        vigil_endpoints::LearnType::Loopback => "loopback",
+        vigil_endpoints::LearnType::Psvi => "psvi",
+    }
+}
+
+/// One endpoint where it is now (`vigil endpoints search --json`, an item
+/// of `GET /api/v1/endpoints`): the key, `type`, `count` (events ever
+/// recorded), and `current`, the newest event of its record (`null` when it
+/// has none).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointView {
+    pub fabric: String,
+    pub vnid: u32,
+    pub addr: String,
+    #[serde(rename = "type")]
+    pub endpoint_type: &'static str,
+    pub learn_type: &'static str,
+    pub count: u64,
+    pub is_stale: bool,
+    pub is_offsubnet: bool,
+    pub current: Option<EndpointEventView>,
+}
+
+impl From<&vigil_endpoints::EndpointRecord> for EndpointView {
+    fn from(r: &vigil_endpoints::EndpointRecord) -> Self {
+        EndpointView {
+            fabric: r.fabric.clone(),
+            vnid: r.vnid,
+            addr: r.addr.clone(),
+            endpoint_type: endpoint_type(r.endpoint_type),
+            learn_type: learn_type(r.learn_type),
+            count: r.count,
+            is_stale: r.is_stale,
+            is_offsubnet: r.is_offsubnet,
+            current: r.events.first().map(EndpointEventView::from),
+        }
+    }
+}
+
+/// A page of endpoints (`GET /api/v1/endpoints`): `next_cursor` continues
+/// it, `null` on the last page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointPageView {
+    pub items: Vec<EndpointView>,
+    pub next_cursor: Option<String>,
+}
+
+/// One event of a node's history (EPT's `eptHistoryEvent` field names;
+/// `ts` as RFC 3339).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEventView {
+    pub classname: &'static str,
+    pub ts: String,
+    pub status: &'static str,
+    pub remote: u32,
+    pub pctag: i64,
+    pub flags: Vec<String>,
+    pub tunnel_flags: String,
+    pub encap: String,
+    pub intf_id: String,
+    pub intf_name: String,
+    pub epg_name: String,
+    pub vnid_name: String,
+    pub rw_mac: String,
+    pub rw_bd: u32,
+}
+
+impl From<&vigil_endpoints::HistoryEvent> for HistoryEventView {
+    fn from(e: &vigil_endpoints::HistoryEvent) -> Self {
+        HistoryEventView {
+            classname: e.classname.as_str(),
+            ts: rfc3339(e.ts),
+            status: e.status.as_str(),
+            remote: e.remote,
+            pctag: e.pctag,
+            flags: e.flags.clone(),
+            tunnel_flags: e.tunnel_flags.clone(),
+            encap: e.encap.clone(),
+            intf_id: e.intf_id.clone(),
+            intf_name: e.intf_name.clone(),
+            epg_name: e.epg_name.clone(),
+            vnid_name: e.vnid_name.clone(),
+            rw_mac: e.rw_mac.clone(),
+            rw_bd: e.rw_bd,
+        }
+    }
+}
+
+/// What one node reported about the endpoint: `count` events ever, the
+/// newest (at most the cap) in `events`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeHistoryView {
+    pub node: u32,
+    #[serde(rename = "type")]
+    pub history_type: &'static str,
+    pub count: u64,
+    pub is_stale: bool,
+    pub is_offsubnet: bool,
+    pub events: Vec<HistoryEventView>,
+}
+
+impl From<&vigil_endpoints::HistoryRecord> for NodeHistoryView {
+    fn from(h: &vigil_endpoints::HistoryRecord) -> Self {
+        NodeHistoryView {
+            node: h.node,
+            history_type: match h.history_type {
+                vigil_endpoints::HistoryType::Mac => "mac",
+                vigil_endpoints::HistoryType::Ip => "ip",
+            },
+            count: h.count,
+            is_stale: h.is_stale,
+            is_offsubnet: h.is_offsubnet,
+            events: h.events.iter().map(HistoryEventView::from).collect(),
+        }
+    }
+}
+
+/// One endpoint whole (`vigil endpoints show --json`, `GET
+/// /api/v1/endpoints/{fabric}/{scope}/{addr}`): the [`EndpointView`] fields,
+/// then `first_learn`, `events` (the record's events, newest first, `count`
+/// in all) and `history`, every node's history by node id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointDetailView {
+    #[serde(flatten)]
+    pub endpoint: EndpointView,
+    pub first_learn: EndpointEventView,
+    pub events: Vec<EndpointEventView>,
+    pub history: Vec<NodeHistoryView>,
+}
+
+impl From<&vigil_endpoints::query::EndpointDetail> for EndpointDetailView {
+    fn from(d: &vigil_endpoints::query::EndpointDetail) -> Self {
+        EndpointDetailView {
+            endpoint: EndpointView::from(&d.record),
+            first_learn: EndpointEventView::from(&d.record.first_learn),
+            events: d
+                .record
+                .events
+                .iter()
+                .map(EndpointEventView::from)
+                .collect(),
+            history: d.histories.values().map(NodeHistoryView::from).collect(),
+        }
+    }
 }
 
 #[cfg(test)]

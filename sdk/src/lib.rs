@@ -1,7 +1,7 @@
 //! Write vigil plugins in ordinary Rust.
 //!
 //! A plugin is a struct implementing one of [`Discovery`], [`Enrichment`],
-//! [`Polling`] or [`Analysis`], exported with [`export!`]. Build it with
+//! [`Polling`], [`Analysis`] or [`Endpoints`], exported with [`export!`]. Build it with
 //! `cargo build --release --target wasm32-wasip2` and the `.wasm` it produces
 //! is a component the vigil host can load. See `sdk/README.md` for the whole
 //! path from an empty crate to a loaded plugin.
@@ -73,6 +73,7 @@ pub mod __private {
                         "vigil:plugin/enrichment-cache@0.1.0": ::vigil_sdk::__private::vigil::plugin::enrichment_cache,
                         "vigil:plugin/snmp@0.1.0": ::vigil_sdk::__private::vigil::plugin::snmp,
                         "vigil:plugin/status@0.1.0": ::vigil_sdk::__private::vigil::plugin::status,
+                        "vigil:plugin/endpoint-observation@0.1.0": ::vigil_sdk::__private::vigil::plugin::endpoint_observation,
                     },
                     pub_export_macro: true,
                     export_macro_name: $export_macro,
@@ -85,12 +86,18 @@ pub mod __private {
     world_bindings!(enrichment, "enrichment", "__export_enrichment");
     world_bindings!(polling, "polling", "__export_polling");
     world_bindings!(analysis, "analysis", "__export_analysis");
+    world_bindings!(endpoints, "endpoint-collection", "__export_endpoints");
 }
 
 pub use __private::vigil::plugin::types::{
     AddressFamily, Analysis as AnalysisResult, Datetime, Dimension, EndpointEvent,
     EndpointEventKind, EnrichmentGroup, EnrichmentSet, ErrorKind, Finding, FindingKind, Metric,
     MetricType, MetricValue, MetricsGroup, PluginError, Resource, Severity,
+};
+
+/// Address-table observations, what an [`Endpoints`] plugin returns.
+pub use __private::vigil::plugin::endpoint_observation::{
+    EntryState, TableEntry, TableKind, TableSnapshot,
 };
 
 /// The metrics-group schema version vigil speaks (Panoptes v0.2).
@@ -118,6 +125,15 @@ pub trait Analysis {
         event: EndpointEvent,
         prior_state: Option<Vec<u8>>,
     ) -> Result<AnalysisResult, PluginError>;
+}
+
+/// An endpoints plugin: reads one device's address tables (ARP/neighbour,
+/// bridge forwarding) as whole snapshots; the host turns successive
+/// snapshots into endpoint events. Mark a snapshot `complete: false` when
+/// any part of its table could not be read: the host then never treats a
+/// missing row as deleted.
+pub trait Endpoints {
+    fn collect(resource: Resource) -> Result<Vec<TableSnapshot>, PluginError>;
 }
 
 impl PluginError {
@@ -148,10 +164,11 @@ impl PluginError {
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        Analysis, AnalysisResult, Datetime, Dimension, Discovery, EndpointEvent, Enrichment,
-        EnrichmentGroup, EnrichmentSet, ErrorKind, Finding, FindingKind, Metric, MetricType,
-        MetricValue, MetricsGroup, MetricsGroupBuilder, PluginError, Polling, Resource,
-        SCHEMA_VERSION, Severity, clock, config, enrichment, kv, log, snmp, status,
+        Analysis, AnalysisResult, Datetime, Dimension, Discovery, EndpointEvent, Endpoints,
+        Enrichment, EnrichmentGroup, EnrichmentSet, EntryState, ErrorKind, Finding, FindingKind,
+        Metric, MetricType, MetricValue, MetricsGroup, MetricsGroupBuilder, PluginError, Polling,
+        Resource, SCHEMA_VERSION, Severity, TableEntry, TableKind, TableSnapshot, clock, config,
+        enrichment, kv, log, snmp, status,
     };
 }
 
@@ -162,6 +179,7 @@ pub mod prelude {
 /// vigil_sdk::export!(discovery => MyFinder);   // MyFinder: Discovery
 /// vigil_sdk::export!(enrichment => MyEnricher);
 /// vigil_sdk::export!(analysis => MyAnalyzer);
+/// vigil_sdk::export!(endpoints => MyTables);   // MyTables: Endpoints
 /// ```
 ///
 /// Use it once per plugin crate, at the crate root.
@@ -209,6 +227,16 @@ macro_rules! export {
             }
         }
         $crate::__private::analysis::__export_analysis!(__VigilExport with_types_in $crate::__private::analysis);
+    };
+    (endpoints => $plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __VigilExport;
+        impl $crate::__private::endpoints::exports::vigil::plugin::endpoint_collector::Guest for __VigilExport {
+            fn collect(resource: $crate::Resource) -> ::core::result::Result<::std::vec::Vec<$crate::TableSnapshot>, $crate::PluginError> {
+                <$plugin as $crate::Endpoints>::collect(resource)
+            }
+        }
+        $crate::__private::endpoints::__export_endpoints!(__VigilExport with_types_in $crate::__private::endpoints);
     };
 }
 

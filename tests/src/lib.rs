@@ -11,9 +11,11 @@ pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 }
 
+pub mod apic_sim;
 pub mod kafka_servers;
 pub mod metrics_servers;
 pub mod mongo_servers;
+pub mod netns_switch;
 pub mod redis_servers;
 pub mod servers;
 pub mod snmp_servers;

@@ -4,13 +4,23 @@
 //! The workload: `ENDPOINTS` MACs in one BD, each learned locally on one of
 //! 40 leaves and then moved to another leaf (two events each), as APIC
 //! websocket notifications (`epmMacEp`, `status` created, flags `local`).
-//! Three figures:
+//! Figures:
 //!
 //! 1. parsing: notification JSON → [`EpmEvent`] (EPT's DN grammar);
 //! 2. history: [`process_event`] on the in-memory store, one task
-//!    (per-node history §4 and the endpoint record §5 per event);
-//! 3. dispatched: the same through the [`Dispatcher`] with 2 workers (the
-//!    machine has 2 cores), ordered per endpoint.
+//!    (per-node history §4 and the endpoint record §5 per event; each event
+//!    reads the endpoint's records from the store and writes back);
+//! 3. write-behind, one task: the same events through a [`WriteBehind`]
+//!    cache over the in-memory store (records held by the worker, written
+//!    in batches), flushed at the end;
+//! 4. dispatched: [`process_event`] through the [`Dispatcher`] with 2
+//!    workers (the machine has 2 cores), one event per queue message;
+//! 5. dispatched write-behind: 2 [`HistoryWorker`]s, events in batches of
+//!    512 ([`Dispatcher::dispatch_batch`]), ending with
+//!    [`Dispatcher::flush`].
+//!
+//! The embedded (SQLite) store's figures are `vigil-store`'s benches
+//! `ept_throughput` and `ept_scale`.
 //!
 //! Run: `cargo bench -p vigil-endpoints --bench history` (prints figures;
 //! no timed assertions).
@@ -23,6 +33,10 @@ use vigil_endpoints::dispatch::{DispatchConfig, Dispatcher, Handler};
 use vigil_endpoints::fabric::Fabric;
 use vigil_endpoints::model::{EpmEvent, Settings};
 use vigil_endpoints::store::{MemoryStore, process_event};
+use vigil_endpoints::write_behind::{HistoryWorker, WriteBehind, WriteBehindConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ENDPOINTS: usize = 100_000;
 const LEAVES: usize = 40;
@@ -95,6 +109,7 @@ fn main() {
     let fabric = Arc::new(Fabric::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
         .build()
         .expect("runtime");
 
@@ -112,6 +127,57 @@ fn main() {
         history.as_secs_f64(),
         events.len() as f64 / history.as_secs_f64()
     );
+
+    let store = Arc::new(MemoryStore::new());
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut cache =
+            WriteBehind::new(store.clone(), WriteBehindConfig::default()).expect("config");
+        for event in &events {
+            let _ = cache.process(&settings, &fabric, event).await;
+        }
+        cache.flush().await.expect("flush");
+    });
+    let write_behind = started.elapsed();
+    println!(
+        "write-behind (one task, in-memory store, flushed): {} events in {:.2} s = {:.0} events/s",
+        events.len(),
+        write_behind.as_secs_f64(),
+        events.len() as f64 / write_behind.as_secs_f64()
+    );
+
+    let batched_events = events.clone();
+    let store = Arc::new(MemoryStore::new());
+    let started = Instant::now();
+    let handled_batched: u64 = runtime.block_on(async {
+        let dispatcher = Dispatcher::start(
+            DispatchConfig {
+                workers: 2,
+                queue_capacity: 64,
+            },
+            |_| {
+                let fabric = fabric.clone();
+                let cache =
+                    WriteBehind::new(store.clone(), WriteBehindConfig::default()).expect("config");
+                HistoryWorker::new(cache, *settings, move |_: &str| fabric.clone())
+            },
+        )
+        .expect("dispatcher");
+        let mut events = batched_events.into_iter().peekable();
+        while events.peek().is_some() {
+            let batch: Vec<EpmEvent> = events.by_ref().take(512).collect();
+            if dispatcher.dispatch_batch(batch).await.is_err() {
+                break;
+            }
+        }
+        dispatcher.flush().await.expect("flush");
+        dispatcher
+            .shutdown()
+            .await
+            .map(|workers| workers.iter().map(|w| w.handled()).sum())
+            .unwrap_or(0)
+    });
+    let batched = started.elapsed();
 
     let store = Arc::new(MemoryStore::new());
     let started = Instant::now();
@@ -146,5 +212,10 @@ fn main() {
         "dispatched (2 workers, in-memory store): {handled} events in {:.2} s = {:.0} events/s",
         dispatched.as_secs_f64(),
         handled as f64 / dispatched.as_secs_f64()
+    );
+    println!(
+        "dispatched write-behind (2 workers, batches of 512, in-memory store, flushed): {handled_batched} events in {:.2} s = {:.0} events/s",
+        batched.as_secs_f64(),
+        handled_batched as f64 / batched.as_secs_f64()
     );
 }

@@ -437,7 +437,7 @@ fn parse_u32(s: Option<&str>) -> Result<Option<u32>, String> {
 
 /// `s` cut to at most `max` bytes on a character boundary (for error
 /// messages that quote untrusted text).
-pub(crate) fn truncate(s: &str, max: usize) -> String {
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

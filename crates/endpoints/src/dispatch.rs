@@ -13,9 +13,10 @@
 //! Queues are bounded tokio channels: [`Dispatcher::dispatch`] waits for
 //! room (back-pressure), it never drops an event.
 
-use crate::model::EndpointKey;
+use crate::model::{EndpointKey, EpmEvent};
 use std::future::Future;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Most workers in one process.
@@ -25,7 +26,11 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// 64-bit FNV-1a.
 pub fn fnv1a_64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_64_more(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// 64-bit FNV-1a continued from `hash` over `bytes`.
+fn fnv1a_64_more(mut hash: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -35,23 +40,48 @@ pub fn fnv1a_64(bytes: &[u8]) -> u64 {
 
 /// The stable hash of an endpoint key (see the module doc).
 pub fn key_hash(key: &EndpointKey) -> u64 {
-    let mut bytes = Vec::with_capacity(key.fabric.len() + key.addr.len() + 6);
-    bytes.extend_from_slice(key.fabric.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(&key.vnid.to_be_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(key.addr.as_bytes());
-    fnv1a_64(&bytes)
+    key_hash_parts(&key.fabric, key.vnid, &key.addr)
 }
 
-/// The worker (0..workers) that handles `key`; 0 when `workers` is 0.
-pub fn worker_for(key: &EndpointKey, workers: usize) -> usize {
+/// [`key_hash`] of the key (fabric, vnid, addr), without building it.
+pub fn key_hash_parts(fabric: &str, vnid: u32, addr: &str) -> u64 {
+    let mut hash = fnv1a_64(fabric.as_bytes());
+    hash = fnv1a_64_more(hash, &[0]);
+    hash = fnv1a_64_more(hash, &vnid.to_be_bytes());
+    hash = fnv1a_64_more(hash, &[0]);
+    fnv1a_64_more(hash, addr.as_bytes())
+}
+
+/// Something dispatched by endpoint: its endpoint key's [`key_hash`].
+pub trait Keyed {
+    /// The stable hash of the endpoint key.
+    fn endpoint_hash(&self) -> u64;
+}
+
+impl Keyed for EndpointKey {
+    fn endpoint_hash(&self) -> u64 {
+        key_hash(self)
+    }
+}
+
+impl Keyed for EpmEvent {
+    fn endpoint_hash(&self) -> u64 {
+        key_hash_parts(&self.fabric, self.vnid, self.key_addr())
+    }
+}
+
+fn worker_of_hash(hash: u64, workers: usize) -> usize {
     if workers == 0 {
         return 0;
     }
     // usize → u64 is lossless on every supported target, and the result is
     // below `workers`, so it fits back.
-    (key_hash(key) % workers as u64) as usize
+    (hash % workers as u64) as usize
+}
+
+/// The worker (0..workers) that handles `key`; 0 when `workers` is 0.
+pub fn worker_for(key: &EndpointKey, workers: usize) -> usize {
+    worker_of_hash(key_hash(key), workers)
 }
 
 /// Dispatch configuration.
@@ -87,6 +117,10 @@ pub enum DispatchError {
     },
     #[error("worker {0} has stopped (its handler panicked)")]
     WorkerStopped(usize),
+    /// A worker's [`Handler::flush`] failed: what it handled is not
+    /// (all) durable.
+    #[error("worker {worker} could not flush: {message}")]
+    FlushFailed { worker: usize, message: String },
 }
 
 impl DispatchConfig {
@@ -109,15 +143,85 @@ impl DispatchConfig {
 }
 
 /// What a worker does with each event, in order.
-pub trait Handler<T>: Send + 'static {
+///
+/// Only [`Handler::handle`] is required. A handler that keeps work in
+/// memory (the write-behind history worker,
+/// [`crate::write_behind::HistoryWorker`]) also implements
+/// [`Handler::flush`] (make everything handled so far durable) and may ask
+/// for an idle tick ([`Handler::idle_interval`]) to flush when its queue is
+/// quiet.
+pub trait Handler<T: Send + 'static>: Send + 'static {
     /// Handle one event; the next one of this worker waits for it.
     fn handle(&mut self, item: T) -> impl Future<Output = ()> + Send;
+
+    /// Handle a batch of events, in order (from
+    /// [`Dispatcher::dispatch_batch`]). The default handles them one by one.
+    fn handle_batch(&mut self, items: Vec<T>) -> impl Future<Output = ()> + Send {
+        async move {
+            for item in items {
+                self.handle(item).await;
+            }
+        }
+    }
+
+    /// Make everything handled so far durable ([`Dispatcher::flush`]). The
+    /// default has nothing to do.
+    fn flush(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
+    /// How long the queue may stay empty before [`Handler::idle`] is
+    /// called; `None` (the default) never calls it.
+    fn idle_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Called when the queue has been empty for [`Handler::idle_interval`].
+    fn idle(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// What travels on a worker's queue.
+enum Message<T> {
+    One(T),
+    Batch(Vec<T>),
+    Flush(oneshot::Sender<Result<(), String>>),
 }
 
 /// N workers, each with a bounded queue and its own handler.
 pub struct Dispatcher<T, H> {
-    senders: Vec<mpsc::Sender<T>>,
+    senders: Vec<mpsc::Sender<Message<T>>>,
     tasks: Vec<JoinHandle<H>>,
+}
+
+async fn run_worker<T: Send + 'static, H: Handler<T>>(
+    mut handler: H,
+    mut rx: mpsc::Receiver<Message<T>>,
+) -> H {
+    loop {
+        let message = match handler.idle_interval() {
+            None => rx.recv().await,
+            Some(interval) => match tokio::time::timeout(interval, rx.recv()).await {
+                Ok(message) => message,
+                Err(_) => {
+                    handler.idle().await;
+                    continue;
+                }
+            },
+        };
+        match message {
+            None => break,
+            Some(Message::One(item)) => handler.handle(item).await,
+            Some(Message::Batch(items)) => handler.handle_batch(items).await,
+            Some(Message::Flush(done)) => {
+                let result = handler.flush().await;
+                // The caller may have given up waiting; nothing to do then.
+                let _ = done.send(result);
+            }
+        }
+    }
+    handler
 }
 
 impl<T: Send + 'static, H: Handler<T>> Dispatcher<T, H> {
@@ -131,14 +235,8 @@ impl<T: Send + 'static, H: Handler<T>> Dispatcher<T, H> {
         let mut senders = Vec::with_capacity(config.workers);
         let mut tasks = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
-            let (tx, mut rx) = mpsc::channel::<T>(config.queue_capacity);
-            let mut handler = make(i);
-            tasks.push(tokio::spawn(async move {
-                while let Some(item) = rx.recv().await {
-                    handler.handle(item).await;
-                }
-                handler
-            }));
+            let (tx, rx) = mpsc::channel::<Message<T>>(config.queue_capacity);
+            tasks.push(tokio::spawn(run_worker(make(i), rx)));
             senders.push(tx);
         }
         Ok(Dispatcher { senders, tasks })
@@ -149,19 +247,81 @@ impl<T: Send + 'static, H: Handler<T>> Dispatcher<T, H> {
         self.senders.len()
     }
 
-    /// Queue `item` for the worker of `key`, waiting while its queue is full.
-    pub async fn dispatch(&self, key: &EndpointKey, item: T) -> Result<(), DispatchError> {
-        let i = worker_for(key, self.senders.len());
+    async fn send(&self, i: usize, message: Message<T>) -> Result<(), DispatchError> {
         match self.senders.get(i) {
             Some(tx) => tx
-                .send(item)
+                .send(message)
                 .await
                 .map_err(|_| DispatchError::WorkerStopped(i)),
             None => Err(DispatchError::WorkerStopped(i)),
         }
     }
 
-    /// Events waiting in each worker's queue.
+    /// Queue `item` for the worker of `key`, waiting while its queue is full.
+    pub async fn dispatch(&self, key: &EndpointKey, item: T) -> Result<(), DispatchError> {
+        let i = worker_for(key, self.senders.len());
+        self.send(i, Message::One(item)).await
+    }
+
+    /// Queue many items: each goes to the worker of its endpoint key, in
+    /// the given order per worker (so per endpoint), as one queue message
+    /// per worker — one channel hop for the lot instead of one per item. A
+    /// batch takes one slot of a queue's `queue_capacity`, so bound batch
+    /// sizes (a few hundred to a few thousand items) to keep memory bounded.
+    pub async fn dispatch_batch(&self, items: Vec<T>) -> Result<(), DispatchError>
+    where
+        T: Keyed,
+    {
+        let workers = self.senders.len();
+        if workers == 1 {
+            return self.send(0, Message::Batch(items)).await;
+        }
+        let mut parts: Vec<Vec<T>> = (0..workers)
+            .map(|_| Vec::with_capacity(items.len() / workers + 1))
+            .collect();
+        for item in items {
+            let i = worker_of_hash(item.endpoint_hash(), workers);
+            if let Some(part) = parts.get_mut(i) {
+                part.push(item);
+            }
+        }
+        for (i, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                self.send(i, Message::Batch(part)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A barrier: every worker handles what was queued before this call,
+    /// then flushes ([`Handler::flush`]); returns when all have. When it
+    /// returns `Ok`, everything dispatched before the call is durable (as
+    /// far as the handlers' flush makes it so) — the moment to commit a
+    /// Kafka offset covering those events. Events dispatched concurrently
+    /// with the call may or may not be covered.
+    pub async fn flush(&self) -> Result<(), DispatchError> {
+        let mut waits = Vec::with_capacity(self.senders.len());
+        for i in 0..self.senders.len() {
+            let (done, wait) = oneshot::channel();
+            self.send(i, Message::Flush(done)).await?;
+            waits.push(wait);
+        }
+        let mut first_error = None;
+        for (worker, wait) in waits.into_iter().enumerate() {
+            match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    first_error.get_or_insert(DispatchError::FlushFailed { worker, message });
+                }
+                Err(_) => {
+                    first_error.get_or_insert(DispatchError::WorkerStopped(worker));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Messages waiting in each worker's queue (an item or a batch each).
     pub fn queue_depths(&self) -> Vec<usize> {
         self.senders
             .iter()
@@ -170,7 +330,8 @@ impl<T: Send + 'static, H: Handler<T>> Dispatcher<T, H> {
     }
 
     /// Close the queues, let the workers finish what is queued, and return
-    /// their handlers in worker order.
+    /// their handlers in worker order. Handlers are not flushed: call
+    /// [`Dispatcher::flush`] first, or flush the returned handlers.
     pub async fn shutdown(self) -> Result<Vec<H>, DispatchError> {
         drop(self.senders);
         let mut handlers = Vec::with_capacity(self.tasks.len());

@@ -26,6 +26,14 @@ pub enum IgnoreReason {
     /// A created or modified event that changes none of remote, pctag,
     /// flags, encap, intf_id (W:745-777).
     Unchanged,
+    /// The same event again (vigil, not EPT): the node's history already
+    /// holds an event of this class with this `ts` and the same content (for
+    /// rs objects, this rewrite; for the others, this status, interface,
+    /// encap, pcTag, remote node and flags). An
+    /// at-least-once bus redelivers what a killed worker had handled but
+    /// not committed; EPT's ts rule only catches a redelivery of the
+    /// newest event of the same class.
+    Redelivered,
 }
 
 /// What [`update_endpoint_history`] did.
@@ -47,6 +55,36 @@ impl HistoryOutcome {
     pub fn pushed(&self) -> bool {
         matches!(self, HistoryOutcome::Pushed { .. })
     }
+}
+
+/// Whether `event` (as built from `ev`, before merging) is already in the
+/// node's history ([`IgnoreReason::Redelivered`]).
+fn is_redelivery(record: Option<&HistoryRecord>, event: &HistoryEvent, ev: &EpmEvent) -> bool {
+    let Some(record) = record else {
+        return false;
+    };
+    record.events.iter().any(|kept| {
+        kept.classname == event.classname
+            && kept.ts.to_bits() == event.ts.to_bits()
+            && if ev.classname == EpmClass::RsMacEpToIpEpAtt {
+                if ev.status == Status::Deleted {
+                    kept.rw_mac.is_empty() && kept.rw_bd == 0
+                } else {
+                    kept.rw_mac == ev.addr && kept.rw_bd == ev.bd
+                }
+            } else {
+                // A modified event's empty fields were inherited when kept.
+                let inherits = ev.status == Status::Modified;
+                let text =
+                    |mine: &str, theirs: &str| mine == theirs || (inherits && mine.is_empty());
+                kept.status == ev.status
+                    && text(&event.intf_id, &kept.intf_id)
+                    && text(&event.encap, &kept.encap)
+                    && (event.pctag == kept.pctag || (inherits && event.pctag == 0))
+                    && (event.remote == kept.remote || (inherits && event.remote == 0))
+                    && (event.flags == kept.flags || (inherits && event.flags.is_empty()))
+            }
+    })
 }
 
 /// The event's fields after interface, remote and name resolution
@@ -207,6 +245,10 @@ pub fn update_endpoint_history(
             };
         }
     };
+
+    if is_redelivery(record.as_ref(), &event, ev) {
+        return HistoryOutcome::Ignored(IgnoreReason::Redelivered);
+    }
 
     if last.classname == event.classname {
         // W:690-693

@@ -18,9 +18,14 @@
 //! | [`fabric`] | nodes, tunnels, vpc pairs, EPGs, vnids; vpc pseudo-nodes | §4, §5, §10 |
 //! | [`history`] | `update_endpoint_history` | §4 |
 //! | [`local`] | `update_local` (current location, transitory delete, learn type) | §5 |
+//! | [`pushed`] | pushed endpoint events (HTTP, Kafka) as JSON → [`model::EpmEvent`] | issue #14 |
+//! | [`query`] | searches, lookups and pages over a `HistoryStore`; address normalisation | issue #14 |
 //! | [`store`] | `HistoryStore` seam, in-memory store, `process_event` | §4 + §5 |
 //! | [`ingest`] | the seam every source writes to ([`ingest::EventSink`]) | issue #14 |
+//! | [`snapshot`] | successive SNMP table snapshots → created/modified/deleted events | issue #14 |
+//! | [`tracker`] | the sink + workers + numbers a process runs | issue #14 |
 //! | [`dispatch`] | per-endpoint ordered dispatch to N workers, stable hash | issue #14 |
+//! | [`write_behind`] | a worker's in-memory records, written to the store in batches | issue #14 |
 //!
 //! A worker's step for one event is [`store::process_event`]: load every
 //! node's history of the endpoint, [`history::update_endpoint_history`] on
@@ -53,6 +58,13 @@
 //! - **Watch fields.** EPT copies `watch_*` suppression state through the
 //!   newest history event; they belong to stale/offsubnet analysis and are
 //!   not modelled yet (`is_stale`/`is_offsubnet` are, defaulting to false).
+//! - **Redelivery.** An event whose class, ts and content equal an event
+//!   already in the node's history is ignored
+//!   ([`history::IgnoreReason::Redelivered`]); the endpoint step still
+//!   runs, so a worker killed between the two writes is completed by the
+//!   redelivery. EPT's ts rule only catches the newest event of the same
+//!   class; an at-least-once bus (Kafka, with offsets committed after the
+//!   history write) redelivers whole batches.
 //! - **Addresses are not normalised.** As in EPT, addresses are compared as
 //!   the APIC writes them (MACs upper case in DNs). Sources other than the
 //!   APIC must normalise before building events.
@@ -68,8 +80,13 @@ pub mod history;
 pub mod ingest;
 pub mod local;
 pub mod model;
+pub mod pushed;
+pub mod query;
 pub mod replay;
+pub mod snapshot;
 pub mod store;
+pub mod tracker;
+pub mod write_behind;
 
 pub use apic::{ApicObject, EpmParser, ObjectError, Payload, PayloadError};
 pub use dispatch::{DispatchConfig, DispatchError, Dispatcher, Handler, worker_for};
@@ -81,4 +98,10 @@ pub use model::{
     EndpointEvent, EndpointKey, EndpointRecord, EndpointType, EpmClass, EpmEvent, HistoryEvent,
     HistoryRecord, HistoryType, LearnType, Settings, SettingsError, Status,
 };
-pub use store::{EventOutcome, HistoryStore, MemoryStore, StoreError, process_event};
+pub use pushed::{BatchError, PushedError, PushedLimits};
+pub use query::{AddrMatch, EndpointFilter, QueryError};
+pub use store::{
+    EndpointState, EventOutcome, HistoryStore, MemoryStore, StoreError, process_event,
+    process_event_in_place,
+};
+pub use write_behind::{HistoryWorker, WriteBehind, WriteBehindConfig};

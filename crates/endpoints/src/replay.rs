@@ -298,8 +298,10 @@ fn read_line<R: BufRead>(
     Ok((consumed, too_long))
 }
 
-/// Lift objects nested in `children` into `imdata`, after their parent.
-fn flatten_children(value: &mut Value) {
+/// Lift objects nested in `children` into `imdata`, after their parent
+/// (public so the live APIC subscriber reads payloads exactly as a replay
+/// does).
+pub fn flatten_children(value: &mut Value) {
     let Some(Value::Array(items)) = value.get_mut("imdata") else {
         return;
     };

@@ -1081,3 +1081,65 @@ async fn equal_ts_locals_resolve_to_the_lowest_node() {
     assert_eq!(out.local.unwrap().change, LocalChange::Pushed);
     assert_eq!(h.endpoint(BD, MAC).await.unwrap().events[0].node, 103);
 }
+
+// ---------------------------------------------------------- redelivery
+
+/// vigil, not EPT: an at-least-once bus redelivers what a killed worker had
+/// handled but not committed. Replaying a whole mixed sequence (ip learn,
+/// rs, ip modify, a move to another port) changes nothing, where EPT's ts
+/// rule alone would push the older ip events again (the newest event is of
+/// another class).
+#[tokio::test]
+async fn redelivered_events_change_nothing() {
+    let h = H::new();
+    let sequence = [
+        (
+            "epmIpEp",
+            ep(ip_dn(101, IP4), "created", "local", "eth1/1", PCTAG),
+            10.0,
+        ),
+        (
+            "epmRsMacEpToIpEpAtt",
+            json!({"dn": rs_dn(101, MAC, IP4)}),
+            11.0,
+        ),
+        (
+            "epmIpEp",
+            ep(ip_dn(101, IP4), "modified", "local", "eth1/2", PCTAG),
+            12.0,
+        ),
+        (
+            "epmRsMacEpToIpEpAtt",
+            json!({"dn": rs_dn(101, MAC, IP4), "status": "deleted"}),
+            13.0,
+        ),
+    ];
+    for (class, attrs, ts) in sequence.clone() {
+        h.send(class, attrs, ts).await;
+    }
+    let history = h.history(101, VRF, IP4).await.unwrap();
+    let endpoint = h.endpoint(VRF, IP4).await.unwrap();
+    assert_eq!(history.count, 4, "{history:?}");
+    for (class, attrs, ts) in sequence {
+        let out = h.send(class, attrs, ts).await;
+        assert_eq!(
+            out.history,
+            HistoryOutcome::Ignored(IgnoreReason::Redelivered),
+            "{class} at {ts}"
+        );
+    }
+    assert_eq!(h.history(101, VRF, IP4).await.unwrap(), history);
+    assert_eq!(h.endpoint(VRF, IP4).await.unwrap(), endpoint);
+    // A new event with the same ts but other content is not a redelivery.
+    let out = h
+        .send(
+            "epmIpEp",
+            ep(ip_dn(101, IP4), "modified", "local", "eth1/7", PCTAG),
+            12.0,
+        )
+        .await;
+    assert_ne!(
+        out.history,
+        HistoryOutcome::Ignored(IgnoreReason::Redelivered)
+    );
+}

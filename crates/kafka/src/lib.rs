@@ -181,19 +181,24 @@ pub enum Topic {
     Metrics,
     /// `<site>-processed`: metrics groups after transforms (rates).
     Processed,
-    /// `<site>-events`: endpoint events.
+    /// `<site>-events`: device events (CloudVision, syslog).
     Events,
     /// `<site>-findings`: findings of analysis plugins.
     Findings,
+    /// `<site>-endpoint-events`: endpoint events (JSON, one per message,
+    /// keyed by endpoint so one endpoint's events stay in one partition,
+    /// in order).
+    EndpointEvents,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Resources,
         Topic::Metrics,
         Topic::Processed,
         Topic::Events,
         Topic::Findings,
+        Topic::EndpointEvents,
     ];
 
     /// The part of the topic name after `<site>-`.
@@ -204,6 +209,7 @@ impl Topic {
             Topic::Processed => "processed",
             Topic::Events => "events",
             Topic::Findings => "findings",
+            Topic::EndpointEvents => "endpoint-events",
         }
     }
 
@@ -307,7 +313,7 @@ impl KafkaSettings {
         config
     }
 
-    fn topic_names(&self) -> [String; 5] {
+    fn topic_names(&self) -> [String; Topic::ALL.len()] {
         Topic::ALL.map(|t| self.topic(t))
     }
 }
@@ -810,7 +816,7 @@ pub struct KafkaPublisher {
     producer: ProducerSlot,
     shared: Arc<Shared>,
     settings: KafkaSettings,
-    topics: [String; 5],
+    topics: [String; Topic::ALL.len()],
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -894,6 +900,32 @@ impl KafkaPublisher {
             };
             self.enqueue(name, message, now, &mut report);
         }
+        self.warn_if_full(&report);
+        report
+    }
+
+    /// Buffers one message for `topic` in `partition` (the caller's
+    /// choice, so every producer of a site puts one key in the same
+    /// partition), keyed by `key`. Never blocks, like
+    /// [`publish_metrics`](KafkaPublisher::publish_metrics); a full buffer
+    /// drops the message and says so in the report.
+    pub fn publish_keyed(
+        &self,
+        topic: Topic,
+        partition: i32,
+        key: &[u8],
+        payload: &[u8],
+    ) -> PublishReport {
+        let mut report = PublishReport::default();
+        let name = &self.topics[topic.index()];
+        let now = self.shared.now_ms() as usize;
+        let message = Outgoing {
+            partition: Some(partition.rem_euclid(self.settings.partitions.max(1))),
+            key,
+            payload,
+            plugin: None,
+        };
+        self.enqueue(name, message, now, &mut report);
         self.warn_if_full(&report);
         report
     }
@@ -1362,24 +1394,43 @@ pub struct ConsumeReport {
 }
 
 /// One received message, kept until its batch is committed.
-struct Received {
-    partition: i32,
-    offset: i64,
-    payload: Option<Vec<u8>>,
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub partition: i32,
+    pub offset: i64,
+    /// The message key, if any.
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
     /// Its [`PLUGIN_HEADER`], if any.
-    plugin: Option<PluginName>,
+    pub plugin: Option<PluginName>,
 }
 
-/// Decodes `batch` on tokio's blocking pool: its metrics groups with their
-/// producers, and (partition, offset, error) of each message that is not
-/// one. Should the decoding task fail, every message counts as undecodable.
-async fn decode_off_runtime(batch: &Arc<Vec<Received>>) -> (Batch, Vec<(i32, i64, String)>) {
-    let shared = batch.clone();
-    let decode = move || {
+/// What a consumer turns a batch of messages into before its handler sees
+/// them (run on tokio's blocking pool: decoding is CPU work linear in the
+/// batch).
+pub trait Decode: Send + Sync + 'static {
+    /// What the handler gets.
+    type Batch: Send + 'static;
+    /// What a message that does not decode is called in the log ("a
+    /// metrics group").
+    const WHAT: &'static str;
+    /// The batch, how many items it holds, and (partition, offset, error)
+    /// of each message that is not one.
+    fn decode(&self, messages: &[Received]) -> (Self::Batch, usize, Vec<(i32, i64, String)>);
+}
+
+/// Metrics groups with their producing plugins.
+struct MetricsGroups;
+
+impl Decode for MetricsGroups {
+    type Batch = Batch;
+    const WHAT: &'static str = "a metrics group";
+
+    fn decode(&self, messages: &[Received]) -> (Batch, usize, Vec<(i32, i64, String)>) {
         let unknown = PluginName::from(UNKNOWN_PLUGIN);
         let mut groups = Batch::default();
         let mut failures = Vec::new();
-        for received in shared.iter() {
+        for received in messages {
             let decoded = match &received.payload {
                 Some(payload) => decode_metrics_group(payload).map_err(|e| e.to_string()),
                 None => Err("the message has no payload".to_owned()),
@@ -1392,17 +1443,37 @@ async fn decode_off_runtime(batch: &Arc<Vec<Received>>) -> (Batch, Vec<(i32, i64
                 Err(e) => failures.push((received.partition, received.offset, e)),
             }
         }
-        (groups, failures)
-    };
-    match tokio::task::spawn_blocking(decode).await {
-        Ok(decoded) => decoded,
-        Err(e) => (
-            Batch::default(),
-            batch
-                .iter()
-                .map(|r| (r.partition, r.offset, format!("decoding failed: {e}")))
-                .collect(),
-        ),
+        let count = groups.len();
+        (groups, count, failures)
+    }
+}
+
+/// The messages as received: the handler decodes them (and is the one to
+/// count what it refuses).
+pub struct RawMessages;
+
+impl Decode for RawMessages {
+    type Batch = Vec<Received>;
+    const WHAT: &'static str = "a message";
+
+    fn decode(&self, messages: &[Received]) -> (Vec<Received>, usize, Vec<(i32, i64, String)>) {
+        (messages.to_vec(), messages.len(), Vec::new())
+    }
+}
+
+/// Decodes `batch` on tokio's blocking pool. Should the decoding task fail,
+/// every message counts as undecodable.
+async fn decode_off_runtime<D: Decode>(
+    decoder: &Arc<D>,
+    batch: &Arc<Vec<Received>>,
+) -> Option<(D::Batch, usize, Vec<(i32, i64, String)>)> {
+    let (shared, decoder) = (batch.clone(), decoder.clone());
+    match tokio::task::spawn_blocking(move || decoder.decode(&shared)).await {
+        Ok(decoded) => Some(decoded),
+        Err(e) => {
+            tracing::warn!("kafka: decoding a batch failed: {e}");
+            None
+        }
     }
 }
 
@@ -1451,13 +1522,42 @@ pub async fn consume_batches<F, Fut>(
     group_id: &str,
     topic: Topic,
     batch_max: usize,
-    mut handler: F,
-    mut shutdown: watch::Receiver<bool>,
+    handler: F,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ConsumeReport>
 where
     F: FnMut(Batch) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    consume_decoded(
+        settings,
+        group_id,
+        topic,
+        batch_max,
+        MetricsGroups,
+        handler,
+        shutdown,
+    )
+    .await
+}
+
+/// [`consume_batches`] with any [`Decode`]: the handler gets what `decoder`
+/// made of each batch; offsets are committed only after it returned `Ok`.
+pub async fn consume_decoded<D, F, Fut>(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topic: Topic,
+    batch_max: usize,
+    decoder: D,
+    mut handler: F,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<ConsumeReport>
+where
+    D: Decode,
+    F: FnMut(D::Batch) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let decoder = Arc::new(decoder);
     settings.validate()?;
     ensure!(batch_max >= 1, "kafka: batch_max must be at least 1");
     ensure!(
@@ -1519,6 +1619,7 @@ where
                 batch.push(Received {
                     partition: message.partition(),
                     offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec),
                     plugin: plugin_header(message.headers()),
                 });
@@ -1549,7 +1650,17 @@ where
 
         // Decoding is CPU work linear in the batch: off the runtime.
         let batch = Arc::new(batch);
-        let (groups, failures) = decode_off_runtime(&batch).await;
+        let (groups, count, failures) = match decode_off_runtime(&decoder, &batch).await {
+            Some(decoded) => decoded,
+            None => {
+                // Not decoded (the task died): offer the batch again.
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break 'batches,
+                    _ = tokio::time::sleep(RETRY_BACKOFF.0) => {}
+                }
+                continue;
+            }
+        };
         for (partition, offset, e) in failures {
             report.undecodable += 1;
             // A topic full of something else would flood the log: one
@@ -1560,27 +1671,30 @@ where
                     partition,
                     offset,
                     undecodable_total = report.undecodable,
-                    "kafka: skipping a message that is not a metrics group: {e}"
+                    "kafka: skipping a message that is not {}: {e}", D::WHAT
                 );
             } else {
                 tracing::debug!(
                     topic = %name,
                     partition,
                     offset,
-                    "kafka: skipping a message that is not a metrics group: {e}"
+                    "kafka: skipping a message that is not {}: {e}", D::WHAT
                 );
             }
         }
 
-        if !groups.is_empty() {
-            let count = groups.len() as u64;
+        if count > 0 {
+            let count = count as u64;
             let mut offer = Some(groups);
             let mut backoff = RETRY_BACKOFF.0;
             loop {
                 // A retry decodes the batch again rather than keeping a copy.
                 let groups = match offer.take() {
                     Some(groups) => groups,
-                    None => decode_off_runtime(&batch).await.0,
+                    None => match decode_off_runtime(&decoder, &batch).await {
+                        Some(decoded) => decoded.0,
+                        None => continue,
+                    },
                 };
                 match handler(groups).await {
                     Ok(()) => break,

@@ -35,9 +35,15 @@ use vigil_endpoints::model::{EndpointKey, EndpointRecord, EndpointType, HistoryR
 use vigil_endpoints::store::{HistoryStore, StoreError};
 
 use crate::{MongoStorage, text};
+use vigil_endpoints::query::{AddrMatch, EndpointFilter, prefix_upper};
 
 pub(crate) const EPT_HISTORY: &str = "ept_history";
 pub(crate) const EPT_ENDPOINT: &str = "ept_endpoint";
+/// The indexes of `ept_endpoint` that serve
+/// [`HistoryStore::find_endpoints`]: page order (addr, fabric, vnid) across
+/// fabrics, and within a fabric.
+pub(crate) const EPT_ENDPOINT_QUERY_INDEXES: &[&[&str]] =
+    &[&["addr", "fabric", "vnid"], &["fabric", "addr", "vnid"]];
 
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Storage(Box::new(e))
@@ -70,6 +76,42 @@ fn type_name(t: EndpointType) -> &'static str {
 
 fn body(document: &Document, what: &'static str, key: String) -> Result<String, StoreError> {
     text(document, "body").map_err(|e| malformed(what, key, e))
+}
+
+/// The filter of [`HistoryStore::find_endpoints`]: the address range, the
+/// fabric and vnid, and "after" in page order (addr, fabric, vnid).
+fn find_filter(filter: &EndpointFilter, after: Option<&EndpointKey>) -> Document {
+    let mut parts: Vec<Document> = Vec::new();
+    match &filter.addr {
+        AddrMatch::Any => {}
+        AddrMatch::Exact(addr) => parts.push(doc! { "addr": addr }),
+        AddrMatch::Prefix(prefix) => {
+            let mut range = doc! { "$gte": prefix };
+            if let Some(upper) = prefix_upper(prefix) {
+                range.insert("$lt", upper);
+            }
+            parts.push(doc! { "addr": range });
+        }
+    }
+    if let Some(fabric) = &filter.fabric {
+        parts.push(doc! { "fabric": fabric });
+    }
+    if let Some(vnid) = filter.vnid {
+        parts.push(doc! { "vnid": i64::from(vnid) });
+    }
+    if let Some(after) = after {
+        let vnid = i64::from(after.vnid);
+        parts.push(doc! { "$or": [
+            { "addr": { "$gt": &after.addr } },
+            { "addr": &after.addr, "fabric": { "$gt": &after.fabric } },
+            { "addr": &after.addr, "fabric": &after.fabric, "vnid": { "$gt": vnid } },
+        ] });
+    }
+    match parts.len() {
+        0 => Document::new(),
+        1 => parts.pop().unwrap_or_default(),
+        _ => doc! { "$and": parts },
+    }
 }
 
 #[async_trait::async_trait]
@@ -152,6 +194,38 @@ impl HistoryStore for MongoStorage {
             ));
         }
         Ok(Some(record))
+    }
+
+    async fn find_endpoints(
+        &self,
+        filter: &EndpointFilter,
+        after: Option<&EndpointKey>,
+        limit: usize,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        let documents = self
+            .find_all(
+                EPT_ENDPOINT,
+                find_filter(filter, after),
+                Some(doc! { "addr": 1, "fabric": 1, "vnid": 1 }),
+                Some(i64::try_from(limit).unwrap_or(i64::MAX)),
+            )
+            .await
+            .map_err(storage)?;
+        let mut records = Vec::with_capacity(documents.len());
+        for d in &documents {
+            let id = d.get_str("_id").unwrap_or_default().to_owned();
+            let record: EndpointRecord = serde_json::from_str(&body(d, "endpoint", id.clone())?)
+                .map_err(|e| malformed("endpoint", id.clone(), e))?;
+            if endpoint_id(&record.fabric, record.vnid, &record.addr)? != id {
+                return Err(malformed(
+                    "endpoint",
+                    id,
+                    format!("body names {}", record.key()),
+                ));
+            }
+            records.push(record);
+        }
+        Ok(records)
     }
 
     async fn put_endpoint(&self, record: EndpointRecord) -> Result<(), StoreError> {

@@ -173,6 +173,10 @@ const INDEXES: &[(&str, &[&[&str]])] = &[
         &[&["endpoint"], &["fabric", "node"]],
     ),
     (endpoints::EPT_ENDPOINT, &[&["addr"]]),
+    (
+        endpoints::EPT_ENDPOINT,
+        endpoints::EPT_ENDPOINT_QUERY_INDEXES,
+    ),
 ];
 
 pub struct MongoStorage {

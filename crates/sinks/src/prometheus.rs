@@ -1146,6 +1146,20 @@ pub async fn serve(
     listen: SocketAddr,
     health: Arc<dyn SelfMetrics>,
     registry: Option<Arc<SeriesRegistry>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    serve_with(listen, health, registry, None, stop).await
+}
+
+/// [`serve`], with `extra` routes merged in on the same listener (vigil's
+/// HTTP API, `/api/v1`: its router guards its own routes; `/metrics` stays
+/// open as before). `extra` must not define `/`, [`METRICS_PATH`] or
+/// [`HEALTH_PATH`], nor a fallback of its own at the top level.
+pub async fn serve_with(
+    listen: SocketAddr,
+    health: Arc<dyn SelfMetrics>,
+    registry: Option<Arc<SeriesRegistry>>,
+    extra: Option<axum::Router>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use axum::http::{HeaderMap, StatusCode, header};
@@ -1206,7 +1220,7 @@ pub async fn serve(
             }
         }
     };
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route(METRICS_PATH, axum::routing::get(page(true)))
         .route(HEALTH_PATH, axum::routing::get(page(false)))
         .route(
@@ -1215,7 +1229,11 @@ pub async fn serve(
                 "vigil: collected series and vigil's health at /metrics, vigil's health alone at /health/metrics\n"
             }),
         );
-    tracing::info!(%listen, "serving {METRICS_PATH} and {HEALTH_PATH}");
+    let with_api = extra.is_some();
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
+    tracing::info!(%listen, with_api, "serving {METRICS_PATH} and {HEALTH_PATH}");
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             while !*stop.borrow_and_update() {

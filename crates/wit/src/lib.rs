@@ -77,6 +77,12 @@ pub struct Types;
 
 impl vigil::plugin::types::Host for Types {}
 
+/// `endpoint-observation` has no functions either.
+impl vigil::plugin::endpoint_observation::Host for Types {}
+
+/// The endpoint-observation records (`table-snapshot`, ...).
+pub use vigil::plugin::endpoint_observation as wit_endpoints;
+
 #[cfg(test)]
 mod tests {
     use super::HostCalls;

@@ -338,6 +338,7 @@ pub async fn run_once(
         PluginKind::Discovery => RunInput::Discover,
         PluginKind::Enrichment => RunInput::Enrich(resource.clone().into()),
         PluginKind::Polling => RunInput::Poll(resource.clone().into()),
+        PluginKind::Endpoints => RunInput::Collect(resource.clone().into()),
         PluginKind::Analysis => anyhow::bail!(
             "`plugins run` does not drive analysis plugins (they need endpoint events)"
         ),
@@ -366,6 +367,7 @@ pub async fn run_once(
             metrics_groups: Vec::new(),
             resources: Vec::new(),
             enrichments: Vec::new(),
+            endpoint_tables: Vec::new(),
         };
         if let RunOutcome::Ok(output) = &report.outcome {
             fill(&mut view, output);
@@ -436,6 +438,7 @@ fn fill(view: &mut PluginRunView, output: &RunOutput) {
                 .collect();
         }
         RunOutput::Analysis(_) => {}
+        RunOutput::Endpoints(tables) => view.endpoint_tables = tables.clone(),
     }
 }
 
@@ -491,5 +494,23 @@ fn print_output(output: &RunOutput) {
             a.findings.len(),
             a.state.len()
         ),
+        RunOutput::Endpoints(tables) => {
+            for t in tables {
+                let kind = t.kind.map_or("?", |k| k.as_str());
+                println!(
+                    "  {kind} {} context {:?}: {} entries{}",
+                    t.source,
+                    t.context,
+                    t.entries.len(),
+                    if t.complete { "" } else { " (incomplete)" }
+                );
+                for e in &t.entries {
+                    println!(
+                        "    {} {} ifIndex {} {:?} vlan {} {:?}",
+                        e.address, e.mac, e.if_index, e.interface, e.vlan, e.state
+                    );
+                }
+            }
+        }
     }
 }

@@ -3,8 +3,10 @@
 //! ```text
 //! scheduler ──job──▶ executor (sandbox run) ─┬─ discovery  ─▶ resource store ─▶ scheduler replans
 //!                                            ├─ enrichment ─▶ enrichment cache ─▶ later polls
-//!                                            └─ polling    ─▶ transform (rates) ─▶ bus ─▶ sinks
-//!                                                 + polling status ─┘   (see [`crate::sinks`])
+//!                                            ├─ polling    ─▶ transform (rates) ─▶ bus ─▶ sinks
+//!                                            │    + polling status ─┘   (see [`crate::sinks`])
+//!                                            └─ endpoints  ─▶ snapshot differ ─▶ endpoint tracker
+//!                                                             (see [`endpoints`])
 //! ```
 //!
 //! Every run, whatever its outcome, is counted ([`stats`]) and recorded in
@@ -12,6 +14,7 @@
 
 pub use vigil_core::panoptes as encode;
 pub use vigil_enrichment as enrichment_cache;
+pub mod endpoints;
 pub mod failures;
 pub mod stats;
 pub mod status;
@@ -63,6 +66,11 @@ pub struct Executor {
     /// Which jobs are failing: failures are logged when they start,
     /// change and end, not at every run.
     pub failures: Arc<failures::FailureLog>,
+    /// Where endpoints runs' address tables go: compared with the previous
+    /// snapshots and sent to the endpoint tracker's sink as events. `None`:
+    /// no tracker; the runs still happen and are recorded, their tables
+    /// are dropped.
+    pub endpoints: Option<Arc<endpoints::EndpointFeed>>,
 }
 
 impl Executor {
@@ -86,12 +94,16 @@ impl Executor {
                 let context = RunContext::new(job.due, Some(r.id.clone()));
                 (RunInput::Poll(r), context)
             }
+            (PluginKind::Endpoints, Some(r)) => {
+                let context = RunContext::new(job.due, Some(r.id.clone()));
+                (RunInput::Collect(r), context)
+            }
             (kind, _) => {
                 tracing::error!(plugin = %manifest.name, %kind, "scheduler produced a job this kind cannot run");
                 return;
             }
         };
-        if let RunInput::Poll(resource) = &input {
+        if let RunInput::Poll(resource) | RunInput::Collect(resource) = &input {
             context.enrichments = self
                 .enrichments
                 .get(&resource.id, &manifest.preload, now)
@@ -181,6 +193,36 @@ impl Executor {
                 self.publish(&manifest.name, groups).await;
             }
             RunOutcome::Ok(RunOutput::Analysis(_)) => {}
+            RunOutcome::Ok(RunOutput::Endpoints(tables)) => {
+                let cut_short = report.snmp.as_ref().is_some_and(|s| s.walks_cut_short > 0);
+                detail = match (&self.endpoints, &job.resource) {
+                    (Some(feed), Some(resource)) => {
+                        let summary = feed
+                            .apply(
+                                resource,
+                                tables,
+                                epoch_seconds(SystemTime::now()),
+                                cut_short,
+                            )
+                            .await;
+                        if let Some(error) = &summary.error {
+                            tracing::warn!(
+                                plugin = %manifest.name,
+                                resource = %resource.id,
+                                "endpoint events not sent: {error}"
+                            );
+                        }
+                        summary.describe()
+                    }
+                    _ => format!(
+                        "{} address tables (no endpoint tracker: dropped)",
+                        tables.len()
+                    ),
+                };
+                if report.missing.any() {
+                    detail = format!("{detail}; missing: {}", report.missing.summary());
+                }
+            }
             ref failure if label == "fenced" => {
                 tracing::warn!(plugin = %manifest.name, "{failure}");
             }
@@ -399,6 +441,7 @@ mod tests {
             expired: mpsc::unbounded_channel().0,
             resources: crate::store::ResourceSettings::new("local"),
             failures: Arc::default(),
+            endpoints: None,
         };
         let transforms = vec![RateTransform {
             name: "r".into(),

@@ -35,14 +35,19 @@ pub enum PluginKind {
     Enrichment,
     Polling,
     Analysis,
+    /// Reads a device's address tables (ARP/neighbour, bridge forwarding)
+    /// for the endpoint tracker (`Kind = endpoints`, world
+    /// `endpoint-collection`); scheduled per resource like polling.
+    Endpoints,
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 4] = [
+    pub const ALL: [PluginKind; 5] = [
         PluginKind::Discovery,
         PluginKind::Enrichment,
         PluginKind::Polling,
         PluginKind::Analysis,
+        PluginKind::Endpoints,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +56,7 @@ impl PluginKind {
             PluginKind::Enrichment => "enrichment",
             PluginKind::Polling => "polling",
             PluginKind::Analysis => "analysis",
+            PluginKind::Endpoints => "endpoints",
         }
     }
 
@@ -61,7 +67,17 @@ impl PluginKind {
             PluginKind::Enrichment => "vigil:plugin/enricher@0.1.0",
             PluginKind::Polling => "vigil:plugin/poller@0.1.0",
             PluginKind::Analysis => "vigil:plugin/analyzer@0.1.0",
+            PluginKind::Endpoints => "vigil:plugin/endpoint-collector@0.1.0",
         }
+    }
+
+    /// Whether runs of this kind are for one resource (enrichment, polling,
+    /// endpoints): scheduled once per matching resource, with SNMP to it.
+    pub fn per_resource(self) -> bool {
+        matches!(
+            self,
+            PluginKind::Enrichment | PluginKind::Polling | PluginKind::Endpoints
+        )
     }
 
     fn parse(text: &str) -> Option<PluginKind> {
@@ -255,7 +271,7 @@ pub struct PluginManifest {
     pub sites: Vec<String>,
     /// Enrichment plugins: how long their groups stay cached at most.
     pub enrichment_ttl: Option<Duration>,
-    /// Polling plugins: cached enrichment namespaces they may read
+    /// Polling and endpoints plugins: cached enrichment namespaces they may read
     /// (`[enrichment] preload = self:interface,self:device`).
     pub preload: Vec<String>,
     pub transforms: Vec<RateTransform>,
@@ -362,7 +378,7 @@ impl PluginManifest {
                 check.at(
                     entry,
                     format!(
-                        "[Core] kind {:?} is not one of discovery, enrichment, polling, analysis",
+                        "[Core] kind {:?} is not one of discovery, enrichment, polling, analysis, endpoints",
                         entry.value
                     ),
                 );
@@ -789,7 +805,7 @@ impl<'a> Checker<'a> {
         {
             self.at(
                 entry,
-                format!("[capabilities] snmp: a {kind} plugin has no resource to poll; only enrichment and polling plugins can use SNMP"),
+                format!("[capabilities] snmp: a {kind} plugin has no resource to poll; only enrichment, polling and endpoints plugins can use SNMP"),
             );
             return None;
         }

@@ -265,7 +265,10 @@ pub async fn run_against(
     for warning in &manifest.warnings {
         eprintln!("warning: {warning}");
     }
-    if !matches!(manifest.kind, PluginKind::Enrichment | PluginKind::Polling) {
+    if !matches!(
+        manifest.kind,
+        PluginKind::Enrichment | PluginKind::Polling | PluginKind::Endpoints
+    ) {
         return Err(OfflineError::Kind {
             plugin: plugin.display().to_string(),
             kind: manifest.kind,
@@ -297,6 +300,7 @@ pub async fn run_against(
         .collect();
     let input = match prepared.manifest.kind {
         PluginKind::Enrichment => RunInput::Enrich(resource.clone().into()),
+        PluginKind::Endpoints => RunInput::Collect(resource.clone().into()),
         _ => RunInput::Poll(resource.clone().into()),
     };
     let report = sandbox.run(&prepared, input, context).await;
@@ -336,6 +340,12 @@ pub fn output_json(output: &RunOutput) -> Json {
                 .collect(),
         ),
         RunOutput::Analysis(_) => Json::Array(Vec::new()),
+        RunOutput::Endpoints(tables) => Json::Array(
+            tables
+                .iter()
+                .map(|t| serde_json::to_value(t).unwrap_or(Json::Null))
+                .collect(),
+        ),
     }
 }
 
@@ -524,6 +534,24 @@ fn print_table(output: &RunOutput) {
                         .map(|(k, v)| format!("{k}={v:?}"))
                         .collect();
                     println!("    {:<12} {}", set.key, values.join(" "));
+                }
+            }
+        }
+        RunOutput::Endpoints(tables) => {
+            for t in tables {
+                let kind = t.kind.map_or("?", |k| k.as_str());
+                let complete = if t.complete { "" } else { ", incomplete" };
+                println!(
+                    "{kind} {} (context {:?}, {} entries{complete})",
+                    t.source,
+                    t.context,
+                    t.entries.len()
+                );
+                for e in &t.entries {
+                    println!(
+                        "    {:<40} {:<17} ifIndex {:<6} {:<16} vlan {:<4} {:?}",
+                        e.address, e.mac, e.if_index, e.interface, e.vlan, e.state
+                    );
                 }
             }
         }

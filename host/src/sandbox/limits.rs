@@ -45,6 +45,9 @@ pub struct Limits {
     /// Live resources a discovery plugin may own at once; new resources
     /// past it are refused and counted.
     pub max_resources: u64,
+    /// Address-table rows (ARP/neighbour and forwarding entries, all
+    /// snapshots together) one endpoints run may return.
+    pub max_endpoint_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +167,17 @@ pub static LIMITS: &[LimitSpec] = &[
         get: |l| Some(l.max_resources),
         set: |l, v| l.max_resources = v,
     },
+    LimitSpec {
+        key: "max_endpoint_entries",
+        unit: LimitUnit::Count,
+        // A large campus switch has a few tens of thousands of MACs and ARP
+        // entries; the snapshot differ bounds each table at 200,000.
+        default: Some(100_000),
+        cap: 1_000_000,
+        doc: "address-table rows (all snapshots) one endpoints run may return",
+        get: |l| Some(l.max_endpoint_entries),
+        set: |l, v| l.max_endpoint_entries = v,
+    },
 ];
 
 impl LimitSpec {
@@ -229,6 +243,7 @@ impl Limits {
             max_host_calls: 0,
             max_groups: 0,
             max_resources: 0,
+            max_endpoint_entries: 0,
         };
         for spec in LIMITS {
             if let Some(default) = spec.default {

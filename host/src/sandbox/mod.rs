@@ -30,7 +30,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{analysis, discovery, enrichment, polling};
+use crate::bindings::{analysis, discovery, endpoints, enrichment, polling};
 use crate::capabilities::kv::{KvBackend, MemoryKv};
 use crate::capabilities::log::RunLog;
 use crate::capabilities::snmp::{SnmpRun, SnmpService, SnmpSettings};
@@ -67,6 +67,8 @@ pub enum RunInput {
         event: Box<EndpointEvent>,
         prior_state: Option<Vec<u8>>,
     },
+    /// Read the resource's address tables (endpoints plugins).
+    Collect(Arc<Resource>),
 }
 
 impl RunInput {
@@ -76,12 +78,13 @@ impl RunInput {
             RunInput::Enrich(_) => PluginKind::Enrichment,
             RunInput::Poll(_) => PluginKind::Polling,
             RunInput::Analyze { .. } => PluginKind::Analysis,
+            RunInput::Collect(_) => PluginKind::Endpoints,
         }
     }
 
     fn resource(&self) -> Option<&Arc<Resource>> {
         match self {
-            RunInput::Enrich(r) | RunInput::Poll(r) => Some(r),
+            RunInput::Enrich(r) | RunInput::Poll(r) | RunInput::Collect(r) => Some(r),
             _ => None,
         }
     }
@@ -150,6 +153,10 @@ fn add_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         linker,
         |s| &mut s.types,
     )?;
+    vigil_wit::vigil::plugin::endpoint_observation::add_to_linker::<
+        HostState,
+        HasSelf<vigil_wit::Types>,
+    >(linker, |s| &mut s.types)?;
     log::add_to_linker(linker, |s| log::Log {
         calls: &mut s.calls,
         log: &mut s.log,
@@ -239,6 +246,7 @@ enum KindPre {
     Enrichment(enrichment::EnrichmentPre<HostState>),
     Polling(polling::PollingPre<HostState>),
     Analysis(analysis::AnalysisPre<HostState>),
+    Endpoints(endpoints::EndpointCollectionPre<HostState>),
 }
 
 /// A plugin ready to run: manifest, compiled component, linked imports.
@@ -395,6 +403,9 @@ impl Sandbox {
             PluginKind::Analysis => {
                 KindPre::Analysis(analysis::AnalysisPre::new(instance_pre).map_err(bind_error)?)
             }
+            PluginKind::Endpoints => KindPre::Endpoints(
+                endpoints::EndpointCollectionPre::new(instance_pre).map_err(bind_error)?,
+            ),
         };
         Ok(PreparedPlugin {
             manifest,
@@ -687,8 +698,45 @@ pub fn accept_output(
             }
         },
         SentOutput::Analysis(a) => RunOutput::Analysis(convert::analysis(a)),
+        SentOutput::Endpoints(tables) => {
+            RunOutput::Endpoints(tables.into_iter().map(endpoint_table).collect())
+        }
     };
     RunOutcome::Ok(output)
+}
+
+/// An address-table snapshot as the snapshot differ reads it.
+fn endpoint_table(
+    t: vigil_wit::wit_endpoints::TableSnapshot,
+) -> vigil_endpoints::snapshot::TableSnapshot {
+    use vigil_endpoints::snapshot::{EntryState, TableEntry, TableKind, TableSnapshot};
+    use vigil_wit::wit_endpoints as w;
+    TableSnapshot {
+        kind: Some(match t.kind {
+            w::TableKind::Neighbour => TableKind::Neighbour,
+            w::TableKind::Forwarding => TableKind::Forwarding,
+        }),
+        source: t.source,
+        context: t.context,
+        complete: t.complete,
+        entries: t
+            .entries
+            .into_iter()
+            .map(|e| TableEntry {
+                address: e.address,
+                mac: e.mac,
+                if_index: e.if_index,
+                interface: e.interface,
+                vlan: e.vlan,
+                state: match e.state {
+                    w::EntryState::Dynamic => EntryState::Dynamic,
+                    w::EntryState::Configured => EntryState::Static,
+                    w::EntryState::Local => EntryState::Local,
+                    w::EntryState::Other => EntryState::Other,
+                },
+            })
+            .collect(),
+    }
 }
 
 enum CallError {
@@ -762,6 +810,18 @@ async fn call_plugin(store: &mut Store<HostState>, pre: &KindPre, input: RunInpu
                 .await
                 .map_err(Call)?;
             Ok(result.map(SentOutput::Analysis))
+        }
+        (KindPre::Endpoints(pre), RunInput::Collect(resource)) => {
+            let bindings = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Instantiate)?;
+            let result = bindings
+                .vigil_plugin_endpoint_collector()
+                .call_collect(&mut *store, &convert::resource_to_wit(&resource))
+                .await
+                .map_err(Call)?;
+            Ok(result.map(SentOutput::Endpoints))
         }
         _ => Err(Call(wasmtime::Error::msg(
             "run input does not match the plugin kind",

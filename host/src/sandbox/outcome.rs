@@ -18,6 +18,7 @@ pub enum SentOutput {
     Enrichments(Vec<wit::EnrichmentGroup>),
     Metrics(Vec<wit::MetricsGroup>),
     Analysis(wit::Analysis),
+    Endpoints(Vec<vigil_wit::wit_endpoints::TableSnapshot>),
 }
 
 /// What a successful run returned, by plugin kind, in vigil's domain model.
@@ -27,6 +28,9 @@ pub enum RunOutput {
     Enrichments(Vec<EnrichmentGroup>),
     Metrics(Vec<MetricsGroup>),
     Analysis(Analysis),
+    /// Address-table snapshots (endpoints plugins), normalised by the
+    /// snapshot differ when the pipeline compares them.
+    Endpoints(Vec<vigil_endpoints::snapshot::TableSnapshot>),
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +186,11 @@ impl RunOutput {
             RunOutput::Enrichments(e) => format!("{} enrichment groups", e.len()),
             RunOutput::Metrics(m) => format!("{} metrics groups", m.len()),
             RunOutput::Analysis(a) => format!("{} findings", a.findings.len()),
+            RunOutput::Endpoints(t) => format!(
+                "{} address tables, {} entries",
+                t.len(),
+                t.iter().map(|t| t.entries.len()).sum::<usize>()
+            ),
         }
     }
 }

@@ -44,6 +44,11 @@ use crate::model::{Resource, SCHEMA_VERSION};
 pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_VALUE_BYTES: usize = 1024;
 pub const MAX_ID_BYTES: usize = 256;
+/// Address-table snapshots one endpoints run may return (a device has a
+/// few tables per routing or bridge context).
+pub const MAX_ENDPOINT_TABLES: usize = 256;
+/// An address-table entry's IP or MAC text.
+pub const MAX_ENDPOINT_ADDRESS_BYTES: usize = 64;
 /// Dimensions in one metrics group (Panoptes' interface group has 10).
 pub const MAX_DIMENSIONS: usize = 64;
 /// Metrics in one metrics group (Panoptes' interface group has 22).
@@ -190,7 +195,19 @@ pub fn charged_size(output: &SentOutput, polled: Option<&Resource>) -> u64 {
         SentOutput::Enrichments(e) => e.iter().map(enrichment).fold(0, u64::saturating_add),
         SentOutput::Metrics(m) => m.iter().map(metrics).fold(0, u64::saturating_add),
         SentOutput::Analysis(a) => analysis(a),
+        SentOutput::Endpoints(t) => t.iter().map(endpoint_table).fold(0, u64::saturating_add),
     }
+}
+
+/// One address-table snapshot as sent: its strings plus a fixed cost per
+/// entry (the differ keeps about this much per row between runs).
+fn endpoint_table(t: &vigil_wit::wit_endpoints::TableSnapshot) -> u64 {
+    ((t.source.len() + t.context.len()) as u64 + 32).saturating_add(
+        t.entries
+            .iter()
+            .map(|e| (e.address.len() + e.mac.len() + e.interface.len()) as u64 + 32)
+            .fold(0, u64::saturating_add),
+    )
 }
 
 /// Whether `name` is one vigil keeps for itself (`vigil`, `vigil_*`).
@@ -241,7 +258,26 @@ pub fn check(
         SentOutput::Enrichments(e) => e.len(),
         SentOutput::Metrics(m) => m.len(),
         SentOutput::Analysis(a) => a.findings.len(),
+        SentOutput::Endpoints(t) => t.len(),
     } as u64;
+    if let SentOutput::Endpoints(tables) = output {
+        let entries = tables
+            .iter()
+            .map(|t| t.entries.len() as u64)
+            .fold(0, u64::saturating_add);
+        if entries > limits.max_endpoint_entries {
+            return Err(RejectReason::Invalid(format!(
+                "{entries} address-table entries returned, limit {} ([sandbox] max_endpoint_entries)",
+                limits.max_endpoint_entries
+            )));
+        }
+        if tables.len() > MAX_ENDPOINT_TABLES {
+            return Err(RejectReason::Invalid(format!(
+                "{} address-table snapshots returned, at most {MAX_ENDPOINT_TABLES}",
+                tables.len()
+            )));
+        }
+    }
     if records > limits.max_groups {
         return Err(RejectReason::Invalid(format!(
             "{records} records returned, limit {} ([sandbox] max_groups)",
@@ -366,6 +402,25 @@ pub fn check(
             }
         }
         SentOutput::Analysis(_) => {}
+        SentOutput::Endpoints(tables) => {
+            for (i, t) in tables.iter().enumerate() {
+                if t.source.len() > MAX_NAME_BYTES || t.context.len() > MAX_NAME_BYTES {
+                    return invalid(format!(
+                        "address table {i}: source and context are at most {MAX_NAME_BYTES} bytes"
+                    ));
+                }
+                for (j, e) in t.entries.iter().enumerate() {
+                    if e.address.len() > MAX_ENDPOINT_ADDRESS_BYTES
+                        || e.mac.len() > MAX_ENDPOINT_ADDRESS_BYTES
+                        || e.interface.len() > MAX_NAME_BYTES
+                    {
+                        return invalid(format!(
+                            "address table {i} entry {j}: addresses are at most {MAX_ENDPOINT_ADDRESS_BYTES} bytes, interface names {MAX_NAME_BYTES}"
+                        ));
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -471,6 +526,44 @@ mod tests {
             max_output: 1 << 20,
             ..Limits::builtin_defaults()
         }
+    }
+
+    #[test]
+    fn address_tables_are_bounded() {
+        use vigil_wit::wit_endpoints::{EntryState, TableEntry, TableKind, TableSnapshot};
+        let entry = |mac: &str| TableEntry {
+            address: String::new(),
+            mac: mac.into(),
+            if_index: 1,
+            interface: "swp1".into(),
+            vlan: 10,
+            state: EntryState::Dynamic,
+        };
+        let table = |entries: Vec<TableEntry>| TableSnapshot {
+            kind: TableKind::Forwarding,
+            source: "dot1qTpFdbTable".into(),
+            context: String::new(),
+            complete: true,
+            entries,
+        };
+        let limits = Limits {
+            max_endpoint_entries: 3,
+            ..mib()
+        };
+        let ok = SentOutput::Endpoints(vec![table(vec![entry("02:00:00:00:00:01"); 3])]);
+        assert!(check(&ok, &limits, None).is_ok());
+        let many = SentOutput::Endpoints(vec![
+            table(vec![entry("02:00:00:00:00:01"); 2]),
+            table(vec![entry("02:00:00:00:00:02"); 2]),
+        ]);
+        assert!(rejected(&many, &limits, None).contains("max_endpoint_entries"));
+        let long = SentOutput::Endpoints(vec![table(vec![entry(&"a".repeat(65))])]);
+        assert!(rejected(&long, &limits, None).contains("at most 64 bytes"));
+        let tables = SentOutput::Endpoints(vec![table(Vec::new()); MAX_ENDPOINT_TABLES + 1]);
+        assert!(rejected(&tables, &limits, None).contains("snapshots"));
+        // Every byte sent is charged.
+        let big = SentOutput::Endpoints(vec![table(vec![entry("02:00:00:00:00:01"); 3])]);
+        assert!(encoded_size(&big) > 3 * 17);
     }
 
     fn rejected(output: &SentOutput, limits: &Limits, polled: Option<&Resource>) -> String {

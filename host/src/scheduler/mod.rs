@@ -416,7 +416,7 @@ impl Scheduler {
                     None,
                     true,
                 ),
-                PluginKind::Enrichment | PluginKind::Polling => {
+                PluginKind::Enrichment | PluginKind::Polling | PluginKind::Endpoints => {
                     for resource in &resources {
                         let matches = manifest
                             .resource_filter

@@ -222,8 +222,11 @@ fn every_readme_config_example_loads_as_printed() {
                 site.push_str(&block.text);
                 std::fs::write(&site_path, site).expect("site.toml");
                 let (vars, files) = secret_sources(&block.text);
+                // Each secret its own value (a token may not be in two
+                // roles), all longer than any minimum.
                 for var in vars {
-                    env.push((var, "readme-example-secret".to_owned()));
+                    let value = format!("readme-example-secret-{var}");
+                    env.push((var, value));
                 }
                 for file in files {
                     assert!(
@@ -233,7 +236,8 @@ fn every_readme_config_example_loads_as_printed() {
                     );
                     let path = dir.path().join(&file);
                     std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
-                    std::fs::write(path, "readme-example-secret\n").expect("secret");
+                    std::fs::write(path, format!("readme-example-secret-{file}\n"))
+                        .expect("secret");
                 }
                 0
             }

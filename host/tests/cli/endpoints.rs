@@ -307,3 +307,288 @@ fn replay_table_and_unreadable_file() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("nope.jsonl"), "{stderr}");
 }
+
+// --- `vigil endpoints search|show` on a site's history ----------------------------
+
+/// A site `lab` whose embedded database holds the endpoint history that
+/// `events` (pushed-event JSON, as `POST /api/v1/endpoints/events` takes
+/// it) give, run through the tracker's own step.
+struct HistorySite {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl HistorySite {
+    fn new(events: &[Value]) -> HistorySite {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("site.toml");
+        std::fs::write(
+            &config,
+            "[site]\nname = \"lab\"\n[storage]\npath = \"vigil.db\"\n",
+        )
+        .expect("site.toml");
+        let path = dir.path().join("vigil.db");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let store = vigil_host::store::endpoints::SqliteHistory::open(&path).expect("open");
+            let fabric = vigil_endpoints::Fabric::new("fab1", 0);
+            let settings = vigil_endpoints::Settings::default();
+            for event in events {
+                let ev = vigil_endpoints::pushed::parse_event(event).expect("a good event");
+                vigil_endpoints::process_event(&settings, &fabric, &store, &ev)
+                    .await
+                    .expect("process");
+            }
+        });
+        HistorySite { dir, config }
+    }
+
+    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let mut all = vec!["--site", self.config.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(&all)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env_remove("VIGIL_SITE")
+            .output()
+            .expect("running vigil");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+fn pushed(
+    node: u32,
+    vnid: u64,
+    kind: &str,
+    addr: &str,
+    status: &str,
+    ts: f64,
+    intf: &str,
+) -> Value {
+    json!({"fabric": "fab1", "node": node, "vnid": vnid, "type": kind, "addr": addr,
+           "status": status, "ts": ts, "intf_id": intf, "encap": "vlan-10",
+           "pctag": PCTAG, "flags": ["local"]})
+}
+
+/// MAC learned on 101, moved to 102 (deleted on 101); the same MAC in a
+/// second BD; another MAC; an IPv4 and an IPv6 address.
+fn history_events() -> Vec<Value> {
+    vec![
+        pushed(
+            101,
+            BD,
+            "mac",
+            "0050.56aa.bb01",
+            "created",
+            1_765_000_000.0,
+            "eth1/5",
+        ),
+        pushed(101, BD, "mac", MAC, "modified", 1_765_000_010.0, "eth1/6"),
+        pushed(101, BD, "mac", MAC, "deleted", 1_765_000_100.0, "eth1/6"),
+        pushed(102, BD, "mac", MAC, "created", 1_765_000_100.5, "eth1/9"),
+        pushed(
+            103,
+            BD + 1,
+            "mac",
+            MAC,
+            "created",
+            1_765_000_050.0,
+            "eth1/1",
+        ),
+        pushed(
+            101,
+            BD,
+            "mac",
+            "00:50:56:aa:bb:02",
+            "created",
+            1_765_000_001.0,
+            "eth1/7",
+        ),
+        pushed(101, VRF, "ip", IP, "created", 1_765_000_002.0, "eth1/5"),
+        pushed(
+            101,
+            VRF,
+            "ip",
+            "2001:db8::5",
+            "created",
+            1_765_000_003.0,
+            "eth1/5",
+        ),
+    ]
+}
+
+#[test]
+fn search_finds_endpoints_by_prefix_and_mac_notation() {
+    let site = HistorySite::new(&history_events());
+    // A MAC prefix in Cisco notation: both MACs, the first in two scopes.
+    let (code, out, err) = site.run(&["endpoints", "search", "0050.56aa", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let keys: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["addr"].as_str().unwrap_or("").to_owned(),
+                l["vnid"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (MAC.to_owned(), BD),
+            (MAC.to_owned(), BD + 1),
+            ("00:50:56:AA:BB:02".to_owned(), BD)
+        ]
+    );
+    let now = &lines[0]["current"];
+    assert_eq!(now["node"], 102, "moved to 102: {now}");
+    assert_eq!(now["intf_id"], "eth1/9");
+    assert_eq!(now["ts"], "2025-12-06T05:48:20.500Z");
+    assert_eq!(lines[0]["type"], "mac");
+    // A table, an IPv4 prefix, a scope filter, a limit.
+    let (code, out, err) = site.run(&["endpoints", "search", "10.1.1."]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("ADDRESS"), "{out}");
+    assert!(out.contains(IP) && out.contains("ipv4"), "{out}");
+    let (_, out, _) = site.run(&["endpoints", "search", "aa-bb", "--json"]);
+    assert_eq!(
+        out.lines().count(),
+        0,
+        "no AA:BB MAC nor aa:bb:: IPv6: {out}"
+    );
+    let (_, out, _) = site.run(&[
+        "endpoints",
+        "search",
+        MAC,
+        "--scope",
+        &(BD + 1).to_string(),
+        "--json",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (code, out, err) = site.run(&["endpoints", "search", "", "--limit", "2", "--json"]);
+    assert_eq!((code, out.lines().count()), (Some(0), 2), "{err}");
+    assert!(err.contains("more endpoints match"), "{err}");
+    let (_, out, _) = site.run(&["endpoints", "search", "2001:DB8:0::5", "--json"]);
+    assert!(out.contains("\"addr\":\"2001:db8::5\""), "{out}");
+    // Bad input: an error that says why, not an empty answer.
+    let (code, _, err) = site.run(&["endpoints", "search", "hello"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not an address"), "{err}");
+    let (code, _, err) = site.run(&["endpoints", "search", "10.", "--limit", "0"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--limit"), "{err}");
+}
+
+#[test]
+fn show_prints_the_location_events_and_every_nodes_history() {
+    let site = HistorySite::new(&history_events());
+    let (code, out, err) = site.run(&[
+        "endpoints",
+        "show",
+        "00-50-56-AA-BB-01",
+        "--scope",
+        &BD.to_string(),
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let view: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(view["addr"], MAC);
+    assert_eq!(view["fabric"], "fab1");
+    assert_eq!(view["current"]["node"], 102);
+    let events = view["events"].as_array().expect("events");
+    assert!(events.len() >= 2, "{view}");
+    assert_eq!(events[0]["node"], 102, "newest first");
+    let history = view["history"].as_array().expect("history");
+    let nodes: Vec<u64> = history.iter().filter_map(|h| h["node"].as_u64()).collect();
+    assert_eq!(nodes, [101, 102]);
+    let on_101 = &history[0];
+    assert_eq!(on_101["count"], 3);
+    let statuses: Vec<&str> = on_101["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["deleted", "modified", "created"], "newest first");
+    for field in [
+        "intf_id",
+        "intf_name",
+        "pctag",
+        "encap",
+        "rw_mac",
+        "rw_bd",
+        "flags",
+        "remote",
+        "status",
+        "ts",
+        "epg_name",
+        "vnid_name",
+    ] {
+        assert!(on_101["events"][0].get(field).is_some(), "{field}");
+    }
+    // As text.
+    let (code, out, err) = site.run(&[
+        "endpoints",
+        "show",
+        "0050.56aa.bb01",
+        "--scope",
+        &BD.to_string(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("node 101 (3 events in all"), "{out}");
+    assert!(out.contains("node 102 (1 events in all"), "{out}");
+    assert!(out.contains("now: created on node 102 eth1/9"), "{out}");
+    // In two scopes: ambiguous, both listed.
+    let (code, out, err) = site.run(&["endpoints", "show", "aabb", "--json"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(err.contains("not a MAC or IP address"), "{err}");
+    let (code, out, err) = site.run(&["endpoints", "show", "0050.56aa.bb01"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(err.contains("in 2 scopes"), "{err}");
+    assert!(
+        err.contains(&format!("--fabric fab1 --scope {BD}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--fabric fab1 --scope {}", BD + 1)),
+        "{err}"
+    );
+    // Unknown: exit 1 naming it.
+    let (code, _, err) = site.run(&["endpoints", "show", "00:50:56:aa:bb:99"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no endpoint 00:50:56:aa:bb:99"), "{err}");
+    let (code, _, err) = site.run(&["endpoints", "show", IP, "--fabric", "fab2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("in fabric fab2"), "{err}");
+    let (code, out, err) = site.run(&["endpoints", "show", IP, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\"type\":\"ipv4\""), "{out}");
+}
+
+#[test]
+fn search_and_show_need_a_site_with_history() {
+    // No site config: a configuration error, as for the other read commands.
+    let (code, _, err) = vigil(&["endpoints", "search", "10."]);
+    assert_eq!(code, Some(78), "{err}");
+    // A site whose database the tracker never wrote.
+    let site = HistorySite::new(&[]);
+    let db = site.dir.path().join("vigil.db");
+    std::fs::remove_file(&db).expect("remove");
+    vigil_host::store::sqlite::SqliteStorage::open(&db).expect("a host database");
+    let (code, _, err) = site.run(&["endpoints", "show", IP]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no endpoint history"), "{err}");
+    // No database at all.
+    std::fs::remove_file(&db).expect("remove");
+    let (code, _, err) = site.run(&["endpoints", "search", ""]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no vigil database"), "{err}");
+}

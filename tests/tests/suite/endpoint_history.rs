@@ -22,12 +22,15 @@ use anyhow::{Context, Result, anyhow, ensure};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use vigil_endpoints::apic::{ApicObject, EpmParser};
+use vigil_endpoints::dispatch::{DispatchConfig, Dispatcher};
 use vigil_endpoints::fabric::{Fabric, Tunnel, vpc_node_id};
 use vigil_endpoints::model::{
     EndpointEvent, EndpointKey, EndpointRecord, EndpointType, EpmClass, EpmEvent, HistoryEvent,
     HistoryRecord, HistoryType, LearnType, Settings, Status,
 };
+use vigil_endpoints::query::{self, AddrMatch, EndpointFilter, MAX_PAGE, Search};
 use vigil_endpoints::store::{EventOutcome, HistoryStore, MemoryStore, process_event};
+use vigil_endpoints::write_behind::{HistoryWorker, WriteBehind, WriteBehindConfig};
 use vigil_host::store::endpoints::SqliteHistory;
 use vigil_mongo::MongoStorage;
 use vigil_tests::mongo_servers::{shared_nx_mongo, unique_database};
@@ -132,8 +135,16 @@ conformance! {
         a_put_replaces_the_whole_record,
         an_event_sequence_gives_the_reference_records,
         a_redelivered_event_changes_nothing,
+        searches_match_addresses_in_any_notation,
+        pages_walk_every_endpoint_once_in_order,
+        locate_and_detail_give_one_endpoint_whole,
     ],
-    restarts: [a_reopened_store_keeps_everything],
+    restarts: [
+        a_reopened_store_keeps_everything,
+        write_behind_is_durable_after_flush_and_not_before,
+        write_behind_eviction_then_reload_equals_never_evicted,
+        write_behind_workers_keep_order_per_endpoint,
+    ],
 }
 
 // --- the fabric and the events -------------------------------------------------
@@ -720,5 +731,535 @@ async fn a_reopened_store_keeps_everything(open: &Opener) -> Result<()> {
         snapshot(store.as_ref(), &sequence_keys()).await? == expected,
         "records differ after reopening"
     );
+    Ok(())
+}
+
+// --- queries (search, pages, show) ----------------------------------------------
+
+/// The endpoints the query checks search: MACs, IPv4 and IPv6 addresses in
+/// two fabrics and several scopes, with neighbours that share a textual
+/// prefix, and a fabric name holding quotes.
+fn query_keys() -> Vec<EndpointKey> {
+    let k = |fabric: &str, vnid: u32, addr: &str| EndpointKey {
+        fabric: fabric.into(),
+        vnid,
+        addr: addr.into(),
+    };
+    vec![
+        k(FABRIC, BD, MAC),
+        k(FABRIC, BD, MAC2),
+        k(FABRIC, BD + 1, MAC),
+        k(FABRIC, BD, "00:50:57:00:00:01"),
+        k(FABRIC, VRF, IP4),
+        k(FABRIC, VRF, "10.1.1.10"),
+        k(FABRIC, VRF, "10.1.10.1"),
+        k(FABRIC, VRF, "10.11.0.1"),
+        k(FABRIC, VRF, IP6),
+        k(FABRIC, VRF, "2001:db8:2::1"),
+        k("fab2", VRF, IP4),
+        k("fab2", VRF, "aa:bb::1"),
+        k("fab2", BD, "AA:BB:CC:00:00:01"),
+        k("f\"a'b%_", VRF, "10.1.1.200"),
+    ]
+}
+
+async fn put_query_keys(store: &dyn HistoryStore) -> Result<Vec<EndpointKey>> {
+    let keys = query_keys();
+    for (i, k) in keys.iter().enumerate() {
+        let n = u32::try_from(i)? + 1;
+        store
+            .put_endpoint(endpoint_record(&k.fabric, k.vnid, &k.addr, n))
+            .await?;
+    }
+    Ok(keys)
+}
+
+/// The keys of one search page (every page of it, at `limit` a page).
+async fn search_all(
+    store: &dyn HistoryStore,
+    text: &str,
+    fabric: Option<&str>,
+    vnid: Option<u32>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut search = Search {
+        text: Some(text.into()),
+        fabric: fabric.map(Into::into),
+        vnid,
+        cursor: None,
+        limit,
+    };
+    let mut found = Vec::new();
+    for _ in 0..1000 {
+        let page = query::search(store, &search)
+            .await
+            .with_context(|| format!("search {text:?}"))?;
+        ensure!(page.items.len() <= limit, "a page longer than its limit");
+        found.extend(
+            page.items
+                .iter()
+                .map(|r| format!("{}/{}/{}", r.fabric, r.vnid, r.addr)),
+        );
+        match page.next_cursor {
+            Some(next) => search.cursor = Some(next),
+            None => return Ok(found),
+        }
+    }
+    Err(anyhow!("search {text:?} did not end"))
+}
+
+/// A search finds complete addresses in any notation, textual prefixes of
+/// MACs (in any notation), IPv4 and IPv6 addresses, within a fabric and a
+/// scope when asked, in page order (address, fabric, vnid).
+async fn searches_match_addresses_in_any_notation(store: &dyn HistoryStore) -> Result<()> {
+    put_query_keys(store).await?;
+    let f1 = |vnid: u32, addr: &str| format!("{FABRIC}/{vnid}/{addr}");
+    let cases: Vec<(&str, Option<&str>, Option<u32>, Vec<String>)> = vec![
+        // A complete MAC in four notations: both scopes it is in.
+        (
+            "00-50-56-ad-bb-16",
+            None,
+            None,
+            vec![f1(BD, MAC), f1(BD + 1, MAC)],
+        ),
+        ("0050.56ad.bb16", None, Some(BD), vec![f1(BD, MAC)]),
+        (
+            "005056adbb16",
+            Some(FABRIC),
+            Some(BD + 1),
+            vec![f1(BD + 1, MAC)],
+        ),
+        ("00:50:56:AD:BB:16", Some("fab2"), None, vec![]),
+        // MAC prefixes.
+        (
+            "00:50:56",
+            None,
+            None,
+            vec![f1(BD, MAC), f1(BD + 1, MAC), f1(BD, MAC2)],
+        ),
+        (
+            "0050.5",
+            None,
+            None,
+            vec![
+                f1(BD, MAC),
+                f1(BD + 1, MAC),
+                f1(BD, MAC2),
+                f1(BD, "00:50:57:00:00:01"),
+            ],
+        ),
+        // A complete IPv4 address is exact; a prefix is textual.
+        (
+            IP4,
+            None,
+            None,
+            vec![f1(VRF, IP4), format!("fab2/{VRF}/{IP4}")],
+        ),
+        (
+            "10.1.1.",
+            None,
+            None,
+            vec![
+                f1(VRF, "10.1.1.10"),
+                f1(VRF, IP4),
+                format!("fab2/{VRF}/{IP4}"),
+                format!("f\"a'b%_/{VRF}/10.1.1.200"),
+            ],
+        ),
+        (
+            "10.1.1.0/24",
+            Some(FABRIC),
+            None,
+            vec![f1(VRF, "10.1.1.10"), f1(VRF, IP4)],
+        ),
+        (
+            "10.1",
+            Some(FABRIC),
+            Some(VRF),
+            vec![
+                f1(VRF, "10.1.1.10"),
+                f1(VRF, IP4),
+                f1(VRF, "10.1.10.1"),
+                f1(VRF, "10.11.0.1"),
+            ],
+        ),
+        // IPv6: normalised, prefixes with leading zeros dropped.
+        ("2001:0DB8:1:0:0:0:0:65", None, None, vec![f1(VRF, IP6)]),
+        (
+            "2001:0db8:",
+            None,
+            None,
+            vec![f1(VRF, IP6), f1(VRF, "2001:db8:2::1")],
+        ),
+        // Partial text that may be a MAC or an IPv6 prefix matches both.
+        (
+            "aa:bb",
+            None,
+            None,
+            vec![
+                format!("fab2/{BD}/AA:BB:CC:00:00:01"),
+                format!("fab2/{VRF}/aa:bb::1"),
+            ],
+        ),
+        // A quoted, percent-holding fabric name is just a name.
+        (
+            "",
+            Some("f\"a'b%_"),
+            None,
+            vec![format!("f\"a'b%_/{VRF}/10.1.1.200")],
+        ),
+        ("", Some("f%"), None, vec![]),
+        ("10.9.", None, None, vec![]),
+    ];
+    for (text, fabric, vnid, expected) in cases {
+        for limit in [1, 2, MAX_PAGE] {
+            let got = search_all(store, text, fabric, vnid, limit).await?;
+            ensure!(
+                got == expected,
+                "search {text:?} fabric {fabric:?} vnid {vnid:?} limit {limit}: got {got:?}, expected {expected:?}"
+            );
+        }
+    }
+    // Everything, and every endpoint of a fabric, in page order.
+    let mut all = query_keys();
+    all.sort_by(query::page_order);
+    let all: Vec<String> = all
+        .iter()
+        .map(|k| format!("{}/{}/{}", k.fabric, k.vnid, k.addr))
+        .collect();
+    ensure!(
+        search_all(store, "", None, None, 3).await? == all,
+        "every endpoint"
+    );
+    let fab2: Vec<String> = all
+        .iter()
+        .filter(|k| k.starts_with("fab2/"))
+        .cloned()
+        .collect();
+    ensure!(
+        search_all(store, "", Some("fab2"), None, 2).await? == fab2,
+        "fab2"
+    );
+    // Bad input is refused, not matched.
+    for bad in ["not-an-address", "10.1.0.0/12"] {
+        let refused = query::search(
+            store,
+            &Search {
+                text: Some(bad.into()),
+                limit: 10,
+                ..Search::default()
+            },
+        )
+        .await;
+        ensure!(refused.is_err(), "search {bad:?} was accepted");
+    }
+    for bad_cursor in ["zz", "7b7d", ""] {
+        let refused = query::search(
+            store,
+            &Search {
+                cursor: Some(bad_cursor.into()),
+                limit: 10,
+                ..Search::default()
+            },
+        )
+        .await;
+        ensure!(refused.is_err(), "cursor {bad_cursor:?} was accepted");
+    }
+    Ok(())
+}
+
+/// Paging through many endpoints, whatever the page size, gives each once,
+/// in page order; a page ends exactly at the last record (no empty page);
+/// records written between pages after the cursor appear, before it do not
+/// move the walk.
+async fn pages_walk_every_endpoint_once_in_order(store: &dyn HistoryStore) -> Result<()> {
+    let mut keys = Vec::new();
+    for i in 0..45u32 {
+        let k = EndpointKey {
+            fabric: if i % 3 == 0 {
+                "fab2".into()
+            } else {
+                FABRIC.into()
+            },
+            vnid: VRF + i % 2,
+            addr: format!("10.2.{}.{}", i / 10, i % 10),
+        };
+        store
+            .put_endpoint(endpoint_record(&k.fabric, k.vnid, &k.addr, 1))
+            .await?;
+        keys.push(k);
+    }
+    keys.sort_by(query::page_order);
+    let expected: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{}/{}/{}", k.fabric, k.vnid, k.addr))
+        .collect();
+    for limit in [1, 4, 9, 15, 44, 45, 46] {
+        let got = search_all(store, "10.2.", None, None, limit).await?;
+        ensure!(got == expected, "limit {limit}: {got:?}");
+    }
+    // Directly on the store: after the last key there is nothing.
+    let last = keys.last().ok_or_else(|| anyhow!("no keys"))?;
+    let filter = EndpointFilter {
+        fabric: None,
+        vnid: None,
+        addr: AddrMatch::Prefix("10.2.".into()),
+    };
+    ensure!(
+        store
+            .find_endpoints(&filter, Some(last), 10)
+            .await?
+            .is_empty()
+    );
+    let first = store.find_endpoints(&filter, None, 1).await?;
+    ensure!(first.len() == 1 && first[0].key() == keys[0], "{first:?}");
+    // A write between pages: a key after the cursor shows up on a later page.
+    let mut search = Search {
+        text: Some("10.2.".into()),
+        limit: 10,
+        ..Search::default()
+    };
+    let page = query::search(store, &search).await?;
+    search.cursor = page.next_cursor;
+    store
+        .put_endpoint(endpoint_record(FABRIC, VRF, "10.2.9.9", 1))
+        .await?;
+    let mut rest = Vec::new();
+    loop {
+        let page = query::search(store, &search).await?;
+        rest.extend(page.items.iter().map(|r| r.addr.clone()));
+        match page.next_cursor {
+            Some(next) => search.cursor = Some(next),
+            None => break,
+        }
+    }
+    ensure!(
+        rest.len() == 36 && rest.last().map(String::as_str) == Some("10.2.9.9"),
+        "{rest:?}"
+    );
+    Ok(())
+}
+
+/// `locate` finds an address (any notation) in every scope it is in, or in
+/// the one asked; `detail` gives the record with every node's history and
+/// nothing of a neighbour; unknown addresses have nothing.
+async fn locate_and_detail_give_one_endpoint_whole(store: &dyn HistoryStore) -> Result<()> {
+    put_query_keys(store).await?;
+    let nodes = [101, 102, 103];
+    for (i, node) in nodes.iter().enumerate() {
+        let n = u32::try_from(i)? + 1;
+        store
+            .put_history(history_record(FABRIC, BD, MAC, *node, n))
+            .await?;
+    }
+    store
+        .put_history(history_record(FABRIC, BD + 1, MAC, 104, 1))
+        .await?;
+    store
+        .put_history(history_record(FABRIC, BD, MAC2, 101, 1))
+        .await?;
+    let both = query::locate(store, "0050.56ad.bb16", None, None).await?;
+    ensure!(both == vec![key(BD, MAC), key(BD + 1, MAC)], "{both:?}");
+    let one = query::locate(store, "00-50-56-AD-BB-16", Some(FABRIC), Some(BD)).await?;
+    ensure!(one == vec![key(BD, MAC)], "{one:?}");
+    ensure!(
+        query::locate(store, MAC, Some("fab2"), None)
+            .await?
+            .is_empty()
+    );
+    ensure!(
+        query::locate(store, "00:50:56:AD:BB:FF", None, None)
+            .await?
+            .is_empty()
+    );
+    ensure!(
+        query::locate(store, "10.1.1", None, None).await.is_err(),
+        "a prefix is not an address"
+    );
+    let detail = query::detail(store, &key(BD, MAC))
+        .await?
+        .ok_or_else(|| anyhow!("no detail"))?;
+    ensure!(
+        detail.record == endpoint_record(FABRIC, BD, MAC, 1),
+        "record"
+    );
+    ensure!(
+        detail.histories.keys().copied().collect::<Vec<_>>() == nodes,
+        "{:?}",
+        detail.histories.keys()
+    );
+    ensure!(detail.histories[&102] == history_record(FABRIC, BD, MAC, 102, 2));
+    ensure!(query::detail(store, &key(BD, UNKNOWN_MAC)).await?.is_none());
+    Ok(())
+}
+
+// --- write-behind (a worker's records in memory, written in batches) ------------
+
+/// The sequence through a write-behind cache over this backend: the same
+/// outcomes as the reference, nothing in the store until `flush`, and after
+/// it (read through a fresh opening) exactly the reference records.
+async fn write_behind_is_durable_after_flush_and_not_before(open: &Opener) -> Result<()> {
+    let (expected_outcomes, expected) = reference().await?;
+    let (settings, fabric) = (Settings::default(), fabric());
+    let mut cache = WriteBehind::new(open().await?, WriteBehindConfig::default())?;
+    let mut outcomes = Vec::new();
+    for ev in sequence()? {
+        outcomes.push(cache.process(&settings, &fabric, &ev).await?);
+    }
+    ensure!(
+        outcomes == expected_outcomes,
+        "outcomes differ: {outcomes:?}"
+    );
+    // 18 events, fewer than any write trigger: all still in memory only.
+    ensure!(cache.has_unwritten(), "nothing waits for a flush");
+    let before = snapshot(open().await?.as_ref(), &sequence_keys()).await?;
+    ensure!(
+        before.iter().all(|(_, h, e)| h.is_empty() && e.is_none()),
+        "records reached the store before flush: {before:?}"
+    );
+    cache.flush().await?;
+    ensure!(!cache.has_unwritten(), "unwritten after flush");
+    let after = snapshot(open().await?.as_ref(), &sequence_keys()).await?;
+    ensure!(
+        after == expected,
+        "flushed records differ from the reference"
+    );
+    // What the cache holds is what the store has.
+    for (k, h, e) in &after {
+        if let Some(state) = cache.cached(k) {
+            ensure!(
+                &state.histories == h && &state.endpoint == e,
+                "{k}: cache and store differ"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A cache bound of one record: every event evicts (dirty endpoints moved
+/// into a background batch) and the next event of an endpoint reads it
+/// back. Outcomes and records are those of a cache that never evicts.
+async fn write_behind_eviction_then_reload_equals_never_evicted(open: &Opener) -> Result<()> {
+    let (expected_outcomes, expected) = reference().await?;
+    let (settings, fabric) = (Settings::default(), fabric());
+    let config = WriteBehindConfig {
+        max_records: 1,
+        ..WriteBehindConfig::default()
+    };
+    let mut cache = WriteBehind::new(open().await?, config)?;
+    let mut outcomes = Vec::new();
+    for ev in sequence()? {
+        outcomes.push(cache.process(&settings, &fabric, &ev).await?);
+    }
+    cache.flush().await?;
+    let stats = cache.stats();
+    ensure!(
+        stats.evictions > 0 && stats.loads > sequence_keys().len() as u64,
+        "nothing was evicted and read back: {stats:?}"
+    );
+    ensure!(
+        outcomes == expected_outcomes,
+        "outcomes differ after evictions: {outcomes:?}"
+    );
+    ensure!(
+        snapshot(open().await?.as_ref(), &sequence_keys()).await? == expected,
+        "records differ after evictions"
+    );
+    Ok(())
+}
+
+/// The sequence for 12 fabrics at once, interleaved event by event, through
+/// a dispatcher of 2 write-behind workers (single events and batches of
+/// several sizes, a small memory bound so endpoints are evicted and read
+/// back, a flush barrier in the middle): after the final flush every
+/// fabric's records equal the reference, so each endpoint's events were
+/// taken in order.
+async fn write_behind_workers_keep_order_per_endpoint(open: &Opener) -> Result<()> {
+    let fabrics: Vec<String> = (1..=12).map(|i| format!("fab{i}")).collect();
+    let mut per_fabric = Vec::new();
+    for name in &fabrics {
+        let events: Vec<EpmEvent> = sequence()?
+            .into_iter()
+            .map(|mut ev| {
+                ev.fabric = name.clone();
+                ev
+            })
+            .collect();
+        per_fabric.push(events);
+    }
+    let mut interleaved = Vec::new();
+    for i in 0..per_fabric[0].len() {
+        for events in &per_fabric {
+            interleaved.push(events[i].clone());
+        }
+    }
+    // The reference: every event in order, on the in-memory store.
+    let memory = MemoryStore::new();
+    apply(&memory, &interleaved).await?;
+
+    let store = open().await?;
+    let model = Arc::new(fabric());
+    let dispatcher = Dispatcher::start(
+        DispatchConfig {
+            workers: 2,
+            queue_capacity: 4,
+        },
+        |_| {
+            let model = model.clone();
+            let config = WriteBehindConfig {
+                max_records: 16,
+                flush_events: 7,
+                ..WriteBehindConfig::default()
+            };
+            let cache = WriteBehind::new(store.clone(), config).expect("valid config");
+            HistoryWorker::new(cache, Settings::default(), move |_: &str| model.clone())
+        },
+    )?;
+    let mut rest = interleaved.as_slice();
+    let mut size = 1;
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(size.min(rest.len()));
+        if now.len() == 1 {
+            dispatcher.dispatch(&now[0].key(), now[0].clone()).await?;
+        } else {
+            dispatcher.dispatch_batch(now.to_vec()).await?;
+        }
+        rest = later;
+        size = size % 9 + 1;
+        if rest.len() == interleaved.len() / 2 {
+            dispatcher.flush().await?;
+        }
+    }
+    dispatcher.flush().await?;
+    let workers = dispatcher.shutdown().await?;
+    ensure!(
+        workers.iter().map(|w| w.handled()).sum::<u64>() == interleaved.len() as u64,
+        "not every event was handled"
+    );
+    ensure!(
+        workers.iter().map(|w| w.failed()).sum::<u64>() == 0,
+        "events failed"
+    );
+    let keys: Vec<EndpointKey> = fabrics
+        .iter()
+        .flat_map(|name| {
+            sequence_keys().into_iter().map(|mut k| {
+                k.fabric = name.clone();
+                k
+            })
+        })
+        .collect();
+    let got = snapshot(open().await?.as_ref(), &keys).await?;
+    let want = snapshot(&memory, &keys).await?;
+    for ((k, h, e), (_, want_h, want_e)) in got.iter().zip(&want) {
+        ensure!(
+            h == want_h,
+            "{k}: histories differ from in-order processing"
+        );
+        ensure!(
+            e == want_e,
+            "{k}: endpoint differs from in-order processing"
+        );
+    }
     Ok(())
 }

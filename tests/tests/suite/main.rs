@@ -13,6 +13,7 @@
 //! they have the machine to themselves.
 
 mod accept_path;
+mod apic_subscriber;
 mod capacity;
 mod dashboard_queries;
 mod endpoint_history;
@@ -26,6 +27,7 @@ mod loading;
 mod prometheus_sinks;
 mod redis_coordination;
 mod snmp_capability;
+mod snmp_endpoints;
 mod snmp_mib;
 mod snmp_plugins;
 mod storage_backends;

@@ -1,0 +1,130 @@
+//! vigil's live APIC source for the endpoint tracker (issue #14): one
+//! [`Subscriber`] per ACI fabric, carrying forward the subscriber of Cisco's
+//! Enhanced Endpoint Tracker (EPT). It reads the APIC and writes to the
+//! tracker's one seam, [`vigil_endpoints::ingest::EventSink`]; parsing (EPT's
+//! DN grammar), the fabric model and the history rules are
+//! `vigil-endpoints`', used here unchanged.
+//!
+//! # A session
+//!
+//! 1. **Login.** `POST /api/aaaLogin.json` with
+//!    `{"aaaUser":{"attributes":{"name","pwd"}}}` to each configured APIC in
+//!    turn; the first to accept gives the token (sent as the `APIC-cookie`
+//!    cookie) and its `refreshTimeoutSeconds` (APIC's default 600 s). The
+//!    token is refreshed with `GET /api/aaaRefresh.json` at half of that.
+//!    A refused login (HTTP 401 with APIC's error text) is reported as
+//!    [`SessionError::LoginRejected`] in [`SubscriberStatus::last_error`]
+//!    and retried with backoff.
+//! 2. **Websocket.** `wss://<apic>/socket<token>`, messages bounded by
+//!    `max_message_bytes` (default 16 MiB).
+//! 3. **Build** (state [`SubscriberState::Building`]). Class queries
+//!    `GET /api/class/<class>.json?order-by=<class>.dn&page=N&page-size=P`
+//!    for the fabric classes EPT subscribes to
+//!    ([`FABRIC_SUBSCRIPTION_CLASSES`]), then `epmMacEp`, `epmIpEp`,
+//!    `epmRsMacEpToIpEpAtt` ([`ENDPOINT_CLASSES`]). Each class's first page
+//!    carries `subscription=yes` and gives its `subscriptionId`; pages
+//!    follow until `totalCount` is read (page size default 10,000, at most
+//!    EPT's 75,000; at most `max_objects_per_build` objects over all classes,
+//!    default 16 million; a build abandoned after `build_timeout`, default
+//!    EPT's 5400 s). Fabric objects update an
+//!    [`vigil_endpoints::apic_fabric::ApicFabric`]; fabric objects the model
+//!    held that the rebuild no longer finds (deleted while disconnected) are
+//!    deleted before the first endpoint class. Notifications that arrive
+//!    meanwhile wait, in order, bounded by `max_buffered_bytes` (default
+//!    256 MiB), and are applied after the build, as EPT does.
+//! 4. **In sync** ([`SubscriberState::InSync`]). Every notification
+//!    (`{"subscriptionId":[...],"imdata":[...]}`) is applied in arrival
+//!    order. Every `subscription_refresh` (default 30 s; the APIC drops a
+//!    subscription after about 90 s without one) each subscription is
+//!    refreshed with `GET /api/subscriptionRefresh.json?id=ID`. Every
+//!    `heartbeat_interval` (30 s) a websocket ping is sent; its pong must
+//!    come within `heartbeat_timeout` (10 s).
+//! 5. **Reconnect** ([`SubscriberState::Reconnecting`]). A closed or failed
+//!    websocket, a missed pong, a failed token or subscription refresh (an
+//!    APIC that no longer knows a subscription answers the refresh with an
+//!    error), an oversized message, a backlog past its bound or a failed
+//!    build end the session: wait (`reconnect_initial`, default 1 s,
+//!    doubled after each failure up to `reconnect_max`, default 60 s; back
+//!    to the start once in sync), log in again and rebuild.
+//!
+//! # What goes to the sink
+//!
+//! - [`EventSink::fabric`]: an `Arc<Fabric>` snapshot after each build, and
+//!   whenever a payload changed fabric objects, before that payload's
+//!   endpoint events.
+//! - [`EventSink::event`] with [`vigil_endpoints::ingest::Source::Apic`]:
+//!   each endpoint object as parsed by
+//!   [`vigil_endpoints::apic::EpmParser`], with `ts` the moment its payload
+//!   was received (EPT's `_ts`), in payload order. The call waits while the
+//!   tracker is busy; the websocket is still read meanwhile (bounded, see
+//!   above), so heartbeats stay accurate.
+//! - [`EventSink::rejected`] (source `apic`) with a sample of at most 256
+//!   bytes: `not_json`, `bad_payload` (not an APIC payload), `bad_object`
+//!   (an endpoint object EPT's grammar refuses), `bad_fabric_object`,
+//!   `not_utf8`, `message_too_large` (the session is then rebuilt: a
+//!   websocket cannot be read past a message it refused). The rest of a
+//!   payload is always kept.
+//! - [`EventSink::subscriber_state`]: `building`, `in_sync`,
+//!   `reconnecting`, `stopped`.
+//!
+//! # Recording and replay
+//!
+//! With `record_to`, every payload applied (class-query pages,
+//! notifications, and the synthetic delete payload of a rebuild) is
+//! appended as one JSON line, exactly as received plus a top-level `"ts"`
+//! (the receipt time used for its events), in the order applied. That is
+//! the format of [`vigil_endpoints::replay`], which applies payloads the
+//! same way (children flattened by the same function, fabric objects before
+//! events, the overlay vnid learnt from `uni/tn-infra/ctx-overlay-1`), so
+//! `vigil endpoints replay FILE --fabric NAME` of a recording gives the
+//! history the live path gave. A write error stops the recording (logged)
+//! but not the subscriber.
+//!
+//! # Wiring it into the host
+//!
+//! ```ignore
+//! // site.toml: [[endpoints.fabrics]] entries → Vec<RawApicConfig>
+//! let configs = vigil_apic::validate_all(&raw_fabrics, site_dir)?;   // ConfigError names fabric and key
+//! for config in configs {
+//!     let subscriber = vigil_apic::Subscriber::new(config, sink.clone()); // sink: Arc<dyn EventSink>
+//!     let status = subscriber.status();            // watch::Receiver<SubscriberStatus> for `vigil status`
+//!     tokio::spawn(subscriber.run(shutdown_rx.clone())); // watch::Receiver<bool>; Ok(()) on shutdown
+//! }
+//! ```
+//!
+//! `run` returns an error only when it cannot go on at all
+//! ([`SubscriberError`]: the sink closed, the TLS setup or the recording
+//! file failed); every APIC failure is retried.
+//!
+//! # Security
+//!
+//! The password is a [`vigil_core::secret::Secret`] (never printed; read
+//! inline, from `{ env = ... }` or `{ file = ... }`). TLS is verified
+//! against the system roots plus an optional `ca_file`; `tls_verify =
+//! false` is an explicit, logged escape hatch. Plain `http://` is accepted
+//! only to loopback addresses (tests). Every response, message, page,
+//! build and backlog is bounded; nothing the network sends is unwrapped.
+//!
+//! # Features
+//!
+//! `websocket` (default): the subscriber (reqwest, tokio-tungstenite,
+//! rustls). Without it the crate is only [`config`], so a host can still
+//! read and check its site file.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod config;
+#[cfg(feature = "websocket")]
+pub mod subscriber;
+#[cfg(feature = "websocket")]
+pub mod tls;
+
+pub use config::{ApicConfig, ApicUrl, ConfigError, RawApicConfig, validate_all};
+#[cfg(feature = "websocket")]
+pub use subscriber::{
+    ENDPOINT_CLASSES, FABRIC_SUBSCRIPTION_CLASSES, SessionError, Subscriber, SubscriberError,
+    SubscriberStatus,
+};
+pub use vigil_core::secret::{Secret, SecretSource};
+#[cfg(doc)]
+use vigil_endpoints::ingest::{EventSink, SubscriberState};

@@ -1,0 +1,352 @@
+//! The endpoint tracker in a running host (issue #14): the `[endpoints]`
+//! section of the site config, the history store it writes to, and the
+//! [`Tracker`] that every endpoint source of this process (APIC fabrics,
+//! the SNMP endpoint plugins, pushed events over HTTP and Kafka) writes to.
+//!
+//! The rules, the dispatch and the numbers live in `vigil-endpoints`
+//! ([`vigil_endpoints::tracker`]); this module only assembles them from the
+//! site config. History goes where the site's storage goes: the embedded
+//! database by default (`vigil_store::endpoints::SqliteHistory`, tables
+//! `ept_history` and `ept_endpoint` next to the host's other tables), or
+//! MongoDB when `storage.backend = "mongodb"`.
+//!
+//! ```toml
+//! [endpoints]
+//! enabled = true                     # off by default
+//! workers = 2                        # 1..=64, default: the CPUs
+//! queue_capacity = 4096              # per worker, 1..=1048576
+//! max_per_node_endpoint_events = 64  # EPT's caps (8..=1024)
+//! max_endpoint_events = 64           # (8..=8192)
+//! ```
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use vigil_core::LocatedError;
+use vigil_endpoints::dispatch::{DispatchConfig, MAX_QUEUE_CAPACITY, MAX_WORKERS};
+use vigil_endpoints::tracker::{Tracker, TrackerConfig};
+use vigil_endpoints::{HistoryStore, Settings};
+
+use crate::site::{SiteConfig, StorageBackend};
+
+/// Default per-worker queue: 2 workers × 4,096 EPT-shaped events is about
+/// 2 MB, and about 20 ms of work at the measured history rate.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+
+/// `[endpoints]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsSection {
+    #[serde(default)]
+    enabled: bool,
+    workers: Option<Spanned<usize>>,
+    queue_capacity: Option<Spanned<usize>>,
+    max_per_node_endpoint_events: Option<Spanned<usize>>,
+    max_endpoint_events: Option<Spanned<usize>>,
+}
+
+/// The endpoint tracker's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSettings {
+    pub enabled: bool,
+    pub dispatch: DispatchConfig,
+    pub settings: Settings,
+}
+
+impl Default for EndpointSettings {
+    fn default() -> Self {
+        EndpointSettings {
+            enabled: false,
+            dispatch: DispatchConfig {
+                queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                ..DispatchConfig::default()
+            },
+            settings: Settings::default(),
+        }
+    }
+}
+
+impl EndpointsSection {
+    pub fn resolve(&self, at: vigil_core::At<'_>) -> Result<EndpointSettings, LocatedError> {
+        let mut out = EndpointSettings {
+            enabled: self.enabled,
+            ..EndpointSettings::default()
+        };
+        let bounded = |key: &str, value: &Option<Spanned<usize>>, max: usize| match value {
+            None => Ok(None),
+            Some(v) if (1..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+            Some(v) => Err(at(
+                v.span(),
+                format!("endpoints.{key} must be 1 to {max}, found {}", v.get_ref()),
+            )),
+        };
+        if let Some(workers) = bounded("workers", &self.workers, MAX_WORKERS)? {
+            out.dispatch.workers = workers;
+        }
+        if let Some(capacity) = bounded("queue_capacity", &self.queue_capacity, MAX_QUEUE_CAPACITY)?
+        {
+            out.dispatch.queue_capacity = capacity;
+        }
+        let per_node = self
+            .max_per_node_endpoint_events
+            .as_ref()
+            .map_or(out.settings.max_per_node_endpoint_events(), |v| {
+                *v.get_ref()
+            });
+        let per_endpoint = self
+            .max_endpoint_events
+            .as_ref()
+            .map_or(out.settings.max_endpoint_events(), |v| *v.get_ref());
+        out.settings = Settings::new(per_node, per_endpoint).map_err(|e| {
+            let span = match e.setting {
+                "max_per_node_endpoint_events" => self.max_per_node_endpoint_events.as_ref(),
+                _ => self.max_endpoint_events.as_ref(),
+            }
+            .map_or(0..0, Spanned::span);
+            at(span, format!("endpoints.{e}"))
+        })?;
+        Ok(out)
+    }
+}
+
+/// The site's endpoint history: the embedded database, or MongoDB.
+pub async fn open_history(
+    site: &SiteConfig,
+    read_only: bool,
+) -> anyhow::Result<Arc<dyn HistoryStore>> {
+    use anyhow::Context;
+    Ok(match &site.storage_backend {
+        StorageBackend::Embedded => {
+            let path = &site.database;
+            let store = if read_only {
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "no vigil database at {} (has `vigil run` run with this site config?)",
+                        path.display()
+                    );
+                }
+                vigil_store::endpoints::SqliteHistory::open_read_only(path)
+            } else {
+                vigil_store::endpoints::SqliteHistory::open(path)
+            };
+            Arc::new(store.with_context(|| format!("opening {}", path.display()))?)
+        }
+        #[cfg(feature = "mongodb")]
+        StorageBackend::MongoDb { url, database } => {
+            Arc::new(vigil_mongo::MongoStorage::open(url, database).await?)
+        }
+        #[cfg(not(feature = "mongodb"))]
+        StorageBackend::MongoDb { .. } => {
+            return Err(crate::backends::not_built(
+                "mongodb",
+                "storage.backend = \"mongodb\"",
+            ));
+        }
+    })
+}
+
+/// The endpoint tracker of a running host (when `[endpoints] enabled`):
+/// the tracker, the sink this process's sources write to, and with the
+/// Kafka bus the consumer that feeds the tracker from
+/// `<site>-endpoint-events`.
+///
+/// | role | bus | sources write to | tracker fed by |
+/// |---|---|---|---|
+/// | `all`, `agent` | embedded | the tracker | its sources |
+/// | `all` | kafka | the topic | the topic (group `<site>-endpoint-workers`) |
+/// | `agent` | kafka | the topic | nothing (its numbers only) |
+/// | `endpoint-worker` | kafka | - | the topic |
+pub struct EndpointRuntime {
+    pub tracker: Arc<Tracker>,
+    /// Where this process's endpoint sources write.
+    pub sink: Arc<dyn vigil_endpoints::EventSink>,
+    consumer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    #[cfg(feature = "kafka")]
+    producer: Option<Arc<kafka::KafkaEventSink>>,
+}
+
+impl EndpointRuntime {
+    /// Starts what `role` runs of the tracker; `None` when the site does
+    /// not enable it.
+    pub async fn start(
+        site: &SiteConfig,
+        role: crate::agent::Role,
+    ) -> anyhow::Result<Option<EndpointRuntime>> {
+        use crate::agent::Role;
+        if !site.endpoints.enabled {
+            if role == Role::EndpointWorker {
+                anyhow::bail!(
+                    "the endpoint-worker role needs [endpoints] enabled = true in the site config"
+                );
+            }
+            return Ok(None);
+        }
+        let store = open_history(site, false).await?;
+        let tracker = Tracker::start(
+            TrackerConfig {
+                dispatch: site.endpoints.dispatch,
+                settings: site.endpoints.settings,
+            },
+            store,
+        )?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let kafka_bus = matches!(site.bus_backend, crate::site::BusBackend::Kafka { .. });
+        if role == Role::EndpointWorker && !kafka_bus {
+            anyhow::bail!(
+                "the endpoint-worker role consumes <site>-endpoint-events: it needs bus.backend = \"kafka\""
+            );
+        }
+        let mut runtime = EndpointRuntime {
+            sink: tracker.clone(),
+            tracker: tracker.clone(),
+            consumer: None,
+            stop,
+            #[cfg(feature = "kafka")]
+            producer: None,
+        };
+        if kafka_bus {
+            #[cfg(not(feature = "kafka"))]
+            {
+                drop(stop_rx);
+                return Err(crate::backends::not_built(
+                    "kafka",
+                    "endpoint events over bus.backend = \"kafka\"",
+                ));
+            }
+            #[cfg(feature = "kafka")]
+            {
+                let settings = kafka::settings(site)?;
+                if let Err(e) = vigil_kafka::ensure_topics(&settings).await {
+                    tracing::warn!("{e:#} (going on; the topic may appear later)");
+                }
+                if matches!(role, Role::All | Role::Agent) {
+                    let producer = Arc::new(kafka::KafkaEventSink::new(
+                        &settings,
+                        Some(tracker.clone()),
+                    )?);
+                    runtime.sink = producer.clone();
+                    runtime.producer = Some(producer);
+                }
+                if matches!(role, Role::All | Role::EndpointWorker) {
+                    let tracker = tracker.clone();
+                    runtime.consumer = Some(tokio::spawn(async move {
+                        let report = kafka::consume_into(&settings, tracker, stop_rx).await?;
+                        tracing::info!(?report, "endpoint event consumer stopped");
+                        Ok(())
+                    }));
+                }
+            }
+        }
+        tracing::info!(
+            role = role.name(),
+            workers = site.endpoints.dispatch.workers,
+            queue_capacity = site.endpoints.dispatch.queue_capacity,
+            bus = if kafka_bus { "kafka" } else { "embedded" },
+            "endpoint tracker running"
+        );
+        Ok(Some(runtime))
+    }
+
+    /// Stops the consumer (what it took but did not commit is left to the
+    /// group), delivers what this process produced, and lets the workers
+    /// store what is queued.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        #[cfg(feature = "kafka")]
+        if let Some(producer) = &self.producer
+            && !producer.flush(std::time::Duration::from_secs(10)).await
+        {
+            tracing::warn!("endpoint events not yet acknowledged by the broker at shutdown");
+        }
+        let _ = self.stop.send(true);
+        if let Some(consumer) = self.consumer {
+            consumer.await.context("endpoint event consumer")??;
+        }
+        self.tracker.shutdown().await.context("endpoint tracker")?;
+        Ok(())
+    }
+}
+
+/// The tracker's numbers as `/metrics` and `vigil status` show them.
+pub fn health(stats: &vigil_endpoints::tracker::TrackerStats) -> crate::health::EndpointHealth {
+    use crate::health::{EndpointHealth, EndpointRejections, EndpointWorker};
+    EndpointHealth {
+        received: stats
+            .received
+            .iter()
+            .map(|(source, n)| (source.as_str().to_owned(), *n))
+            .collect(),
+        rejected: stats
+            .rejected
+            .iter()
+            .map(|r| EndpointRejections {
+                source: r.source.as_str().to_owned(),
+                reason: r.reason.to_owned(),
+                count: r.count,
+                sample: r.sample.clone(),
+            })
+            .collect(),
+        workers: stats
+            .workers
+            .iter()
+            .map(|w| EndpointWorker {
+                queue_depth: w.queue_depth,
+                handled: w.handled,
+                store_errors: w.store_errors,
+                lag_seconds: w.lag_seconds,
+                max_lag_seconds: w.max_lag_seconds,
+            })
+            .collect(),
+        subscribers: stats
+            .subscribers
+            .iter()
+            .map(|(fabric, state)| (fabric.clone(), state.as_str().to_owned()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<EndpointSettings, LocatedError> {
+        let section: EndpointsSection = toml::from_str(text)
+            .map_err(|e| LocatedError::new(Path::new("site.toml"), 0, e.message().to_owned()))?;
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |p| p.matches('\n').count() + 1);
+            LocatedError::new(Path::new("site.toml"), line, message)
+        };
+        section.resolve(&at)
+    }
+
+    #[test]
+    fn defaults_are_bounded_and_errors_are_located() {
+        let s = parse("").expect("empty");
+        assert!(!s.enabled);
+        assert_eq!(s.dispatch.queue_capacity, DEFAULT_QUEUE_CAPACITY);
+        let s = parse("enabled = true\nworkers = 3\nmax_endpoint_events = 128\n").expect("ok");
+        assert!(s.enabled);
+        assert_eq!(s.dispatch.workers, 3);
+        assert_eq!(s.settings.max_endpoint_events(), 128);
+        let e = parse("enabled = true\nworkers = 0\n").expect_err("0 workers");
+        assert_eq!(
+            e.to_string(),
+            "site.toml:2: endpoints.workers must be 1 to 64, found 0"
+        );
+        let e = parse("\n\nmax_per_node_endpoint_events = 4\n").expect_err("below EPT's range");
+        assert!(e.to_string().starts_with("site.toml:3: endpoints."), "{e}");
+        assert!(
+            e.to_string().contains("max_per_node_endpoint_events"),
+            "{e}"
+        );
+        assert!(parse("queue = 1\n").is_err());
+    }
+}
