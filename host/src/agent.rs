@@ -202,19 +202,22 @@ impl Outputs {
         )
     }
 
-    /// Serves `/metrics` when the site asks for it.
+    /// Serves `/metrics` when the site asks for it, and `/api/v1` beside
+    /// it when `[api]` is enabled.
     async fn serve_metrics(
         &self,
         health: &Arc<Health>,
+        api: Option<axum::Router>,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         let Some(settings) = &self.site.outputs.prometheus else {
             return Ok(None);
         };
-        let server = crate::sinks::prometheus::serve(
+        let server = crate::sinks::prometheus::serve_with(
             settings.listen,
             health.clone(),
             self.registry.clone(),
+            api,
             stop,
         )
         .await?;
@@ -240,8 +243,28 @@ pub async fn run_as(
         stats.clone(),
         outputs.probes.clone(),
     ));
+    // The endpoint tracker, when the site enables it: every endpoint
+    // source of this process writes to its sink.
+    let endpoints = crate::endpoints::EndpointRuntime::start(&site, identity.role).await?;
+    if let Some(runtime) = &endpoints {
+        let tracker = Arc::downgrade(&runtime.tracker);
+        health.set_endpoints(move || {
+            tracker
+                .upgrade()
+                .map(|t| crate::endpoints::health(&t.stats()))
+                .unwrap_or_default()
+        });
+    }
+    let api = match &site.api {
+        Some(settings) => Some(crate::api::router(
+            settings.clone(),
+            crate::endpoints::api_sink(endpoints.as_ref()),
+            crate::endpoints::api_store(&site, endpoints.as_ref()).await?,
+        )),
+        None => None,
+    };
     let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
-    let metrics_server = outputs.serve_metrics(&health, metrics_stop_rx).await?;
+    let metrics_server = outputs.serve_metrics(&health, api, metrics_stop_rx).await?;
     if identity.role == Role::Consumer {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut consumer = tokio::spawn(consume_bus(site.clone(), outputs, stop_rx));
@@ -260,22 +283,29 @@ pub async fn run_as(
         }
         return result.context("consumer task")?;
     }
-    // The endpoint tracker, when the site enables it: every endpoint
-    // source of this process writes to its sink.
-    let endpoints = crate::endpoints::EndpointRuntime::start(&site, identity.role).await?;
-    if let Some(runtime) = &endpoints {
-        let tracker = Arc::downgrade(&runtime.tracker);
-        health.set_endpoints(move || {
-            tracker
-                .upgrade()
-                .map(|t| crate::endpoints::health(&t.stats()))
-                .unwrap_or_default()
-        });
-    }
     if identity.role == Role::EndpointWorker {
         let _hangups = crate::reload::spawn_unsupported(hangups);
         tracing::info!(site = %site.name, agent = %identity.agent_id, "vigil endpoint worker running");
+        // Its status record (`vigil status`): no plugins, the tracker's
+        // numbers in its health.
+        let status = {
+            let (site, identity, health, store) = (
+                site.clone(),
+                identity.clone(),
+                health.clone(),
+                store.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATUS_EVERY);
+                loop {
+                    tick.tick().await;
+                    write_worker_status(&site, &identity, &health, &store, started_at).await;
+                }
+            })
+        };
         shutdown.await;
+        status.abort();
+        write_worker_status(&site, &identity, &health, &store, started_at).await;
         if let Some(runtime) = endpoints {
             runtime.shutdown().await?;
         }
@@ -355,7 +385,16 @@ pub async fn run_as(
         expired: expired_tx,
         resources: site.resources.clone(),
         failures: Arc::default(),
-        endpoints: None, // wired by the endpoint service
+        // SNMP endpoint plugins' snapshots become events of the tracker's
+        // sink; the previous snapshots and node ids live in the plugin
+        // key/value backend, under a namespace no plugin can name.
+        endpoints: endpoints.as_ref().map(|runtime| {
+            Arc::new(crate::pipeline::endpoints::EndpointFeed::new(
+                runtime.sink.clone(),
+                sandbox.kv().clone(),
+                crate::pipeline::endpoints::EndpointFeedSettings { fabric: None },
+            ))
+        }),
     });
     let scheduler = Scheduler::new(
         registry.clone(),
@@ -545,6 +584,29 @@ impl Drop for ShutdownProgress {
     fn drop(&mut self) {
         self.reminder.abort();
     }
+}
+
+/// The status record of a process that runs no plugins (`endpoint-worker`).
+async fn write_worker_status(
+    site: &SiteConfig,
+    identity: &Identity,
+    health: &Health,
+    store: &Arc<dyn Storage>,
+    started_at: f64,
+) {
+    let status = HostStatus {
+        agent_id: identity.agent_id.clone(),
+        role: identity.role.name().to_owned(),
+        site: site.name.clone(),
+        pid: std::process::id(),
+        started_at,
+        updated_at: epoch_seconds(SystemTime::now()),
+        resources: 0,
+        plugins: Vec::new(),
+        broken: Vec::new(),
+        health: serde_json::to_value(health.snapshot()).unwrap_or_default(),
+    };
+    logged("writing status", store.put_status(&status)).await;
 }
 
 #[allow(clippy::too_many_arguments)]

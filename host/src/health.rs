@@ -475,7 +475,8 @@ impl EndpointHealth {
                 SampleValue::Unsigned(r.count),
             );
         }
-        let per_worker: [(&str, Kind, &str, fn(&EndpointWorker) -> SampleValue); 5] = [
+        type Pick = fn(&EndpointWorker) -> SampleValue;
+        let per_worker: [(&str, Kind, &str, Pick); 5] = [
             (
                 "vigil_endpoint_queue_depth",
                 Kind::Gauge,

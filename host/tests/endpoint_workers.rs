@@ -230,15 +230,44 @@ fn two_workers_and_a_sigkill_lose_nothing_and_keep_order() {
         assert_eq!(interfaces, &expected, "{addr}: in order, once each");
         assert!(ts.windows(2).all(|w| w[0] > w[1]), "{addr}: {ts:?}");
     }
-    let logs = format!(
-        "{}{}",
-        std::fs::read_to_string(&a.log).unwrap_or_default(),
-        log_b()
-    );
+    let logs: String = ["a", "a2", "b"]
+        .iter()
+        .map(|id| std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap_or_default())
+        .collect();
     assert!(
         logs.contains("endpoint input rejected") && logs.contains("wrong_type"),
         "the bad message was not refused by a worker\n{logs}"
     );
+    // `vigil status` shows each worker's tracker: b took events from
+    // Kafka, and one worker refused the bad message (the refusal died
+    // with a if a had it; then the restarted a2 did not see it again, as
+    // it was committed past).
+    std::thread::sleep(Duration::from_secs(3));
+    let output = Command::new(vigil_bin())
+        .arg("--site")
+        .arg(&site)
+        .args(["status", "--json"])
+        .output()
+        .expect("vigil status");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let view: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let agents = view["agents"].as_array().cloned().unwrap_or_default();
+    let b_view = agents
+        .iter()
+        .find(|agent| agent["agent_id"] == "b")
+        .unwrap_or_else(|| panic!("no status of b: {text}"));
+    assert_eq!(b_view["role"], "endpoint-worker", "{text}");
+    let endpoints = &b_view["health"]["endpoints"];
+    assert!(
+        endpoints["received"]["kafka"].as_u64().unwrap_or(0) > 0,
+        "{endpoints}"
+    );
+    assert_eq!(
+        endpoints["workers"].as_array().map(Vec::len),
+        Some(2),
+        "{endpoints}"
+    );
+
     for worker in [&mut a, &mut b] {
         let _ = Command::new("kill")
             .args(["-TERM", &worker.child.id().to_string()])

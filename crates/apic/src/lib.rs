@@ -47,6 +47,16 @@
 //!    doubled after each failure up to `reconnect_max`, default 60 s; back
 //!    to the start once in sync), log in again and rebuild.
 //!
+//! Ordering and cancellation: one task per fabric applies everything in
+//! order; a reader task reads the websocket (stamping each message with its
+//! receipt time and noting pongs) and a keeper task does the refreshes and
+//! the heartbeat. Shutdown and session failures interrupt only waits (a
+//! REST request, the next message), never a payload being applied: a
+//! payload is recorded and handed to the sink whole, so the recording and
+//! the live history always agree. Shutdown therefore waits for the payload
+//! under way, i.e. for the sink to take its events (a sink that is shutting
+//! down should answer [`SinkClosed`](vigil_endpoints::ingest::SinkClosed)).
+//!
 //! # What goes to the sink
 //!
 //! - [`EventSink::fabric`]: an `Arc<Fabric>` snapshot after each build, and
@@ -78,7 +88,9 @@
 //! events, the overlay vnid learnt from `uni/tn-infra/ctx-overlay-1`), so
 //! `vigil endpoints replay FILE --fabric NAME` of a recording gives the
 //! history the live path gave. A write error stops the recording (logged)
-//! but not the subscriber.
+//! but not the subscriber. The file is opened for appending: use one file
+//! per run (a replay of two runs in one file carries the first run's fabric
+//! objects into the second).
 //!
 //! # Wiring it into the host
 //!
@@ -92,6 +104,19 @@
 //! }
 //! ```
 //!
+//! [`SubscriberStatus`] carries the state, the last error (a refused login
+//! says so with APIC's text, never the password) and counters (logins,
+//! builds, failures, pages, notifications, messages received, events,
+//! rejections, token and subscription refreshes, subscriptions) for
+//! `vigil status` and `/metrics`. Site keys, defaults and bounds are listed
+//! on [`ApicConfig`]; [`RawApicConfig`] is the `[[endpoints.fabrics]]` entry
+//! as written (`name`, `apic`, `username`, `password`, `tls_verify`,
+//! `ca_file`, `request_timeout`, `connect_timeout`, `page_size`,
+//! `max_response_bytes`, `max_message_bytes`, `max_objects_per_build`,
+//! `max_buffered_bytes`, `build_timeout`, `subscription_refresh`,
+//! `heartbeat_interval`, `heartbeat_timeout`, `reconnect_initial`,
+//! `reconnect_max`, `record_to`).
+//!
 //! `run` returns an error only when it cannot go on at all
 //! ([`SubscriberError`]: the sink closed, the TLS setup or the recording
 //! file failed); every APIC failure is retried.
@@ -104,6 +129,17 @@
 //! false` is an explicit, logged escape hatch. Plain `http://` is accepted
 //! only to loopback addresses (tests). Every response, message, page,
 //! build and backlog is bounded; nothing the network sends is unwrapped.
+//!
+//! # Not done yet
+//!
+//! - Endpoints that disappeared while disconnected are not deleted by a
+//!   rebuild (fabric objects are): a rebuild re-reads every endpoint object
+//!   the APIC has, but nothing says which ones it no longer has. EPT's
+//!   answer is the node-inactive handling of §11 and its watchers, which
+//!   come with the next issue.
+//! - Notifications are not filtered by `subscriptionId` (an APIC only sends
+//!   a session what it subscribed to).
+//! - One APIC is used per session; another is tried at the next login.
 //!
 //! # Features
 //!

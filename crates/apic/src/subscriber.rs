@@ -139,6 +139,8 @@ pub enum SubscriberError {
     SinkClosed { fabric: String },
     #[error("fabric {fabric}: {error}")]
     Tls { fabric: String, error: TlsError },
+    #[error("fabric {fabric}: {error}")]
+    Config { fabric: String, error: String },
     #[error("fabric {fabric}: HTTP client: {error}")]
     Client { fabric: String, error: String },
     #[error("fabric {fabric}: record_to {path}: {error}")]
@@ -206,7 +208,29 @@ pub struct Subscriber {
 impl Subscriber {
     /// A subscriber for `config` writing to `sink`; nothing happens until
     /// [`Subscriber::run`].
-    pub fn new(config: ApicConfig, sink: Arc<dyn EventSink>) -> Subscriber {
+    ///
+    /// [`crate::RawApicConfig::validate`] enforces the documented bounds;
+    /// a config built in code is only kept from values that cannot work
+    /// (zero durations and sizes are raised to a small minimum).
+    pub fn new(mut config: ApicConfig, sink: Arc<dyn EventSink>) -> Subscriber {
+        let min = Duration::from_millis(10);
+        for d in [
+            &mut config.request_timeout,
+            &mut config.connect_timeout,
+            &mut config.build_timeout,
+            &mut config.subscription_refresh,
+            &mut config.heartbeat_interval,
+            &mut config.heartbeat_timeout,
+            &mut config.reconnect_initial,
+        ] {
+            *d = (*d).max(min);
+        }
+        config.reconnect_max = config.reconnect_max.max(config.reconnect_initial);
+        config.page_size = config.page_size.clamp(1, crate::config::MAX_PAGE_SIZE);
+        config.max_response_bytes = config.max_response_bytes.max(1024);
+        config.max_message_bytes = config.max_message_bytes.max(1024);
+        config.max_buffered_bytes = config.max_buffered_bytes.max(1024);
+        config.max_objects_per_build = config.max_objects_per_build.max(1);
         Subscriber {
             config: Arc::new(config),
             sink,
@@ -248,12 +272,32 @@ impl Subscriber {
                 "tls_verify = false: the APIC's certificate is not checked; anyone on the path can read the APIC password"
             );
         }
-        let tls = client_config(config.tls_verify, config.ca_file.as_deref()).map_err(|error| {
-            SubscriberError::Tls {
+        // Plain http only to loopback, however the config was built.
+        if let Some(bad) = config
+            .apics
+            .iter()
+            .find(|a| ApicUrl::parse(&a.http_base()).as_ref() != Ok(*a))
+        {
+            return Err(SubscriberError::Config {
+                fabric: fabric.clone(),
+                error: format!(
+                    "{bad} is not an APIC address vigil may use (plain http is for loopback only)"
+                ),
+            });
+        }
+        if config.apics.is_empty() {
+            return Err(SubscriberError::Config {
+                fabric: fabric.clone(),
+                error: "no APIC address".into(),
+            });
+        }
+        let https = config.apics.iter().any(|a| a.https);
+        let tls = client_config(config.tls_verify, config.ca_file.as_deref(), https).map_err(
+            |error| SubscriberError::Tls {
                 fabric: fabric.clone(),
                 error,
-            }
-        })?;
+            },
+        )?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls.as_ref().clone())
             .timeout(config.request_timeout)
@@ -1251,6 +1295,28 @@ mod tests {
             "APIC error 401: Username or password is incorrect"
         );
         assert!(apic_error(&json!({"imdata": []})).is_none());
+    }
+
+    #[tokio::test]
+    async fn plain_http_off_loopback_is_refused_before_any_connection() {
+        let password = vigil_core::secret::SecretSource::Inline("pw".into())
+            .read(std::path::Path::new("."))
+            .unwrap();
+        let apic = ApicUrl {
+            https: false,
+            host: "10.0.0.1".into(),
+            port: None,
+        };
+        let config = ApicConfig::new("fab1", vec![apic], "u", password);
+        let sink = Arc::new(vigil_endpoints::ingest::CollectingSink::new());
+        let subscriber = Subscriber::new(config, sink.clone());
+        let status = subscriber.status();
+        let (_stop, stop_rx) = watch::channel(false);
+        let e = subscriber.run(stop_rx).await.unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert_eq!(status.borrow().state, SubscriberState::Stopped);
+        assert_eq!(status.borrow().login_attempts, 0);
+        assert!(status.borrow().last_error.is_some());
     }
 
     #[test]

@@ -25,10 +25,14 @@ pub enum TlsError {
     NoRoots,
 }
 
-/// The client configuration for `tls_verify` and `ca_file`.
+/// The client configuration for `tls_verify` and `ca_file`. With
+/// `require_roots` (some APIC is reached over https), having no trusted
+/// root at all is an error rather than a configuration that fails every
+/// handshake.
 pub fn client_config(
     tls_verify: bool,
     ca_file: Option<&Path>,
+    require_roots: bool,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -53,7 +57,7 @@ pub fn client_config(
                 roots.add(cert).map_err(|e| fail(e.to_string()))?;
             }
         }
-        if roots.is_empty() {
+        if roots.is_empty() && require_roots {
             return Err(TlsError::NoRoots);
         }
         builder.with_root_certificates(roots).with_no_client_auth()
@@ -115,12 +119,13 @@ mod tests {
 
     #[test]
     fn builds_with_and_without_verification() {
-        assert!(client_config(false, None).is_ok());
+        assert!(client_config(false, None, true).is_ok());
+        assert!(client_config(true, None, false).is_ok());
         let dir = std::env::temp_dir().join(format!("vigil-apic-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = client_config(true, Some(&empty)).unwrap_err();
+        let e = client_config(true, Some(&empty), true).unwrap_err();
         assert!(e.to_string().contains("empty.pem"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

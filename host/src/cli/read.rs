@@ -243,6 +243,9 @@ fn print_agent(agent: &AgentView, status: &vigil_host::store::HostStatus, now: f
             .collect();
         println!("queues: {}", queues.join(" "));
     }
+    if let Some(endpoints) = &health.endpoints {
+        print_endpoint_health(endpoints);
+    }
     if !health.sinks.is_empty() {
         let mut sinks = Table::new(&[
             "SINK",
@@ -458,4 +461,62 @@ pub async fn runs(site: &SiteConfig, args: RunsArgs) -> anyhow::Result<ExitCode>
     }
     table.print();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The endpoint tracker's lines of `vigil status`.
+fn print_endpoint_health(e: &vigil_host::health::EndpointHealth) {
+    let pairs = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(" ")
+        }
+    };
+    println!(
+        "endpoint events received: {}",
+        pairs(e.received.iter().map(|(s, n)| format!("{s}={n}")).collect())
+    );
+    println!(
+        "endpoint inputs rejected: {}",
+        pairs(
+            e.rejected
+                .iter()
+                .map(|r| format!("{}/{}={}", r.source, r.reason, r.count))
+                .collect()
+        )
+    );
+    for r in &e.rejected {
+        println!("  latest {}/{}: {}", r.source, r.reason, r.sample);
+    }
+    if !e.subscribers.is_empty() {
+        println!(
+            "APIC subscribers: {}",
+            pairs(
+                e.subscribers
+                    .iter()
+                    .map(|(fabric, state)| format!("{fabric}={state}"))
+                    .collect()
+            )
+        );
+    }
+    let mut workers = Table::new(&[
+        "WORKER",
+        "QUEUED",
+        "HANDLED",
+        "STORE ERRORS",
+        "LAG",
+        "MAX LAG",
+    ])
+    .right_align(&[1, 2, 3, 4, 5]);
+    for (i, w) in e.workers.iter().enumerate() {
+        workers.row(vec![
+            i.to_string(),
+            w.queue_depth.to_string(),
+            w.handled.to_string(),
+            w.store_errors.to_string(),
+            format!("{:.3}s", w.lag_seconds),
+            format!("{:.3}s", w.max_lag_seconds),
+        ]);
+    }
+    workers.print();
 }

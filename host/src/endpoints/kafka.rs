@@ -96,6 +96,7 @@ pub fn to_pushed(ev: &EpmEvent) -> Value {
             out.insert("addr".into(), json!(ev.ip));
             out.insert("rw_mac".into(), json!(ev.addr));
             out.insert("rw_bd".into(), json!(ev.bd));
+            out.insert("encap".into(), json!(ev.encap));
         }
         class => {
             let mac = ev.history_type == HistoryType::Mac;

@@ -162,6 +162,8 @@ pub async fn open_history(
 /// | `endpoint-worker` | kafka | - | the topic |
 pub struct EndpointRuntime {
     pub tracker: Arc<Tracker>,
+    /// The history store the tracker writes (what the API reads).
+    pub store: Arc<dyn HistoryStore>,
     /// Where this process's endpoint sources write.
     pub sink: Arc<dyn vigil_endpoints::EventSink>,
     consumer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -178,6 +180,9 @@ impl EndpointRuntime {
         role: crate::agent::Role,
     ) -> anyhow::Result<Option<EndpointRuntime>> {
         use crate::agent::Role;
+        if role == Role::Consumer {
+            return Ok(None);
+        }
         if !site.endpoints.enabled {
             if role == Role::EndpointWorker {
                 anyhow::bail!(
@@ -192,7 +197,7 @@ impl EndpointRuntime {
                 dispatch: site.endpoints.dispatch,
                 settings: site.endpoints.settings,
             },
-            store,
+            store.clone(),
         )?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let kafka_bus = matches!(site.bus_backend, crate::site::BusBackend::Kafka { .. });
@@ -202,6 +207,7 @@ impl EndpointRuntime {
             );
         }
         let mut runtime = EndpointRuntime {
+            store,
             sink: tracker.clone(),
             tracker: tracker.clone(),
             consumer: None,
@@ -270,6 +276,53 @@ impl EndpointRuntime {
         self.tracker.shutdown().await.context("endpoint tracker")?;
         Ok(())
     }
+}
+
+/// Where `POST /api/v1/endpoints/events` writes: this process's endpoint
+/// sink, or, without a tracker here, a sink that refuses (the API answers
+/// that the tracker is not running).
+pub fn api_sink(runtime: Option<&EndpointRuntime>) -> Arc<dyn vigil_endpoints::EventSink> {
+    match runtime {
+        Some(runtime) => runtime.sink.clone(),
+        None => Arc::new(NotTracking),
+    }
+}
+
+/// What the API reads: the tracker's store, or the site's history opened
+/// for reading.
+pub async fn api_store(
+    site: &SiteConfig,
+    runtime: Option<&EndpointRuntime>,
+) -> anyhow::Result<Arc<dyn HistoryStore>> {
+    match runtime {
+        Some(runtime) => Ok(runtime.store.clone()),
+        None => open_history(site, false).await,
+    }
+}
+
+/// The sink of a process without a tracker.
+struct NotTracking;
+
+#[async_trait::async_trait]
+impl vigil_endpoints::EventSink for NotTracking {
+    async fn fabric(
+        &self,
+        _: Arc<vigil_endpoints::Fabric>,
+    ) -> Result<(), vigil_endpoints::SinkClosed> {
+        Err(vigil_endpoints::SinkClosed)
+    }
+
+    async fn event(
+        &self,
+        _: vigil_endpoints::Source,
+        _: vigil_endpoints::model::EpmEvent,
+    ) -> Result<(), vigil_endpoints::SinkClosed> {
+        Err(vigil_endpoints::SinkClosed)
+    }
+
+    fn rejected(&self, _: vigil_endpoints::Source, _: &'static str, _: &str) {}
+
+    fn subscriber_state(&self, _: &str, _: vigil_endpoints::SubscriberState) {}
 }
 
 /// The tracker's numbers as `/metrics` and `vigil status` show them.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{signal, stop, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 use vigil_tests::{PluginFile, artifacts};
 
 fn vigil_bin() -> PathBuf {
@@ -1038,4 +1038,100 @@ fn a_failing_job_is_logged_once_not_at_every_run() {
         "{} failed runs, logged {logged} times:\n{log}",
         failed.len()
     );
+}
+
+/// Issue #14 end to end: a running host with `[endpoints]` and `[api]`
+/// takes a batch of pushed events over HTTP (the bad one refused by index,
+/// the good ones kept), writes their history, serves it to the CLI and
+/// the API, and counts it all on `/metrics`.
+#[test]
+fn pushed_events_reach_the_history_of_a_running_host() {
+    let port = vigil_tests::servers::free_tcp_port().expect("port");
+    let read = "r".repeat(40);
+    let operator = "o".repeat(40);
+    let site = Site::with_config(
+        4,
+        &format!(
+            "[outputs.prometheus]\nlisten = \"127.0.0.1:{port}\"\n\
+             [endpoints]\nenabled = true\nworkers = 2\n\
+             [api]\nenabled = true\nread_tokens = [\"{read}\"]\noperator_tokens = [\"{operator}\"]\n"
+        ),
+    );
+    let vigil = site.start_logged();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("/metrics to answer", Duration::from_secs(60), || {
+        !get_metrics(port).is_empty()
+    });
+    let client = reqwest::blocking::Client::new();
+    let mac = "00:50:56:aa:bb:01";
+    let event = |ts: f64, intf: &str| {
+        json!({"fabric": "fab1", "node": 101, "vnid": 15990734, "type": "mac", "addr": mac,
+               "status": "created", "ts": ts, "intf_id": intf, "encap": "vlan-10",
+               "pctag": 32771, "flags": ["local"]})
+    };
+    let batch = json!([
+        event(1_765_000_000.0, "eth1/1"),
+        event(1_765_000_001.0, "eth1/2"),
+        {"fabric": 7},
+    ]);
+    // A read token may not push.
+    let refused = client
+        .post(format!("{base}/api/v1/endpoints/events"))
+        .bearer_auth(&read)
+        .json(&batch)
+        .send()
+        .expect("post");
+    assert_eq!(refused.status().as_u16(), 403);
+    let answer: Value = client
+        .post(format!("{base}/api/v1/endpoints/events"))
+        .bearer_auth(&operator)
+        .json(&batch)
+        .send()
+        .and_then(|r| r.json())
+        .expect("post");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    assert_eq!(answer["errors"][0]["index"], 2, "{answer}");
+
+    // The CLI reads the history the host wrote.
+    let show = || {
+        let output = site.vigil(&["endpoints", "show", mac, "--json"]);
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    wait_until(
+        "the history of the pushed MAC",
+        Duration::from_secs(30),
+        || show()["history"][0]["count"] == 2,
+    );
+    let shown = show();
+    assert_eq!(
+        shown["history"][0]["events"][0]["intf_id"], "eth1/2",
+        "{shown}"
+    );
+    assert_eq!(
+        shown["history"][0]["events"][1]["intf_id"], "eth1/1",
+        "{shown}"
+    );
+
+    // The API reads it too.
+    let page: Value = client
+        .get(format!("{base}/api/v1/endpoints?search=00-50-56-AA-BB"))
+        .bearer_auth(&read)
+        .send()
+        .and_then(|r| r.json())
+        .expect("get");
+    assert_eq!(page["items"][0]["addr"], "00:50:56:AA:BB:01", "{page}");
+
+    let metrics = get_metrics(port);
+    for line in [
+        "vigil_endpoint_events_received_total{source=\"http\"} 2",
+        "vigil_endpoint_events_rejected_total{source=\"http\",reason=\"wrong_type\"} 1",
+        "vigil_endpoint_queue_depth{worker=\"1\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("vigil_endpoint_events_handled_total{worker="),
+        "{metrics}"
+    );
+    stop(vigil);
 }

@@ -1079,6 +1079,62 @@ async fn hostile_messages_are_rejected_and_the_subscriber_goes_on() -> Result<()
     h.replay_matches().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_and_buffers_are_bounded() -> Result<()> {
+    // Too many objects for one build: every build is refused, none applied
+    // past the bound.
+    let sim = fabric_sim().await?;
+    let mut h = Harness::start(sim, |c| c.max_objects_per_build = 20).await?;
+    h.wait_status("two refused builds", |s| s.failures >= 2)
+        .await?;
+    let status = h.status.borrow().clone();
+    ensure!(status.builds == 0, "{status:?}");
+    ensure!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("max_objects_per_build")),
+        "{status:?}"
+    );
+    ensure!(!h.sink.states().contains(&SubscriberState::InSync));
+    h.stop().await?;
+
+    // Notifications waiting for a build past max_buffered_bytes: the
+    // session ends (interrupting the held query), and the next one builds.
+    let sim = fabric_sim().await?;
+    sim.hold("epmMacEp", 1);
+    let mut h = Harness::start(sim, |c| c.max_buffered_bytes = 4096).await?;
+    until("the held page to be asked for", || {
+        h.sim.queries().contains(&("epmMacEp".to_owned(), 1))
+    })
+    .await?;
+    let pad = "p".repeat(1500);
+    for n in 0..3 {
+        let mut o = local_mac(105, &mac(0x80 + n), "eth1/8");
+        o["descr"] = json!(pad);
+        ensure!(h.sim.notify("epmMacEp", vec![o]) == 1);
+    }
+    let status = h
+        .wait_status("a backlog failure", |s| s.failures >= 1)
+        .await?;
+    ensure!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("max_buffered_bytes")),
+        "{status:?}"
+    );
+    ensure!(status.builds == 0, "{status:?}");
+    h.sim.release("epmMacEp", 1);
+    h.in_sync(1).await?;
+    // The learns came with the rebuild's pages.
+    for n in 0..3 {
+        ensure!(h.endpoint(BD, &mac(0x80 + n)).await?.events[0].node == 105);
+    }
+    h.stop().await?;
+    h.replay_matches().await
+}
+
 #[test]
 fn a_site_file_entry_is_read_and_checked() -> Result<()> {
     let text = r#"
