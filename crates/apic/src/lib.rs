@@ -127,7 +127,11 @@
 //! inline, from `{ env = ... }` or `{ file = ... }`). TLS is verified
 //! against the system roots plus an optional `ca_file`; `tls_verify =
 //! false` is an explicit, logged escape hatch. Plain `http://` is accepted
-//! only to loopback addresses (tests). Every response, message, page,
+//! only to loopback addresses (tests; also refused at run time for a
+//! config built in code). `tests/tls.rs` checks that an unknown CA is
+//! refused before anything is sent, that `ca_file` trusts a private CA and
+//! that `tls_verify = false` accepts any certificate (REST; the websocket
+//! uses the same client configuration). Every response, message, page,
 //! build and backlog is bounded; nothing the network sends is unwrapped.
 //!
 //! # Not done yet
@@ -159,7 +163,7 @@ pub use config::{ApicConfig, ApicUrl, ConfigError, RawApicConfig, validate_all};
 #[cfg(feature = "websocket")]
 pub use subscriber::{
     ENDPOINT_CLASSES, FABRIC_SUBSCRIPTION_CLASSES, SessionError, Subscriber, SubscriberError,
-    SubscriberStatus,
+    SubscriberStatus, run,
 };
 pub use vigil_core::secret::{Secret, SecretSource};
 #[cfg(doc)]

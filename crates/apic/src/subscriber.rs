@@ -490,6 +490,16 @@ impl Subscriber {
     }
 }
 
+/// `Subscriber::new(config, sink).run(shutdown)` for a caller that does
+/// not want the status handle.
+pub async fn run(
+    config: ApicConfig,
+    sink: Arc<dyn EventSink>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), SubscriberError> {
+    Subscriber::new(config, sink).run(shutdown).await
+}
+
 /// When to refresh a token that times out after `timeout`: at half of it.
 fn refresh_interval(timeout: Duration) -> Duration {
     (timeout / 2).max(Duration::from_secs(1))
@@ -1178,9 +1188,14 @@ impl Shared {
         received: f64,
         kind: Kind,
     ) -> Result<(), SessionError> {
-        if let Value::Object(map) = &mut value {
-            map.insert("ts".into(), json!(received));
-        }
+        // APIC payloads are objects; anything else could not carry its
+        // `ts` into the recording.
+        let Value::Object(map) = &mut value else {
+            let sample = truncate(&value.to_string(), SAMPLE_BYTES);
+            self.reject("bad_payload", &format!("not a JSON object: {sample}"));
+            return Ok(());
+        };
+        map.insert("ts".into(), json!(received));
         if let Some(recorder) = &mut self.recorder
             && let Err(e) = recorder.write(&value)
         {

@@ -27,6 +27,11 @@
 //! returned.
 //!
 //! Every call runs on tokio's blocking pool, as the rest of the store does.
+//! The write-behind cache of `vigil-endpoints` writes through
+//! [`HistoryStore::put_batch`] (one transaction per batch, the rows
+//! serialised on the blocking pool, the batch handed back on failure) and
+//! reads its misses through [`HistoryStore::load_many`] on a second
+//! connection, so one worker's reads do not wait behind another's batch.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1135,3 +1135,95 @@ fn pushed_events_reach_the_history_of_a_running_host() {
     );
     stop(vigil);
 }
+
+/// Issue #14's proof with real hosts: a Linux bridge in a network
+/// namespace is the switch (snmpd answering the ARP tables and BRIDGE-MIB),
+/// hosts on its ports; `vigil run` polls it with the bundled SNMP endpoint
+/// plugin, and a host moved from swp1 to swp3 shows in `vigil endpoints
+/// show` within two polls of the move.
+#[test]
+fn a_host_moved_between_switch_ports_shows_in_the_history_within_two_polls() {
+    use vigil_tests::netns_switch::{COMMUNITY, H1_MAC, NetnsSwitch};
+    if let Err(reason) = NetnsSwitch::available() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let switch = NetnsSwitch::start().unwrap_or_else(|e| panic!("namespace switch: {e:#}"));
+    let site = Site::with_config(
+        4,
+        &format!(
+            "[endpoints]\nenabled = true\n[snmp]\ntimeout = \"2s\"\nretries = 1\n\
+             [[snmp.credentials]]\nnetworks = [\"127.0.0.0/8\"]\nversion = \"2c\"\ncommunity = \"{COMMUNITY}\"\n"
+        ),
+    );
+    site.inventory_at(&[("netns-switch", "network", switch.endpoint())], 3600);
+    site.discovery("1h");
+    const POLL_SECONDS: u64 = 3;
+    PluginFile::new("snmp_endpoints", "endpoints", artifacts::SNMP_ENDPOINTS)
+        .frequency(&format!("{POLL_SECONDS}s"))
+        .set("main", "resource_filter", r#"resource_class = "network""#)
+        .set("capabilities", "snmp", "yes")
+        .set("snmp", "max_repetitions", "25")
+        .set("sandbox", "deadline", "20s")
+        .write(&site.plugins(), "snmp_endpoints");
+    let vigil = site.start_logged();
+    let show = || {
+        let output = site.vigil(&["endpoints", "show", H1_MAC, "--json"]);
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    let newest_port = |shown: &Value| {
+        shown["history"][0]["events"][0]["intf_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    wait_until(
+        "host 1 on swp1 in the history",
+        Duration::from_secs(90),
+        || newest_port(&show()) == "swp1",
+    );
+    let shown = show();
+    assert_eq!(shown["fabric"], "lab", "{shown}");
+    assert_eq!(shown["history"][0]["count"], 1, "{shown}");
+
+    // RFC 3339 in UTC with milliseconds, as `vigil runs --json` and
+    // `vigil endpoints show --json` write times: such strings sort as
+    // the times do.
+    let moved_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    switch.move_h1_to_swp3().expect("move host 1");
+    wait_until(
+        "host 1 on swp3 in the history",
+        Duration::from_secs(4 * POLL_SECONDS + 60),
+        || newest_port(&show()) == "swp3",
+    );
+    // The poll that recorded the move is at most the second run that
+    // started after it.
+    let seen_at = show()["history"][0]["events"][0]["ts"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The run's record is written when the run has ended, shortly after
+    // its history.
+    std::thread::sleep(Duration::from_secs(2));
+    let output = site.vigil(&["runs", "--json", "--limit", "100000"]);
+    let runs = String::from_utf8_lossy(&output.stdout).into_owned();
+    let polls = runs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|run| run["plugin"] == "snmp_endpoints")
+        .filter_map(|run| run["started_at"].as_str().map(str::to_owned))
+        .filter(|started| *started > moved_at && *started <= seen_at)
+        .count();
+    assert!(
+        (1..=2).contains(&polls),
+        "the move reached the history after {polls} polls (moved {moved_at}, recorded {seen_at})\n{runs}"
+    );
+    let shown = show();
+    assert_eq!(shown["history"][0]["count"], 2, "{shown}");
+    assert_eq!(
+        shown["history"][0]["events"][1]["intf_id"], "swp1",
+        "{shown}"
+    );
+    stop(vigil);
+    drop(switch);
+}

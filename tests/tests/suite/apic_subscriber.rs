@@ -1024,6 +1024,7 @@ async fn hostile_messages_are_rejected_and_the_subscriber_goes_on() -> Result<()
 
     ensure!(h.sim.push_raw("{not json at all") == 1);
     ensure!(h.sim.push_raw(r#"{"imdata": 5}"#) == 1);
+    ensure!(h.sim.push_raw("[1, 2]") == 1);
     // One bad endpoint object, one bad fabric object, one good learn.
     let mixed = json!({"subscriptionId": ["1"], "imdata": [
         {"epmMacEp": {"attributes": {"dn": "topology/pod-1/node-101/sys/nonsense", "status": "created"}}},
@@ -1034,9 +1035,9 @@ async fn hostile_messages_are_rejected_and_the_subscriber_goes_on() -> Result<()
     ensure!(h.sim.push_raw(&mixed.to_string()) == 1);
     h.events(before + 1).await?;
     ensure!(h.endpoint(BD, &mac(0x70)).await?.events[0].node == 103);
-    until("five rejections", || lock(&h.sink.rejected).len() >= 5).await?;
+    until("six rejections", || lock(&h.sink.rejected).len() >= 6).await?;
     ensure!(h.sink.rejections("not_json").len() == 1);
-    ensure!(h.sink.rejections("bad_payload").len() == 1);
+    ensure!(h.sink.rejections("bad_payload").len() == 2);
     ensure!(
         h.sink.rejections("bad_object").len() == 2,
         "{:?}",
