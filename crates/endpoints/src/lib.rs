@@ -15,6 +15,7 @@
 //! | [`apic`] | APIC epm objects and payloads → [`model::EpmEvent`] | §3 |
 //! | [`apic_fabric`] | APIC fabric objects (nodes, tunnels, vpcs, vnids, EPGs) → [`Fabric`] | §4, §5, §10 |
 //! | [`replay`] | replay a recorded fabric (APIC payloads as JSON lines) into history | issue #14 |
+//! | [`fabric_doc`] | a fabric model as one JSON document (for worker processes) | issue #14 |
 //! | [`fabric`] | nodes, tunnels, vpc pairs, EPGs, vnids; vpc pseudo-nodes | §4, §5, §10 |
 //! | [`history`] | `update_endpoint_history` | §4 |
 //! | [`local`] | `update_local` (current location, transitory delete, learn type) | §5 |
@@ -76,6 +77,7 @@ pub mod apic;
 pub mod apic_fabric;
 pub mod dispatch;
 pub mod fabric;
+pub mod fabric_doc;
 pub mod history;
 pub mod ingest;
 pub mod local;

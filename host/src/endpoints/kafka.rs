@@ -24,13 +24,20 @@
 //!   (`vigil_endpoint_events_rejected_total{source="kafka",reason}`), logged
 //!   with a sample at a limited rate, and committed past.
 //!
-//! Fabric models do not travel over the topic: a worker process reads
-//! events against the models published in it (for pushed and SNMP events,
-//! the empty model; an APIC subscriber's model reaches workers of its own
-//! process only, see the README).
+//! - **Fabric models** ([`FabricModels`]): a model a source publishes
+//!   (an APIC subscriber's nodes, vpc pairs, tunnels, EPGs) is stored in
+//!   the site's key/value backend (the embedded database, or Redis when
+//!   agents share a site) as one document
+//!   ([`vigil_endpoints::fabric_doc`]), and a marker naming its version is
+//!   sent into every partition. A worker that reads a marker loads that
+//!   model, so the events after it in each partition are read against it
+//!   as in the subscriber's own process; a worker that starts loads every
+//!   stored model before its first event.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use vigil_core::kv::KvBackend;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -123,22 +130,125 @@ pub fn to_pushed(ev: &EpmEvent) -> Value {
     Value::Object(out)
 }
 
+/// The key/value namespace of the stored fabric models (no plugin can
+/// name it: plugin names cannot hold control characters).
+pub const MODELS_NAMESPACE: &str = "\u{7f}vigil.endpoint-fabrics";
+
+/// A stored model may be this large (a 400-leaf fabric is about 20 MB).
+pub const MAX_MODEL_BYTES: u64 = 256 << 20;
+
+/// The marker field of a fabric-model message.
+pub const MARKER_FIELD: &str = "vigil_fabric_model";
+
+/// Fabric models in the site's key/value backend (module docs).
+#[derive(Clone)]
+pub struct FabricModels {
+    kv: Arc<dyn KvBackend>,
+}
+
+impl FabricModels {
+    pub fn new(kv: Arc<dyn KvBackend>) -> Self {
+        FabricModels { kv }
+    }
+
+    /// Stores `fabric` as version `version`.
+    pub async fn store(&self, fabric: &Fabric, version: u64) -> anyhow::Result<()> {
+        let body = json!({
+            "version": version,
+            "model": serde_json::from_str::<Value>(&vigil_endpoints::fabric_doc::to_json(fabric))?,
+        })
+        .to_string();
+        let (kv, name) = (self.kv.clone(), fabric.name.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            kv.set(MODELS_NAMESPACE, &name, body.as_bytes(), MAX_MODEL_BYTES)
+        })
+        .await?;
+        match stored {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => anyhow::bail!("storing the model of fabric {}: {e:?}", fabric.name),
+            Err(e) => anyhow::bail!("storing the model of fabric {}: {e}", fabric.name),
+        }
+    }
+
+    /// The stored model of `name` and its version.
+    pub async fn load(&self, name: &str) -> anyhow::Result<Option<(u64, Fabric)>> {
+        let (kv, key) = (self.kv.clone(), name.to_owned());
+        let got = tokio::task::spawn_blocking(move || kv.get(MODELS_NAMESPACE, &key))
+            .await?
+            .map_err(|e| anyhow::anyhow!("reading the model of fabric {name}: {e}"))?;
+        let Some(bytes) = got else {
+            return Ok(None);
+        };
+        let value: Value = serde_json::from_slice(&bytes)?;
+        let version = value["version"].as_u64().unwrap_or(0);
+        let doc: vigil_endpoints::fabric_doc::FabricDoc =
+            serde_json::from_value(value["model"].clone())
+                .map_err(|e| anyhow::anyhow!("the stored model of fabric {name}: {e}"))?;
+        Ok(Some((version, Fabric::from(doc))))
+    }
+
+    /// Every stored model.
+    pub async fn load_all(&self) -> anyhow::Result<Vec<(u64, Fabric)>> {
+        let kv = self.kv.clone();
+        let names = tokio::task::spawn_blocking(move || kv.keys(MODELS_NAMESPACE))
+            .await?
+            .map_err(|e| anyhow::anyhow!("listing the stored fabric models: {e}"))?;
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(model) = self.load(&name).await? {
+                out.push(model);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The marker of version `version` of fabric `name`'s model.
+fn marker(name: &str, version: u64) -> Vec<u8> {
+    json!({ MARKER_FIELD: name, "version": version })
+        .to_string()
+        .into_bytes()
+}
+
 /// Writes endpoint events to `<site>-endpoint-events` (module docs).
 pub struct KafkaEventSink {
     publisher: Arc<KafkaPublisher>,
     partitions: i32,
+    models: FabricModels,
+    /// The document last stored per fabric (a model published again
+    /// unchanged is not stored or announced again).
+    published: Mutex<std::collections::HashMap<String, String>>,
     /// This process's tracker, if it runs one: it gets the fabric models
     /// and the subscriber states (its workers read events against them).
     local: Option<Arc<Tracker>>,
 }
 
 impl KafkaEventSink {
-    pub fn new(settings: &KafkaSettings, local: Option<Arc<Tracker>>) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &KafkaSettings,
+        models: FabricModels,
+        local: Option<Arc<Tracker>>,
+    ) -> anyhow::Result<Self> {
         Ok(KafkaEventSink {
             publisher: Arc::new(KafkaPublisher::new(settings)?),
             partitions: settings.partitions,
+            models,
+            published: Mutex::new(std::collections::HashMap::new()),
             local,
         })
+    }
+
+    /// Offer `payload` until the producer's buffer takes it.
+    async fn offer(&self, partition: i32, key: &[u8], payload: &[u8]) {
+        loop {
+            let report =
+                self.publisher
+                    .publish_keyed(Topic::EndpointEvents, partition, key, payload);
+            if report.dropped_buffer_full == 0 {
+                return;
+            }
+            tokio::time::sleep(FULL_BUFFER_WAIT).await;
+        }
     }
 
     /// Wait until what was produced is acknowledged (or `timeout`).
@@ -150,28 +260,49 @@ impl KafkaEventSink {
 #[async_trait::async_trait]
 impl EventSink for KafkaEventSink {
     async fn fabric(&self, fabric: Arc<Fabric>) -> Result<(), SinkClosed> {
-        match &self.local {
-            Some(local) => local.fabric(fabric).await,
-            None => Ok(()),
+        if let Some(local) = &self.local {
+            local.fabric(fabric.clone()).await?;
         }
+        let doc = vigil_endpoints::fabric_doc::to_json(&fabric);
+        let unchanged = self
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fabric.name)
+            .is_some_and(|last| *last == doc);
+        if unchanged {
+            return Ok(());
+        }
+        // Versions rise with time (nanoseconds), so a model stored by a
+        // restarted subscriber supersedes its predecessor's.
+        let version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        if let Err(e) = self.models.store(&fabric, version).await {
+            // Workers keep the previous model; the next change tries again.
+            tracing::warn!(fabric = %fabric.name, "{e:#}");
+            return Ok(());
+        }
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fabric.name.clone(), doc);
+        let payload = marker(&fabric.name, version);
+        let key = format!("fabric/{}", fabric.name);
+        for partition in 0..self.partitions.max(1) {
+            self.offer(partition, key.as_bytes(), &payload).await;
+        }
+        tracing::info!(fabric = %fabric.name, version, "fabric model stored and announced to the endpoint workers");
+        Ok(())
     }
 
     async fn event(&self, _source: Source, event: EpmEvent) -> Result<(), SinkClosed> {
         let key = message_key(&event);
         let partition = partition_of(&event, self.partitions);
         let payload = to_pushed(&event).to_string();
-        loop {
-            let report = self.publisher.publish_keyed(
-                Topic::EndpointEvents,
-                partition,
-                key.as_bytes(),
-                payload.as_bytes(),
-            );
-            if report.dropped_buffer_full == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(FULL_BUFFER_WAIT).await;
-        }
+        self.offer(partition, key.as_bytes(), payload.as_bytes())
+            .await;
+        Ok(())
     }
 
     fn rejected(&self, source: Source, reason: &'static str, sample: &str) {
@@ -194,8 +325,14 @@ impl EventSink for KafkaEventSink {
 pub async fn consume_into(
     settings: &KafkaSettings,
     tracker: Arc<Tracker>,
+    models: FabricModels,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ConsumeReport> {
+    // The models stored before this worker started, before any event.
+    for (version, fabric) in models.load_all().await? {
+        tracing::info!(fabric = %fabric.name, version, "fabric model loaded");
+        tracker.fabric(Arc::new(fabric)).await?;
+    }
     let group = worker_group(&settings.site);
     vigil_kafka::consume_decoded(
         settings,
@@ -205,12 +342,29 @@ pub async fn consume_into(
         RawMessages,
         |batch: Vec<vigil_kafka::Received>| {
             let tracker = tracker.clone();
+            let models = models.clone();
             async move {
                 for message in batch {
                     let Some(payload) = message.payload.as_deref() else {
                         tracker.rejected(Source::Kafka, "empty", "");
                         continue;
                     };
+                    if let Some(name) = fabric_marker(payload) {
+                        // Nothing is committed until the model is loaded:
+                        // a failure offers the batch again.
+                        match models.load(&name).await? {
+                            Some((version, fabric)) => {
+                                tracing::info!(fabric = %name, version, "fabric model loaded");
+                                tracker.fabric(Arc::new(fabric)).await?;
+                            }
+                            None => tracker.rejected(
+                                Source::Kafka,
+                                "unknown_fabric_model",
+                                &bounded_sample(&name, MAX_SAMPLE_BYTES),
+                            ),
+                        }
+                        continue;
+                    }
                     let parsed = serde_json::from_slice::<Value>(payload)
                         .map_err(|e| ("not_json", e.to_string()))
                         .and_then(|value| {
@@ -246,6 +400,16 @@ pub async fn consume_into(
     .await
 }
 
+/// The fabric named by a model marker, if `payload` is one.
+fn fabric_marker(payload: &[u8]) -> Option<String> {
+    // Markers are small; an event is never one (it has no such field).
+    if payload.len() > 512 {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    value.get(MARKER_FIELD)?.as_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +438,102 @@ mod tests {
             assert_eq!(back, ev, "{pushed}");
             assert_eq!(partition_of(&back, 6), partition_of(&ev, 6));
         }
+    }
+
+    /// The subscriber's process and a worker process, as two sinks over a
+    /// real broker: the worker reads a vpc-attached learn against the
+    /// subscriber's model (the endpoint sits on the vpc pseudo-node), which
+    /// it only has through the stored model and the marker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_read_events_against_the_subscribers_fabric_model() {
+        use vigil_endpoints::dispatch::DispatchConfig;
+        use vigil_endpoints::store::MemoryStore;
+        use vigil_endpoints::tracker::TrackerConfig;
+        use vigil_endpoints::{HistoryStore, Settings};
+
+        let broker = vigil_tests::kafka_servers::Tansu::start().expect("tansu");
+        let mut settings = KafkaSettings::new(broker.brokers(), "models");
+        settings.partitions = 3;
+        vigil_kafka::ensure_topics(&settings).await.expect("topics");
+        let kv: Arc<dyn KvBackend> = Arc::new(vigil_core::kv::MemoryKv::default());
+        let models = FabricModels::new(kv);
+
+        let store = Arc::new(MemoryStore::new());
+        let worker = Tracker::start(
+            TrackerConfig {
+                dispatch: DispatchConfig {
+                    workers: 2,
+                    queue_capacity: 64,
+                },
+                settings: Settings::default(),
+            },
+            store.clone(),
+        )
+        .expect("tracker");
+        let (stop, stop_rx) = watch::channel(false);
+        let consumer = {
+            let (settings, worker, models) = (settings.clone(), worker.clone(), models.clone());
+            tokio::spawn(async move { consume_into(&settings, worker, models, stop_rx).await })
+        };
+
+        // The subscriber's side: no tracker of its own.
+        let subscriber = KafkaEventSink::new(&settings, models.clone(), None).expect("sink");
+        let mut fabric = Fabric::new("fab1", 16777199);
+        fabric.add_node(101, 1, "leaf");
+        fabric.add_node(102, 1, "leaf");
+        fabric.add_vpc_pair(101, 102);
+        fabric.add_port_channel(101, "po3", "vpc-pol", 7);
+        subscriber
+            .fabric(Arc::new(fabric.clone()))
+            .await
+            .expect("model");
+        // Published again unchanged: not stored or announced again.
+        subscriber
+            .fabric(Arc::new(fabric.clone()))
+            .await
+            .expect("model");
+        let parser = EpmParser::new("fab1", 16777199);
+        let dn = "topology/pod-1/node-101/sys/ctx-[vxlan-2949120]/bd-[vxlan-15990734]/vlan-[vlan-101]/db-ep/mac-00:50:56:AD:BB:16";
+        let payload = json!({"ts": 1765000000.5, "imdata": [{"epmMacEp": {"attributes": {
+            "dn": dn, "status": "created", "flags": "local,vpc-attached", "ifId": "po3", "pcTag": "32771"}}}]})
+        .to_string();
+        let Some(Ok(ApicObject::Endpoint(ev))) = parser
+            .parse_payload(&payload, 0.0)
+            .expect("payload")
+            .objects
+            .into_iter()
+            .next()
+        else {
+            panic!("not an endpoint");
+        };
+        let key = ev.key();
+        subscriber.event(Source::Apic, ev).await.expect("event");
+        assert!(subscriber.flush(Duration::from_secs(10)).await);
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let record = loop {
+            if let Some(record) = store.endpoint(&key).await.expect("endpoint") {
+                break record;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the event never reached the worker"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let vpc = vigil_endpoints::fabric::vpc_node_id(101, 102).expect("vpc id");
+        assert_eq!(record.events[0].node, vpc, "{record:?}");
+        assert_eq!(worker.fabric_model("fab1").as_deref(), Some(&fabric));
+        // What a worker that starts later loads first.
+        let stored = models.load_all().await.expect("models");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].1, fabric);
+
+        let _ = stop.send(true);
+        let report = consumer.await.expect("join").expect("consumer");
+        // Three markers (one per partition) and the event; the second,
+        // unchanged publication sent nothing.
+        assert_eq!(report.messages, 4, "{report:?}");
+        worker.shutdown().await.expect("shutdown");
     }
 }

@@ -230,9 +230,11 @@ impl EndpointRuntime {
                 if let Err(e) = vigil_kafka::ensure_topics(&settings).await {
                     tracing::warn!("{e:#} (going on; the topic may appear later)");
                 }
+                let models = kafka::FabricModels::new(crate::backends::open_kv(site)?);
                 if matches!(role, Role::All | Role::Agent) {
                     let producer = Arc::new(kafka::KafkaEventSink::new(
                         &settings,
+                        models.clone(),
                         Some(tracker.clone()),
                     )?);
                     runtime.sink = producer.clone();
@@ -241,7 +243,8 @@ impl EndpointRuntime {
                 if matches!(role, Role::All | Role::EndpointWorker) {
                     let tracker = tracker.clone();
                     runtime.consumer = Some(tokio::spawn(async move {
-                        let report = kafka::consume_into(&settings, tracker, stop_rx).await?;
+                        let report =
+                            kafka::consume_into(&settings, tracker, models, stop_rx).await?;
                         tracing::info!(?report, "endpoint event consumer stopped");
                         Ok(())
                     }));

@@ -1136,6 +1136,26 @@ async fn builds_and_buffers_are_bounded() -> Result<()> {
     h.replay_matches().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apic_that_does_not_answer_is_passed_over_for_the_next() -> Result<()> {
+    // A port nobody listens on (bound, then released), then the simulator.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dead =
+        ApicUrl::parse(&format!("http://{}", closed.local_addr()?)).map_err(|e| anyhow!(e))?;
+    drop(closed);
+    let sim = fabric_sim().await?;
+    let mut h = Harness::start(sim, |c| c.apics.insert(0, dead)).await?;
+    let status = h.in_sync(1).await?;
+    ensure!(
+        status.login_attempts == 2 && status.logins == 1,
+        "{status:?}"
+    );
+    ensure!(status.failures == 0, "{status:?}");
+    h.events(18).await?;
+    h.stop().await?;
+    h.replay_matches().await
+}
+
 #[test]
 fn a_site_file_entry_is_read_and_checked() -> Result<()> {
     let text = r#"
