@@ -322,7 +322,7 @@ impl SiteConfig {
         site.coordination = file.coordination.resolve(&site.name, &at)?;
         site.resources = file.resources.resolve(&site.name, &at)?;
         site.enrichment = file.enrichment.resolve(&at)?;
-        site.endpoints = file.endpoints.resolve(&at)?;
+        site.endpoints = file.endpoints.resolve(base, &at)?;
         if let Some(path) = &file.storage.path {
             site.database = join(path);
         }

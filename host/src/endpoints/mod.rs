@@ -47,14 +47,19 @@ pub struct EndpointsSection {
     queue_capacity: Option<Spanned<usize>>,
     max_per_node_endpoint_events: Option<Spanned<usize>>,
     max_endpoint_events: Option<Spanned<usize>>,
+    /// ACI fabrics (`[[endpoints.fabrics]]`), see `vigil_apic::config`.
+    #[serde(default)]
+    fabrics: Vec<Spanned<vigil_apic::RawApicConfig>>,
 }
 
 /// The endpoint tracker's settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EndpointSettings {
     pub enabled: bool,
     pub dispatch: DispatchConfig,
     pub settings: Settings,
+    /// The ACI fabrics this site subscribes to.
+    pub fabrics: Vec<vigil_apic::ApicConfig>,
 }
 
 impl Default for EndpointSettings {
@@ -66,12 +71,19 @@ impl Default for EndpointSettings {
                 ..DispatchConfig::default()
             },
             settings: Settings::default(),
+            fabrics: Vec::new(),
         }
     }
 }
 
 impl EndpointsSection {
-    pub fn resolve(&self, at: vigil_core::At<'_>) -> Result<EndpointSettings, LocatedError> {
+    /// `base`: the site file's directory (relative `ca_file` and
+    /// `record_to` paths are read from there).
+    pub fn resolve(
+        &self,
+        base: &std::path::Path,
+        at: vigil_core::At<'_>,
+    ) -> Result<EndpointSettings, LocatedError> {
         let mut out = EndpointSettings {
             enabled: self.enabled,
             ..EndpointSettings::default()
@@ -109,6 +121,30 @@ impl EndpointsSection {
             .map_or(0..0, Spanned::span);
             at(span, format!("endpoints.{e}"))
         })?;
+        let mut names: Vec<&str> = Vec::new();
+        for entry in &self.fabrics {
+            let config = entry
+                .get_ref()
+                .validate(base)
+                .map_err(|e| at(entry.span(), e.to_string()))?;
+            if names.contains(&config.fabric.as_str()) {
+                return Err(at(
+                    entry.span(),
+                    format!(
+                        "endpoints.fabrics {:?}: `name`: is the name of an earlier fabric too",
+                        config.fabric
+                    ),
+                ));
+            }
+            out.fabrics.push(config);
+            names = out.fabrics.iter().map(|f| f.fabric.as_str()).collect();
+        }
+        if !out.fabrics.is_empty() && !out.enabled {
+            return Err(at(
+                self.fabrics.first().map_or(0..0, Spanned::span),
+                "endpoints.fabrics needs endpoints.enabled = true".to_owned(),
+            ));
+        }
         Ok(out)
     }
 }
@@ -168,6 +204,9 @@ pub struct EndpointRuntime {
     pub sink: Arc<dyn vigil_endpoints::EventSink>,
     consumer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// One APIC subscriber per fabric (roles `all` and `agent`).
+    subscribers: Vec<(String, tokio::task::JoinHandle<()>)>,
+    subscribers_stop: tokio::sync::watch::Sender<bool>,
     #[cfg(feature = "kafka")]
     producer: Option<Arc<kafka::KafkaEventSink>>,
 }
@@ -212,6 +251,8 @@ impl EndpointRuntime {
             tracker: tracker.clone(),
             consumer: None,
             stop,
+            subscribers: Vec::new(),
+            subscribers_stop: tokio::sync::watch::channel(false).0,
             #[cfg(feature = "kafka")]
             producer: None,
         };
@@ -251,6 +292,9 @@ impl EndpointRuntime {
                 }
             }
         }
+        if matches!(role, Role::All | Role::Agent) {
+            runtime.start_subscribers(site)?;
+        }
         tracing::info!(
             role = role.name(),
             workers = site.endpoints.dispatch.workers,
@@ -261,11 +305,46 @@ impl EndpointRuntime {
         Ok(Some(runtime))
     }
 
-    /// Stops the consumer (what it took but did not commit is left to the
-    /// group), delivers what this process produced, and lets the workers
-    /// store what is queued.
+    /// One subscriber per `[[endpoints.fabrics]]` entry, writing to this
+    /// process's sink.
+    #[cfg(feature = "apic")]
+    fn start_subscribers(&mut self, site: &SiteConfig) -> anyhow::Result<()> {
+        for config in &site.endpoints.fabrics {
+            let fabric = config.fabric.clone();
+            let subscriber = vigil_apic::Subscriber::new(config.clone(), self.sink.clone());
+            let stop = self.subscribers_stop.subscribe();
+            let name = fabric.clone();
+            let task = tokio::spawn(async move {
+                match subscriber.run(stop).await {
+                    Ok(()) => tracing::info!(fabric = %name, "APIC subscriber stopped"),
+                    Err(e) => tracing::error!(fabric = %name, "APIC subscriber ended: {e}"),
+                }
+            });
+            tracing::info!(fabric = %fabric, "APIC subscriber started");
+            self.subscribers.push((fabric, task));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "apic"))]
+    fn start_subscribers(&mut self, site: &SiteConfig) -> anyhow::Result<()> {
+        if site.endpoints.fabrics.is_empty() {
+            return Ok(());
+        }
+        Err(crate::backends::not_built("apic", "[[endpoints.fabrics]]"))
+    }
+
+    /// Stops the subscribers and the consumer (what it took but did not
+    /// commit is left to the group), delivers what this process produced,
+    /// and lets the workers store what is queued.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         use anyhow::Context;
+        let _ = self.subscribers_stop.send(true);
+        for (fabric, task) in self.subscribers {
+            if task.await.is_err() {
+                tracing::warn!(fabric = %fabric, "the APIC subscriber task failed");
+            }
+        }
         #[cfg(feature = "kafka")]
         if let Some(producer) = &self.producer
             && !producer.flush(std::time::Duration::from_secs(10)).await
@@ -380,7 +459,7 @@ mod tests {
                 .map_or(0, |p| p.matches('\n').count() + 1);
             LocatedError::new(Path::new("site.toml"), line, message)
         };
-        section.resolve(&at)
+        section.resolve(Path::new("."), &at)
     }
 
     #[test]

@@ -1227,3 +1227,141 @@ fn a_host_moved_between_switch_ports_shows_in_the_history_within_two_polls() {
     stop(vigil);
     drop(switch);
 }
+
+/// Issue #14 end to end with an ACI fabric: `vigil run` with one
+/// `[[endpoints.fabrics]]` entry subscribes to the APIC simulator, builds
+/// the fabric (a vpc pair, EPG names), and takes a vpc learn and a move
+/// pushed over the websocket into the history `vigil endpoints show`
+/// reads; `/metrics` says the subscriber is in sync. The password is read
+/// from a file and never appears in the log.
+#[test]
+fn an_aci_fabric_is_subscribed_and_its_moves_reach_the_history() {
+    use vigil_tests::apic_sim::ApicSim;
+    const VRF: u32 = 2949120;
+    const BD: u32 = 15990734;
+    const PASSWORD: &str = "sim-password-e2e-1";
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let sim = runtime
+        .block_on(ApicSim::start("vigil-ro", PASSWORD))
+        .expect("simulator");
+    let nodes: Vec<Value> = [101, 102, 103]
+        .iter()
+        .map(|n| json!({"dn": format!("topology/pod-1/node-{n}"), "id": n.to_string(), "role": "leaf", "address": format!("10.0.80.{n}")}))
+        .collect();
+    sim.set_class("fabricNode", nodes);
+    sim.set_class(
+        "fabricExplicitGEp",
+        vec![json!({"dn": "uni/fabric/protpol/expgep-vpc-101-102", "name": "vpc-101-102", "virtualIp": "10.0.72.64/32"})],
+    );
+    sim.set_class(
+        "fabricNodePEp",
+        [101, 102]
+            .iter()
+            .map(|n| json!({"dn": format!("uni/fabric/protpol/expgep-vpc-101-102/nodepep-{n}"), "id": n.to_string()}))
+            .collect(),
+    );
+    sim.set_class(
+        "fabricProtPol",
+        vec![json!({"dn": "uni/fabric/protpol", "pairT": "explicit"})],
+    );
+    sim.set_class(
+        "fvCtx",
+        vec![
+            json!({"dn": "uni/tn-t/ctx-v1", "scope": VRF.to_string(), "name": "v1"}),
+            json!({"dn": "uni/tn-infra/ctx-overlay-1", "scope": "16777199", "name": "overlay-1"}),
+        ],
+    );
+    sim.set_class(
+        "fvBD",
+        vec![json!({"dn": "uni/tn-t/BD-bd1", "seg": BD.to_string(), "name": "bd1"})],
+    );
+    sim.set_class(
+        "fvAEPg",
+        vec![json!({"dn": "uni/tn-t/ap-a/epg-web", "scope": VRF.to_string(), "pcTag": "32771"})],
+    );
+    sim.set_class(
+        "fvRsBd",
+        vec![json!({"dn": "uni/tn-t/ap-a/epg-web/rsbd", "tDn": "uni/tn-t/BD-bd1"})],
+    );
+    let mac = "00:50:56:01:00:01";
+    let dn = |node: u32| {
+        format!(
+            "topology/pod-1/node-{node}/sys/ctx-[vxlan-{VRF}]/bd-[vxlan-{BD}]/vlan-[vlan-101]/db-ep/mac-{mac}"
+        )
+    };
+    let learn = |node: u32, flags: &str, intf: &str| {
+        json!({"dn": dn(node), "status": "created", "flags": flags, "ifId": intf,
+               "pcTag": "32771", "encap": "vlan-101"})
+    };
+    // Known at the build: on the vpc pair (both peers).
+    sim.set_class(
+        "epmMacEp",
+        vec![
+            learn(101, "local,vpc-attached", "po1"),
+            learn(102, "local,vpc-attached", "po2"),
+        ],
+    );
+
+    let port = vigil_tests::servers::free_tcp_port().expect("port");
+    let site = Site::with_config(
+        4,
+        &format!(
+            "[outputs.prometheus]\nlisten = \"127.0.0.1:{port}\"\n[endpoints]\nenabled = true\n\
+             [[endpoints.fabrics]]\nname = \"fab1\"\napic = \"{}\"\nusername = \"vigil-ro\"\n\
+             password = {{ file = \"apic.password\" }}\nsubscription_refresh = \"5s\"\n",
+            sim.url()
+        ),
+    );
+    std::fs::write(site.path("apic.password"), PASSWORD).expect("password file");
+    let check = site.vigil(&["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let vigil = site.start_logged();
+    let show = || {
+        let output = site.vigil(&["endpoints", "show", mac, "--json"]);
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    let vpc = (101u64 << 16) + 102;
+    wait_until(
+        "the build's vpc learn in the history",
+        Duration::from_secs(60),
+        || show()["events"][0]["node"] == vpc,
+    );
+    let shown = show();
+    assert_eq!(
+        shown["events"][0]["epg_name"], "uni/tn-t/ap-a/epg-web",
+        "{shown}"
+    );
+
+    // A move to leaf 103, pushed over the websocket once in sync.
+    wait_until("a websocket to push on", Duration::from_secs(30), || {
+        sim.open_websockets() > 0
+    });
+    wait_until("the move to 103", Duration::from_secs(30), || {
+        sim.notify("epmMacEp", vec![learn(103, "local", "eth1/7")]);
+        std::thread::sleep(Duration::from_millis(500));
+        show()["events"][0]["node"] == 103
+    });
+    let shown = show();
+    assert_eq!(shown["events"][0]["intf_id"], "eth1/7", "{shown}");
+    assert_eq!(shown["events"][1]["node"], vpc, "{shown}");
+    let metrics = get_metrics(port);
+    for line in [
+        "vigil_endpoint_subscriber_state{fabric=\"fab1\",state=\"in_sync\"} 1",
+        "vigil_endpoint_subscriber_state{fabric=\"fab1\",state=\"reconnecting\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("vigil_endpoint_events_received_total{source=\"apic\"}"),
+        "{metrics}"
+    );
+    stop(vigil);
+    let log = std::fs::read_to_string(site.path("vigil.log")).unwrap_or_default();
+    assert!(log.contains("APIC subscriber started"), "{log}");
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+    drop(sim);
+}

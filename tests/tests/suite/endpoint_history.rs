@@ -814,7 +814,9 @@ async fn search_all(
 async fn searches_match_addresses_in_any_notation(store: &dyn HistoryStore) -> Result<()> {
     put_query_keys(store).await?;
     let f1 = |vnid: u32, addr: &str| format!("{FABRIC}/{vnid}/{addr}");
-    let cases: Vec<(&str, Option<&str>, Option<u32>, Vec<String>)> = vec![
+    // (query, fabric, scope, expected keys)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<u32>, Vec<String>);
+    let cases: Vec<Case<'_>> = vec![
         // A complete MAC in four notations: both scopes it is in.
         (
             "00-50-56-ad-bb-16",
