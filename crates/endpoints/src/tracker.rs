@@ -31,7 +31,8 @@ use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher, Handler};
 use crate::fabric::Fabric;
 use crate::ingest::{EventSink, SinkClosed, Source, SubscriberState};
 use crate::model::{EpmEvent, Settings};
-use crate::store::{HistoryStore, process_event};
+use crate::store::HistoryStore;
+use crate::write_behind::{WriteBehind, WriteBehindConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,6 +50,25 @@ pub const MAX_SAMPLE_BYTES: usize = 256;
 pub struct TrackerConfig {
     pub dispatch: DispatchConfig,
     pub settings: Settings,
+    /// Each worker's write-behind cache ([`crate::write_behind`]).
+    pub write_behind: WriteBehindConfig,
+    /// Other processes write the same store (Kafka consumer group
+    /// members): every [`Tracker::barrier`] also lets go of what the
+    /// workers hold, so no worker acts on records another process has
+    /// changed since.
+    pub shared_store: bool,
+}
+
+impl TrackerConfig {
+    /// `dispatch` and `settings`, the default cache, a store of its own.
+    pub fn new(dispatch: DispatchConfig, settings: Settings) -> Self {
+        TrackerConfig {
+            dispatch,
+            settings,
+            write_behind: WriteBehindConfig::default(),
+            shared_store: false,
+        }
+    }
 }
 
 /// One worker's numbers.
@@ -91,8 +111,6 @@ pub struct TrackerStats {
 
 #[derive(Default)]
 struct WorkerCounters {
-    /// Events queued for this worker.
-    accepted: AtomicU64,
     handled: AtomicU64,
     store_errors: AtomicU64,
     /// f64 bits.
@@ -115,8 +133,6 @@ struct Shared {
     rejects: Mutex<RejectState>,
     subscribers: Mutex<BTreeMap<String, SubscriberState>>,
     workers: Vec<WorkerCounters>,
-    /// Signalled after every handled event, for [`Tracker::barrier`].
-    progress: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -171,26 +187,29 @@ pub fn bounded_sample(text: &str, max: usize) -> String {
 struct Worker {
     index: usize,
     shared: Arc<Shared>,
-    store: Arc<dyn HistoryStore>,
+    cache: WriteBehind<dyn HistoryStore>,
+    release_on_flush: bool,
 }
 
-impl Handler<EpmEvent> for Worker {
-    async fn handle(&mut self, ev: EpmEvent) {
+impl Worker {
+    async fn one(&mut self, ev: EpmEvent) {
         let fabric = self.shared.fabric(&ev.fabric);
-        let result = process_event(&self.shared.settings, &fabric, &*self.store, &ev).await;
+        let result = self
+            .cache
+            .process(&self.shared.settings, &fabric, &ev)
+            .await;
         let Some(counters) = self.shared.workers.get(self.index) else {
             return;
         };
         match result {
             Ok(_) => {
-                counters.handled.fetch_add(1, Ordering::SeqCst);
+                counters.handled.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                counters.store_errors.fetch_add(1, Ordering::SeqCst);
+                counters.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(endpoint = %ev.key(), node = ev.node, %error, "endpoint event not stored");
             }
         }
-        self.shared.progress.notify_waiters();
         let lag = (now_seconds() - ev.ts).max(0.0);
         counters.lag.store(lag.to_bits(), Ordering::Relaxed);
         let max = f64::from_bits(counters.max_lag.load(Ordering::Relaxed));
@@ -198,6 +217,61 @@ impl Handler<EpmEvent> for Worker {
             counters.max_lag.store(lag.to_bits(), Ordering::Relaxed);
         }
     }
+
+    fn note_flush_error(&self, error: &crate::store::StoreError) {
+        if let Some(counters) = self.shared.workers.get(self.index) {
+            counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(worker = self.index, %error, "endpoint history not written (kept, written again at the next flush)");
+    }
+}
+
+impl Handler<EpmEvent> for Worker {
+    async fn handle(&mut self, ev: EpmEvent) {
+        self.one(ev).await;
+    }
+
+    async fn handle_batch(&mut self, events: Vec<EpmEvent>) {
+        // One read of the store for the endpoints not held; each event
+        // tries its own read again should this fail.
+        let _ = self.cache.prefetch(&events).await;
+        for ev in events {
+            self.one(ev).await;
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        let flushed = if self.release_on_flush {
+            self.cache.flush_and_release().await
+        } else {
+            self.cache.flush().await
+        };
+        flushed.map_err(|error| {
+            self.note_flush_error(&error);
+            error.to_string()
+        })
+    }
+
+    fn idle_interval(&self) -> Option<Duration> {
+        Some(self.cache.config().flush_interval)
+    }
+
+    async fn idle(&mut self) {
+        if self.cache.has_unwritten()
+            && let Err(error) = self.cache.flush().await
+        {
+            self.note_flush_error(&error);
+        }
+    }
+}
+
+/// A tracker that cannot start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    WriteBehind(#[from] crate::write_behind::WriteBehindConfigError),
 }
 
 /// Why [`Tracker::barrier`] could not confirm the events.
@@ -221,8 +295,9 @@ impl Tracker {
     pub fn start(
         config: TrackerConfig,
         store: Arc<dyn HistoryStore>,
-    ) -> Result<Arc<Tracker>, DispatchError> {
+    ) -> Result<Arc<Tracker>, TrackerError> {
         config.dispatch.validate()?;
+        config.write_behind.validate()?;
         let shared = Arc::new(Shared {
             settings: config.settings,
             fabrics: RwLock::new(HashMap::new()),
@@ -232,12 +307,12 @@ impl Tracker {
             workers: (0..config.dispatch.workers)
                 .map(|_| WorkerCounters::default())
                 .collect(),
-            progress: tokio::sync::Notify::new(),
         });
         let dispatcher = Dispatcher::start(config.dispatch, |index| Worker {
             index,
             shared: shared.clone(),
-            store: store.clone(),
+            cache: WriteBehind::validated(store.clone(), config.write_behind),
+            release_on_flush: config.shared_store,
         })?;
         Ok(Arc::new(Tracker {
             shared,
@@ -308,51 +383,44 @@ impl Tracker {
         }
     }
 
-    /// Wait until every event accepted before this call has been handled.
-    /// `Err` when the store refused any of them (or a worker stopped): the
-    /// caller must not acknowledge them to their source (a Kafka consumer
-    /// leaves their offsets uncommitted, so they are delivered again).
+    /// Wait until every event accepted before this call is in the history
+    /// store (each worker flushes its cache, in queue order). `Err` when
+    /// the store refused any of them (or a worker stopped): the caller must
+    /// not acknowledge them to their source (a Kafka consumer leaves their
+    /// offsets uncommitted, so they are delivered again); what a worker
+    /// could not write stays in its cache and is written at the next
+    /// flush.
     pub async fn barrier(&self) -> Result<(), BarrierError> {
-        let targets: Vec<(u64, u64)> = self
-            .shared
-            .workers
-            .iter()
-            .map(|c| {
-                (
-                    c.accepted.load(Ordering::SeqCst),
-                    c.store_errors.load(Ordering::SeqCst),
-                )
-            })
-            .collect();
-        loop {
-            let notified = self.shared.progress.notified();
-            let mut done = true;
-            for (c, (accepted, errors)) in self.shared.workers.iter().zip(&targets) {
-                if c.store_errors.load(Ordering::SeqCst) > *errors {
-                    return Err(BarrierError::StoreFailed);
-                }
-                if c.handled.load(Ordering::SeqCst) + c.store_errors.load(Ordering::SeqCst)
-                    < *accepted
-                {
-                    done = false;
-                }
-            }
-            if done {
-                return Ok(());
-            }
-            if self.dispatcher.read().await.is_none() {
-                return Err(BarrierError::Stopped);
-            }
-            // Woken by the next handled event; the timeout only guards
-            // against a wake-up lost between the check and the wait.
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-        }
+        let guard = self.dispatcher.read().await;
+        let Some(dispatcher) = guard.as_ref() else {
+            return Err(BarrierError::Stopped);
+        };
+        dispatcher.flush().await.map_err(|e| match e {
+            DispatchError::FlushFailed { .. } => BarrierError::StoreFailed,
+            _ => BarrierError::Stopped,
+        })
     }
 
-    /// Stop taking events, let the workers finish what is queued.
-    pub async fn shutdown(&self) -> Result<(), DispatchError> {
+    /// Hand a batch of events to their workers (one queue message per
+    /// worker), in order per endpoint.
+    pub async fn events(&self, source: Source, events: Vec<EpmEvent>) -> Result<(), SinkClosed> {
+        self.shared.received[source_index(source)]
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let guard = self.dispatcher.read().await;
+        let Some(dispatcher) = guard.as_ref() else {
+            return Err(SinkClosed);
+        };
+        dispatcher
+            .dispatch_batch(events)
+            .await
+            .map_err(|_| SinkClosed)
+    }
+
+    /// Stop taking events, let the workers store what is queued.
+    pub async fn shutdown(&self) -> Result<(), TrackerError> {
         let dispatcher = self.dispatcher.write().await.take();
         if let Some(d) = dispatcher {
+            d.flush().await?;
             d.shutdown().await?;
         }
         Ok(())
@@ -373,10 +441,6 @@ impl EventSink for Tracker {
             return Err(SinkClosed);
         };
         let key = event.key();
-        let worker = crate::dispatch::worker_for(&key, dispatcher.workers());
-        if let Some(c) = self.shared.workers.get(worker) {
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-        }
         dispatcher
             .dispatch(&key, event)
             .await
@@ -443,13 +507,13 @@ mod tests {
     async fn events_reach_history_in_order_and_are_counted() {
         let store = Arc::new(MemoryStore::new());
         let tracker = Tracker::start(
-            TrackerConfig {
-                dispatch: DispatchConfig {
+            TrackerConfig::new(
+                DispatchConfig {
                     workers: 2,
                     queue_capacity: 4,
                 },
-                settings: Settings::default(),
-            },
+                Settings::default(),
+            ),
             store.clone(),
         )
         .unwrap();
@@ -545,13 +609,13 @@ mod tests {
     #[tokio::test]
     async fn a_refused_write_fails_the_barrier_and_is_counted() {
         let tracker = Tracker::start(
-            TrackerConfig {
-                dispatch: DispatchConfig {
+            TrackerConfig::new(
+                DispatchConfig {
                     workers: 2,
                     queue_capacity: 4,
                 },
-                settings: Settings::default(),
-            },
+                Settings::default(),
+            ),
             Arc::new(Refusing),
         )
         .unwrap();
@@ -566,7 +630,8 @@ mod tests {
         assert_eq!(tracker.barrier().await, Err(BarrierError::StoreFailed));
         let stats = tracker.stats();
         assert_eq!(stats.workers.iter().map(|w| w.store_errors).sum::<u64>(), 1);
-        tracker.shutdown().await.unwrap();
+        // What could not be written is not dropped quietly at shutdown.
+        assert!(tracker.shutdown().await.is_err());
     }
 
     #[test]

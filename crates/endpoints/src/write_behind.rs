@@ -219,7 +219,12 @@ impl<S: HistoryStore + ?Sized + 'static> WriteBehind<S> {
     /// A cache over `store` with `config`'s bounds.
     pub fn new(store: Arc<S>, config: WriteBehindConfig) -> Result<Self, WriteBehindConfigError> {
         config.validate()?;
-        Ok(WriteBehind {
+        Ok(Self::validated(store, config))
+    }
+
+    /// [`WriteBehind::new`] with a `config` already validated.
+    pub(crate) fn validated(store: Arc<S>, config: WriteBehindConfig) -> Self {
+        WriteBehind {
             store,
             config,
             cache: HashMap::new(),
@@ -231,7 +236,7 @@ impl<S: HistoryStore + ?Sized + 'static> WriteBehind<S> {
             in_flight: None,
             stats: WriteBehindStats::default(),
             last_write_error: None,
-        })
+        }
     }
 
     /// The store written to.
@@ -380,6 +385,20 @@ impl<S: HistoryStore + ?Sized + 'static> WriteBehind<S> {
             self.last_write_error = Some(error.to_string());
         }
         Ok(outcome)
+    }
+
+    /// Flush, then let go of every record held: the next event of any
+    /// endpoint reads it from the store again. For a worker that shares
+    /// the store with workers of other processes (a Kafka consumer group),
+    /// whose partitions, and with them endpoints, may move between batches:
+    /// what it held could be stale by the next batch.
+    pub async fn flush_and_release(&mut self) -> Result<(), StoreError> {
+        self.flush().await?;
+        if self.dirty.is_empty() && self.in_flight.is_none() {
+            self.cache.clear();
+            self.records = 0;
+        }
+        Ok(())
     }
 
     /// The last failed background write, if any (the records it carried

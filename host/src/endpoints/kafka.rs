@@ -344,12 +344,18 @@ pub async fn consume_into(
             let tracker = tracker.clone();
             let models = models.clone();
             async move {
+                let mut events = Vec::with_capacity(batch.len());
                 for message in batch {
                     let Some(payload) = message.payload.as_deref() else {
                         tracker.rejected(Source::Kafka, "empty", "");
                         continue;
                     };
                     if let Some(name) = fabric_marker(payload) {
+                        // The events before the marker are read against
+                        // the model before it.
+                        tracker
+                            .events(Source::Kafka, std::mem::take(&mut events))
+                            .await?;
                         // Nothing is committed until the model is loaded:
                         // a failure offers the batch again.
                         match models.load(&name).await? {
@@ -372,10 +378,7 @@ pub async fn consume_into(
                                 .map_err(|e| (e.code, e.to_string()))
                         });
                     match parsed {
-                        Ok(ev) => tracker
-                            .event(Source::Kafka, ev)
-                            .await
-                            .map_err(anyhow::Error::from)?,
+                        Ok(ev) => events.push(ev),
                         Err((reason, error)) => {
                             let text = String::from_utf8_lossy(payload);
                             tracker.rejected(
@@ -391,6 +394,7 @@ pub async fn consume_into(
                         }
                     }
                 }
+                tracker.events(Source::Kafka, events).await?;
                 // Commit only what is in the history store.
                 tracker.barrier().await.map_err(anyhow::Error::from)
             }
@@ -460,13 +464,13 @@ mod tests {
 
         let store = Arc::new(MemoryStore::new());
         let worker = Tracker::start(
-            TrackerConfig {
-                dispatch: DispatchConfig {
+            TrackerConfig::new(
+                DispatchConfig {
                     workers: 2,
                     queue_capacity: 64,
                 },
-                settings: Settings::default(),
-            },
+                Settings::default(),
+            ),
             store.clone(),
         )
         .expect("tracker");

@@ -17,6 +17,7 @@
 //! queue_capacity = 4096              # per worker, 1..=1048576
 //! max_per_node_endpoint_events = 64  # EPT's caps (8..=1024)
 //! max_endpoint_events = 64           # (8..=8192)
+//! max_records_per_worker = 250000    # write-behind cache per worker
 //! ```
 
 #[cfg(feature = "kafka")]
@@ -37,6 +38,11 @@ use crate::site::{SiteConfig, StorageBackend};
 /// 2 MB, and about 20 ms of work at the measured history rate.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
+/// Records a worker holds in memory by default: an EPT-shaped record takes
+/// about 680 bytes, so 250,000 is about 170 MB per worker; more (up to
+/// 2^30) makes large fabrics faster, at that cost per record.
+pub const DEFAULT_RECORDS_PER_WORKER: usize = 250_000;
+
 /// `[endpoints]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +53,7 @@ pub struct EndpointsSection {
     queue_capacity: Option<Spanned<usize>>,
     max_per_node_endpoint_events: Option<Spanned<usize>>,
     max_endpoint_events: Option<Spanned<usize>>,
+    max_records_per_worker: Option<Spanned<usize>>,
     /// ACI fabrics (`[[endpoints.fabrics]]`), see `vigil_apic::config`.
     #[serde(default)]
     fabrics: Vec<Spanned<vigil_apic::RawApicConfig>>,
@@ -58,6 +65,8 @@ pub struct EndpointSettings {
     pub enabled: bool,
     pub dispatch: DispatchConfig,
     pub settings: Settings,
+    /// Each worker's write-behind cache.
+    pub write_behind: vigil_endpoints::write_behind::WriteBehindConfig,
     /// The ACI fabrics this site subscribes to.
     pub fabrics: Vec<vigil_apic::ApicConfig>,
 }
@@ -71,6 +80,10 @@ impl Default for EndpointSettings {
                 ..DispatchConfig::default()
             },
             settings: Settings::default(),
+            write_behind: vigil_endpoints::write_behind::WriteBehindConfig {
+                max_records: DEFAULT_RECORDS_PER_WORKER,
+                ..Default::default()
+            },
             fabrics: Vec::new(),
         }
     }
@@ -102,6 +115,13 @@ impl EndpointsSection {
         if let Some(capacity) = bounded("queue_capacity", &self.queue_capacity, MAX_QUEUE_CAPACITY)?
         {
             out.dispatch.queue_capacity = capacity;
+        }
+        if let Some(records) = bounded(
+            "max_records_per_worker",
+            &self.max_records_per_worker,
+            vigil_endpoints::write_behind::MAX_RECORDS,
+        )? {
+            out.write_behind.max_records = records;
         }
         let per_node = self
             .max_per_node_endpoint_events
@@ -231,15 +251,18 @@ impl EndpointRuntime {
             return Ok(None);
         }
         let store = open_history(site, false).await?;
+        let kafka_bus = matches!(site.bus_backend, crate::site::BusBackend::Kafka { .. });
         let tracker = Tracker::start(
             TrackerConfig {
                 dispatch: site.endpoints.dispatch,
                 settings: site.endpoints.settings,
+                write_behind: site.endpoints.write_behind,
+                // Other members of the consumer group write the same store.
+                shared_store: kafka_bus,
             },
             store.clone(),
         )?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let kafka_bus = matches!(site.bus_backend, crate::site::BusBackend::Kafka { .. });
         if role == Role::EndpointWorker && !kafka_bus {
             anyhow::bail!(
                 "the endpoint-worker role consumes <site>-endpoint-events: it needs bus.backend = \"kafka\""
