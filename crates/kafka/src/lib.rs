@@ -1811,7 +1811,8 @@ mod tests {
                 "dc1-metrics",
                 "dc1-processed",
                 "dc1-events",
-                "dc1-findings"
+                "dc1-findings",
+                "dc1-endpoint-events"
             ]
         );
         assert_eq!(settings.partitions, 3);
