@@ -540,4 +540,123 @@ mod tests {
         assert_eq!(report.messages, 4, "{report:?}");
         worker.shutdown().await.expect("shutdown");
     }
+
+    /// Hostile messages on the topic (not JSON, deeply nested, oversized
+    /// strings, wrong types, unknown fields, no payload, a NaN-ish ts) are
+    /// each refused with its reason and committed past; the good events
+    /// between them all reach the history.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_messages_are_refused_one_by_one_and_lose_nothing_else() {
+        use vigil_endpoints::dispatch::DispatchConfig;
+        use vigil_endpoints::store::MemoryStore;
+        use vigil_endpoints::tracker::TrackerConfig;
+        use vigil_endpoints::{HistoryStore, Settings};
+
+        let broker = vigil_tests::kafka_servers::Tansu::start().expect("tansu");
+        let mut settings = KafkaSettings::new(broker.brokers(), "hostile");
+        settings.partitions = 2;
+        vigil_kafka::ensure_topics(&settings).await.expect("topics");
+        let publisher = KafkaPublisher::new(&settings).expect("publisher");
+        let good = |i: u32| {
+            json!({"fabric": "fab1", "node": 101, "vnid": 15990734, "type": "mac",
+                   "addr": format!("00:50:56:00:00:{i:02x}"), "status": "created",
+                   "ts": 1765000000.0 + f64::from(i), "intf_id": "eth1/1"})
+            .to_string()
+        };
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let hostile: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json at all".to_vec(), "not_json"),
+            (deep.into_bytes(), "not_json"),
+            (
+                json!({"fabric": "fab1", "node": 101, "vnid": 1, "type": "mac", "addr": "x".repeat(100_000), "status": "created", "ts": 1.0}).to_string().into_bytes(),
+                "too_long",
+            ),
+            (json!({"fabric": 7}).to_string().into_bytes(), "wrong_type"),
+            (
+                json!({"fabric": "fab1", "node": 101, "vnid": 1, "type": "mac", "addr": "00:50:56:00:00:01", "status": "created", "ts": 1.0, "evil": true}).to_string().into_bytes(),
+                "unknown_field",
+            ),
+            (
+                json!({"fabric": "fab1", "node": 101, "vnid": 1, "type": "mac", "addr": "00:50:56:00:00:01", "status": "created", "ts": 1e300}).to_string().into_bytes(),
+                "out_of_range",
+            ),
+        ];
+        let mut expected_rejections: std::collections::BTreeMap<&str, u64> = Default::default();
+        let mut sent_good = 0u32;
+        for (i, (payload, reason)) in hostile.iter().enumerate() {
+            let i = u32::try_from(i).expect("small");
+            for partition in 0..2 {
+                let g = good(i * 2 + u32::try_from(partition).expect("small"));
+                publisher.publish_keyed(Topic::EndpointEvents, partition, b"k", g.as_bytes());
+                sent_good += 1;
+                publisher.publish_keyed(Topic::EndpointEvents, partition, b"k", payload);
+                *expected_rejections.entry(reason).or_default() += 1;
+            }
+        }
+        assert!(publisher.flush(Duration::from_secs(10)).await);
+
+        let store = Arc::new(MemoryStore::new());
+        let worker = Tracker::start(
+            TrackerConfig::new(
+                DispatchConfig {
+                    workers: 2,
+                    queue_capacity: 64,
+                },
+                Settings::default(),
+            ),
+            store.clone(),
+        )
+        .expect("tracker");
+        let models = FabricModels::new(Arc::new(vigil_core::kv::MemoryKv::default()));
+        let (stop, stop_rx) = watch::channel(false);
+        let consumer = {
+            let (settings, worker) = (settings.clone(), worker.clone());
+            tokio::spawn(async move { consume_into(&settings, worker, models, stop_rx).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let rejected: u64 = worker.stats().rejected.iter().map(|r| r.count).sum();
+            let handled: u64 = worker.stats().workers.iter().map(|w| w.handled).sum();
+            if rejected >= expected_rejections.values().sum::<u64>()
+                && handled >= u64::from(sent_good)
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{rejected} refused, {handled} handled: {:?}",
+                worker.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = stop.send(true);
+        consumer.await.expect("join").expect("consumer");
+        let stats = worker.stats();
+        let by_reason: std::collections::BTreeMap<&str, u64> = stats
+            .rejected
+            .iter()
+            .map(|r| {
+                assert_eq!(r.source, Source::Kafka);
+                assert!(
+                    r.sample.len() <= MAX_SAMPLE_BYTES + 64,
+                    "{}",
+                    r.sample.len()
+                );
+                (r.reason, r.count)
+            })
+            .collect();
+        assert_eq!(by_reason, expected_rejections);
+        for i in 0..sent_good {
+            let key = vigil_endpoints::model::EndpointKey {
+                fabric: "fab1".into(),
+                vnid: 15990734,
+                addr: format!("00:50:56:00:00:{i:02X}"),
+            };
+            assert!(
+                store.endpoint(&key).await.expect("read").is_some(),
+                "{key} lost"
+            );
+        }
+        worker.shutdown().await.expect("shutdown");
+    }
 }
