@@ -33,6 +33,7 @@ const POLLING: &str = include_str!("templates/polling.rs");
 const ENRICHMENT: &str = include_str!("templates/enrichment.rs");
 const DISCOVERY: &str = include_str!("templates/discovery.rs");
 const ANALYSIS: &str = include_str!("templates/analysis.rs");
+const ENDPOINTS: &str = include_str!("templates/endpoints.rs");
 
 /// The SDK of the source tree this binary was built from.
 const BUILT_FROM_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
@@ -46,6 +47,7 @@ pub enum TemplateKind {
     Enrichment,
     Polling,
     Analysis,
+    Endpoints,
 }
 
 impl TemplateKind {
@@ -55,6 +57,7 @@ impl TemplateKind {
             TemplateKind::Enrichment => "enrichment",
             TemplateKind::Polling => "polling",
             TemplateKind::Analysis => "analysis",
+            TemplateKind::Endpoints => "endpoints",
         }
     }
 }
@@ -228,6 +231,11 @@ fn plugin_file(kind: TemplateKind, plugin: &str, library: &str) -> String {
             ));
         }
         TemplateKind::Analysis => {}
+        TemplateKind::Endpoints => {
+            text.push_str(&format!(
+                "\n# This plugin's own section, read with `config::text`.\n[{plugin}]\nneighbours = 10.0.0.5 00:11:22:33:44:55 eth1\n"
+            ));
+        }
     }
     text.push_str("\n[sandbox]\ndeadline = 10s\nmemory = 32MiB\n");
     text
@@ -284,6 +292,7 @@ pub fn generate(args: &NewArgs) -> Result<PathBuf, TemplateError> {
         TemplateKind::Enrichment => ENRICHMENT,
         TemplateKind::Discovery => DISCOVERY,
         TemplateKind::Analysis => ANALYSIS,
+        TemplateKind::Endpoints => ENDPOINTS,
     };
     write(&root.join("Cargo.toml"), &fill(CARGO_TOML))?;
     write(&root.join(".gitignore"), GITIGNORE)?;
@@ -375,6 +384,7 @@ mod tests {
             TemplateKind::Enrichment,
             TemplateKind::Polling,
             TemplateKind::Analysis,
+            TemplateKind::Endpoints,
         ] {
             let args = NewArgs {
                 name: format!("p-{}", kind.name()),

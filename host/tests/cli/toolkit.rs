@@ -361,7 +361,13 @@ fn plugins_new_writes_crates_that_build_and_load_as_they_are() {
     let cache = dir.path().join("cache");
     let site = snmp_site(dir.path());
     let target = repo_root().join("target/plugin-template/wasm32-wasip2/release");
-    for kind in ["discovery", "enrichment", "polling", "analysis"] {
+    for kind in [
+        "discovery",
+        "enrichment",
+        "polling",
+        "analysis",
+        "endpoints",
+    ] {
         let name = format!("my-{kind}");
         let output = vigil(
             &cache,
@@ -424,6 +430,28 @@ fn plugins_new_writes_crates_that_build_and_load_as_they_are() {
             "{}",
             text(&checked.stdout)
         );
+        if kind == "endpoints" {
+            // The generated plugin runs as it is: its ini's one neighbour.
+            let output = vigil(
+                &cache,
+                &[
+                    "plugins",
+                    "run",
+                    path(&ini),
+                    "--resource-id",
+                    "lab-switch",
+                    "--endpoint",
+                    "127.0.0.1",
+                    "--json",
+                ],
+            );
+            let shown = text(&output.stdout);
+            assert!(output.status.success(), "{shown}{}", text(&output.stderr));
+            assert!(
+                shown.contains("00:11:22:33:44:55") && shown.contains("10.0.0.5"),
+                "{shown}"
+            );
+        }
         if kind == "polling" {
             let recording = fixtures_dir().join("juniper-mx.snmprec");
             let output = vigil(
