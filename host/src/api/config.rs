@@ -11,6 +11,10 @@
 //! # Optional bounds on POST /api/v1/endpoints/events.
 //! max_body_size = "1MiB"
 //! max_batch_events = 1000
+//! # Each token's requests per second (bursts of twice that; then 429),
+//! # and requests served at once (then 503).
+//! requests_per_second = 50
+//! max_concurrent_requests = 32
 //! ```
 //!
 //! Tokens are secrets ([`SecretSource`]: inline, `{ env = "VAR" }` or
@@ -37,6 +41,15 @@ pub const MAX_TOKENS: usize = 64;
 pub const BODY_SIZE_RANGE: (u64, u64) = (1024, 64 << 20);
 /// Bounds of `max_batch_events`.
 pub const BATCH_EVENTS_RANGE: (i64, i64) = (1, 100_000);
+/// Default and bounds of `requests_per_second` (per token; bursts of twice
+/// that).
+pub const REQUESTS_PER_SECOND: (i64, i64, i64) = (50, 1, 100_000);
+/// Default and bounds of `max_concurrent_requests` (all tokens).
+pub const CONCURRENT_REQUESTS: (i64, i64, i64) = (32, 1, 4096);
+/// Requests with a missing or wrong token answered per second, all
+/// clients together; past it they get 429 (a guessing client is slowed
+/// down, and never costs the host more than this).
+pub const FAILED_AUTH_PER_SECOND: u32 = 10;
 
 /// `[api]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +62,8 @@ pub struct ApiSection {
     operator_tokens: Vec<Spanned<SecretSource>>,
     max_body_size: Option<Spanned<toml::Value>>,
     max_batch_events: Option<Spanned<i64>>,
+    requests_per_second: Option<Spanned<i64>>,
+    max_concurrent_requests: Option<Spanned<i64>>,
 }
 
 /// `/api/v1`'s settings, when the site enables it.
@@ -60,6 +75,10 @@ pub struct ApiSettings {
     pub operator_tokens: Vec<Secret>,
     /// Bounds on pushed event batches.
     pub limits: PushedLimits,
+    /// Requests each token may make per second (bursts of twice that).
+    pub requests_per_second: u32,
+    /// Requests served at once, all tokens together; more get 503.
+    pub max_concurrent_requests: usize,
 }
 
 impl ApiSettings {
@@ -69,6 +88,8 @@ impl ApiSettings {
             read_tokens,
             operator_tokens,
             limits: PushedLimits::default(),
+            requests_per_second: REQUESTS_PER_SECOND.0 as u32,
+            max_concurrent_requests: CONCURRENT_REQUESTS.0 as usize,
         }
     }
 }
@@ -115,6 +136,27 @@ impl ApiSection {
             }
             limits.max_events = usize::try_from(value).unwrap_or(usize::MAX);
         }
+        let bounded =
+            |key: &str, value: &Option<Spanned<i64>>, (default, min, max): (i64, i64, i64)| {
+                match value {
+                    None => Ok(default),
+                    Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
+                    Some(v) => Err(at(
+                        v.span(),
+                        format!("api.{key} must be {min} to {max}, found {}", v.get_ref()),
+                    )),
+                }
+            };
+        let requests_per_second = bounded(
+            "requests_per_second",
+            &self.requests_per_second,
+            REQUESTS_PER_SECOND,
+        )?;
+        let max_concurrent_requests = bounded(
+            "max_concurrent_requests",
+            &self.max_concurrent_requests,
+            CONCURRENT_REQUESTS,
+        )?;
         let read_tokens = tokens(&self.read_tokens, "read_tokens", base, at)?;
         let operator_tokens = tokens(&self.operator_tokens, "operator_tokens", base, at)?;
         for (i, token) in operator_tokens.iter().enumerate() {
@@ -146,6 +188,9 @@ impl ApiSection {
             read_tokens,
             operator_tokens,
             limits,
+            // Within u32 and usize by the bounds above.
+            requests_per_second: u32::try_from(requests_per_second).unwrap_or(u32::MAX),
+            max_concurrent_requests: usize::try_from(max_concurrent_requests).unwrap_or(1),
         }))
     }
 }
@@ -267,6 +312,18 @@ mod tests {
                     "enabled = true\noperator_tokens = [\"{OPERATOR}\"]\nmax_body_size = \"1GiB\""
                 ),
                 "max_body_size must be",
+            ),
+            (
+                &format!(
+                    "enabled = true\noperator_tokens = [\"{OPERATOR}\"]\nrequests_per_second = 0"
+                ),
+                "api.requests_per_second must be 1 to 100000, found 0",
+            ),
+            (
+                &format!(
+                    "enabled = true\noperator_tokens = [\"{OPERATOR}\"]\nmax_concurrent_requests = 100000"
+                ),
+                "api.max_concurrent_requests must be 1 to 4096",
             ),
             ("enabled = true\ntokens = []", "unknown field"),
         ];

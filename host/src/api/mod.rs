@@ -79,19 +79,20 @@ struct Tokens(Vec<([u8; 32], Role)>);
 impl Tokens {
     /// The role of `presented`, comparing it with every token in constant
     /// time (digests have one length, and every digest is compared).
-    fn role(&self, presented: &[u8]) -> Option<Role> {
+    fn role(&self, presented: &[u8]) -> Option<(usize, Role)> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
-        let mut role = None;
-        for (token, token_role) in &self.0 {
+        let mut found = None;
+        for (index, (token, token_role)) in self.0.iter().enumerate() {
             let difference = token
                 .iter()
                 .zip(digest.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if std::hint::black_box(difference) == 0 {
-                role = role.max(Some(*token_role));
+                // No token is in both lists (the config refuses it).
+                found = Some((index, *token_role));
             }
         }
-        role
+        found
     }
 }
 
@@ -100,6 +101,65 @@ struct Api {
     sink: Arc<dyn EventSink>,
     store: Arc<dyn HistoryStore>,
     limits: PushedLimits,
+    /// One bucket per token (by index in `tokens`).
+    buckets: Vec<std::sync::Mutex<Bucket>>,
+    /// Requests with a missing or wrong token, all clients together.
+    failed_auth: std::sync::Mutex<Bucket>,
+    /// Requests served at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    level: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        Bucket {
+            rate,
+            burst: rate * 2.0,
+            level: rate * 2.0,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Take one; `Err(seconds)` until one is there.
+    fn take(&mut self) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        self.level =
+            (self.level + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.level >= 1.0 {
+            self.level -= 1.0;
+            Ok(())
+        } else {
+            // At least 1 s: Retry-After counts whole seconds.
+            Err(((1.0 - self.level) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+fn take(bucket: &std::sync::Mutex<Bucket>) -> Result<(), u64> {
+    bucket.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+fn too_many(retry_after: u64, message: &str) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        message.to_owned(),
+    )
+    .into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The `/api/v1` routes on the tracker's `sink` (pushed events go there)
@@ -120,11 +180,20 @@ pub fn router(
             .iter()
             .map(|t| (digest(t), Role::Operator)),
     );
+    let buckets = tokens
+        .iter()
+        .map(|_| std::sync::Mutex::new(Bucket::new(settings.requests_per_second)))
+        .collect();
     let api = Arc::new(Api {
         tokens: Tokens(tokens),
         sink,
         store,
         limits: settings.limits,
+        buckets,
+        failed_auth: std::sync::Mutex::new(Bucket::new(config::FAILED_AUTH_PER_SECOND)),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            settings.max_concurrent_requests.max(1),
+        )),
     });
     let v1 = axum::Router::new()
         .route("/endpoints", axum::routing::get(list_endpoints))
@@ -233,18 +302,43 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response {
 // --- authentication ---------------------------------------------------------------
 
 async fn authenticate(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    // Held until the response is made: at most `max_concurrent_requests`
+    // requests are read, searched or stored at once.
+    let Ok(_permit) = api.in_flight.clone().try_acquire_owned() else {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many requests in progress (api.max_concurrent_requests); try again",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let refused = |e: ApiError| match take(&api.failed_auth) {
+        Ok(()) => e.into_response(),
+        Err(retry) => too_many(retry, "too many requests without a valid token"),
+    };
     let presented = match bearer(request.headers()) {
         Ok(token) => token,
-        Err(e) => return e.into_response(),
+        Err(e) => return refused(e),
     };
-    let Some(role) = api.tokens.role(presented) else {
-        return ApiError::new(
+    let Some((index, role)) = api.tokens.role(presented) else {
+        return refused(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             "the bearer token is not one of this site's API tokens",
-        )
-        .into_response();
+        ));
     };
+    if let Some(bucket) = api.buckets.get(index)
+        && let Err(retry) = take(bucket)
+    {
+        return too_many(
+            retry,
+            "this token's requests per second are spent (api.requests_per_second)",
+        );
+    }
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     if !reads && role < Role::Operator {
         return ApiError::new(

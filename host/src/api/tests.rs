@@ -613,3 +613,85 @@ async fn served_beside_metrics_by_the_prometheus_server() {
     let _ = stop_tx.send(true);
     let _ = server.await;
 }
+
+/// Each token has its own request rate (429 with Retry-After past a burst
+/// of twice the rate, other tokens unaffected); requests without a valid
+/// token share one small budget; and a request still in progress holds
+/// one of `max_concurrent_requests` slots (503 while none is free).
+#[tokio::test]
+async fn requests_are_limited_per_token_and_while_busy() {
+    use tokio::io::AsyncWriteExt;
+    let mut settings = ApiSettings::new(vec![secret(READ)], vec![secret(OPERATOR)]);
+    settings.requests_per_second = 2;
+    settings.max_concurrent_requests = 1;
+    let server = Server::start(settings).await;
+    let path = "/api/v1/endpoints?limit=1";
+    for i in 0..4 {
+        assert_eq!(server.get(path, Some(READ)).await.0, 200, "request {i}");
+    }
+    let response = server
+        .client
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 429);
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| s >= 1), "{retry:?}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(code(&body), "rate_limited");
+    // The operator token has its own budget.
+    assert_eq!(server.get(path, Some(OPERATOR)).await.0, 200);
+
+    // A POST whose body is still arriving holds the only slot.
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/endpoints/events HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {OPERATOR}\r\ntransfer-encoding: chunked\r\n\r\n1\r\n[\r\n"
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    let mut busy = None;
+    for _ in 0..50 {
+        let (status, body) = server.get(path, Some(OPERATOR)).await;
+        if status == 503 {
+            busy = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let busy = busy.expect("no 503 while the only slot was held");
+    assert_eq!(code(&busy), "busy");
+    drop(slow);
+    let mut freed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if server.get(path, Some(OPERATOR)).await.0 == 200 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the slot was not given back");
+
+    // Guessing: wrong tokens are answered 401 until their shared budget
+    // (bursts of 20) is spent, then 429.
+    let wrong = "w".repeat(40);
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(server.get(path, Some(&wrong)).await.0);
+    }
+    assert!(
+        statuses.contains(&401) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+}
