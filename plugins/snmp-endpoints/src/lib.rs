@@ -146,40 +146,34 @@ pub fn fdb_state(status: Option<i64>) -> Option<EntryState> {
 
 /// Neighbour rows of an ipNetToPhysicalTable walk.
 pub fn physical_entries(table: &Table, name: &dyn Fn(u32) -> String) -> Vec<TableEntry> {
-    let mut entries = Vec::new();
-    for index in table.indexes() {
-        let Some((if_index, address)) = parse_physical_index(&index) else {
-            continue;
-        };
-        let Some(mac) = mac_of(table.get(4, &index)) else {
-            continue;
-        };
-        let Some(state) = neighbour_state(table.get(6, &index).and_then(Value::as_i64)) else {
-            continue;
-        };
-        entries.push(TableEntry {
-            address,
-            mac,
-            if_index,
-            interface: name(if_index),
-            vlan: 0,
-            state,
-        });
-    }
-    entries
+    neighbour_entries(table, name, parse_physical_index, 4, 6)
 }
 
 /// Neighbour rows of an ipNetToMediaTable walk.
 pub fn media_entries(table: &Table, name: &dyn Fn(u32) -> String) -> Vec<TableEntry> {
+    neighbour_entries(table, name, parse_media_index, 2, 4)
+}
+
+/// The rows of a neighbour table whose index `parse` reads as (ifIndex,
+/// address), with the MAC in column `mac_column` and the type in
+/// `type_column`; rows without a usable MAC or type are skipped.
+fn neighbour_entries(
+    table: &Table,
+    name: &dyn Fn(u32) -> String,
+    parse: fn(&str) -> Option<(u32, String)>,
+    mac_column: u32,
+    type_column: u32,
+) -> Vec<TableEntry> {
     let mut entries = Vec::new();
     for index in table.indexes() {
-        let Some((if_index, address)) = parse_media_index(&index) else {
+        let Some((if_index, address)) = parse(&index) else {
             continue;
         };
-        let Some(mac) = mac_of(table.get(2, &index)) else {
+        let Some(mac) = mac_of(table.get(mac_column, &index)) else {
             continue;
         };
-        let Some(state) = neighbour_state(table.get(4, &index).and_then(Value::as_i64)) else {
+        let Some(state) = neighbour_state(table.get(type_column, &index).and_then(Value::as_i64))
+        else {
             continue;
         };
         entries.push(TableEntry {
