@@ -126,9 +126,8 @@ struct RejectState {
 
 struct Shared {
     settings: Settings,
-    /// By name: the model, and whether a source published it (or it is
-    /// the empty model of a fabric nobody described).
-    fabrics: RwLock<HashMap<String, (Arc<Fabric>, bool)>>,
+    /// The models sources published, by name.
+    fabrics: RwLock<HashMap<String, Arc<Fabric>>>,
     received: [AtomicU64; Source::ALL.len()],
     rejects: Mutex<RejectState>,
     subscribers: Mutex<BTreeMap<String, SubscriberState>>,
@@ -136,16 +135,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The published model of `name`, or an empty one. The empty ones are
+    /// not kept: pushed events may name any number of fabrics, and an
+    /// empty model costs nothing to make.
     fn fabric(&self, name: &str) -> Arc<Fabric> {
-        if let Some((f, _)) = read(&self.fabrics).get(name) {
-            return f.clone();
+        match read(&self.fabrics).get(name) {
+            Some(f) => f.clone(),
+            None => Arc::new(Fabric::new(name, 0)),
         }
-        let mut fabrics = write(&self.fabrics);
-        fabrics
-            .entry(name.to_owned())
-            .or_insert_with(|| (Arc::new(Fabric::new(name, 0)), false))
-            .0
-            .clone()
     }
 }
 
@@ -323,10 +320,7 @@ impl Tracker {
 
     /// The newest model of `name`, if a source published one.
     pub fn fabric_model(&self, name: &str) -> Option<Arc<Fabric>> {
-        read(&self.shared.fabrics)
-            .get(name)
-            .filter(|(_, published)| *published)
-            .map(|(f, _)| f.clone())
+        read(&self.shared.fabrics).get(name).cloned()
     }
 
     /// The numbers (module docs).
@@ -368,11 +362,7 @@ impl Tracker {
                 max_lag_seconds: f64::from_bits(c.max_lag.load(Ordering::Relaxed)),
             })
             .collect();
-        let mut fabrics: Vec<String> = read(&self.shared.fabrics)
-            .iter()
-            .filter(|(_, (_, published))| *published)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let mut fabrics: Vec<String> = read(&self.shared.fabrics).keys().cloned().collect();
         fabrics.sort();
         TrackerStats {
             received,
@@ -430,7 +420,7 @@ impl Tracker {
 #[async_trait::async_trait]
 impl EventSink for Tracker {
     async fn fabric(&self, fabric: Arc<Fabric>) -> Result<(), SinkClosed> {
-        write(&self.shared.fabrics).insert(fabric.name.clone(), (fabric, true));
+        write(&self.shared.fabrics).insert(fabric.name.clone(), fabric);
         Ok(())
     }
 

@@ -328,9 +328,14 @@ pub async fn consume_into(
     models: FabricModels,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ConsumeReport> {
-    // The models stored before this worker started, before any event.
+    // The models stored before this worker started, before any event;
+    // then the version loaded per fabric, so a marker of a model already
+    // loaded (one per partition, or a repeated or forged one) reads
+    // nothing.
+    let loaded: Arc<Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
     for (version, fabric) in models.load_all().await? {
         tracing::info!(fabric = %fabric.name, version, "fabric model loaded");
+        lock_versions(&loaded).insert(fabric.name.clone(), version);
         tracker.fabric(Arc::new(fabric)).await?;
     }
     let group = worker_group(&settings.site);
@@ -343,6 +348,7 @@ pub async fn consume_into(
         |batch: Vec<vigil_kafka::Received>| {
             let tracker = tracker.clone();
             let models = models.clone();
+            let loaded = loaded.clone();
             async move {
                 let mut events = Vec::with_capacity(batch.len());
                 for message in batch {
@@ -350,7 +356,11 @@ pub async fn consume_into(
                         tracker.rejected(Source::Kafka, "empty", "");
                         continue;
                     };
-                    if let Some(name) = fabric_marker(payload) {
+                    if let Some((name, version)) = fabric_marker(payload) {
+                        let known = lock_versions(&loaded).get(&name).copied();
+                        if known.is_some_and(|known| known >= version) {
+                            continue;
+                        }
                         // The events before the marker are read against
                         // the model before it.
                         tracker
@@ -359,8 +369,11 @@ pub async fn consume_into(
                         // Nothing is committed until the model is loaded:
                         // a failure offers the batch again.
                         match models.load(&name).await? {
-                            Some((version, fabric)) => {
-                                tracing::info!(fabric = %name, version, "fabric model loaded");
+                            Some((stored, fabric)) => {
+                                tracing::info!(fabric = %name, version = stored, "fabric model loaded");
+                                // A marker naming a version never stored
+                                // is not read again.
+                                lock_versions(&loaded).insert(name, stored.max(version));
                                 tracker.fabric(Arc::new(fabric)).await?;
                             }
                             None => tracker.rejected(
@@ -404,14 +417,24 @@ pub async fn consume_into(
     .await
 }
 
-/// The fabric named by a model marker, if `payload` is one.
-fn fabric_marker(payload: &[u8]) -> Option<String> {
+/// The fabric and version named by a model marker, if `payload` is one.
+fn fabric_marker(payload: &[u8]) -> Option<(String, u64)> {
     // Markers are small; an event is never one (it has no such field).
     if payload.len() > 512 {
         return None;
     }
     let value: Value = serde_json::from_slice(payload).ok()?;
-    value.get(MARKER_FIELD)?.as_str().map(str::to_owned)
+    let name = value.get(MARKER_FIELD)?.as_str()?.to_owned();
+    Some((
+        name,
+        value.get("version").and_then(Value::as_u64).unwrap_or(0),
+    ))
+}
+
+fn lock_versions(
+    m: &Mutex<std::collections::HashMap<String, u64>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -444,6 +467,48 @@ mod tests {
         }
     }
 
+    /// A memory key/value backend that counts reads.
+    #[derive(Default)]
+    struct CountingKv {
+        inner: vigil_core::kv::MemoryKv,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CountingKv {
+        fn gets(&self) -> usize {
+            self.gets.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl KvBackend for CountingKv {
+        fn get(
+            &self,
+            plugin: &str,
+            key: &str,
+        ) -> Result<Option<Vec<u8>>, vigil_core::kv::KvFailure> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get(plugin, key)
+        }
+        fn set(
+            &self,
+            plugin: &str,
+            key: &str,
+            value: &[u8],
+            quota: u64,
+        ) -> Result<Result<(), vigil_core::kv::KvError>, vigil_core::kv::KvFailure> {
+            self.inner.set(plugin, key, value, quota)
+        }
+        fn delete(&self, plugin: &str, key: &str) -> Result<(), vigil_core::kv::KvFailure> {
+            self.inner.delete(plugin, key)
+        }
+        fn keys(&self, plugin: &str) -> Result<Vec<String>, vigil_core::kv::KvFailure> {
+            self.inner.keys(plugin)
+        }
+        fn usage(&self, plugin: &str) -> Result<u64, vigil_core::kv::KvFailure> {
+            self.inner.usage(plugin)
+        }
+    }
+
     /// The subscriber's process and a worker process, as two sinks over a
     /// real broker: the worker reads a vpc-attached learn against the
     /// subscriber's model (the endpoint sits on the vpc pseudo-node), which
@@ -459,8 +524,8 @@ mod tests {
         let mut settings = KafkaSettings::new(broker.brokers(), "models");
         settings.partitions = 3;
         vigil_kafka::ensure_topics(&settings).await.expect("topics");
-        let kv: Arc<dyn KvBackend> = Arc::new(vigil_core::kv::MemoryKv::default());
-        let models = FabricModels::new(kv);
+        let kv = Arc::new(CountingKv::default());
+        let models = FabricModels::new(kv.clone());
 
         let store = Arc::new(MemoryStore::new());
         let worker = Tracker::start(
@@ -538,6 +603,9 @@ mod tests {
         // Three markers (one per partition) and the event; the second,
         // unchanged publication sent nothing.
         assert_eq!(report.messages, 4, "{report:?}");
+        // Three markers of one version: the model was read once (plus the
+        // test's own `load_all`), not once per partition.
+        assert_eq!(kv.gets(), 2);
         worker.shutdown().await.expect("shutdown");
     }
 
