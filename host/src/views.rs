@@ -439,13 +439,13 @@ impl From<&vigil_endpoints::EndpointEvent> for EndpointEventView {
             status: e.status.as_str(),
             ts: rfc3339(e.ts),
             pctag: e.pctag,
-            encap: e.encap.clone(),
-            intf_id: e.intf_id.clone(),
-            intf_name: e.intf_name.clone(),
-            rw_mac: e.rw_mac.clone(),
+            encap: e.encap.to_string(),
+            intf_id: e.intf_id.to_string(),
+            intf_name: e.intf_name.to_string(),
+            rw_mac: e.rw_mac.to_string(),
             rw_bd: e.rw_bd,
-            epg_name: e.epg_name.clone(),
-            vnid_name: e.vnid_name.clone(),
+            epg_name: e.epg_name.to_string(),
+            vnid_name: e.vnid_name.to_string(),
         }
     }
 }
@@ -489,9 +489,9 @@ pub struct EndpointView {
 impl From<&vigil_endpoints::EndpointRecord> for EndpointView {
     fn from(r: &vigil_endpoints::EndpointRecord) -> Self {
         EndpointView {
-            fabric: r.fabric.clone(),
+            fabric: r.fabric.to_string(),
             vnid: r.vnid,
-            addr: r.addr.clone(),
+            addr: r.addr.to_string(),
             endpoint_type: endpoint_type(r.endpoint_type),
             learn_type: learn_type(r.learn_type),
             count: r.count,
@@ -538,14 +538,14 @@ impl From<&vigil_endpoints::HistoryEvent> for HistoryEventView {
             status: e.status.as_str(),
             remote: e.remote,
             pctag: e.pctag,
-            flags: e.flags.clone(),
-            tunnel_flags: e.tunnel_flags.clone(),
-            encap: e.encap.clone(),
-            intf_id: e.intf_id.clone(),
-            intf_name: e.intf_name.clone(),
-            epg_name: e.epg_name.clone(),
-            vnid_name: e.vnid_name.clone(),
-            rw_mac: e.rw_mac.clone(),
+            flags: e.flags.to_vec(),
+            tunnel_flags: e.tunnel_flags.to_string(),
+            encap: e.encap.to_string(),
+            intf_id: e.intf_id.to_string(),
+            intf_name: e.intf_name.to_string(),
+            epg_name: e.epg_name.to_string(),
+            vnid_name: e.vnid_name.to_string(),
+            rw_mac: e.rw_mac.to_string(),
             rw_bd: e.rw_bd,
         }
     }

@@ -76,30 +76,20 @@ fn histories(db: &Path) -> Vec<(String, u64, Vec<String>, Vec<f64>)> {
         return Vec::new();
     };
     let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, String>(2)?,
-        ))
+        let body = vigil_host::store::endpoints::decode_history_body(row.get_ref(2)?)
+            .map_err(|e| rusqlite::Error::InvalidColumnName(format!("history body: {e}")))?;
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, body))
     });
     let Ok(rows) = rows else {
         return Vec::new();
     };
-    rows.filter_map(Result::ok)
+    rows.map(|row| row.expect("a readable history row"))
         .map(|(addr, count, body)| {
-            let body: Value = serde_json::from_str(&body).expect("history body");
-            let events = body["events"].as_array().cloned().unwrap_or_default();
             (
                 addr,
                 u64::try_from(count).unwrap_or(0),
-                events
-                    .iter()
-                    .map(|e| e["intf_id"].as_str().unwrap_or("").to_owned())
-                    .collect(),
-                events
-                    .iter()
-                    .map(|e| e["ts"].as_f64().unwrap_or(0.0))
-                    .collect(),
+                body.events.iter().map(|e| e.intf_id.to_string()).collect(),
+                body.events.iter().map(|e| e.ts).collect(),
             )
         })
         .collect()

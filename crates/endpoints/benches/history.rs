@@ -6,7 +6,14 @@
 //! websocket notifications (`epmMacEp`, `status` created, flags `local`).
 //! Figures:
 //!
-//! 1. parsing: notification JSON → [`EpmEvent`] (EPT's DN grammar);
+//! 1. parsing: notification JSON → [`EpmEvent`] (EPT's DN grammar); then
+//!    class-query pages as the initial build reads them (`ept_scale`'s
+//!    shape: pages of 10,000 `epmMacEp`, `epmIpEp` and
+//!    `epmRsMacEpToIpEpAtt` objects with APIC's full attribute sets), per
+//!    object, from the text ([`EpmParser::parse_payload`]) and through a
+//!    `serde_json::Value` first ([`EpmParser::parse_payload_value`], what
+//!    the APIC subscriber and replays do: they record and flatten the
+//!    decoded payload);
 //! 2. history: [`process_event`] on the in-memory store, one task
 //!    (per-node history §4 and the endpoint record §5 per event; each event
 //!    reads the endpoint's records from the store and writes back);
@@ -56,6 +63,56 @@ fn notification(i: usize, leaf: usize, ts: f64) -> String {
     )
 }
 
+/// One class-query page of `n` objects from host `start` on, the three
+/// classes in turn, attributes as `ept_scale` (and APIC) sends them.
+fn page(n: usize, start: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(r#"{"ts":1765000000.5,"totalCount":"10000","imdata":["#);
+    for k in 0..n {
+        let h = start + k;
+        if k > 0 {
+            out.push(',');
+        }
+        let node = 101 + h % 400;
+        let (vrf, bd, vlan) = (2_000_000 + h % 10, 15_000_000 + h % 100, 100 + h % 100);
+        let m = format!(
+            "00:50:56:{:02X}:{:02X}:{:02X}",
+            (h >> 16) & 0xff,
+            (h >> 8) & 0xff,
+            h & 0xff
+        );
+        let i = format!("10.{}.{}.{}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+        let _ = match k % 3 {
+            0 => write!(
+                out,
+                r#"{{"epmMacEp":{{"attributes":{{"addr":"{m}","childAction":"","createTs":"2026-12-01T10:00:00.000+00:00","dn":"topology/pod-1/node-{node}/sys/ctx-[vxlan-{vrf}]/bd-[vxlan-{bd}]/vlan-[vlan-{vlan}]/db-ep/mac-{m}","flags":"local,vpc-attached","ifId":"po3","lcC":"learned","lcOwn":"local","modTs":"never","monPolDn":"","name":"","nameAlias":"","pcTag":"32771","status":""}}}}}}"#
+            ),
+            1 => write!(
+                out,
+                r#"{{"epmIpEp":{{"attributes":{{"addr":"{i}","childAction":"","createTs":"2026-12-01T10:00:00.000+00:00","dn":"topology/pod-1/node-{node}/sys/ctx-[vxlan-{vrf}]/db-ep/ip-[{i}]","flags":"","ifId":"tunnel7","lcC":"learned","lcOwn":"local","modTs":"never","monPolDn":"","name":"","nameAlias":"","pcTag":"32771","status":""}}}}}}"#
+            ),
+            _ => write!(
+                out,
+                r#"{{"epmRsMacEpToIpEpAtt":{{"attributes":{{"childAction":"","dn":"topology/pod-1/node-{node}/sys/ctx-[vxlan-{vrf}]/bd-[vxlan-{bd}]/vlan-[vlan-{vlan}]/db-ep/mac-{m}/rsmacEpToIpEpAtt-[sys/ctx-[vxlan-{vrf}]/bd-[vxlan-{bd}]/vlan-[vlan-{vlan}]/db-ep/ip-[{i}]]","forceResolve":"yes","lcOwn":"local","modTs":"never","rType":"mo","state":"formed","stateQual":"none","status":"","tCl":"epmIpEp","tDn":"sys/ctx-[vxlan-{vrf}]/bd-[vxlan-{bd}]/vlan-[vlan-{vlan}]/db-ep/ip-[{i}]","tType":"mo"}}}}}}"#
+            ),
+        };
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Parse `pages` with `parse`, checking every object is an event; µs an
+/// object.
+fn per_object(pages: &[String], mut parse: impl FnMut(&str) -> usize) -> f64 {
+    let started = Instant::now();
+    let events: usize = pages.iter().map(|p| parse(p)).sum();
+    let took = started.elapsed();
+    assert_eq!(events, pages.len() * PAGE, "every object parses");
+    took.as_secs_f64() * 1e6 / events as f64
+}
+
+const PAGE: usize = 10_000;
+
 struct Worker {
     settings: Arc<Settings>,
     fabric: Arc<Fabric>,
@@ -104,6 +161,32 @@ fn main() {
         parse.as_secs_f64(),
         texts.len() as f64 / parse.as_secs_f64()
     );
+
+    let pages: Vec<String> = (0..20).map(|p| page(PAGE, p * PAGE)).collect();
+    let endpoints = |payload: vigil_endpoints::apic::Payload| {
+        payload
+            .objects
+            .into_iter()
+            .filter(|o| matches!(o, Ok(ApicObject::Endpoint(_))))
+            .count()
+    };
+    let from_text = per_object(&pages, |text| {
+        parser.parse_payload(text, 0.0).map(endpoints).unwrap_or(0)
+    });
+    let via_value = per_object(&pages, |text| {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+            return 0;
+        };
+        parser
+            .parse_payload_value(&value, 0.0)
+            .map(endpoints)
+            .unwrap_or(0)
+    });
+    println!(
+        "parsing class-query pages: {} objects, {from_text:.2} µs an object from the text, {via_value:.2} µs through a Value",
+        pages.len() * PAGE
+    );
+    drop(pages);
 
     let settings = Arc::new(Settings::default());
     let fabric = Arc::new(Fabric::default());

@@ -228,8 +228,8 @@ impl Fabric {
     }
 
     /// EPT's `get_learn_type` (F:115-134).
-    pub fn learn_type(&self, vnid: u32, flags: &[String]) -> LearnType {
-        let has = |f: &str| flags.iter().any(|x| x == f);
+    pub fn learn_type(&self, vnid: u32, flags: &crate::text::Flags) -> LearnType {
+        let has = |f: &str| flags.contains(f);
         if has("loopback") {
             LearnType::Loopback
         } else if has("psvi") {
@@ -269,7 +269,7 @@ mod tests {
         // F:115-134: loopback > psvi > svi(external) > overlay > external vnid > epg.
         let mut f = Fabric::new("f", 100);
         f.add_vnid(7, "uni/tn-a/out-x", true, "vlan-7");
-        let fl = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fl = |v: &[&str]| crate::text::Flags::new(v);
         assert_eq!(
             f.learn_type(100, &fl(&["loopback", "psvi"])),
             LearnType::Loopback

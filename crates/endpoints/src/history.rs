@@ -11,6 +11,7 @@ use crate::fabric::Fabric;
 use crate::model::{
     EpmClass, EpmEvent, HistoryEvent, HistoryRecord, Settings, Status, push_capped,
 };
+use crate::text::{Flags, Text};
 
 /// Why an event left the history unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,42 +91,42 @@ fn is_redelivery(record: Option<&HistoryRecord>, event: &HistoryEvent, ev: &EpmE
 /// The event's fields after interface, remote and name resolution
 /// (W:584-636).
 struct Resolved {
-    if_id: String,
-    intf_name: String,
-    tunnel_flags: String,
+    if_id: Text,
+    intf_name: Text,
+    tunnel_flags: Text,
     remote: u32,
-    epg_name: String,
-    vnid_name: String,
-    encap: String,
+    epg_name: Text,
+    vnid_name: Text,
+    encap: Text,
 }
 
 fn resolve(fabric: &Fabric, ev: &EpmEvent) -> Resolved {
     let is_local = ev.has_flag("local");
     let is_rs = ev.classname == EpmClass::RsMacEpToIpEpAtt;
     let is_deleted = ev.status == Status::Deleted;
-    let mut if_id = ev.if_id.clone();
-    let mut intf_name = ev.if_id.clone();
+    let mut if_id = Text::from(ev.if_id.as_str());
+    let mut intf_name = if_id.clone();
     let mut tunnel = None;
-    let mut tunnel_flags = String::new();
+    let mut tunnel_flags = Text::default();
     if ev.if_id.contains("po") {
         // W:585-597: the pc policy name; a local learn on a vpc's pc becomes vpc-<id>.
         let name = fabric.pc_name(ev.node, &ev.if_id);
         if !name.is_empty() {
-            intf_name = name.to_owned();
+            intf_name = Text::from(name);
         }
         if is_local {
             let vpc = fabric.pc_vpc_id(ev.node, &ev.if_id);
             if vpc > 0 {
-                if_id = format!("vpc-{vpc}");
+                if_id = Text::from(format!("vpc-{vpc}"));
             }
         }
     } else if ev.if_id.contains("tunnel") {
         // W:599-610: tunnel flags; a local learn on a vxlan tunnel is a virtual leaf.
         tunnel = fabric.tunnel(ev.node, &ev.if_id);
         if let Some(t) = tunnel {
-            tunnel_flags = t.flags.clone();
+            tunnel_flags = Text::from(t.flags.as_str());
             if is_local && t.encap == "vxlan" {
-                if_id = format!("vl-{}", t.dst);
+                if_id = Text::from(format!("vl-{}", t.dst));
                 intf_name = if_id.clone();
             }
         }
@@ -143,21 +144,22 @@ fn resolve(fabric: &Fabric, ev: &EpmEvent) -> Resolved {
     }
     // W:624: epg name only for pcTag > 1.
     let epg_name = if ev.pctag > 1 {
-        fabric.epg_name(ev.vrf, ev.pctag).to_owned()
+        Text::from(fabric.epg_name(ev.vrf, ev.pctag))
     } else {
-        String::new()
+        Text::default()
     };
     // W:630-636: vnid name; an external BD's encap replaces the event's.
-    let mut encap = ev.encap.clone();
+    let mut encap = None;
     let vnid_name = match fabric.vnid(ev.vnid) {
         Some(v) => {
             if v.external {
-                encap = v.encap.clone();
+                encap = Some(Text::from(v.encap.as_str()));
             }
-            v.name.clone()
+            Text::from(v.name.as_str())
         }
-        None => String::new(),
+        None => Text::default(),
     };
+    let encap = encap.unwrap_or_else(|| Text::from(ev.encap.as_str()));
     Resolved {
         if_id,
         intf_name,
@@ -174,11 +176,9 @@ fn resolve(fabric: &Fabric, ev: &EpmEvent) -> Resolved {
 fn history_event(ev: &EpmEvent, r: Resolved) -> HistoryEvent {
     let mut h = HistoryEvent::empty(ev.classname, ev.ts, ev.status);
     if ev.status != Status::Deleted {
-        let mut flags = ev.flags.clone();
-        flags.sort();
         h.remote = r.remote;
         h.pctag = ev.pctag;
-        h.flags = flags;
+        h.flags = Flags::new(&ev.flags);
         h.tunnel_flags = r.tunnel_flags;
         h.encap = r.encap;
         h.intf_id = r.if_id;
@@ -223,14 +223,14 @@ pub fn update_endpoint_history(
                 return HistoryOutcome::Ignored(IgnoreReason::UnknownOnNode);
             }
             if is_rs {
-                event.rw_mac = ev.addr.clone();
+                event.rw_mac = Text::unique(&ev.addr);
                 event.rw_bd = ev.bd;
             }
             *record = Some(HistoryRecord {
-                fabric: ev.fabric.clone(),
+                fabric: Text::from(ev.fabric.as_str()),
                 node: ev.node,
                 vnid: ev.vnid,
-                addr: ev.key_addr().to_owned(),
+                addr: Text::unique(ev.key_addr()),
                 history_type: ev.history_type,
                 count: 1,
                 events: vec![event],
@@ -272,10 +272,10 @@ pub fn update_endpoint_history(
     if is_rs {
         // W:700-732: the rs object brings rw_mac/rw_bd; all else is the previous event's.
         if is_deleted {
-            event.rw_mac = String::new();
+            event.rw_mac = Text::default();
             event.rw_bd = 0;
         } else {
-            event.rw_mac = ev.addr.clone();
+            event.rw_mac = Text::unique(&ev.addr);
             event.rw_bd = ev.bd;
         }
         event.status = last.status;

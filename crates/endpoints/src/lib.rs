@@ -87,6 +87,7 @@ pub mod query;
 pub mod replay;
 pub mod snapshot;
 pub mod store;
+pub mod text;
 pub mod tracker;
 pub mod write_behind;
 
@@ -106,4 +107,5 @@ pub use store::{
     EndpointState, EventOutcome, HistoryStore, MemoryStore, StoreError, process_event,
     process_event_in_place,
 };
+pub use text::{Flags, Text};
 pub use write_behind::{HistoryWorker, WriteBehind, WriteBehindConfig};

@@ -12,6 +12,7 @@ use crate::model::{
     EndpointEvent, EndpointRecord, EndpointType, EpmEvent, HistoryRecord, HistoryType, LearnType,
     Settings, Status, push_capped,
 };
+use crate::text::{Flags, Text};
 use std::collections::BTreeMap;
 
 /// A local delete followed by a different local learn within this many
@@ -102,13 +103,13 @@ pub fn update_local(
     histories: &BTreeMap<u32, HistoryRecord>,
     endpoint: &mut Option<EndpointRecord>,
 ) -> Option<LocalResult> {
-    let no_flags: &[String] = &[];
+    let no_flags = Flags::default();
     let flags_of = |node: u32| {
         histories
             .get(&node)
             .and_then(|r| r.events.first())
-            .map(|e| e.flags.as_slice())
-            .unwrap_or(no_flags)
+            .map(|e| &e.flags)
+            .unwrap_or(&no_flags)
     };
     // W:850-855: learn type from the event node's newest flags.
     let mut learn_type = fabric.learn_type(ev.vnid, flags_of(ev.node));
@@ -121,13 +122,18 @@ pub fn update_local(
             if matches!(ev.status, Status::Deleted | Status::Modified) {
                 return None;
             }
-            let addr = ev.key_addr().to_owned();
+            // The address is shared with the event node's record (made by
+            // the history step), else copied once.
+            let addr = histories
+                .get(&ev.node)
+                .map(|r| r.addr.clone())
+                .unwrap_or_else(|| Text::unique(ev.key_addr()));
             let vnid_name = fabric
                 .vnid(ev.vnid)
-                .map(|v| v.name.clone())
+                .map(|v| Text::from(v.name.as_str()))
                 .unwrap_or_default();
             *endpoint = Some(EndpointRecord {
-                fabric: ev.fabric.clone(),
+                fabric: Text::from(ev.fabric.as_str()),
                 vnid: ev.vnid,
                 endpoint_type: EndpointType::of(&addr, ev.history_type),
                 addr,

@@ -12,6 +12,7 @@
 //! the cap and increments `count`, so `count` is the total ever pushed
 //! (C:317-327). [`push_capped`] is that operation.
 
+use crate::text::{Flags, Text};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -203,14 +204,14 @@ pub struct HistoryEvent {
     pub remote: u32,
     pub pctag: i64,
     /// Sorted, as EPT stores them.
-    pub flags: Vec<String>,
-    pub tunnel_flags: String,
-    pub encap: String,
-    pub intf_id: String,
-    pub intf_name: String,
-    pub epg_name: String,
-    pub vnid_name: String,
-    pub rw_mac: String,
+    pub flags: Flags,
+    pub tunnel_flags: Text,
+    pub encap: Text,
+    pub intf_id: Text,
+    pub intf_name: Text,
+    pub epg_name: Text,
+    pub vnid_name: Text,
+    pub rw_mac: Text,
     pub rw_bd: u32,
 }
 
@@ -223,21 +224,21 @@ impl HistoryEvent {
             status,
             remote: 0,
             pctag: 0,
-            flags: Vec::new(),
-            tunnel_flags: String::new(),
-            encap: String::new(),
-            intf_id: String::new(),
-            intf_name: String::new(),
-            epg_name: String::new(),
-            vnid_name: String::new(),
-            rw_mac: String::new(),
+            flags: Flags::default(),
+            tunnel_flags: Text::default(),
+            encap: Text::default(),
+            intf_id: Text::default(),
+            intf_name: Text::default(),
+            epg_name: Text::default(),
+            vnid_name: Text::default(),
+            rw_mac: Text::default(),
             rw_bd: 0,
         }
     }
 
     /// Whether the flags contain `flag`.
     pub fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
+        self.flags.contains(flag)
     }
 }
 
@@ -245,10 +246,11 @@ impl HistoryEvent {
 /// (fabric, node, vnid, addr).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryRecord {
-    pub fabric: String,
+    pub fabric: Text,
     pub node: u32,
     pub vnid: u32,
-    pub addr: String,
+    #[serde(deserialize_with = "crate::text::deserialize_unique")]
+    pub addr: Text,
     #[serde(rename = "type")]
     pub history_type: HistoryType,
     /// Total number of events ever pushed.
@@ -272,21 +274,22 @@ pub struct EndpointEvent {
     pub status: Status,
     pub ts: f64,
     pub pctag: i64,
-    pub encap: String,
-    pub intf_id: String,
-    pub intf_name: String,
-    pub rw_mac: String,
+    pub encap: Text,
+    pub intf_id: Text,
+    pub intf_name: Text,
+    pub rw_mac: Text,
     pub rw_bd: u32,
-    pub epg_name: String,
-    pub vnid_name: String,
+    pub epg_name: Text,
+    pub vnid_name: Text,
 }
 
 /// The fabric-wide endpoint (`eptEndpoint`), keyed by (fabric, vnid, addr).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRecord {
-    pub fabric: String,
+    pub fabric: Text,
     pub vnid: u32,
-    pub addr: String,
+    #[serde(deserialize_with = "crate::text::deserialize_unique")]
+    pub addr: Text,
     #[serde(rename = "type")]
     pub endpoint_type: EndpointType,
     /// Total number of events ever pushed (an overwrite does not count).
@@ -307,9 +310,9 @@ impl EndpointRecord {
     /// The record's key.
     pub fn key(&self) -> EndpointKey {
         EndpointKey {
-            fabric: self.fabric.clone(),
+            fabric: self.fabric.to_string(),
             vnid: self.vnid,
-            addr: self.addr.clone(),
+            addr: self.addr.to_string(),
         }
     }
 }

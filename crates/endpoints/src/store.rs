@@ -256,9 +256,9 @@ impl HistoryStore for MemoryStore {
 
     async fn put_history(&self, record: HistoryRecord) -> Result<(), StoreError> {
         let key = EndpointKey {
-            fabric: record.fabric.clone(),
+            fabric: record.fabric.to_string(),
             vnid: record.vnid,
-            addr: record.addr.clone(),
+            addr: record.addr.to_string(),
         };
         self.lock()
             .histories
@@ -311,9 +311,9 @@ impl HistoryStore for MemoryStore {
         let mut inner = self.lock();
         for record in batch.histories {
             let key = EndpointKey {
-                fabric: record.fabric.clone(),
+                fabric: record.fabric.to_string(),
                 vnid: record.vnid,
-                addr: record.addr.clone(),
+                addr: record.addr.to_string(),
             };
             inner
                 .histories
@@ -384,7 +384,27 @@ pub fn process_event_in_place(
     };
     let history = update_endpoint_history(settings, fabric, ev, &mut record);
     match (record, empty) {
-        (Some(r), _) => {
+        (Some(mut r), _) => {
+            if matches!(
+                history,
+                HistoryOutcome::Pushed {
+                    new_record: true,
+                    ..
+                }
+            ) {
+                // One copy of the address per endpoint, not per node.
+                let shared = state
+                    .histories
+                    .values()
+                    .next()
+                    .map(|other| other.addr.clone())
+                    .or_else(|| state.endpoint.as_ref().map(|e| e.addr.clone()));
+                if let Some(addr) = shared
+                    && addr == r.addr
+                {
+                    r.addr = addr;
+                }
+            }
             if history.pushed() {
                 changed.history_node = Some(ev.node);
             }

@@ -476,9 +476,9 @@ impl<S: HistoryStore + ?Sized + 'static> WriteBehind<S> {
         let mut states: HashMap<EndpointKey, EndpointState> = HashMap::new();
         for record in batch.histories {
             let key = EndpointKey {
-                fabric: record.fabric.clone(),
+                fabric: record.fabric.to_string(),
                 vnid: record.vnid,
-                addr: record.addr.clone(),
+                addr: record.addr.to_string(),
             };
             states
                 .entry(key)

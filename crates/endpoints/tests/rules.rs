@@ -375,7 +375,7 @@ async fn modified_merges_and_changes_nothing_unless_a_field_differs() {
     let e = &hist.events[0];
     assert_eq!(e.status, Status::Modified);
     assert_eq!(e.pctag, 49153);
-    assert_eq!(e.flags, vec!["local"]);
+    assert_eq!(e.flags.to_vec(), ["local"]);
     assert_eq!(e.intf_id, "eth1/1");
     assert_eq!(e.vnid_name, "uni/tn-t/BD-bd1");
     // §5: pctag changed → the endpoint's location event changes too.
@@ -697,7 +697,7 @@ async fn ipv4_rewrite_info_after_the_ip_learn() {
     let e = &hist.events[0];
     assert_eq!(e.classname, EpmClass::RsMacEpToIpEpAtt);
     assert_eq!((e.rw_mac.as_str(), e.rw_bd), (MAC, BD));
-    assert_eq!(e.flags, vec!["local"]);
+    assert_eq!(e.flags.to_vec(), ["local"]);
     assert_eq!(e.intf_id, "eth1/1");
     assert_eq!(e.pctag, PCTAG);
     assert_eq!(e.status, Status::Created);

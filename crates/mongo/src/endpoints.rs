@@ -161,9 +161,9 @@ impl HistoryStore for MongoStorage {
             "u": {
                 "_id": &id,
                 "endpoint": endpoint,
-                "fabric": &record.fabric,
+                "fabric": record.fabric.as_str(),
                 "vnid": i64::from(record.vnid),
-                "addr": &record.addr,
+                "addr": record.addr.as_str(),
                 "node": i64::from(record.node),
                 "body": body,
             },
@@ -235,9 +235,9 @@ impl HistoryStore for MongoStorage {
             "q": { "_id": &id },
             "u": {
                 "_id": &id,
-                "fabric": &record.fabric,
+                "fabric": record.fabric.as_str(),
                 "vnid": i64::from(record.vnid),
-                "addr": &record.addr,
+                "addr": record.addr.as_str(),
                 "type": type_name(record.endpoint_type),
                 "body": body,
             },

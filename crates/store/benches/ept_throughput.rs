@@ -16,7 +16,8 @@
 //!    own round trip), one task, on the first 20,000 events.
 //!
 //! `VIGIL_EPT_ENDPOINTS` sets the number of MACs (default 100000; events =
-//! 2 ×), `VIGIL_EPT_RUNS` the repetitions (default 3).
+//! 2 ×), `VIGIL_EPT_RUNS` the repetitions (default 3); `VIGIL_EPT_PER_EVENT=0`
+//! skips the per-event contrast.
 //!
 //! Run: `cargo bench -p vigil-store --bench ept_throughput` (prints figures;
 //! no timed assertions).
@@ -171,7 +172,11 @@ fn main() {
         );
     }
 
-    // 3. The per-event path, for contrast.
+    // 3. The per-event path, for contrast (`VIGIL_EPT_PER_EVENT=0` skips it,
+    // e.g. to profile the runs above alone).
+    if std::env::var("VIGIL_EPT_PER_EVENT").is_ok_and(|v| v == "0") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteHistory::open(&dir.path().join("vigil.db")).expect("open");
     let sample = &events[..events.len().min(20_000)];

@@ -68,8 +68,8 @@ fn history(node: u32, events: usize) -> HistoryRecord {
                     1_765_000_100.0 - i as f64,
                     Status::Created,
                 );
-                e.intf_id = format!("eth1/{i}");
-                e.flags = vec!["local".into()];
+                e.intf_id = format!("eth1/{i}").into();
+                e.flags = vigil_endpoints::Flags::parse("local");
                 e
             })
             .collect(),

@@ -343,7 +343,7 @@ fn show_text(detail: &EndpointDetail, view: &EndpointDetailView) -> String {
                 clean(&ev.intf_name),
                 clean(&ev.encap),
                 ev.pctag.to_string(),
-                clean(&ev.flags.join(",")),
+                clean(ev.flags.joined()),
                 if ev.remote == 0 {
                     String::new()
                 } else {

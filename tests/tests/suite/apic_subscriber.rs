@@ -669,7 +669,7 @@ async fn a_paged_build_then_notifications_give_epts_history() -> Result<()> {
         "{statuses:?}"
     );
     // A modify carrying only ifId inherits the rest (W:757-777).
-    ensure!(h101.events[1].flags == vec!["local".to_owned()] && h101.events[1].pctag == PCTAG);
+    ensure!(h101.events[1].flags.to_vec() == ["local"] && h101.events[1].pctag == PCTAG);
 
     // A delete of the only location: the endpoint is deleted (node 0, W:897-917).
     h.notify(

@@ -450,10 +450,10 @@ fn full_history_event(i: u32) -> HistoryEvent {
         status: Status::Modified,
         remote: 6_619_238,
         pctag: -(i64::from(i) + 1),
-        flags: vec!["local".into(), "vpc-attached".into()],
+        flags: vigil_endpoints::Flags::parse("local,vpc-attached"),
         tunnel_flags: "physical,proxy".into(),
         encap: "vlan-101".into(),
-        intf_id: format!("eth1/{i}"),
+        intf_id: format!("eth1/{i}").into(),
         intf_name: "vpc-policy-A \"quoted\" ünïcode".into(),
         epg_name: "uni/tn-t/ap-a/epg-web".into(),
         vnid_name: "uni/tn-t/ctx-v1".into(),
@@ -1036,7 +1036,7 @@ async fn pages_walk_every_endpoint_once_in_order(store: &dyn HistoryStore) -> Re
         }
     }
     ensure!(
-        rest.len() == 36 && rest.last().map(String::as_str) == Some("10.2.9.9"),
+        rest.len() == 36 && rest.last().map(|a| a.as_str()) == Some("10.2.9.9"),
         "{rest:?}"
     );
     Ok(())
