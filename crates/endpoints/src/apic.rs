@@ -44,9 +44,10 @@
 //! after the whole text was read (a JSON error anywhere still wins). The
 //! tests keep the `Value`-based parser as the reference and compare on
 //! generated payloads, valid and not. [`EpmParser::parse_payload_value`]
-//! runs the same visitors over an already-decoded `Value` (the APIC
-//! subscriber and replays decode first, to record and flatten `children`):
-//! that saves the regexes and the attribute copies, not the `Value`.
+//! runs the same visitors over an already-decoded `Value` (replays, and the
+//! APIC subscriber when it records or must flatten `children`; otherwise
+//! the subscriber parses its pages and notifications from the text): that
+//! saves the regexes and the attribute copies, not the `Value`.
 //!
 //! Measured on this 2-core machine (shared with other builds; the old and
 //! new parser on the same tree, two runs each), `history` bench
