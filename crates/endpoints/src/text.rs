@@ -12,8 +12,11 @@
 //! the record's copies of fabric and address. Almost all of those strings
 //! repeat: a fabric has a few hundred interface names, a few thousand
 //! EPG/BD names, a handful of flag sets. A [`Text`] is 16 bytes and the
-//! repeated ones share one heap block, so a record with one event takes
-//! about a third of that (the bench prints the figure).
+//! repeated ones share one heap block: a history event is 160 bytes and a
+//! record with one event about 260 held. The EPT-scale build held in
+//! memory peaked at 1.74 GiB instead of 2.75 (`ept_scale`, `memory` mode),
+//! and took 21 s instead of 35-67 (fewer allocations, fewer fresh pages to
+//! zero).
 //!
 //! # Interning, bounded
 //!

