@@ -54,39 +54,59 @@ const SHARDS: usize = 16;
 struct Table {
     hasher: RandomState,
     shards: Vec<Mutex<HashSet<Arc<str>>>>,
+    /// Most strings one shard holds.
+    per_shard: usize,
 }
 
-static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
-    hasher: RandomState::new(),
-    shards: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect(),
-});
+static TABLE: LazyLock<Table> = LazyLock::new(|| Table::new(INTERN_MAX_ENTRIES));
 
 static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
+impl Table {
+    fn new(max_entries: usize) -> Table {
+        Table {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect(),
+            per_shard: max_entries / SHARDS,
+        }
+    }
+
+    fn intern(&self, s: &str) -> Arc<str> {
+        if s.is_empty() {
+            return EMPTY.clone();
+        }
+        if s.len() > INTERN_MAX_LEN {
+            return Arc::from(s);
+        }
+        // The low bits pick the shard; the set re-hashes with its own state.
+        let shard = (self.hasher.hash_one(s) as usize) % SHARDS;
+        let Some(lock) = self.shards.get(shard) else {
+            return Arc::from(s);
+        };
+        // A panic while holding the lock cannot leave the set inconsistent
+        // (an insert either happened or not), so a poisoned lock is usable.
+        let mut set = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = set.get(s) {
+            return found.clone();
+        }
+        let text: Arc<str> = Arc::from(s);
+        if set.len() < self.per_shard {
+            set.insert(text.clone());
+        }
+        text
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
 fn intern(s: &str) -> Arc<str> {
-    if s.is_empty() {
-        return EMPTY.clone();
-    }
-    if s.len() > INTERN_MAX_LEN {
-        return Arc::from(s);
-    }
-    let table = &*TABLE;
-    // The low bits pick the shard; the set re-hashes with its own state.
-    let shard = (table.hasher.hash_one(s) as usize) % SHARDS;
-    let Some(lock) = table.shards.get(shard) else {
-        return Arc::from(s);
-    };
-    // A panic while holding the lock cannot leave the set inconsistent
-    // (an insert either happened or not), so a poisoned lock is usable.
-    let mut set = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(found) = set.get(s) {
-        return found.clone();
-    }
-    let text: Arc<str> = Arc::from(s);
-    if set.len() < INTERN_MAX_ENTRIES / SHARDS {
-        set.insert(text.clone());
-    }
-    text
+    TABLE.intern(s)
 }
 
 /// An immutable string shared by reference count (module docs). Derefs to
@@ -268,28 +288,22 @@ impl Flags {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut list: Vec<String> = Vec::new();
-        for f in flags {
-            for part in f.as_ref().split(',') {
-                if !part.is_empty() {
-                    list.push(part.to_owned());
-                }
-            }
+        let items: Vec<S> = flags.into_iter().collect();
+        let mut parts: Vec<&str> = items
+            .iter()
+            .flat_map(|f| f.as_ref().split(','))
+            .filter(|part| !part.is_empty())
+            .collect();
+        if parts.is_empty() {
+            return Flags::default();
         }
-        Flags::from_parts(list)
+        parts.sort_unstable();
+        Flags(Text::from(parts.join(",")))
     }
 
     /// The flags of APIC's comma-separated `flags` attribute, sorted.
     pub fn parse(joined: &str) -> Flags {
         Flags::new([joined])
-    }
-
-    fn from_parts(mut list: Vec<String>) -> Flags {
-        if list.is_empty() {
-            return Flags::default();
-        }
-        list.sort();
-        Flags(Text::from(list.join(",")))
     }
 
     /// Whether there are no flags.
@@ -348,7 +362,7 @@ impl<'de> Deserialize<'de> for Flags {
                 f.write_str("a list of flags")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Flags, A::Error> {
-                let mut list = Vec::new();
+                let mut list: Vec<String> = Vec::new();
                 while let Some(flag) = seq.next_element::<String>()? {
                     list.push(flag);
                 }
@@ -387,19 +401,21 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded_and_past_it_values_are_still_right() {
-        // More distinct strings than the table holds: every value still
-        // reads back as itself; the table stops growing at its bound.
-        let n = INTERN_MAX_ENTRIES + 1000;
-        for i in 0..n {
+        // A table of its own (filling the process-wide one would stop
+        // interning for the other tests of this binary): more distinct
+        // strings than it holds; every value still reads back as itself,
+        // the table stops growing at its bound, and a string seen before
+        // the bound is still shared after it.
+        let table = Table::new(SHARDS * 4);
+        let early = table.intern("early");
+        for i in 0..1000 {
             let s = format!("bound-test-{i}");
-            assert_eq!(Text::from(s.as_str()), s);
+            assert_eq!(&*table.intern(&s), s.as_str());
         }
-        let held: usize = TABLE
-            .shards
-            .iter()
-            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
-            .sum();
-        assert!(held <= INTERN_MAX_ENTRIES, "{held} strings held");
+        assert!(table.len() <= SHARDS * 4, "{} strings held", table.len());
+        assert!(Arc::ptr_eq(&early, &table.intern("early")));
+        let late = table.intern("late, past the bound");
+        assert!(!Arc::ptr_eq(&late, &table.intern("late, past the bound")));
     }
 
     #[test]

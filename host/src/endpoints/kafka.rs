@@ -513,22 +513,15 @@ mod tests {
     /// real broker: the worker reads a vpc-attached learn against the
     /// subscriber's model (the endpoint sits on the vpc pseudo-node), which
     /// it only has through the stored model and the marker.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn workers_read_events_against_the_subscribers_fabric_model() {
+    /// A tracker of 2 workers over an in-memory history store.
+    fn memory_tracker() -> (Arc<vigil_endpoints::store::MemoryStore>, Arc<Tracker>) {
+        use vigil_endpoints::Settings;
         use vigil_endpoints::dispatch::DispatchConfig;
         use vigil_endpoints::store::MemoryStore;
         use vigil_endpoints::tracker::TrackerConfig;
-        use vigil_endpoints::{HistoryStore, Settings};
-
-        let broker = vigil_tests::kafka_servers::Tansu::start().expect("tansu");
-        let mut settings = KafkaSettings::new(broker.brokers(), "models");
-        settings.partitions = 3;
-        vigil_kafka::ensure_topics(&settings).await.expect("topics");
-        let kv = Arc::new(CountingKv::default());
-        let models = FabricModels::new(kv.clone());
 
         let store = Arc::new(MemoryStore::new());
-        let worker = Tracker::start(
+        let tracker = Tracker::start(
             TrackerConfig::new(
                 DispatchConfig {
                     workers: 2,
@@ -539,6 +532,21 @@ mod tests {
             store.clone(),
         )
         .expect("tracker");
+        (store, tracker)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_read_events_against_the_subscribers_fabric_model() {
+        use vigil_endpoints::HistoryStore;
+
+        let broker = vigil_tests::kafka_servers::Tansu::start().expect("tansu");
+        let mut settings = KafkaSettings::new(broker.brokers(), "models");
+        settings.partitions = 3;
+        vigil_kafka::ensure_topics(&settings).await.expect("topics");
+        let kv = Arc::new(CountingKv::default());
+        let models = FabricModels::new(kv.clone());
+
+        let (store, worker) = memory_tracker();
         let (stop, stop_rx) = watch::channel(false);
         let consumer = {
             let (settings, worker, models) = (settings.clone(), worker.clone(), models.clone());
@@ -615,10 +623,7 @@ mod tests {
     /// between them all reach the history.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hostile_messages_are_refused_one_by_one_and_lose_nothing_else() {
-        use vigil_endpoints::dispatch::DispatchConfig;
-        use vigil_endpoints::store::MemoryStore;
-        use vigil_endpoints::tracker::TrackerConfig;
-        use vigil_endpoints::{HistoryStore, Settings};
+        use vigil_endpoints::HistoryStore;
 
         let broker = vigil_tests::kafka_servers::Tansu::start().expect("tansu");
         let mut settings = KafkaSettings::new(broker.brokers(), "hostile");
@@ -663,18 +668,7 @@ mod tests {
         }
         assert!(publisher.flush(Duration::from_secs(10)).await);
 
-        let store = Arc::new(MemoryStore::new());
-        let worker = Tracker::start(
-            TrackerConfig::new(
-                DispatchConfig {
-                    workers: 2,
-                    queue_capacity: 64,
-                },
-                Settings::default(),
-            ),
-            store.clone(),
-        )
-        .expect("tracker");
+        let (store, worker) = memory_tracker();
         let models = FabricModels::new(Arc::new(vigil_core::kv::MemoryKv::default()));
         let (stop, stop_rx) = watch::channel(false);
         let consumer = {
